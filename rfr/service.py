@@ -1,0 +1,61 @@
+"""Start-up shared by the four stream services: logging, metrics, broker wait, topics, the processing loop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rfr import kafka
+from rfr.logs import setup_logging
+from rfr.metrics import StageMetrics, build_info, serve_metrics
+from rfr.settings import Settings
+from rfr.stream import BatchHandler, StreamConfig, StreamProcessor
+from rfr.topics import Topics, topic_specs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What one service consumes and how it batches."""
+
+    service: str
+    group: str
+    inputs: list[str]  # base topic names from rfr.topics (e.g. FRAMES); the namespace is applied here
+    metrics_port: int
+    batch_size: int = 32
+    batch_timeout_ms: int = 50
+
+
+def run_stage(
+    settings: Settings,
+    spec: StageSpec,
+    make_handler: Callable[[Settings, Topics], BatchHandler],
+    *,
+    broker_timeout_s: float = 120.0,
+) -> None:
+    """Run one service until SIGTERM/SIGINT; returns after a clean shutdown (exit code 0)."""
+    setup_logging(settings.log_level, json_lines=settings.log_json, service=spec.service)
+    build_info(spec.service)
+    metrics = StageMetrics.create(spec.service)
+    serve_metrics(settings.metrics.host, spec.metrics_port)
+    kafka.wait_for_broker(settings.kafka, broker_timeout_s)
+    kafka.ensure_topics(settings.kafka, topic_specs(settings.kafka))
+    topics = Topics.from_settings(settings.kafka)
+    handler = make_handler(settings, topics)
+    processor = StreamProcessor(
+        StreamConfig(
+            spec.service,
+            [topics.name(t) for t in spec.inputs],
+            topics.deadletter,
+            spec.batch_size,
+            spec.batch_timeout_ms / 1000,
+        ),
+        kafka.make_consumer(settings.kafka, spec.group),
+        kafka.DeliveryTracker(kafka.make_producer(settings.kafka)),
+        handler,
+        metrics,
+    )
+    processor.install_signal_handlers()
+    processor.run()

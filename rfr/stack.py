@@ -1,0 +1,155 @@
+"""`rfr up` / `rfr down` / `rfr status`: the embedded local stack on 127.0.0.1.
+
+A broker and a milvus-lite server are started only when the settings point at the local defaults; pointing
+``RFR_KAFKA__BOOTSTRAP_SERVERS`` / ``RFR_MILVUS__URI`` elsewhere uses those instead, with no code change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rfr import kafka, procs
+from rfr.settings import Settings
+from rfr.topics import topic_specs
+
+logger = logging.getLogger(__name__)
+
+SERVICES = ("ingest", "detect", "embed", "match")
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    state_dir: Path
+    local_broker: bool
+    local_milvus: bool
+
+
+def plan(settings: Settings) -> StackPlan:
+    st = settings.stack
+    return StackPlan(
+        state_dir=st.state_dir.resolve(),
+        local_broker=settings.kafka.bootstrap_servers in (f"127.0.0.1:{st.broker_port}", f"localhost:{st.broker_port}"),
+        local_milvus=settings.milvus.uri.rstrip("/")
+        in (f"http://127.0.0.1:{st.milvus_port}", f"http://localhost:{st.milvus_port}"),
+    )
+
+
+def service_env(settings: Settings, p: StackPlan) -> dict[str, str]:
+    """The environment every service process gets: the caller's, with paths made absolute."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "RFR_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "RFR_MILVUS__URI": settings.milvus.uri,
+            "RFR_MODEL_DIR": str(settings.model_dir.resolve()),
+            "RFR_BLOB_DIR": str(settings.blob_dir.resolve()),
+            "RFR_STACK__STATE_DIR": str(p.state_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _metrics_port(settings: Settings, name: str) -> int:
+    return int(getattr(settings.metrics, f"{name}_port"))
+
+
+def up(
+    settings: Settings, *, services: tuple[str, ...] = SERVICES, ready_timeout_s: float = 180.0
+) -> list[procs.ProcInfo]:
+    p = plan(settings)
+    state = procs.StateFile(p.state_dir)
+    running = [i for i in state.load() if procs.pid_alive(i)]
+    if running:
+        raise procs.StackError(
+            f"a stack is already running from {p.state_dir} "
+            f"({', '.join(i.name for i in running)}); run `rfr down` first"
+        )
+    logs = p.state_dir / "logs"
+    started: list[procs.ProcInfo] = []
+    try:
+        if p.local_broker:
+            started.append(
+                _start_server(
+                    "broker",
+                    procs.tansu_argv(settings.stack.broker_port),
+                    logs,
+                    settings.stack.broker_port,
+                    state,
+                    started,
+                )
+            )
+        if p.local_milvus:
+            started.append(
+                _start_server(
+                    "milvus",
+                    procs.milvus_argv(p.state_dir / "milvus", settings.stack.milvus_port),
+                    logs,
+                    settings.stack.milvus_port,
+                    state,
+                    started,
+                )
+            )
+        kafka.wait_for_broker(settings.kafka, 60)
+        kafka.ensure_topics(settings.kafka, topic_specs(settings.kafka))
+        env = service_env(settings, p)
+        for name in services:
+            port = _metrics_port(settings, name)
+            url = f"http://{settings.metrics.host}:{port}/metrics"
+            info, _ = procs.spawn(name, [sys.executable, "-m", f"services.{name}"], logs, env, port, url)
+            started.append(info)
+            state.save(started)
+        _wait_ready(settings, started, ready_timeout_s)
+    except BaseException:
+        logger.error("start-up failed; stopping what was started (logs in %s)", logs)
+        down_procs(started)
+        state.clear()
+        raise
+    return started
+
+
+def _start_server(
+    name: str, argv: list[str], logs: Path, port: int, state: procs.StateFile, started: list[procs.ProcInfo]
+) -> procs.ProcInfo:
+    if procs.port_open("127.0.0.1", port):
+        raise procs.StackError(f"port {port} for the {name} is already in use")
+    info, proc = procs.spawn(name, argv, logs, port=port)
+    state.save([*started, info])
+    procs.wait_port("127.0.0.1", port, 60, proc)
+    return info
+
+
+def _wait_ready(settings: Settings, started: list[procs.ProcInfo], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for info in started:
+        if info.metrics_url is None or info.port is None:
+            continue
+        while not procs.port_open(settings.metrics.host, info.port):
+            if not procs.pid_alive(info):
+                tail = Path(info.log).read_text(errors="replace")[-2000:]
+                raise procs.StackError(f"{info.name} exited during start-up; last log lines:\n{tail}")
+            if time.monotonic() > deadline:
+                raise procs.StackError(f"{info.name} not ready after {timeout_s:.0f}s (log: {info.log})")
+            time.sleep(0.2)
+
+
+def down_procs(infos: list[procs.ProcInfo]) -> list[str]:
+    """Stop services first, servers last; return the names that were running."""
+    stopped = []
+    for info in reversed(infos):
+        if procs.pid_alive(info):
+            procs.stop(info)
+            stopped.append(info.name)
+    return stopped
+
+
+def down(settings: Settings) -> list[str]:
+    state = procs.StateFile(plan(settings).state_dir)
+    stopped = down_procs(state.load())
+    state.clear()
+    return stopped
