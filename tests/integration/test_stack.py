@@ -1,0 +1,58 @@
+"""`rfr up` / `status` / `down` start and stop the real broker and milvus-lite server, and nothing else."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pymilvus import MilvusClient
+
+from rfr import kafka, procs
+from rfr.settings import KafkaSettings
+from rfr.topics import ALL_TOPICS
+
+pytestmark = pytest.mark.integration
+
+
+def _rfr(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rfr", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def test_up_status_down_servers_only(tmp_path: Path) -> None:
+    broker_port, milvus_port = procs.free_port(), procs.free_port()
+    env = dict(os.environ,
+               RFR_STACK__STATE_DIR=str(tmp_path / "state"),
+               RFR_STACK__BROKER_PORT=str(broker_port),
+               RFR_STACK__MILVUS_PORT=str(milvus_port),
+               RFR_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{broker_port}",
+               RFR_MILVUS__URI=f"http://127.0.0.1:{milvus_port}")
+    started = _rfr(["up", "--no-services"], env)
+    try:
+        assert started.returncode == 0, started.stderr
+        infos = procs.StateFile(tmp_path / "state").load()
+        assert [i.name for i in infos] == ["broker", "milvus"]
+        assert all(procs.pid_alive(i) for i in infos)
+        # Both listen on loopback only, and the topics were created explicitly.
+        assert procs.port_open("127.0.0.1", broker_port) and procs.port_open("127.0.0.1", milvus_port)
+        md = kafka.AdminClient(kafka.client_config(KafkaSettings(bootstrap_servers=f"127.0.0.1:{broker_port}")))
+        assert set(ALL_TOPICS) <= set(md.list_topics(timeout=10).topics)
+        client = MilvusClient(uri=f"http://127.0.0.1:{milvus_port}")
+        assert client.list_collections() == []
+        client.close()
+        status = _rfr(["status"], env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "broker" in status.stdout and "milvus" in status.stdout and "healthy" in status.stdout
+        again = _rfr(["up", "--no-services"], env)
+        assert again.returncode != 0 and "already running" in again.stderr + again.stdout
+    finally:
+        stopped = _rfr(["down"], env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "broker" in stopped.stdout and "milvus" in stopped.stdout
+    assert not any(procs.pid_alive(i) for i in infos)
+    assert not procs.port_open("127.0.0.1", broker_port)
+    assert not (tmp_path / "state" / "stack.json").exists()
+    assert "nothing was running" in _rfr(["down"], env).stdout
