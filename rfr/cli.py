@@ -55,6 +55,15 @@ def down() -> None:
 
 
 @app.command()
+def restart(service: Annotated[str, typer.Argument(help="ingest, detect, embed or match")]) -> None:
+    """Restart one service of the running local stack."""
+    from rfr import stack
+
+    info = stack.restart_service(_settings(), service)
+    typer.echo(f"{info.name} restarted: pid {info.pid}")
+
+
+@app.command()
 def status() -> None:
     """Show what runs, its health and throughput, and where its metrics are."""
     from rfr import procs, stack

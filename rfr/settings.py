@@ -47,6 +47,9 @@ class MilvusSettings(_Group):
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
     search_ef: int = 128
+    ivf_nlist: int = Field(default=1024, ge=1, description="IVF_FLAT clusters (index_type IVF_FLAT only).")
+    search_nprobe: int = Field(default=32, ge=1, description="IVF_FLAT clusters visited per search.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Deadline of one Milvus call.")
 
 
 class MetricsSettings(_Group):
@@ -71,6 +74,9 @@ class IngestSettings(_Group):
         default="", description="'retailer:sha256hex,...' pairs (hashed keys), in addition to api_keys_file."
     )
     db_path: Path | None = None
+    max_files_per_request: int = Field(default=64, ge=1, description="Images in one HTTP POST.")
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Body of one HTTP POST.")
+    batch_size: int = Field(default=16, ge=1, description="Kafka submissions handled per batch.")
 
 
 class DetectSettings(_Group):
@@ -106,6 +112,13 @@ class MatchSettings(_Group):
     galleries: list[str] = Field(default_factory=lambda: ["custody"])
     batch_size: int = Field(default=64, ge=1)
     batch_timeout_ms: int = Field(default=20, ge=0)
+    model_id: str | None = Field(
+        default=None, description="Embedding model whose gallery is searched; default: the one embed.model selects."
+    )
+    gallery_size_interval_s: float = Field(default=30.0, gt=0, description="Refresh of rfr_match_gallery_faces.")
+    enrol_multi_face: Literal["largest", "reject"] = Field(
+        default="largest", description="Enrolment photo with several accepted faces: keep the largest, or reject it."
+    )
 
 
 class StackSettings(_Group):

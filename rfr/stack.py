@@ -62,6 +62,7 @@ def _metrics_port(settings: Settings, name: str) -> int:
 def up(
     settings: Settings, *, services: tuple[str, ...] = SERVICES, ready_timeout_s: float = 180.0
 ) -> list[procs.ProcInfo]:
+    """Start the local servers the settings call for, create the topics, start the services, wait until ready."""
     p = plan(settings)
     state = procs.StateFile(p.state_dir)
     running = [i for i in state.load() if procs.pid_alive(i)]
@@ -70,47 +71,56 @@ def up(
             f"a stack is already running from {p.state_dir} "
             f"({', '.join(i.name for i in running)}); run `rfr down` first"
         )
-    logs = p.state_dir / "logs"
     started: list[procs.ProcInfo] = []
     try:
-        if p.local_broker:
-            started.append(
-                _start_server(
-                    "broker",
-                    procs.tansu_argv(settings.stack.broker_port),
-                    logs,
-                    settings.stack.broker_port,
-                    state,
-                    started,
-                )
-            )
-        if p.local_milvus:
-            started.append(
-                _start_server(
-                    "milvus",
-                    procs.milvus_argv(p.state_dir / "milvus", settings.stack.milvus_port),
-                    logs,
-                    settings.stack.milvus_port,
-                    state,
-                    started,
-                )
-            )
+        _start_servers(settings, p, state, started)
         kafka.wait_for_broker(settings.kafka, 60)
         kafka.ensure_topics(settings.kafka, topic_specs(settings.kafka))
-        env = service_env(settings, p)
         for name in services:
-            port = _metrics_port(settings, name)
-            url = f"http://{settings.metrics.host}:{port}/metrics"
-            info, _ = procs.spawn(name, [sys.executable, "-m", f"services.{name}"], logs, env, port, url)
-            started.append(info)
+            started.append(start_service(settings, name))
             state.save(started)
         _wait_ready(settings, started, ready_timeout_s)
     except BaseException:
-        logger.error("start-up failed; stopping what was started (logs in %s)", logs)
+        logger.error("start-up failed; stopping what was started (logs in %s)", p.state_dir / "logs")
         down_procs(started)
         state.clear()
         raise
     return started
+
+
+def _start_servers(settings: Settings, p: StackPlan, state: procs.StateFile, started: list[procs.ProcInfo]) -> None:
+    logs = p.state_dir / "logs"
+    st = settings.stack
+    if p.local_broker:
+        started.append(_start_server("broker", procs.tansu_argv(st.broker_port), logs, st.broker_port, state, started))
+    if p.local_milvus:
+        argv = procs.milvus_argv(p.state_dir / "milvus", st.milvus_port)
+        started.append(_start_server("milvus", argv, logs, st.milvus_port, state, started))
+
+
+def start_service(settings: Settings, name: str) -> procs.ProcInfo:
+    """Start one service process (``python -m services.<name>``) with the stack's environment."""
+    if name not in SERVICES:
+        raise procs.StackError(f"unknown service {name!r}; expected one of {', '.join(SERVICES)}")
+    p = plan(settings)
+    port = _metrics_port(settings, name)
+    url = f"http://{settings.metrics.host}:{port}/metrics"
+    argv = [sys.executable, "-m", f"services.{name}"]
+    info, _ = procs.spawn(name, argv, p.state_dir / "logs", service_env(settings, p), port, url)
+    return info
+
+
+def restart_service(settings: Settings, name: str, ready_timeout_s: float = 180.0) -> procs.ProcInfo:
+    """Stop (if running) and start again one service of the running stack; the state file follows."""
+    state = procs.StateFile(plan(settings).state_dir)
+    infos = state.load()
+    for info in infos:
+        if info.name == name:
+            procs.stop(info)
+    fresh = start_service(settings, name)
+    state.save([i for i in infos if i.name != name] + [fresh])
+    _wait_ready(settings, [fresh], ready_timeout_s)
+    return fresh
 
 
 def _start_server(

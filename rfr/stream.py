@@ -30,10 +30,11 @@ logger = logging.getLogger(__name__)
 class PoisonMessage(Exception):
     """This message can never be processed: send it to the dead-letter topic with ``reason``."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", outputs: Sequence[Output] = ()) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.outputs = list(outputs)  # produced beside the dead letter (e.g. a "rejected" outcome event)
 
 
 class RetryableError(Exception):
@@ -178,6 +179,8 @@ class StreamProcessor:
                 self.metrics.deadletters.labels(letter.headers["rfr-reason"]).inc()
                 logger.warning("dead-lettered %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), result)
                 outputs.append(letter)
+                if isinstance(result, PoisonMessage):
+                    outputs.extend(result.outputs)
             else:
                 outputs.extend(result)
         return outputs

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints JSON; `python -m benchmarks.run` runs them all."""

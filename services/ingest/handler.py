@@ -1,0 +1,111 @@
+"""The Kafka submission channel: encoded stills on the submissions topic, metadata in headers.
+
+A retailer's system produces to ``rfr.topics.SUBMISSIONS`` (``<namespace>.rfr.submissions.v1`` with a
+namespace). The message value is the encoded image (JPEG, PNG, WebP or BMP, as it came from the camera);
+the headers carry the metadata, UTF-8 encoded:
+
+=====================  ========  ===========================================================
+header                 required  value
+=====================  ========  ===========================================================
+``rfr-retailer-id``    yes       the retailer (letters, digits and ``_.:@-``, at most 128)
+``rfr-store-id``       yes       the store, same alphabet
+``rfr-camera-id``      yes       the camera, same alphabet
+``rfr-captured-at``    yes       ISO 8601 with a UTC offset, e.g. ``2024-05-01T13:45:07.250Z``
+``rfr-case-ref``       no        an investigation or incident reference
+=====================  ========  ===========================================================
+
+The message key is not read; key by ``<retailer>/<store>/<camera>`` so one camera's stills stay in order.
+The submission id is ``rfr.schemas.submission_id(retailer, value)``: the same still from the same retailer
+is processed once (a second copy is dropped; a redelivery of the same message re-emits the same events,
+which consumers de-duplicate on ``event_id``). A rejected still goes to the dead-letter topic with the
+reason, its bytes and headers, and a ``rejected`` outcome event is produced.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from confluent_kafka import Message
+
+from rfr.kafka import header_dict
+from rfr.schemas import Channel, submission_id
+from rfr.stream import PoisonMessage, Result, RetryableError
+from services.ingest.core import Ingestor, MetaReason, RawMeta, Rejected, build_meta, valid_ident
+from services.ingest.store import Claim, State, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+H_RETAILER = "rfr-retailer-id"
+H_STORE = "rfr-store-id"
+H_CAMERA = "rfr-camera-id"
+H_CAPTURED_AT = "rfr-captured-at"
+H_CASE_REF = "rfr-case-ref"
+
+
+def raw_meta(headers: dict[str, str]) -> RawMeta:
+    return RawMeta(retailer_id=headers.get(H_RETAILER), store_id=headers.get(H_STORE),
+                   camera_id=headers.get(H_CAMERA), captured_at=headers.get(H_CAPTURED_AT),
+                   case_ref=headers.get(H_CASE_REF))
+
+
+def submission_headers(retailer_id: str, store_id: str, camera_id: str, captured_at: str,
+                       case_ref: str | None = None) -> list[tuple[str, bytes]]:
+    """The headers a producer attaches to a submission (for clients and tests)."""
+    pairs = [(H_RETAILER, retailer_id), (H_STORE, store_id), (H_CAMERA, camera_id), (H_CAPTURED_AT, captured_at)]
+    if case_ref:
+        pairs.append((H_CASE_REF, case_ref))
+    return [(k, v.encode()) for k, v in pairs]
+
+
+class SubmissionHandler:
+    """BatchHandler for the submissions topic (service ``ingest``, group ``rfr-ingest``)."""
+
+    channel = Channel.KAFKA
+
+    def __init__(self, ingestor: Ingestor) -> None:
+        self.ingestor = ingestor
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Result]:
+        try:
+            return [self.handle(m) for m in messages]
+        except StoreUnavailable as exc:  # not the messages' fault: retry the batch
+            raise RetryableError(str(exc)) from exc
+
+    def _unattributable(self, reason: str, detail: str) -> PoisonMessage:
+        """No usable retailer id: dead-letter it, with nobody to tell and nothing to record."""
+        self.ingestor.metrics.rejections.labels(reason).inc()
+        self.ingestor.count(self.channel, "rejected")
+        return PoisonMessage(reason, detail)
+
+    def handle(self, msg: Message) -> Result:
+        data = msg.value() or b""
+        source = f"kafka:{msg.topic()}:{msg.partition()}:{msg.offset()}"
+        raw = raw_meta(header_dict(msg))
+        self.ingestor.received(self.channel, len(data))
+        retailer = (raw.retailer_id or "").strip()
+        if not retailer:
+            return self._unattributable(MetaReason.MISSING_METADATA, f"header {H_RETAILER} is missing")
+        if not valid_ident(retailer):
+            return self._unattributable(MetaReason.INVALID_METADATA, f"header {H_RETAILER} is not a valid id")
+        sid = submission_id(retailer, data)
+        seen = self.ingestor.store.get(sid)
+        if seen is not None and seen.state == State.RECEIVED and seen.source != source:
+            logger.info("duplicate submission %s (first from %s) dropped", sid, seen.source)
+            self.ingestor.count(self.channel, "duplicate")
+            return []
+        try:
+            meta = build_meta(raw, self.channel)
+            accepted = self.ingestor.accept(sid, meta, data, source)
+        except Rejected as exc:
+            outputs = self.ingestor.reject(sid, raw, self.channel, source, exc)
+            return PoisonMessage(exc.reason, exc.detail, outputs=outputs)
+        except OSError as exc:  # the blob store: not this message's fault
+            raise RetryableError(f"blob store unavailable: {exc}") from exc
+        claim = self.ingestor.store.claim(accepted.record)
+        if claim == Claim.DUPLICATE:
+            self.ingestor.count(self.channel, "duplicate")
+            return []
+        if claim == Claim.NEW:
+            self.ingestor.count(self.channel, "accepted")
+        return accepted.outputs

@@ -1,0 +1,155 @@
+"""``python -m services.ingest``: everything ingest needs, in one process.
+
+* the Kafka channel: :class:`SubmissionHandler` on the submissions topic, run by :func:`rfr.service.run_stage`
+  (service ``ingest``, group ``rfr-ingest``) in the main thread, which owns SIGTERM/SIGINT;
+* the HTTP channel: the FastAPI app on ``settings.ingest.http_host:http_port`` (uvicorn, a thread);
+* the status consumer: :class:`StatusHandler` on the outcomes topic (group ``rfr-ingest-status``, a thread).
+
+When the Kafka loop stops (signal), the HTTP server and the status consumer are stopped too. Exit codes:
+0 clean stop, 2 bad API key configuration, 3 the HTTP port could not be opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from rfr import kafka
+from rfr.blobstore import FileBlobStore
+from rfr.imaging import ImageLimits
+from rfr.logs import setup_logging
+from rfr.metrics import StageMetrics
+from rfr.service import StageSpec, run_stage
+from rfr.settings import Settings, load_settings
+from rfr.stream import BatchHandler, StreamConfig, StreamProcessor
+from rfr.topics import SUBMISSIONS, Topics, topic_specs
+from services.ingest.app import HttpContext, create_app
+from services.ingest.auth import ApiKeyConfigError, ApiKeyRegistry
+from services.ingest.core import Ingestor
+from services.ingest.handler import SubmissionHandler
+from services.ingest.metrics import IngestMetrics
+from services.ingest.publish import Publisher
+from services.ingest.status import STATUS_GROUP, STATUS_SERVICE, StatusHandler
+from services.ingest.store import SqliteSubmissionStore
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "ingest"
+GROUP = "rfr-ingest"
+EXIT_BAD_KEYS = 2
+EXIT_NO_HTTP = 3
+
+
+def db_path(settings: Settings) -> Path:
+    return settings.ingest.db_path or settings.stack.state_dir / "ingest.db"
+
+
+def stage_spec(settings: Settings) -> StageSpec:
+    return StageSpec(service=SERVICE, group=GROUP, inputs=[SUBMISSIONS], metrics_port=settings.metrics.ingest_port,
+                     batch_size=settings.ingest.batch_size, batch_timeout_ms=50)
+
+
+def build_ingestor(settings: Settings, topics: Topics, store: SqliteSubmissionStore,
+                   metrics: IngestMetrics) -> Ingestor:
+    limits = ImageLimits.from_settings(settings.ingest)
+    return Ingestor(topics, store, FileBlobStore(settings.blob_dir), metrics, limits, settings.ingest.inline_max_bytes)
+
+
+@dataclass
+class Background:
+    """A component running in its own thread, with the way to stop it."""
+
+    name: str
+    thread: threading.Thread
+    stop: Callable[[], None]
+
+    def close(self, timeout_s: float = 15.0) -> None:
+        self.stop()
+        self.thread.join(timeout_s)
+        if self.thread.is_alive():
+            logger.warning("%s did not stop within %.0fs", self.name, timeout_s)
+
+
+def start_http(settings: Settings, ctx: HttpContext, timeout_s: float = 20.0) -> Background:
+    """Serve the HTTP channel in a thread; raise OSError when it does not come up."""
+    config = uvicorn.Config(create_app(ctx), host=settings.ingest.http_host, port=settings.ingest.http_port,
+                            log_config=None, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="ingest-http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise OSError(f"HTTP channel did not start on {settings.ingest.http_host}:{settings.ingest.http_port}")
+        time.sleep(0.05)
+    logger.info("HTTP channel on http://%s:%s (OpenAPI at /docs)", settings.ingest.http_host,
+                settings.ingest.http_port)
+
+    def stop() -> None:
+        server.should_exit = True
+
+    return Background("http", thread, stop)
+
+
+def status_processor(settings: Settings, topics: Topics, handler: StatusHandler) -> StreamProcessor:
+    return StreamProcessor(
+        StreamConfig(STATUS_SERVICE, [topics.outcomes], topics.deadletter, batch_size=64, batch_timeout_s=0.05),
+        kafka.make_consumer(settings.kafka, STATUS_GROUP),
+        kafka.DeliveryTracker(kafka.make_producer(settings.kafka)),
+        handler,
+        StageMetrics.create(STATUS_SERVICE),
+    )
+
+
+def start_status(settings: Settings, topics: Topics, handler: StatusHandler) -> Background:
+    processor = status_processor(settings, topics, handler)
+    thread = threading.Thread(target=processor.run, name="ingest-status", daemon=True)
+    thread.start()
+    return Background("status consumer", thread, processor.stopping.set)
+
+
+def main() -> int:
+    settings = load_settings()
+    setup_logging(settings.log_level, json_lines=settings.log_json, service=SERVICE)
+    try:
+        keys = ApiKeyRegistry.from_settings(settings)
+    except (ApiKeyConfigError, OSError) as exc:
+        logger.error("ingest cannot start: API keys: %s", exc)
+        return EXIT_BAD_KEYS
+    if not len(keys):
+        logger.warning("no API keys configured: the HTTP channel will refuse every request "
+                       "(create one with `rfr api-keys create RETAILER`)")
+    metrics = IngestMetrics.create()
+    store = SqliteSubmissionStore(db_path(settings))
+    topics = Topics.from_settings(settings.kafka)
+    ingestor = build_ingestor(settings, topics, store, metrics)
+    kafka.wait_for_broker(settings.kafka, 120)
+    kafka.ensure_topics(settings.kafka, topic_specs(settings.kafka))
+    publisher = Publisher(kafka.make_producer(settings.kafka))
+    ctx = HttpContext(ingestor, keys, publisher, settings.ingest.max_files_per_request,
+                      settings.ingest.max_request_bytes)
+    background: list[Background] = [start_status(settings, topics, StatusHandler(store, metrics))]
+    try:
+        background.append(start_http(settings, ctx))
+    except OSError as exc:
+        logger.error("ingest cannot start: %s", exc)
+        background[0].close()
+        return EXIT_NO_HTTP
+
+    def make_handler(_settings: Settings, _topics: Topics) -> BatchHandler:
+        return SubmissionHandler(ingestor)
+
+    try:
+        run_stage(settings, stage_spec(settings), make_handler)
+    finally:
+        for bg in reversed(background):
+            bg.close()
+        publisher.close()
+        store.close()
+    return 0

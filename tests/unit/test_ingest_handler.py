@@ -1,0 +1,106 @@
+"""The Kafka submission handler against fake messages: frames, rejections, duplicates, redeliveries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from data.ingest_corpus import bad_cases, good_cases, jpeg
+from data.ingest_fakes import FakeMsg, make_ingestor, sample
+
+from rfr.blobstore import FileBlobStore
+from rfr.schemas import FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
+from rfr.stream import PoisonMessage
+from services.ingest.handler import H_RETAILER, SubmissionHandler, submission_headers
+
+HEADERS = submission_headers("shop-1", "store-7", "cam-3", "2024-05-01T13:45:07.250Z", "case-42")
+
+
+def handler(tmp_path: Path, **kw: int) -> SubmissionHandler:
+    return SubmissionHandler(make_ingestor(tmp_path, **kw))  # type: ignore[arg-type]
+
+
+def test_good_still_becomes_a_frame_and_a_received_outcome(tmp_path: Path) -> None:
+    h = handler(tmp_path)
+    data = jpeg(120, 80)
+    [result] = h.handle_batch([FakeMsg(data, HEADERS, offset=5)])
+    assert isinstance(result, list) and [o.topic for o in result] == ["t.rfr.frames.v1", "t.rfr.outcomes.v1"]
+    frame = decode(FrameEvent, result[0].value)
+    sid = submission_id("shop-1", data)
+    assert frame.event_id == frame.submission_id == sid == result[0].event_id
+    assert result[0].key == "shop-1/store-7/cam-3" == frame.meta.camera_key
+    assert (frame.width, frame.height, frame.content_type, frame.image) == (120, 80, "image/jpeg", data)
+    assert frame.meta.case_ref == "case-42" and frame.meta.captured_at.year == 2024 and frame.image_ref is None
+    outcome = decode(OutcomeEvent, result[1].value)
+    assert (outcome.status, outcome.submission_id, result[1].key) == (OutcomeStatus.RECEIVED, sid, sid)
+    assert sample(h.ingestor.metrics.submissions, channel="kafka", outcome="accepted") == 1
+
+
+def test_large_still_travels_as_a_blob_reference(tmp_path: Path) -> None:
+    h = handler(tmp_path, inline_max_bytes=1000)
+    data = jpeg(300, 200, quality=95)
+    assert len(data) > 1000
+    [result] = h.handle_batch([FakeMsg(data, HEADERS)])
+    assert isinstance(result, list)
+    frame = decode(FrameEvent, result[0].value)
+    assert frame.image is None and frame.image_ref is not None
+    assert FileBlobStore(tmp_path / "blobs").get(frame.image_ref) == data
+
+
+def test_duplicate_is_dropped_but_a_redelivery_is_reemitted(tmp_path: Path) -> None:
+    h = handler(tmp_path)
+    data = jpeg(seed=4)
+    first, second = h.handle_batch([FakeMsg(data, HEADERS, offset=1), FakeMsg(data, HEADERS, offset=2)])
+    assert isinstance(first, list) and len(first) == 2 and second == []
+    [again] = h.handle_batch([FakeMsg(data, HEADERS, offset=1)])  # the loop re-read offset 1 after a crash
+    assert isinstance(again, list) and decode(FrameEvent, again[0].value).submission_id == submission_id(
+        "shop-1", data)
+    assert sample(h.ingestor.metrics.submissions, channel="kafka", outcome="duplicate") == 1
+    other_retailer = submission_headers("shop-2", "s", "c", "2024-05-01T13:45:07Z")
+    [theirs] = h.handle_batch([FakeMsg(data, other_retailer, offset=3)])  # same bytes, another retailer
+    assert isinstance(theirs, list) and len(theirs) == 2
+
+
+@pytest.mark.parametrize("case", bad_cases(1 << 20), ids=lambda c: c.name)
+def test_bad_still_is_poison_with_a_rejected_outcome(tmp_path: Path, case: object) -> None:
+    h = handler(tmp_path)
+    data, reason = case.data, case.reason  # type: ignore[attr-defined]
+    [result] = h.handle_batch([FakeMsg(data, HEADERS)])
+    assert isinstance(result, PoisonMessage) and result.reason == reason
+    [out] = result.outputs
+    outcome = decode(OutcomeEvent, out.value)
+    assert outcome.status == OutcomeStatus.REJECTED and outcome.detail.startswith(reason)
+    st = h.ingestor.store.status(submission_id("shop-1", data))
+    assert st is not None and st.status == "rejected" and st.record.reason == reason
+    assert sample(h.ingestor.metrics.rejections, reason=reason) == 1
+
+
+@pytest.mark.parametrize(("drop", "named"), [(H_RETAILER, H_RETAILER), ("rfr-camera-id", "camera_id"),
+                                             ("rfr-captured-at", "captured_at"), ("rfr-store-id", "store_id")])
+def test_missing_metadata(tmp_path: Path, drop: str, named: str) -> None:
+    headers = [(k, v) for k, v in HEADERS if k != drop]
+    [result] = handler(tmp_path).handle_batch([FakeMsg(jpeg(), headers)])
+    assert isinstance(result, PoisonMessage) and result.reason == "missing_metadata" and named in result.detail
+    assert (result.outputs == []) == (drop == H_RETAILER)  # no retailer: nobody to tell
+
+
+@pytest.mark.parametrize("captured_at", ["yesterday", "2024-05-01T13:45:07", "2999-01-01T00:00:00Z"])
+def test_invalid_capture_time(tmp_path: Path, captured_at: str) -> None:
+    headers = submission_headers("shop-1", "s", "c", captured_at)
+    [result] = handler(tmp_path).handle_batch([FakeMsg(jpeg(), headers)])
+    assert isinstance(result, PoisonMessage) and result.reason == "invalid_metadata"
+
+
+def test_invalid_ids_and_empty_value(tmp_path: Path) -> None:
+    h = handler(tmp_path)
+    bad_ids = submission_headers("shop-1", "store 7/../x", "c", "2024-05-01T13:45:07Z")
+    empty_value = FakeMsg(None, HEADERS)
+    [r1, r2] = h.handle_batch([FakeMsg(jpeg(), bad_ids), empty_value])
+    assert isinstance(r1, PoisonMessage) and r1.reason == "invalid_metadata" and "store_id" in r1.detail
+    assert isinstance(r2, PoisonMessage) and r2.reason == "empty"
+
+
+def test_every_good_format_is_accepted(tmp_path: Path) -> None:
+    h = handler(tmp_path)
+    results = h.handle_batch([FakeMsg(c.data, HEADERS, offset=i) for i, c in enumerate(good_cases())])
+    assert all(isinstance(r, list) and len(r) == 2 for r in results)
