@@ -1,0 +1,47 @@
+"""`python -m services.detect`: the detect stage (FRAMES -> FACES + OUTCOMES).
+
+A missing detector model stops the service at once with exit code 2 and a message naming `rfr models fetch`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from rfr.blobstore import FileBlobStore
+from rfr.logs import setup_logging
+from rfr.models import ModelMissingError, detector_model_path
+from rfr.service import StageSpec, run_stage
+from rfr.settings import Settings, load_settings
+from rfr.stream import BatchHandler
+from rfr.topics import FRAMES, Topics
+from services.detect.detector import MediaPipeDetector
+from services.detect.handler import FrameHandler
+from services.detect.metrics import DetectMetrics
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "detect"
+EXIT_NO_MODEL = 2
+
+
+def main() -> int:
+    settings = load_settings()
+    setup_logging(settings.log_level, json_lines=settings.log_json, service=SERVICE)
+    try:
+        model_path = detector_model_path(settings.model_dir)
+    except ModelMissingError as exc:
+        logger.error("detect cannot start: %s", exc)
+        return EXIT_NO_MODEL
+
+    def make_handler(s: Settings, topics: Topics) -> BatchHandler:
+        detector = MediaPipeDetector(model_path, s.detect)
+        return FrameHandler(s, topics, detector, FileBlobStore(s.blob_dir), DetectMetrics.create())
+
+    spec = StageSpec(SERVICE, "rfr-detect", [FRAMES], settings.metrics.detect_port, batch_size=4, batch_timeout_ms=20)
+    run_stage(settings, spec, make_handler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

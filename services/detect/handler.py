@@ -1,0 +1,138 @@
+"""The detect stage: FrameEvent -> one FaceEvent per usable face, and an outcome for the submitter."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from confluent_kafka import Message
+from pydantic import ValidationError
+
+from rfr.blobstore import BlobCorrupt, BlobNotFound, BlobStore
+from rfr.imaging import ImageLimits, ImageRejected, decode_image
+from rfr.kafka import Output
+from rfr.schemas import Box, FaceEvent, FrameEvent, OutcomeEvent, OutcomeStatus, Point, decode
+from rfr.settings import Settings
+from rfr.stream import PoisonMessage, Result, RetryableError
+from rfr.topics import Topics
+from services.detect.detector import Detector
+from services.detect.faces import FaceFindings, FoundFace, find_faces
+from services.detect.metrics import DetectMetrics
+
+logger = logging.getLogger(__name__)
+
+CROP_JPEG_QUALITY = 95
+
+
+def encode_crop(crop: npt.NDArray[np.uint8]) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, CROP_JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError("JPEG encoding of a face crop failed")
+    return bytes(buf)
+
+
+class FrameHandler:
+    """A :class:`rfr.stream.BatchHandler`; runs in the stream loop's thread (never on an event loop)."""
+
+    def __init__(
+        self, settings: Settings, topics: Topics, detector: Detector, blobs: BlobStore, metrics: DetectMetrics
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.detector = detector
+        self.blobs = blobs
+        self.metrics = metrics
+        self.limits = ImageLimits.from_settings(settings.ingest)
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Result]:
+        return [self.handle(m) for m in messages]
+
+    def handle(self, msg: Message) -> Result:
+        try:
+            frame = decode(FrameEvent, msg.value())
+        except (ValidationError, ValueError) as exc:
+            return PoisonMessage("invalid_message", str(exc)[:500])
+        try:
+            image = decode_image(self._image_bytes(frame), self.limits)
+        except ImageRejected as exc:
+            return self._failed(frame, exc.reason, exc.detail)
+        except PoisonMessage as exc:
+            return self._failed(frame, exc.reason, exc.detail)
+        started = time.perf_counter()
+        findings = find_faces(image.rgb, self.detector, self.settings.detect)
+        self.metrics.seconds.observe(time.perf_counter() - started)
+        return self._outputs(frame, findings)
+
+    def _image_bytes(self, frame: FrameEvent) -> bytes:
+        if frame.image is not None:
+            return frame.image
+        if frame.image_ref is None:
+            raise PoisonMessage("no_image", "frame carries neither image bytes nor an image_ref")
+        try:
+            return self.blobs.get(frame.image_ref)
+        except (BlobNotFound, BlobCorrupt, ValueError) as exc:
+            raise PoisonMessage("blob_unavailable", f"{frame.image_ref}: {exc}") from exc
+        except OSError as exc:
+            raise RetryableError(f"blob store unreadable: {exc}") from exc
+
+    def _failed(self, frame: FrameEvent, reason: str, detail: str) -> PoisonMessage:
+        outcome = OutcomeEvent.make(
+            frame.submission_id, frame.meta.retailer_id, OutcomeStatus.FAILED, detail=f"{reason}: {detail}"[:500]
+        )
+        return PoisonMessage(reason, detail, outputs=[self._outcome(outcome)])
+
+    def _outcome(self, outcome: OutcomeEvent) -> Output:
+        return Output(self.topics.outcomes, outcome.to_bytes(), key=outcome.submission_id, event_id=outcome.event_id)
+
+    def _outputs(self, frame: FrameEvent, findings: FaceFindings) -> list[Output]:
+        self.metrics.frames.inc()
+        for rejected in findings.rejected:
+            self.metrics.faces_rejected.labels(rejected.reason).inc()
+        faces = findings.accepted[: self.settings.detect.max_faces]
+        self.metrics.faces_found.inc(len(faces))
+        self.metrics.faces_per_frame.observe(len(faces))
+        meta = frame.meta
+        if not faces:
+            detail = "no face detected" if not findings.rejected else f"faces unusable: {findings.rejection_summary()}"
+            return [
+                self._outcome(
+                    OutcomeEvent.make(
+                        frame.submission_id, meta.retailer_id, OutcomeStatus.NO_FACE, detail=detail, faces=0
+                    )
+                )
+            ]
+        out = [self._face_output(frame, i, len(faces), face) for i, face in enumerate(faces)]
+        summary = f"{len(faces)} face(s) passed on" + (
+            f"; dropped {findings.rejection_summary()}" if findings.rejected else ""
+        )
+        out.append(
+            self._outcome(
+                OutcomeEvent.make(
+                    frame.submission_id, meta.retailer_id, OutcomeStatus.FACES_FOUND, detail=summary, faces=len(faces)
+                )
+            )
+        )
+        return out
+
+    def _face_output(self, frame: FrameEvent, index: int, total: int, face: FoundFace) -> Output:
+        x, y, w, h = face.detection.box
+        face_id = f"{frame.submission_id}:f{index}"
+        event = FaceEvent(
+            event_id=face_id,
+            face_id=face_id,
+            submission_id=frame.submission_id,
+            face_index=index,
+            faces_in_frame=total,
+            meta=frame.meta,
+            received_at=frame.received_at,
+            box=Box(x=x, y=y, width=w, height=h),
+            keypoints=[Point(x=px, y=py) for px, py in face.detection.keypoints],
+            quality=face.quality,
+            crop_jpeg=encode_crop(face.crop),
+            crop_size=int(face.crop.shape[0]),
+        )
+        return Output(self.topics.faces, event.to_bytes(), key=frame.submission_id, event_id=face_id)
