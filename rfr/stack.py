@@ -6,12 +6,15 @@ A broker and a milvus-lite server are started only when the settings point at th
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import BaseModel, SecretStr
 
 from rfr import kafka, procs
 from rfr.settings import Settings
@@ -39,19 +42,38 @@ def plan(settings: Settings) -> StackPlan:
     )
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``RFR_*`` variables that reproduce ``settings`` in a child process (paths made absolute)."""
+    env: dict[str, str] = {}
+
+    def put(name: str, value: object) -> None:
+        if value is None:
+            return
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, Path):
+            value = str(value.resolve())
+        elif isinstance(value, (list, dict)):
+            value = json.dumps(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[name] = str(value)
+
+    for field, value in settings:
+        if isinstance(value, BaseModel):
+            for sub, subvalue in value:
+                put(f"RFR_{field.upper()}__{sub.upper()}", subvalue)
+        else:
+            put(f"RFR_{field.upper()}", value)
+    return env
+
+
 def service_env(settings: Settings, p: StackPlan) -> dict[str, str]:
-    """The environment every service process gets: the caller's, with paths made absolute."""
+    """The environment every service process gets: the caller's, with these settings made explicit."""
     env = dict(os.environ)
-    env.update(
-        {
-            "RFR_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-            "RFR_MILVUS__URI": settings.milvus.uri,
-            "RFR_MODEL_DIR": str(settings.model_dir.resolve()),
-            "RFR_BLOB_DIR": str(settings.blob_dir.resolve()),
-            "RFR_STACK__STATE_DIR": str(p.state_dir),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env.update(settings_env(settings))
+    env["RFR_STACK__STATE_DIR"] = str(p.state_dir)
+    env["PYTHONUNBUFFERED"] = "1"
     return env
 
 

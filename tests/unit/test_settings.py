@@ -54,3 +54,20 @@ def test_secrets_are_not_printed() -> None:
     assert "hunter2" not in repr(s)
     assert s.kafka.sasl_password is not None
     assert s.kafka.sasl_password.get_secret_value() == "hunter2"
+
+
+def test_settings_env_reproduces_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from rfr.stack import settings_env
+
+    s = Settings(kafka={"bootstrap_servers": "k:1", "sasl_password": "pw"},  # type: ignore[arg-type]
+                 match={"galleries": ["custody", "wanted"], "top_k": 7},  # type: ignore[arg-type]
+                 model_dir=tmp_path / "m", blob_dir=tmp_path / "b",
+                 stack={"state_dir": tmp_path / "s"})  # type: ignore[arg-type]
+    env = settings_env(s)
+    assert env["RFR_KAFKA__SASL_PASSWORD"] == "pw"
+    for key in list(__import__("os").environ):
+        if key.startswith("RFR_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert load_settings() == s

@@ -1,0 +1,209 @@
+"""`rfr demo`: the whole pipeline end to end on the embedded default.
+
+Starts the local stack, enrols a gallery of labelled photos (one per identity), submits CCTV-like stills of other
+photos of those people and of people who are not enrolled over Kafka, prints every candidate list, stops the stack.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import cv2
+import numpy as np
+import typer
+
+from rfr.results import SubmissionResult
+from rfr.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(add_completion=False)
+
+RETAILER, STORE, CAMERA = "demo-retailer", "store-001", "cam-01"
+
+
+@dataclass(frozen=True)
+class Probe:
+    truth: str
+    enrolled: bool
+    jpeg: bytes
+    submission_id: str
+
+
+def find_lfw(explicit: Path | None) -> Path | None:
+    candidates = [explicit] if explicit else []
+    env = os.environ.get("RFR_DEMO_DATA")
+    if env:
+        candidates.append(Path(env))
+    repo = Path(__file__).resolve().parents[1]
+    candidates += [repo.parent / "shared" / "faces" / "lfw", Path.cwd().parent / "shared" / "faces" / "lfw"]
+    return next((c for c in candidates if c is not None and c.is_dir()), None)
+
+
+def pick_split(lfw: Path, identities: int, strangers: int, seed: int) -> tuple[list[list[Path]], list[Path]]:
+    """(enrolled identities' photos, first = gallery photo), non-enrolled people's photos; seeded."""
+    rng = np.random.default_rng(seed)
+    people = sorted(p for p in lfw.iterdir() if p.is_dir())
+    multi = [sorted(p.glob("*.jpg")) for p in people]
+    multi = [photos for photos in multi if len(photos) >= 2]
+    singles = [sorted(p.glob("*.jpg"))[0] for p in people if len(list(p.glob("*.jpg"))) == 1]
+    chosen = [multi[i] for i in sorted(rng.choice(len(multi), size=min(identities, len(multi)), replace=False))]
+    others = [singles[i] for i in sorted(rng.choice(len(singles), size=min(strangers, len(singles)), replace=False))]
+    return chosen, others
+
+
+def cctv_still(photo: Path, face_px: int, level: str, rng: np.random.Generator) -> bytes:
+    from rfr.degrade import place_in_scene
+
+    bgr = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot read {photo}")
+    rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+    scene, _ = place_in_scene(rgb, face_px, (1280, 720), level, rng)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(scene, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return bytes(buf)
+
+
+def prepare(settings: Settings, lfw: Path, identities: int, strangers: int, face_px: int, level: str,
+            seed: int) -> tuple[Path, list[Probe]]:
+    from rfr.schemas import submission_id
+
+    work = settings.stack.state_dir.resolve() / "demo"
+    shutil.rmtree(work, ignore_errors=True)
+    gallery = work / "gallery"
+    enrolled, others = pick_split(lfw, identities, strangers, seed)
+    rng = np.random.default_rng(seed)
+    probes = []
+    for photos in enrolled:
+        subject = photos[0].parent.name
+        (gallery / subject).mkdir(parents=True)
+        shutil.copy(photos[0], gallery / subject / photos[0].name)
+        jpeg = cctv_still(photos[1], face_px, level, rng)
+        probes.append(Probe(subject, True, jpeg, submission_id(RETAILER, jpeg)))
+    for photo in others:
+        jpeg = cctv_still(photo, face_px, level, rng)
+        probes.append(Probe(photo.parent.name, False, jpeg, submission_id(RETAILER, jpeg)))
+    return gallery, probes
+
+
+@contextmanager
+def running_stack(settings: Settings) -> Iterator[None]:
+    from rfr import stack
+
+    typer.echo("starting broker, milvus-lite and the four services on 127.0.0.1 …")
+    stack.up(settings)
+    try:
+        yield
+    finally:
+        stopped = stack.down(settings)
+        typer.echo(f"stopped: {', '.join(stopped)}")
+
+
+def submit(settings: Settings, probes: list[Probe]) -> None:
+    from rfr.kafka import DeliveryTracker, Output, make_producer
+    from rfr.topics import Topics
+    from services.ingest.handler import submission_headers
+
+    topic = Topics.from_settings(settings.kafka).submissions
+    now = datetime.now(UTC).isoformat()
+    tracker = DeliveryTracker(make_producer(settings.kafka))
+    headers = dict((k, v.decode()) for k, v in submission_headers(RETAILER, STORE, CAMERA, now))
+    tracker.produce(Output(topic, p.jpeg, key=f"{RETAILER}/{STORE}/{CAMERA}", headers=headers) for p in probes)
+    tracker.flush()
+
+
+def enrol(gallery: Path) -> None:
+    typer.echo(f"enrolling the gallery from {gallery} …")
+    done = subprocess.run([sys.executable, "-m", "rfr", "enrol", str(gallery), "--gallery", "custody",
+                           "--no-progress"], check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"enrolment failed:\n{done.stdout}\n{done.stderr}")
+    summary = done.stdout[done.stdout.find("{"):] if "{" in done.stdout else "{}"
+    try:
+        figures = json.loads(summary)
+    except ValueError:
+        figures = {}
+    typer.echo("enrolled: " + ", ".join(f"{k} {v}" for k, v in figures.items() if isinstance(v, int | float)))
+
+
+def show(probes: list[Probe], results: dict[str, SubmissionResult]) -> tuple[int, int, int, int]:
+    """Print one block per probe; return (enrolled probes, rank-1 right, strangers, strangers with no list)."""
+    n_enrolled = right = n_strangers = quiet = 0
+    for p in probes:
+        res = results.get(p.submission_id)
+        status = res.final_status if res is not None and res.final else "no result (timed out)"
+        if res is not None and res.final and not res.lists:
+            status += "".join(f" ({o.detail})" for o in res.outcomes.values() if o.detail)
+        lists = sorted(res.lists.values(), key=lambda c: c.face_id) if res is not None else []
+        top = [c for cl in lists for c in cl.candidates]
+        label = "enrolled" if p.enrolled else "not enrolled"
+        typer.echo(f"\nprobe {p.submission_id}  (truth, known to the demo only: {p.truth}, {label})  -> {status}")
+        for cl in lists:
+            for c in cl.candidates[:3]:
+                mark = "  <- same person" if c.subject_id == p.truth else ""
+                typer.echo(f"    #{c.rank} {c.subject_id:32} score {c.score:.3f}  [{c.gallery}]{mark}")
+        if p.enrolled:
+            n_enrolled += 1
+            right += int(bool(top) and top[0].subject_id == p.truth)
+        else:
+            n_strangers += 1
+            quiet += int(not top)
+    return n_enrolled, right, n_strangers, quiet
+
+
+@app.command()
+def demo(
+    identities: Annotated[int, typer.Option(help="People enrolled (one photo each).")] = 30,
+    strangers: Annotated[int, typer.Option(help="Probes of people who are not enrolled.")] = 10,
+    face_px: Annotated[int, typer.Option(help="Face width in the CCTV-like stills (pixels).")] = 64,
+    level: Annotated[str, typer.Option(help="Degradation: clean, mild or hard.")] = "mild",
+    data: Annotated[Path | None, typer.Option(help="Folder per identity (default: ../shared/faces/lfw).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the split and the degradation.")] = 7,
+    timeout_s: Annotated[float, typer.Option(help="How long to wait for every still's outcome.")] = 600.0,
+) -> None:
+    """Run the whole pipeline end to end on the embedded default and print the candidate lists."""
+    from rfr.logs import setup_logging
+    from rfr.models import fetch_models
+    from rfr.results import ResultCollector
+    from rfr.settings import load_settings
+
+    settings = load_settings()
+    setup_logging("WARNING")
+    lfw = find_lfw(data)
+    if lfw is None:
+        typer.echo("no labelled faces found: put LFW-style data (a folder per identity) at ../shared/faces/lfw, "
+                   "or pass --data DIR / set RFR_DEMO_DATA", err=True)
+        raise typer.Exit(2)
+    fetch_models(settings.model_dir)
+    gallery, probes = prepare(settings, lfw, identities, strangers, face_px, level, seed)
+    typer.echo(f"{len(probes)} CCTV-like stills ({face_px}px faces, {level}) of {identities} enrolled and "
+               f"{strangers} non-enrolled people, from {lfw}")
+    with running_stack(settings):
+        enrol(gallery)
+        collector = ResultCollector(settings.kafka, f"rfr-demo-{int(time.time())}")
+        started = time.monotonic()
+        submit(settings, probes)
+        complete = collector.wait_for([p.submission_id for p in probes], timeout_s)
+        elapsed = time.monotonic() - started
+        collector.close()
+    n_enrolled, right, n_strangers, quiet = show(probes, dict(collector.results))
+    typer.echo(f"\n{len(probes)} stills through the pipeline in {elapsed:.1f}s. Enrolled people ranked first: "
+               f"{right}/{n_enrolled}. Non-enrolled people with no candidate above the threshold: "
+               f"{quiet}/{n_strangers}.\nCandidate lists are for trained human review; none is an identification.")
+    if not complete:
+        typer.echo("some stills had no final outcome in time (see .rfr/logs)", err=True)
+        raise typer.Exit(1)

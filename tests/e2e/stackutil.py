@@ -1,0 +1,31 @@
+"""Helpers for tests that run the whole local stack (imported by conftest and tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rfr import procs, stack
+from rfr.settings import Settings
+
+
+def free_stack_settings(state_dir: Path, model_dir: Path) -> Settings:
+    broker, milvus = procs.free_port(), procs.free_port()
+    return Settings(
+        model_dir=model_dir,
+        blob_dir=state_dir / "blobs",
+        kafka={"bootstrap_servers": f"127.0.0.1:{broker}"},  # type: ignore[arg-type]
+        milvus={"uri": f"http://127.0.0.1:{milvus}"},  # type: ignore[arg-type]
+        stack={"state_dir": state_dir, "broker_port": broker, "milvus_port": milvus},  # type: ignore[arg-type]
+        metrics={f"{s}_port": procs.free_port() for s in stack.SERVICES},  # type: ignore[arg-type]
+        ingest={"http_port": procs.free_port()},  # type: ignore[arg-type]
+    )
+
+
+def rfr_cli(settings: Settings, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the `rfr` CLI against ``settings`` (as a user would, with the RFR_ environment)."""
+    env = dict(os.environ) | stack.settings_env(settings)
+    return subprocess.run([sys.executable, "-m", "rfr", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)

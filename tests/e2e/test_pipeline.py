@@ -1,0 +1,91 @@
+"""Through the real broker, milvus-lite, MediaPipe and FaceNet: enrol a gallery, submit CCTV-like stills, read the
+candidate lists as a case system would (de-duplicated on event_id)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from stackutil import rfr_cli
+
+from rfr.demo import Probe, cctv_still, pick_split, prepare, submit
+from rfr.results import ResultCollector
+from rfr.schemas import submission_id
+from rfr.settings import Settings
+
+pytestmark = pytest.mark.e2e
+
+IDENTITIES, STRANGERS, FACE_PX, LEVEL, SEED = 40, 15, 64, "mild", 11
+# Floors set from measurement (see the closing note of the match/e2e work): measured rank-1 and no-candidate
+# rates on this split sit well above these; a regression in any stage pulls them under.
+RANK1_FLOOR = 0.70
+STRANGER_QUIET_FLOOR = 0.60
+
+
+def _collect(settings: Settings, probes: list[Probe], name: str) -> ResultCollector:
+    collector = ResultCollector(settings.kafka, f"e2e-{name}-{time.time_ns()}")
+    submit(settings, probes)
+    complete = collector.wait_for([p.submission_id for p in probes], 420)
+    collector.close()
+    missing = [p.truth for p in probes if not (p.submission_id in collector.results
+                                                and collector.results[p.submission_id].final)]
+    assert complete, f"no final outcome for {missing}"
+    return collector
+
+
+def test_enrol_submit_and_rank(live_stack: Settings, lfw_dir: Path) -> None:
+    gallery, probes = prepare(live_stack, lfw_dir, IDENTITIES, STRANGERS, FACE_PX, LEVEL, SEED)
+    enrolled = rfr_cli(live_stack, "enrol", str(gallery), "--no-progress")
+    assert enrolled.returncode == 0, enrolled.stderr
+    count = rfr_cli(live_stack, "gallery", "count")
+    assert count.returncode == 0 and str(IDENTITIES) in count.stdout, count.stdout + count.stderr
+
+    collector = _collect(live_stack, probes, "rank")
+    results = collector.results
+    ranked_first = [p for p in probes if p.enrolled and _top(results[p.submission_id]) == p.truth]
+    n_enrolled = sum(p.enrolled for p in probes)
+    strangers = [p for p in probes if not p.enrolled]
+    quiet = [p for p in strangers if _top(results[p.submission_id]) is None]
+    rank1, quiet_rate = len(ranked_first) / n_enrolled, len(quiet) / len(strangers)
+    print(f"e2e rank-1 {rank1:.3f} ({len(ranked_first)}/{n_enrolled}); strangers without candidates "
+          f"{quiet_rate:.3f} ({len(quiet)}/{len(strangers)})")
+    assert rank1 >= RANK1_FLOOR
+    assert quiet_rate >= STRANGER_QUIET_FLOOR
+    for p in probes:
+        res = results[p.submission_id]
+        for cl in res.lists.values():
+            assert cl.threshold == live_stack.match.threshold and cl.model_id
+            assert all(c.score >= cl.threshold for c in cl.candidates)
+            assert [c.rank for c in cl.candidates] == list(range(1, len(cl.candidates) + 1))
+            assert "not an identification" in cl.notice
+
+
+def test_erased_subject_is_never_a_candidate(live_stack: Settings, lfw_dir: Path) -> None:
+    enrolled_people, _ = pick_split(lfw_dir, IDENTITIES, STRANGERS, SEED)
+    subject_photos = enrolled_people[0]
+    subject = subject_photos[0].parent.name
+    import numpy as np
+
+    rng = np.random.default_rng(99)
+    before = cctv_still(subject_photos[0], FACE_PX, "clean", rng)
+    probe_before = Probe(subject, True, before, submission_id("demo-retailer", before))
+    found = _collect(live_stack, [probe_before], "before").results[probe_before.submission_id]
+    assert subject in {c.subject_id for cl in found.lists.values() for c in cl.candidates}
+
+    erased = rfr_cli(live_stack, "gallery", "delete", subject, "--yes")
+    assert erased.returncode == 0, erased.stdout + erased.stderr
+
+    after = cctv_still(subject_photos[0], FACE_PX, "clean", rng)
+    probe_after = Probe(subject, True, after, submission_id("demo-retailer", after))
+    res = _collect(live_stack, [probe_after], "after").results[probe_after.submission_id]
+    assert res.lists, "the face should still be searched"
+    assert subject not in {c.subject_id for cl in res.lists.values() for c in cl.candidates}
+
+
+def _top(result: object) -> str | None:
+    from rfr.results import SubmissionResult
+
+    assert isinstance(result, SubmissionResult)
+    cands = sorted((c for cl in result.lists.values() for c in cl.candidates), key=lambda c: -c.score)
+    return cands[0].subject_id if cands else None
