@@ -1,0 +1,1 @@
+"""Evaluation: identification accuracy, threshold calibration and speed on labelled faces (``rfr eval``)."""
