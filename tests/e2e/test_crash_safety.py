@@ -20,7 +20,7 @@ from rfr.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
-STILLS_PER_ROUND = 10
+STILLS_PER_ROUND = 12
 
 
 def _people(lfw_dir: Path, n: int) -> list[list[Path]]:
@@ -58,11 +58,13 @@ def _probes(people: list[list[Path]], seed: int) -> list[Probe]:
 def test_sigkill_mid_stream_loses_nothing(live_stack: Settings, enrolled: list[list[Path]], victim: str) -> None:
     probes = _probes(enrolled, seed=100 + stack.SERVICES.index(victim))
     collector = ResultCollector(live_stack.kafka, f"crash-{victim}-{time.time_ns()}")
-    submit(live_stack, probes)
-    time.sleep(1.5)  # let the stream get going, so the kill lands mid-stream
+    half = len(probes) // 2
+    submit(live_stack, probes[:half])
+    time.sleep(1.0)  # the stream is going: the kill lands with work in flight
     info = _info(live_stack, victim)
     os.kill(info.pid, signal.SIGKILL)
     os.waitpid(info.pid, 0)
+    submit(live_stack, probes[half:])  # arrives while the victim is dead
     stack.restart_service(live_stack, victim)
     complete = collector.wait_for([p.submission_id for p in probes], 300)
     collector.close()
