@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 RFR    := $(VENV)/bin/rfr
 STAMP  := $(VENV)/.installed
 
-.PHONY: install models demo test test-unit lint bench up down status clean
+.PHONY: install models demo test test-unit lint tools bench up down status clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "RFR needs Python 3.11"'
@@ -27,7 +27,10 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: models lint
+tools:
+	bash .ci/install-tools.sh
+
+test: models lint tools
 	$(PY) -m pytest -ra tests
 
 test-unit: install

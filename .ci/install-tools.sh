@@ -2,7 +2,7 @@
 # Installs the validators that tests/integration/test_deploy_files.py runs on deploy/, outside the repository,
 # into ${RFR_TOOLS_DIR:-$HOME/.cache/rfr-tools}. Idempotent: a second run checks and does nothing.
 #   bin/promtool   from Debian's `prometheus` package, unpacked with dpkg -x: nothing is installed system-wide,
-#                  no Prometheus service is started and nothing listens.
+#   bin/prometheus no Prometheus service is started and nothing listens (the e2e test starts its own on loopback).
 #   venv/          kubernetes-validate (bundled Kubernetes schemas, offline), check-jsonschema (bundled
 #                  compose-spec schema), dockerfile (BuildKit's Dockerfile parser), PyYAML; a venv of its own,
 #                  so the project's .venv is untouched.
@@ -15,7 +15,7 @@ PY_PACKAGES=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 dockerfile==3.
 mkdir -p "$TOOLS/bin"
 
 install_promtool() {
-  if "$TOOLS/bin/promtool" --version > /dev/null 2>&1; then
+  if "$TOOLS/bin/promtool" --version > /dev/null 2>&1 && "$TOOLS/bin/prometheus" --version > /dev/null 2>&1; then
     return 0
   fi
   local work
@@ -29,6 +29,9 @@ install_promtool() {
   dpkg -x "$work"/prometheus_*.deb "$work/root"
   install -m 0755 "$work/root/usr/bin/promtool" "$TOOLS/bin/promtool.new"
   mv "$TOOLS/bin/promtool.new" "$TOOLS/bin/promtool"
+  # The server too: tests/e2e start it themselves on 127.0.0.1 to scrape the running stack.
+  install -m 0755 "$work/root/usr/bin/prometheus" "$TOOLS/bin/prometheus.new"
+  mv "$TOOLS/bin/prometheus.new" "$TOOLS/bin/prometheus"
   "$TOOLS/bin/promtool" --version | head -1
 }
 

@@ -1,4 +1,4 @@
-"""The whole local stack (`rfr up`) on free loopback ports in a temporary state dir, once per module."""
+"""The whole local stack (`rfr up`) on free loopback ports in a temporary state dir, once per test session."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rfr import stack
 from rfr.settings import Settings
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_stack(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, lfw_dir: Path) -> Iterator[Settings]:
     settings = free_stack_settings(tmp_path_factory.mktemp("stack"), model_dir)
     stack.up(settings)
