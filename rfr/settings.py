@@ -90,7 +90,9 @@ class DetectSettings(_Group):
     max_faces: int = Field(default=32, ge=1)
     gate_min_face_px: int = Field(default=32, ge=1)
     gate_min_score: float = Field(default=0.6, ge=0.0, le=1.0)
-    gate_min_blur: float = Field(default=15.0, ge=0.0, description="Variance of Laplacian on the aligned crop.")
+    gate_min_blur: float = Field(
+        default=150.0, ge=0.0, description="Variance of Laplacian of the aligned crop seen at 32x32 (quality.py)."
+    )
     crop_size: int = 160
     crop_margin: float = Field(default=0.2, ge=0.0, description="Margin around the face as a fraction of its width.")
     threads: int = Field(default=1, ge=1)
@@ -108,7 +110,7 @@ class EmbedSettings(_Group):
 
 class MatchSettings(_Group):
     top_k: int = Field(default=5, ge=1, le=100)
-    threshold: float = Field(default=0.5, ge=-1.0, le=1.0, description="Cosine similarity; see docs/calibration.md.")
+    threshold: float = Field(default=0.6, ge=-1.0, le=1.0, description="Cosine similarity; see docs/calibration.md.")
     galleries: list[str] = Field(default_factory=lambda: ["custody"])
     batch_size: int = Field(default=64, ge=1)
     batch_timeout_ms: int = Field(default=20, ge=0)

@@ -1,0 +1,170 @@
+"""Detect-stage cost and recall per strategy on synthetic CCTV stills. Prints JSON.
+
+    .venv/bin/python -m benchmarks.bench_detect [--quick] [--faces DIR] [--model PATH] [--out FILE]
+
+For each scene size (640x480, 1920x1080) and each strategy (``full``, ``tiles540``, ``tiles360``, ``auto``
+= tile pyramid from ``min_face_px``): milliseconds per frame (median, p90, one thread of the Tasks model),
+model calls per frame, detection recall by face width (a detection with IoU >= 0.3 to the true box) and
+false detections per frame away from the pasted photo. Scenes come from :mod:`rfr.degrade` (LFW photos,
+seeded). The machine is shared: the load average at start and end is recorded beside the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from rfr.degrade import LFW_FACE_FRACTION, place_in_scene  # noqa: E402
+from rfr.schemas import Box  # noqa: E402
+from rfr.settings import DetectSettings, load_settings  # noqa: E402
+from services.detect.detector import STRATEGIES, MediaPipeDetector, iou, tile_sizes  # noqa: E402
+
+SCENES = ((640, 480), (1920, 1080))
+IOU_MATCH = 0.3
+
+
+@dataclass(frozen=True)
+class Sample:
+    scene: npt.NDArray[np.uint8]
+    box: Box
+    face_px: int
+
+
+def lfw_faces(faces_dir: Path, n: int, seed: int) -> list[npt.NDArray[np.uint8]]:
+    """The first photo of ``n`` identities drawn with ``seed``."""
+    people = sorted(p for p in faces_dir.iterdir() if p.is_dir())
+    chosen = np.random.default_rng(seed).choice(len(people), size=min(n, len(people)), replace=False)
+    out = []
+    for i in sorted(chosen):
+        bgr = cv2.imread(str(sorted(people[i].glob("*.jpg"))[0]))
+        if bgr is None:
+            raise RuntimeError(f"cannot read a photo of {people[i].name}")
+        out.append(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8))
+    return out
+
+
+def make_samples(faces: list[npt.NDArray[np.uint8]], sizes: list[int], scene: tuple[int, int], level: str,
+                 seed: int) -> list[Sample]:
+    samples = []
+    for face_px in sizes:
+        if face_px / LFW_FACE_FRACTION * 1.1 > min(scene):
+            continue
+        rng = np.random.default_rng([seed, face_px, scene[0]])
+        for face in faces:
+            img, box = place_in_scene(face, face_px, scene, level, rng)
+            samples.append(Sample(img, box, face_px))
+    return samples
+
+
+def away_from_photo(box: tuple[float, float, float, float], truth: Box) -> bool:
+    """A detection whose centre lies outside the pasted photo (which may hold other real faces)."""
+    half = 0.5 / LFW_FACE_FRACTION * truth.width
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    tx, ty = truth.x + truth.width / 2, truth.y + truth.height / 2
+    return abs(cx - tx) > half or abs(cy - ty) > half
+
+
+def run_strategy(model: Path, settings: DetectSettings, strategy: str, samples: list[Sample]) -> dict[str, Any]:
+    with MediaPipeDetector(model, settings, strategy=strategy) as det:
+        det.detect(samples[0].scene)
+        det.model_calls = 0
+        times: list[float] = []
+        hits: dict[int, list[bool]] = {}
+        false = 0
+        for s in samples:
+            t0 = time.perf_counter()
+            found = det.detect(s.scene)
+            times.append((time.perf_counter() - t0) * 1000)
+            truth = (s.box.x, s.box.y, s.box.width, s.box.height)
+            hits.setdefault(s.face_px, []).append(any(iou(truth, d.box) >= IOU_MATCH for d in found))
+            false += sum(1 for d in found if iou(truth, d.box) < IOU_MATCH and away_from_photo(d.box, s.box))
+        calls = det.model_calls
+    height, width = samples[0].scene.shape[:2]
+    return {
+        "scene": f"{width}x{height}",
+        "strategy": strategy,
+        "tile_sizes": list(tile_sizes(strategy, settings, width, height)),
+        "ms_median": round(statistics.median(times), 1),
+        "ms_p90": round(float(np.percentile(times, 90)), 1),
+        "model_calls_per_frame": round(calls / len(samples), 1),
+        "false_per_frame": round(false / len(samples), 3),
+        "recall": {str(px): round(sum(v) / len(v), 3) for px, v in sorted(hits.items())},
+    }
+
+
+def smallest_reliable(recall: dict[str, float], floor: float) -> int | None:
+    """The smallest face width from which recall stays at or above ``floor``."""
+    sizes = sorted(int(k) for k in recall)
+    ok = [s for s in sizes if all(recall[str(t)] >= floor for t in sizes if t >= s)]
+    return ok[0] if ok else None
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--faces", type=Path, default=REPO.parent / "shared" / "faces" / "lfw")
+    parser.add_argument("--model", type=Path, default=None, help="BlazeFace short-range .tflite")
+    parser.add_argument("--n", type=int, default=30, help="identities per face size")
+    parser.add_argument("--sizes", default="16,24,32,40,48,64,80,120,200,300")
+    parser.add_argument("--strategies", default="full,tiles540,tiles360,auto")
+    parser.add_argument("--level", default="mild", choices=("clean", "mild", "hard"))
+    parser.add_argument("--min-face-px", type=int, default=None, help="DetectSettings.min_face_px for auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="8 identities, fewer sizes")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if not args.faces.is_dir():
+        print(json.dumps({"error": f"labelled faces not found at {args.faces}"}))
+        sys.exit(2)
+    if args.model is None:
+        from rfr.models import detector_model_path
+
+        args.model = detector_model_path(load_settings().model_dir)
+    base = DetectSettings()
+    settings = base if args.min_face_px is None else base.model_copy(update={"min_face_px": args.min_face_px})
+    n, sizes = (8, "24,32,48,80,200") if args.quick else (args.n, args.sizes)
+    strategies = [s for s in args.strategies.split(",") if s in STRATEGIES]
+    faces = lfw_faces(args.faces, n, args.seed)
+    load_start = os.getloadavg()
+    results = []
+    for scene in SCENES:
+        samples = make_samples(faces, [int(v) for v in sizes.split(",")], scene, args.level, args.seed)
+        results += [run_strategy(args.model, settings, s, samples) for s in strategies]
+    summary = [
+        {"scene": r["scene"], "strategy": r["strategy"], "ms_median": r["ms_median"],
+         "smallest_face_px_recall_0.9": smallest_reliable(r["recall"], 0.9),
+         "smallest_face_px_recall_0.97": smallest_reliable(r["recall"], 0.97)}
+        for r in results
+    ]
+    report = {
+        "benchmark": "detect", "level": args.level, "identities": len(faces), "model": args.model.name,
+        "settings": settings.model_dump(mode="json"), "results": results, "recall_vs_cost": summary,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg_start": load_start,
+                    "loadavg_end": os.getloadavg()},
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

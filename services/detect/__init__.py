@@ -1,0 +1,1 @@
+"""RFR detect service."""
