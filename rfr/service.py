@@ -58,4 +58,9 @@ def run_stage(
         metrics,
     )
     processor.install_signal_handlers()
-    processor.run()
+    try:
+        processor.run()
+    finally:
+        close = getattr(handler, "close", None)
+        if callable(close):
+            close()

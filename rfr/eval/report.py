@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
 FACE_PX_EDGES = (0.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0, math.inf)
-BLUR_EDGES = (0.0, 5.0, 10.0, 15.0, 25.0, 50.0, 100.0, math.inf)  # 15 = the default blur gate
+BLUR_EDGES = (0.0, 50.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0, math.inf)  # 150 = the default blur gate
 DET_POINTS = 400
 SCORE_EDGES = np.round(np.arange(-1.0, 1.0001, 0.025), 3)
 

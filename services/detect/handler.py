@@ -48,6 +48,12 @@ class FrameHandler:
         self.metrics = metrics
         self.limits = ImageLimits.from_settings(settings.ingest)
 
+    def close(self) -> None:
+        """Free the detector's native graph (called by rfr.service.run_stage at shutdown)."""
+        close = getattr(self.detector, "close", None)
+        if callable(close):
+            close()
+
     def handle_batch(self, messages: Sequence[Message]) -> list[Result]:
         return [self.handle(m) for m in messages]
 
