@@ -1,0 +1,1 @@
+"""RFR embed service."""

@@ -1,0 +1,54 @@
+"""``python -m services.embed``: the embed stage (FACES -> EMBEDDINGS).
+
+The model is loaded before anything else, so a missing or altered weights file stops the service at once
+with exit code 2 and a message that names the fix (``rfr models fetch``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from rfr.logs import setup_logging
+from rfr.models import ModelMissingError
+from rfr.service import StageSpec, run_stage
+from rfr.settings import Settings, load_settings
+from rfr.stream import BatchHandler
+from rfr.topics import FACES, Topics
+from services.embed.device import DeviceUnavailableError
+from services.embed.embedder import FacenetEmbedder, load_embedder
+from services.embed.handler import EmbedHandler
+from services.embed.metrics import EmbedMetrics
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "embed"
+GROUP = "rfr-embed"
+EXIT_NO_MODEL = 2
+
+
+def stage_spec(settings: Settings) -> StageSpec:
+    return StageSpec(service=SERVICE, group=GROUP, inputs=[FACES], metrics_port=settings.metrics.embed_port,
+                     batch_size=settings.embed.batch_size, batch_timeout_ms=settings.embed.batch_timeout_ms)
+
+
+def main() -> int:
+    settings = load_settings()
+    setup_logging(settings.log_level, json_lines=settings.log_json, service=SERVICE)
+    try:
+        embedder: FacenetEmbedder = load_embedder(settings.embed, settings.model_dir).load()
+    except (ModelMissingError, DeviceUnavailableError) as exc:
+        logger.error("embed cannot start: %s", exc)
+        return EXIT_NO_MODEL
+    metrics = EmbedMetrics.create()
+    metrics.set_model(embedder.model_id, embedder.weights_sha256, embedder.runtime.device, embedder.runtime.precision)
+
+    def make_handler(_settings: Settings, topics: Topics) -> BatchHandler:
+        return EmbedHandler(embedder, topics, metrics)
+
+    run_stage(settings, stage_spec(settings), make_handler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The embed stage's batch handler: FaceEvents in, one forward pass per batch, EmbeddingEvents out.
+
+Each message is parsed and its crop decoded on its own; a bad one (invalid JSON, undecodable JPEG, wrong
+shape) becomes a :class:`PoisonMessage` for the dead-letter topic and the rest of the batch goes on. The good
+crops are embedded together in one forward pass. A failure of the model itself is not the messages' fault:
+it is raised as :class:`RetryableError` so the loop retries the batch instead of dead-lettering good faces.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+from pydantic import ValidationError
+
+from rfr.kafka import Output
+from rfr.schemas import EmbeddingEvent, FaceEvent, decode
+from rfr.stream import PoisonMessage, Result, RetryableError
+from rfr.topics import Topics
+from services.embed.embedder import CROP_SIZE, Embedder
+from services.embed.metrics import EmbedMetrics
+
+logger = logging.getLogger(__name__)
+
+Crop = npt.NDArray[np.uint8]
+
+
+def decode_crop(jpeg: bytes, size: int = CROP_SIZE) -> Crop:
+    """JPEG bytes of an aligned crop -> ``size`` x ``size`` x 3 uint8 RGB; PoisonMessage when it is not one."""
+    image = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR) if jpeg else None
+    if image is None:
+        raise PoisonMessage("bad_crop", f"crop_jpeg ({len(jpeg)} bytes) is not a decodable image")
+    if image.shape != (size, size, 3):
+        raise PoisonMessage("bad_crop_shape", f"crop is {image.shape[1]}x{image.shape[0]}, expected {size}x{size}")
+    rgb: Crop = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+    return rgb
+
+
+def parse_face(msg: Message) -> tuple[FaceEvent, Crop]:
+    """The FaceEvent in ``msg`` and its decoded crop, or PoisonMessage."""
+    try:
+        event = decode(FaceEvent, msg.value())
+    except (ValidationError, ValueError) as exc:
+        raise PoisonMessage("invalid_face_event", str(exc)[:500]) from exc
+    if event.crop_size != CROP_SIZE:
+        raise PoisonMessage("bad_crop_shape", f"crop_size {event.crop_size}, the model takes {CROP_SIZE}")
+    return event, decode_crop(event.crop_jpeg)
+
+
+def message_time(msg: Message, event: FaceEvent) -> float:
+    """When ``msg`` was written to the topic (Kafka timestamp), else when its submission was received."""
+    kind, millis = msg.timestamp()
+    if kind != TIMESTAMP_NOT_AVAILABLE and millis > 0:
+        return float(millis) / 1000.0
+    return event.received_at.timestamp()
+
+
+@dataclass
+class _Parsed:
+    index: int
+    event: FaceEvent
+    crop: Crop
+    enqueued_at: float
+
+
+class EmbedHandler:
+    """:class:`rfr.stream.BatchHandler` for the FACES topic."""
+
+    def __init__(self, embedder: Embedder, topics: Topics, metrics: EmbedMetrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.embedder = embedder
+        self.topics = topics
+        self.metrics = metrics
+        self.clock = clock
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Result]:
+        results: list[Result] = [RuntimeError("not processed")] * len(messages)
+        started = time.perf_counter()
+        parsed: list[_Parsed] = []
+        for i, msg in enumerate(messages):
+            try:
+                event, crop = parse_face(msg)
+            except PoisonMessage as exc:
+                results[i] = exc
+                continue
+            parsed.append(_Parsed(i, event, crop, message_time(msg, event)))
+        self.metrics.decode_seconds.observe(time.perf_counter() - started)
+        if parsed:
+            vectors = self._embed(parsed)
+            for item, vector in zip(parsed, vectors, strict=True):
+                results[item.index] = self._result(item.event, vector)
+        return results
+
+    def _embed(self, parsed: list[_Parsed]) -> npt.NDArray[np.float32]:
+        now = self.clock()
+        for item in parsed:
+            self.metrics.queue_wait_seconds.observe(max(0.0, now - item.enqueued_at))
+        crops = np.stack([item.crop for item in parsed])
+        started = time.perf_counter()
+        try:
+            vectors = np.asarray(self.embedder.embed(crops), dtype=np.float32)
+        except Exception as exc:
+            logger.exception("embedding a batch of %d faces failed", len(parsed))
+            raise RetryableError(f"embedding failed: {type(exc).__name__}: {exc}") from exc
+        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        if vectors.shape != (len(parsed), self.embedder.dim):
+            raise RetryableError(f"embedder returned {vectors.shape} for {len(parsed)} faces")
+        self.metrics.batch_faces.observe(len(parsed))
+        return vectors
+
+    def _result(self, event: FaceEvent, vector: npt.NDArray[np.float32]) -> Result:
+        if not np.isfinite(vector).all():
+            return PoisonMessage("non_finite_embedding", f"face {event.face_id} embedded to NaN/inf")
+        out = EmbeddingEvent(
+            event_id=event.face_id,
+            face_id=event.face_id,
+            submission_id=event.submission_id,
+            meta=event.meta,
+            received_at=event.received_at,
+            quality=event.quality,
+            model_id=self.embedder.model_id,
+            weights_sha256=self.embedder.weights_sha256,
+            vector=vector.tolist(),
+        )
+        self.metrics.faces.inc()
+        return [Output(self.topics.embeddings, out.to_bytes(), key=event.submission_id, event_id=event.face_id)]
