@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -39,9 +39,9 @@ class _Future:
 class _FakeAdmin:
     """Stands in for confluent_kafka's AdminClient: a broker where some topics exist."""
 
-    existing: set[str] = set()
-    created: list[str] = []
-    race: set[str] = set()
+    existing: ClassVar[set[str]] = set()
+    created: ClassVar[list[str]] = []
+    race: ClassVar[set[str]] = set()
 
     def __init__(self, conf: dict[str, Any]) -> None:
         pass

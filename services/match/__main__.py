@@ -1,0 +1,59 @@
+"""``python -m services.match``: the match stage (EMBEDDINGS -> MATCHES + OUTCOMES).
+
+The gallery collection of the configured embedding model is checked at start-up: a collection made for another
+model stops the service with exit code 2. An unreachable Milvus does not stop it: each batch is retried with
+backoff until the gallery answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from rfr.logs import setup_logging
+from rfr.service import StageSpec, run_stage
+from rfr.settings import Settings, load_settings
+from rfr.stream import BatchHandler
+from rfr.topics import EMBEDDINGS, Topics
+from services.match.gallery import GalleryMismatchError, GalleryUnavailableError
+from services.match.handler import MatchHandler
+from services.match.metrics import GallerySizeUpdater, MatchMetrics
+from services.match.milvus_gallery import open_gallery
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "match"
+GROUP = "rfr-match"
+EXIT_GALLERY_MISMATCH = 2
+
+
+def stage_spec(settings: Settings) -> StageSpec:
+    return StageSpec(service=SERVICE, group=GROUP, inputs=[EMBEDDINGS], metrics_port=settings.metrics.match_port,
+                     batch_size=settings.match.batch_size, batch_timeout_ms=settings.match.batch_timeout_ms)
+
+
+def main() -> int:
+    settings = load_settings()
+    setup_logging(settings.log_level, json_lines=settings.log_json, service=SERVICE)
+    gallery = open_gallery(settings)
+    try:
+        dim = gallery.dim()
+        logger.info("gallery %s at %s: %s", gallery.collection, settings.milvus.uri,
+                    f"dimension {dim}" if dim else "nothing enrolled yet")
+    except GalleryMismatchError as exc:
+        logger.error("match cannot start: %s", exc)
+        return EXIT_GALLERY_MISMATCH
+    except GalleryUnavailableError as exc:
+        logger.warning("gallery not reachable yet (%s); batches will be retried until it is", exc)
+
+    def make_handler(_settings: Settings, topics: Topics) -> BatchHandler:
+        metrics = MatchMetrics.create()
+        GallerySizeUpdater(gallery, metrics.gallery_faces, settings.match.gallery_size_interval_s).start()
+        return MatchHandler(gallery, settings.match, topics, metrics)
+
+    run_stage(settings, stage_spec(settings), make_handler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

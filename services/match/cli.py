@@ -1,0 +1,189 @@
+"""``rfr enrol``, ``rfr gallery list|count|delete`` and ``rfr calibrate``.
+
+Every command talks to Milvus by URI (``settings.milvus.uri``, the milvus-lite server of ``rfr up`` by default);
+none opens a milvus-lite data file itself. Search results are candidates for trained human review, never
+identifications.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from rfr.logs import setup_logging
+from rfr.settings import Settings, load_settings
+from services.match.gallery import GalleryError
+from services.match.pipeline import MultiFacePolicy
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(add_completion=False, help="Gallery enrolment, administration and threshold calibration.")
+gallery_app = typer.Typer(no_args_is_help=True, help="The enrolled gallery: list, count, erase a subject.")
+app.add_typer(gallery_app, name="gallery")
+
+GalleryOpt = Annotated[list[str] | None, typer.Option("--gallery", "-g", help="Gallery name(s); default: all.")]
+DEFAULT_FMRS = (1e-2, 1e-3, 1e-4)
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    setup_logging(settings.log_level, json_lines=settings.log_json)
+    # pymilvus warns on every query iterator that milvus-lite has no MVCC timestamp; nothing to act on here.
+    logging.getLogger("pymilvus.client.iterator").setLevel(logging.ERROR)
+    return settings
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def enrol(
+    source: Annotated[Path, typer.Argument(help="A folder DIR/<subject_id>/*.jpg, or a CSV manifest "
+                                                "(subject_id,image_path,metadata...).")],
+    gallery: Annotated[str, typer.Option("--gallery", "-g", help="Gallery (watch-list) name.")] = "custody",
+    multi_face: Annotated[str | None, typer.Option(help="Photo with several faces: 'largest' (warn) or 'reject'. "
+                                                        "Default: settings.match.enrol_multi_face.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Photos per embedding call (embed.batch_size).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the full report (every rejection) as JSON here.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Enrol labelled photos (several per subject) into the gallery; re-running skips what is already there."""
+    from services.match.enrol import Enroller, items_from
+    from services.match.milvus_gallery import open_gallery
+    from services.match.pipeline import PipelineExtractor, load_embedder
+
+    settings = _settings()
+    chosen = multi_face or settings.match.enrol_multi_face
+    if chosen not in ("largest", "reject"):
+        raise _fail(f"--multi-face must be 'largest' or 'reject', not {chosen!r}")
+    policy: MultiFacePolicy = "reject" if chosen == "reject" else "largest"
+    try:
+        items = items_from(source)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot read {source}: {exc}") from exc
+    embedder = load_embedder(settings)
+    target = open_gallery(settings, embedder.model_id, embedder.weights_sha256)
+    extractor = PipelineExtractor(settings)
+    enroller = Enroller(extractor, embedder, target, gallery, multi_face=policy,
+                        batch_size=batch_size or settings.embed.batch_size)
+    try:
+        with tqdm(total=len(items), unit="img", disable=not progress, desc=f"enrol {gallery}") as bar:
+            result = enroller.run(items, progress=bar.update)
+    except GalleryError as exc:
+        raise _fail(f"gallery error: {exc} (is milvus running at {settings.milvus.uri}? `rfr up` starts one)") from exc
+    finally:
+        extractor.close()
+    _print_enrol(result.to_dict(), report)
+
+
+def _print_enrol(summary: dict[str, Any], report: Path | None) -> None:
+    for p in summary["rejections"]:
+        typer.echo(f"rejected  {p['reason']:<20} {p['source_ref']}  {p['detail']}")
+    for p in summary["warning_list"]:
+        typer.echo(f"warning   {p['reason']:<20} {p['source_ref']}  {p['detail']}")
+    short = {k: v for k, v in summary.items() if k not in ("rejections", "warning_list")}
+    typer.echo(json.dumps(short, indent=2))
+    if report:
+        report.write_text(json.dumps(summary, indent=2))
+
+
+@gallery_app.command("list")
+def gallery_list(galleries: GalleryOpt = None,
+                 as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False) -> None:
+    """Every enrolled subject, with its gallery and number of photos."""
+    from services.match.milvus_gallery import open_gallery
+
+    settings = _settings()
+    try:
+        subjects = open_gallery(settings).list_subjects(galleries)
+    except GalleryError as exc:
+        raise _fail(f"gallery error: {exc}") from exc
+    for s in subjects:
+        line = json.dumps({"gallery": s.gallery, "subject_id": s.subject_id, "faces": s.faces})
+        typer.echo(line if as_json else f"{s.gallery:<16} {s.subject_id:<40} {s.faces}")
+
+
+@gallery_app.command("count")
+def gallery_count(galleries: GalleryOpt = None) -> None:
+    """Number of enrolled photos."""
+    from services.match.milvus_gallery import open_gallery
+
+    settings = _settings()
+    try:
+        typer.echo(str(open_gallery(settings).count(galleries)))
+    except GalleryError as exc:
+        raise _fail(f"gallery error: {exc}") from exc
+
+
+@gallery_app.command("delete")
+def gallery_delete(
+    subject_id: Annotated[str, typer.Argument(help="Subject whose every photo is erased.")],
+    galleries: GalleryOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Erase a subject: every vector of theirs (in every gallery, or only those given) is deleted."""
+    from services.match.milvus_gallery import open_gallery
+
+    settings = _settings()
+    where = ", ".join(galleries) if galleries else "every gallery"
+    if not yes:
+        typer.confirm(f"Erase every photo of {subject_id} from {where}?", abort=True)
+    try:
+        erased = open_gallery(settings).delete_subject(subject_id, galleries)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    except GalleryError as exc:
+        raise _fail(f"gallery error: {exc}") from exc
+    typer.echo(f"erased {erased} photo(s) of {subject_id} from {where}")
+    if erased == 0:
+        raise typer.Exit(1)
+
+
+@app.command()
+def calibrate(
+    faces: Annotated[Path | None, typer.Argument(help="Labelled faces DIR/<identity>/*.jpg (e.g. LFW).")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="Or: CSV path_a,path_b,same[,split].")] = None,
+    target_fmr: Annotated[list[float] | None, typer.Option(help="Target false-match rate(s).")] = None,
+    eval_fraction: Annotated[float, typer.Option(help="Share of identities held out for evaluation.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed of the identity split.")] = 0,
+    max_per_identity: Annotated[int | None, typer.Option(help="Use at most this many photos per identity.")] = 20,
+    cache: Annotated[Path | None, typer.Option(help="Cache the embeddings here (.npz).")] = None,
+    output: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Report the cosine threshold for each target false-match rate, calibrated and evaluated on disjoint data."""
+    from services.match import calibrate as cal
+    from services.match import faceset
+    from services.match.pipeline import PipelineExtractor, load_embedder
+
+    if (faces is None) == (pairs is None):
+        raise _fail("give either a labelled faces folder or --pairs CSV")
+    settings = _settings()
+    targets = target_fmr or list(DEFAULT_FMRS)
+    embedder = load_embedder(settings)
+    extractor = PipelineExtractor(settings)
+    try:
+        if faces is not None:
+            photos = cal.labelled_folder(faces, max_per_identity)
+            with tqdm(total=sum(map(len, photos.values())), unit="img", disable=not progress, desc="embed") as bar:
+                data, rejected = faceset.embed_labelled(photos, extractor, embedder, cache=cache,
+                                                        batch_size=settings.embed.batch_size, progress=bar.update)
+            result = cal.calibrate_folder(data, targets, eval_fraction, seed) | {"rejected_photos": rejected}
+        elif pairs is not None:
+            scores = faceset.pairs_scores(faceset.read_pairs(pairs), extractor, embedder)
+            if "calibration" not in scores:
+                raise _fail(f"{pairs}: no usable calibration pairs")
+            result = cal.calibrate_pairs(scores, targets)
+    finally:
+        extractor.close()
+    text = json.dumps({"model_id": embedder.model_id, "weights_sha256": embedder.weights_sha256} | result, indent=2)
+    typer.echo(text)
+    if output:
+        output.write_text(text)

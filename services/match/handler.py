@@ -1,0 +1,127 @@
+"""The match stage: EmbeddingEvents in, one CandidateList per probe face and an OutcomeEvent out.
+
+One gallery search call per consumed batch. Every CandidateList records the threshold, ``top_k``, the
+galleries searched and the model id; when nothing scores at or above the threshold it is an explicit
+``no_candidate`` list. Candidate lists are for trained human review and are never phrased as an
+identification; the OutcomeEvent for the submitter names no one.
+
+Bad input goes to the dead-letter topic: an undecodable message (``invalid_message``), an embedding of another
+model than the gallery's (``model_mismatch``), a vector of the wrong dimension (``dim_mismatch``) or a zero /
+non-finite vector (``invalid_vector``). A gallery that cannot be reached raises ``RetryableError``: the loop
+rewinds and retries the batch with backoff, and nothing is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import numpy as np
+import pydantic
+from confluent_kafka import Message
+
+from rfr.kafka import Output
+from rfr.schemas import Candidate, CandidateList, EmbeddingEvent, OutcomeEvent, OutcomeStatus, decode, utcnow
+from rfr.settings import MatchSettings
+from rfr.stream import PoisonMessage, Result, RetryableError
+from rfr.topics import Topics
+from services.match.gallery import Gallery, GalleryError, GalleryMismatchError, SubjectHit
+from services.match.metrics import MatchMetrics
+
+logger = logging.getLogger(__name__)
+
+PASSED_DETAIL = "possible candidates passed to trained human reviewers (not an identification)"
+NO_CANDIDATE_DETAIL = "no gallery candidate at or above the review threshold"
+
+
+class MatchHandler:
+    """:class:`rfr.stream.BatchHandler` of the match service."""
+
+    def __init__(self, gallery: Gallery, settings: MatchSettings, topics: Topics,
+                 metrics: MatchMetrics | None = None, clock: Callable[[], datetime] = utcnow) -> None:
+        self.gallery = gallery
+        self.settings = settings
+        self.topics = topics
+        self.metrics = metrics
+        self.clock = clock
+
+    def handle_batch(self, messages: Sequence[Message]) -> list[Result]:
+        dim = self._gallery_dim()
+        results: list[Result] = []
+        probes: list[tuple[int, EmbeddingEvent]] = []
+        for i, msg in enumerate(messages):
+            try:
+                probes.append((i, self._parse(msg, dim)))
+                results.append([])
+            except PoisonMessage as exc:
+                results.append(exc)
+        if probes:
+            found = self._search([event for _, event in probes], dim)
+            searched_at = self.clock()
+            for (i, event), hits in zip(probes, found, strict=True):
+                results[i] = self._outputs(event, hits, searched_at)
+        return results
+
+    def _gallery_dim(self) -> int | None:
+        try:
+            return self.gallery.dim()
+        except GalleryError as exc:
+            raise RetryableError(f"gallery not available: {exc}") from exc
+
+    def _parse(self, msg: Message, dim: int | None) -> EmbeddingEvent:
+        try:
+            event = decode(EmbeddingEvent, msg.value())
+        except (pydantic.ValidationError, ValueError) as exc:
+            raise PoisonMessage("invalid_message", str(exc)[:500]) from exc
+        if event.model_id != self.gallery.model_id:
+            raise PoisonMessage("model_mismatch",
+                                f"embedding model {event.model_id!r}, gallery model {self.gallery.model_id!r}")
+        if dim is not None and len(event.vector) != dim:
+            raise PoisonMessage("dim_mismatch", f"vector of {len(event.vector)} values, gallery dimension {dim}")
+        vector = np.asarray(event.vector, dtype=np.float32)
+        if not np.all(np.isfinite(vector)) or not np.any(vector):
+            raise PoisonMessage("invalid_vector", "zero or non-finite embedding")
+        return event
+
+    def _search(self, events: list[EmbeddingEvent], dim: int | None) -> list[list[SubjectHit]]:
+        if dim is None:  # nothing enrolled for this model yet
+            return [[] for _ in events]
+        vectors = np.asarray([e.vector for e in events], dtype=np.float32)
+        started = time.perf_counter()
+        try:
+            found = self.gallery.search(vectors, self.settings.top_k, self.settings.galleries, self.settings.threshold)
+        except GalleryMismatchError as exc:
+            logger.error("gallery does not fit the embeddings (fix the deployment): %s", exc)
+            raise RetryableError(str(exc)) from exc
+        except GalleryError as exc:
+            raise RetryableError(f"gallery search failed: {exc}") from exc
+        if self.metrics:
+            self.metrics.search_seconds.observe(time.perf_counter() - started)
+        return found
+
+    def _outputs(self, event: EmbeddingEvent, hits: list[SubjectHit], searched_at: datetime) -> list[Output]:
+        candidates = [
+            Candidate(rank=rank, subject_id=h.subject_id, score=round(h.score, 6), gallery=h.gallery,
+                      gallery_face_id=h.face_id, source_ref=h.source_ref or None)
+            for rank, h in enumerate(hits, start=1)
+        ]
+        outcome = "candidates" if candidates else "no_candidate"
+        result = CandidateList(
+            event_id=event.face_id, face_id=event.face_id, submission_id=event.submission_id, meta=event.meta,
+            received_at=event.received_at, searched_at=searched_at, outcome=outcome, candidates=candidates,
+            threshold=self.settings.threshold, top_k=self.settings.top_k, galleries=list(self.settings.galleries),
+            model_id=self.gallery.model_id, quality=event.quality,
+        )
+        status = OutcomeStatus.PASSED_FOR_REVIEW if candidates else OutcomeStatus.NO_CANDIDATE
+        progress = OutcomeEvent.make(event.submission_id, event.meta.retailer_id, status, face_id=event.face_id,
+                                     detail=PASSED_DETAIL if candidates else NO_CANDIDATE_DETAIL)
+        if self.metrics:
+            self.metrics.searches.labels(outcome).inc()
+            self.metrics.candidates.observe(len(candidates))
+            self.metrics.end_to_end_seconds.observe(max(0.0, (self.clock() - event.received_at).total_seconds()))
+        return [
+            Output(self.topics.matches, result.to_bytes(), key=event.submission_id, event_id=result.event_id),
+            Output(self.topics.outcomes, progress.to_bytes(), key=event.submission_id, event_id=progress.event_id),
+        ]

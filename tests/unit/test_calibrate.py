@@ -1,0 +1,105 @@
+"""Threshold calibration maths: FMR thresholds, rates, disjoint identity splits, pair scores, open-set check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.match.calibrate import (
+    LabelledVectors,
+    calibrate_folder,
+    calibrate_pairs,
+    labelled_folder,
+    open_set,
+    pair_scores,
+    rates,
+    split_identities,
+    threshold_for_fmr,
+)
+from services.match.faceset import read_pairs
+
+
+def test_threshold_for_fmr_is_the_lowest_threshold_meeting_the_target() -> None:
+    impostor = np.linspace(0.0, 0.999, 1000)
+    t = threshold_for_fmr(impostor, 0.01)
+    assert np.mean(impostor >= t) <= 0.01
+    assert np.mean(impostor >= np.nextafter(t, -np.inf) - 1e-9) > 0.01  # any lower threshold exceeds it
+    assert threshold_for_fmr(impostor, 0.0) > impostor.max()
+    assert threshold_for_fmr(impostor, 1.0) == -1.0
+    with pytest.raises(ValueError):
+        threshold_for_fmr(np.zeros(0), 0.01)
+
+
+def test_rates_at_threshold() -> None:
+    r = rates(np.array([0.2, 0.6, 0.8, 0.9]), np.array([0.1, 0.3, 0.7]), 0.5)
+    assert r["fmr"] == pytest.approx(1 / 3) and r["fnmr"] == 0.25 and r["tmr"] == 0.75
+
+
+def test_identity_split_is_disjoint_stable_and_seeded() -> None:
+    names = [f"id{i}" for i in range(101)]
+    calib, evaluation = split_identities(names, 0.5, seed=3)
+    assert not set(calib) & set(evaluation) and len(calib) + len(evaluation) == 101
+    assert abs(len(evaluation) - 50) <= 1
+    assert split_identities(list(reversed(names)), 0.5, seed=3) == (calib, evaluation)
+    assert split_identities(names, 0.5, seed=4) != (calib, evaluation)
+
+
+def test_pair_scores_counts_every_pair_once() -> None:
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(7, 4)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    labels = np.array([0, 0, 0, 1, 1, 2, 3])
+    genuine, impostor = pair_scores(v, labels)
+    assert len(genuine) == 3 + 1 and len(impostor) == 21 - 4
+    assert genuine.max() <= 1.0 + 1e-6
+    assert pytest.approx(sorted(genuine)) == sorted([float(v[a] @ v[b]) for a, b in [(0, 1), (0, 2), (1, 2), (3, 4)]])
+
+
+def clustered(n_ids: int, per_id: int, noise: float, dim: int = 64, seed: int = 0) -> LabelledVectors:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_ids, dim))
+    vecs = np.repeat(centres, per_id, axis=0) + rng.normal(size=(n_ids * per_id, dim)) * noise
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    labels = np.repeat(np.arange(n_ids), per_id).astype(np.int64)
+    return LabelledVectors(vecs, labels, [f"id{i}" for i in range(n_ids)], [f"p{i}" for i in range(len(labels))])
+
+
+def test_calibrate_folder_reports_thresholds_and_heldout_rates() -> None:
+    data = clustered(60, 4, noise=0.5)
+    report = calibrate_folder(data, [1e-2, 1e-3], eval_fraction=0.5, seed=0)
+    assert report["calibration"]["identities"] + report["evaluation"]["identities"] == 60
+    loose, strict = report["operating_points"]
+    assert loose["calibration"]["fmr"] <= 1e-2 and strict["calibration"]["fmr"] <= 1e-3
+    assert strict["calibration"]["threshold"] >= loose["calibration"]["threshold"]
+    assert loose["evaluation"]["tmr"] > 0.9  # well-separated synthetic identities
+    assert loose["evaluation_open_set"]["rank1_at_threshold"] > 0.9
+
+
+def test_open_set_on_separated_identities() -> None:
+    data = clustered(20, 3, noise=0.3, seed=1)
+    result = open_set(data.vectors, data.labels, threshold=0.5)
+    assert result["enrolled_identities"] == 10
+    assert result["rank1_at_threshold"] == 1.0 and result["no_candidate_rate_non_mated"] == 1.0
+    impossible = open_set(data.vectors, data.labels, threshold=1.01)
+    assert impossible["rank1_at_threshold"] == 0.0
+
+
+def test_calibrate_pairs_with_an_evaluation_split() -> None:
+    g, i = np.array([0.8, 0.9, 0.7]), np.linspace(-0.2, 0.5, 200)
+    report = calibrate_pairs({"calibration": (g, i), "evaluation": (g - 0.1, i)}, [0.01])
+    [point] = report["operating_points"]
+    assert point["calibration"]["fmr"] <= 0.01 and "evaluation" in point
+
+
+def test_read_pairs_and_labelled_folder(tmp_path: Path) -> None:
+    (tmp_path / "pairs.csv").write_text("path_a,path_b,same,split\na.jpg,b.jpg,1,evaluation\na.jpg,c.jpg,0,\n")
+    pairs = read_pairs(tmp_path / "pairs.csv")
+    assert [(p.a.name, p.same, p.split) for p in pairs] == [("a.jpg", True, "evaluation"),
+                                                             ("a.jpg", False, "calibration")]
+    for rel in ("x/1.jpg", "x/2.jpg", "x/3.jpg", "y/1.png", "z/readme.txt"):
+        (tmp_path / "faces" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "faces" / rel).write_bytes(b"")
+    photos = labelled_folder(tmp_path / "faces", max_per_identity=2)
+    assert {k: len(v) for k, v in photos.items()} == {"x": 2, "y": 1}

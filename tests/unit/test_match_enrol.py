@@ -1,0 +1,204 @@
+"""Enrolment with a fake face extractor and embedder: sources, rejections, several faces, resumability, and the
+typer commands (enrol, gallery list|count|delete) wired to those fakes and the in-memory gallery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from services.match import milvus_gallery, pipeline
+from services.match.cli import app
+from services.match.enrol import Enroller, items_from, items_from_folder, items_from_manifest
+from services.match.gallery import GalleryFace
+from services.match.memory import InMemoryGallery
+from services.match.pipeline import Extraction, ExtractionRejected, FaceCrop, choose_face
+
+MODEL = "facenet-fake"
+
+
+def crop(level: int) -> np.ndarray:
+    return np.full((160, 160, 3), level, dtype=np.uint8)
+
+
+class FakeExtractor:
+    """Image bytes are a script: b"face:<n>", b"two:<n>:<m>", b"none", b"blurry", b"corrupt"."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def extract(self, data: bytes) -> Extraction:
+        self.calls += 1
+        kind, *args = data.decode().split(":")
+        if kind == "face":
+            return Extraction([FaceCrop(crop(int(args[0])), 100.0)])
+        if kind == "two":
+            return Extraction([FaceCrop(crop(int(args[0])), 50.0), FaceCrop(crop(int(args[1])), 900.0)])
+        if kind == "blurry":
+            return Extraction([], gated=["blur"])
+        if kind == "corrupt":
+            raise ExtractionRejected("corrupt", "bad JPEG")
+        return Extraction()
+
+
+class FakeEmbedder:
+    model_id = MODEL
+    weights_sha256 = "cd" * 32
+    dim = 8
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        self.batches.append(len(crops))
+        out = np.zeros((len(crops), self.dim), dtype=np.float32)
+        levels = crops.reshape(len(crops), -1).mean(axis=1).astype(int)
+        out[np.arange(len(crops)), levels % self.dim] = 1.0
+        return out
+
+
+def write(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return write(tmp_path / "mugshots", {
+        "alice/1.jpg": b"face:1", "alice/2.jpg": b"face:2", "bob/1.jpg": b"two:3:4", "bob/notes.txt": b"x",
+        "carol/1.jpg": b"none", "carol/2.jpg": b"blurry", "dave/1.jpg": b"corrupt", "bad id!/1.jpg": b"face:5",
+    })
+
+
+def test_folder_source_lists_images_per_subject(folder: Path) -> None:
+    items = items_from_folder(folder)
+    assert [(i.subject_id, i.source_ref) for i in items][:3] == [
+        ("alice", "alice/1.jpg"), ("alice", "alice/2.jpg"), ("bad id!", "bad id!/1.jpg")]
+    assert all(i.path.suffix == ".jpg" for i in items) and len(items) == 7
+
+
+def test_manifest_source_keeps_metadata_and_resolves_relative_paths(tmp_path: Path) -> None:
+    write(tmp_path, {"imgs/a.jpg": b"face:1"})
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("subject_id,image_path,custody_ref,notes\nalice,imgs/a.jpg,C-12,\n")
+    [item] = items_from(manifest)
+    assert item.subject_id == "alice" and item.path == tmp_path / "imgs/a.jpg"
+    assert item.metadata == {"custody_ref": "C-12"} and item.source_ref == "imgs/a.jpg"
+    (tmp_path / "bad.csv").write_text("name,file\nx,y\n")
+    with pytest.raises(ValueError, match="subject_id"):
+        items_from_manifest(tmp_path / "bad.csv")
+
+
+def test_enrol_reports_rejections_keeps_largest_face_and_batches(folder: Path) -> None:
+    gallery, embedder = InMemoryGallery(MODEL), FakeEmbedder()
+    ticks: list[int] = []
+    report = Enroller(FakeExtractor(), embedder, gallery, "custody", batch_size=2).run(
+        items_from_folder(folder), progress=ticks.append)
+    assert ticks == [2, 2, 2, 1] and report.images == 7
+    assert report.enrolled == 3 and gallery.count() == 3
+    assert report.reasons() == {"corrupt": 1, "invalid_subject_id": 1, "low_quality": 1, "no_face": 1}
+    assert [w.source_ref for w in report.warnings] == ["bob/1.jpg"]
+    assert embedder.batches == [2, 1]  # one embedding call per chunk with faces
+    [bob] = [f for f in gallery._faces.values() if f.subject_id == "bob"]
+    assert int(np.argmax(bob.vector)) == 4  # the larger face (level 4), not level 3
+    assert {s.subject_id: s.faces for s in gallery.list_subjects()} == {"alice": 2, "bob": 1}
+    summary = report.to_dict()
+    assert summary["rejected"] == 4 and summary["subjects_enrolled"] == 2
+
+
+def test_reject_policy_refuses_photos_with_several_faces(folder: Path) -> None:
+    gallery = InMemoryGallery(MODEL)
+    report = Enroller(FakeExtractor(), FakeEmbedder(), gallery, "custody", multi_face="reject").run(
+        items_from_folder(folder))
+    assert report.reasons()["multiple_faces"] == 1
+    assert "bob" not in {s.subject_id for s in gallery.list_subjects()}
+
+
+def test_enrolment_is_resumable(folder: Path) -> None:
+    gallery, extractor = InMemoryGallery(MODEL), FakeExtractor()
+    items = items_from_folder(folder)
+    Enroller(extractor, FakeEmbedder(), gallery, "custody").run(items[:2])
+    first_calls = extractor.calls
+    report = Enroller(extractor, FakeEmbedder(), gallery, "custody").run(items)
+    assert report.skipped_existing == 2 and report.enrolled == 1
+    assert extractor.calls - first_calls == 4  # neither the two enrolled photos nor the bad subject id decoded
+    assert gallery.count() == 3
+
+
+def test_same_photo_twice_in_one_run_is_enrolled_once(tmp_path: Path) -> None:
+    root = write(tmp_path, {"alice/1.jpg": b"face:1", "alice/copy.jpg": b"face:1"})
+    gallery = InMemoryGallery(MODEL)
+    report = Enroller(FakeExtractor(), FakeEmbedder(), gallery, "custody").run(items_from_folder(root))
+    assert (report.enrolled, report.skipped_existing, gallery.count()) == (1, 1, 1)
+
+
+def test_embedder_and_gallery_models_must_agree() -> None:
+    with pytest.raises(ValueError, match="model"):
+        Enroller(FakeExtractor(), FakeEmbedder(), InMemoryGallery("other-model"), "custody")
+
+
+def test_choose_face() -> None:
+    one = Extraction([FaceCrop(crop(1), 10.0)])
+    assert choose_face(one, "reject").warning is None
+    with pytest.raises(ExtractionRejected) as err:
+        choose_face(Extraction([], gated=["blur", "blur", "small"]), "largest")
+    assert (err.value.reason, err.value.detail) == ("low_quality", "blur, small")
+
+
+# --- the CLI ---------------------------------------------------------------------------------------------------
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_gallery(monkeypatch: pytest.MonkeyPatch) -> InMemoryGallery:
+    g = InMemoryGallery(MODEL)
+
+    def fake_open(_settings: Any, model_id: str | None = None, weights_sha256: str = "") -> InMemoryGallery:
+        return g
+
+    monkeypatch.setattr(milvus_gallery, "open_gallery", fake_open)
+    monkeypatch.setattr(pipeline, "PipelineExtractor", lambda _s: _ClosingExtractor())
+    monkeypatch.setattr(pipeline, "load_embedder", lambda _s: FakeEmbedder())
+    return g
+
+
+class _ClosingExtractor(FakeExtractor):
+    def close(self) -> None:
+        return None
+
+
+def test_enrol_then_list_count_delete(cli_gallery: InMemoryGallery, tmp_path: Path) -> None:
+    root = write(tmp_path / "in", {"alice/1.jpg": b"face:1", "alice/2.jpg": b"face:2", "bob/1.jpg": b"none"})
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, ["enrol", str(root), "--gallery", "custody", "--no-progress", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "rejected  no_face" in result.output
+    assert json.loads(report.read_text())["enrolled"] == 2
+
+    listed = runner.invoke(app, ["gallery", "list", "--json"])
+    assert [json.loads(line) for line in listed.output.splitlines()] == [
+        {"gallery": "custody", "subject_id": "alice", "faces": 2}]
+    assert runner.invoke(app, ["gallery", "count"]).output.strip() == "2"
+
+    erased = runner.invoke(app, ["gallery", "delete", "alice", "--yes"])
+    assert erased.exit_code == 0 and "erased 2 photo(s)" in erased.output
+    assert cli_gallery.count() == 0
+    assert runner.invoke(app, ["gallery", "delete", "alice", "--yes"]).exit_code == 1
+
+
+def test_delete_asks_for_confirmation(cli_gallery: InMemoryGallery) -> None:
+    cli_gallery.add([GalleryFace("f", "carol", "custody", np.ones(8, np.float32))])
+    result = runner.invoke(app, ["gallery", "delete", "carol"], input="n\n")
+    assert result.exit_code != 0 and cli_gallery.count() == 1
+
+
+def test_enrol_refuses_a_bad_policy(cli_gallery: InMemoryGallery, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["enrol", str(tmp_path), "--multi-face", "first"])
+    assert result.exit_code == 2 and cli_gallery.count() == 0

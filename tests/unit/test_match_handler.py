@@ -1,0 +1,171 @@
+"""The match handler with the exact in-memory gallery: outputs, no-candidate lists, dead letters, retries, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import numpy as np
+import pytest
+from confluent_kafka import Message
+from prometheus_client import CollectorRegistry
+
+from rfr.schemas import CandidateList, EmbeddingEvent, FaceQuality, OutcomeEvent, OutcomeStatus, SubmissionMeta, decode
+from rfr.settings import MatchSettings
+from rfr.stream import PoisonMessage, RetryableError
+from rfr.topics import Topics
+from services.match.gallery import GalleryFace, GalleryUnavailableError, SubjectHit
+from services.match.handler import MatchHandler
+from services.match.memory import InMemoryGallery
+from services.match.metrics import GallerySizeUpdater, MatchMetrics
+
+MODEL = "facenet-test"
+DIM = 16
+RECEIVED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+NOW = RECEIVED + timedelta(seconds=3)
+TOPICS = Topics("t")
+
+
+class FakeMessage:
+    def __init__(self, value: bytes | None) -> None:
+        self._value = value
+
+    def value(self) -> bytes | None:
+        return self._value
+
+
+def basis(i: int, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    v = np.zeros(DIM, dtype=np.float32)
+    v[i] = 1.0
+    v += np.random.default_rng(seed).normal(size=DIM).astype(np.float32) * noise
+    return v / np.linalg.norm(v)
+
+
+def event(face_index: int, vector: np.ndarray, model_id: str = MODEL, sub: str = "sub_1") -> EmbeddingEvent:
+    meta = SubmissionMeta(retailer_id="r1", store_id="s1", camera_id="c1", captured_at=RECEIVED)
+    return EmbeddingEvent(
+        event_id=f"{sub}:f{face_index}", face_id=f"{sub}:f{face_index}", submission_id=sub, meta=meta,
+        received_at=RECEIVED, quality=FaceQuality(face_px=80, score=0.9, blur=100, eye_distance_px=30, pose_ok=True),
+        model_id=model_id, weights_sha256="ab" * 32, vector=[float(x) for x in vector],
+    )
+
+
+def msgs(*values: bytes | None) -> Sequence[Message]:
+    return cast(Sequence[Message], [FakeMessage(v) for v in values])
+
+
+@pytest.fixture
+def gallery() -> InMemoryGallery:
+    g = InMemoryGallery(MODEL)
+    g.add([
+        GalleryFace("a1", "alice", "custody", basis(0), "alice/1.jpg"),
+        GalleryFace("a2", "alice", "custody", basis(0, 0.3, seed=1), "alice/2.jpg"),
+        GalleryFace("b1", "bob", "custody", basis(1), "bob/1.jpg"),
+        GalleryFace("c1", "carol", "other", basis(2), "carol/1.jpg"),
+    ])
+    return g
+
+
+def make(gallery: Any, **settings: Any) -> tuple[MatchHandler, MatchMetrics]:
+    metrics = MatchMetrics.create(CollectorRegistry())
+    cfg = MatchSettings(**({"threshold": 0.6, "top_k": 3, "galleries": ["custody"]} | settings))
+    return MatchHandler(gallery, cfg, TOPICS, metrics, clock=lambda: NOW), metrics
+
+
+def test_candidates_and_no_candidate_lists_with_outcomes(gallery: InMemoryGallery) -> None:
+    handler, metrics = make(gallery)
+    batch = [event(0, basis(0, 0.05, seed=5)), event(1, basis(2)), event(2, basis(3))]  # alice / carol(other) / none
+    results = handler.handle_batch(msgs(*(e.to_bytes() for e in batch)))
+    assert gallery.search_calls == 1
+    assert len(results) == 3
+    first = results[0]
+    assert isinstance(first, list)
+    assert [o.topic for o in first] == [TOPICS.matches, TOPICS.outcomes]
+    cl = decode(CandidateList, first[0].value)
+    assert (first[0].key, first[0].event_id) == ("sub_1", "sub_1:f0")
+    assert cl.outcome == "candidates" and cl.threshold == 0.6 and cl.model_id == MODEL and cl.top_k == 3
+    assert [(c.rank, c.subject_id, c.gallery) for c in cl.candidates] == [(1, "alice", "custody")]
+    assert cl.candidates[0].gallery_face_id in {"a1", "a2"} and cl.galleries == ["custody"]
+    assert "not an identification" in cl.notice
+    oc = decode(OutcomeEvent, first[1].value)
+    assert oc.status is OutcomeStatus.PASSED_FOR_REVIEW and oc.face_id == "sub_1:f0"
+    assert "alice" not in first[1].value.decode() and "identified" not in oc.detail
+    for res in results[1:]:
+        assert isinstance(res, list)
+        cl = decode(CandidateList, res[0].value)
+        assert cl.outcome == "no_candidate" and cl.candidates == [] and cl.threshold == 0.6
+        assert decode(OutcomeEvent, res[1].value).status is OutcomeStatus.NO_CANDIDATE
+    assert metrics.searches.labels("candidates")._value.get() == 1
+    assert metrics.searches.labels("no_candidate")._value.get() == 2
+    assert metrics.end_to_end_seconds._sum.get() == pytest.approx(9.0)
+    assert metrics.search_seconds._sum.get() > 0
+
+
+def test_bad_input_is_dead_lettered_and_the_rest_still_searched(gallery: InMemoryGallery) -> None:
+    handler, _ = make(gallery)
+    good = event(0, basis(1)).to_bytes()
+    wrong_model = event(1, basis(1), model_id="facenet-other").to_bytes()
+    wrong_dim = event(2, np.ones(DIM * 2, np.float32)).to_bytes()
+    zero = event(3, np.zeros(DIM, np.float32)).to_bytes()
+    results = handler.handle_batch(msgs(good, b"{not json", None, wrong_model, wrong_dim, zero))
+    reasons = [r.reason if isinstance(r, PoisonMessage) else "ok" for r in results]
+    assert reasons == ["ok", "invalid_message", "invalid_message", "model_mismatch", "dim_mismatch", "invalid_vector"]
+    ok = results[0]
+    assert isinstance(ok, list)
+    assert decode(CandidateList, ok[0].value).candidates[0].subject_id == "bob"
+
+
+def test_erased_subject_is_never_named(gallery: InMemoryGallery) -> None:
+    handler, _ = make(gallery)
+    assert gallery.delete_subject("alice") == 2
+    [res] = handler.handle_batch(msgs(event(0, basis(0)).to_bytes()))
+    assert isinstance(res, list)
+    assert "alice" not in res[0].value.decode()
+    assert decode(CandidateList, res[0].value).outcome == "no_candidate"
+
+
+def test_top_k_subjects_ranked_by_score() -> None:
+    g = InMemoryGallery(MODEL)
+    probe = basis(0)
+    g.add([GalleryFace(f"f{i}", f"s{i}", "custody", basis(0, 0.1 * (i + 1), seed=i)) for i in range(6)])
+    handler, _ = make(g, threshold=-1.0, top_k=4)
+    [res] = handler.handle_batch(msgs(event(0, probe).to_bytes()))
+    assert isinstance(res, list)
+    scores = [c.score for c in decode(CandidateList, res[0].value).candidates]
+    assert len(scores) == 4 and scores == sorted(scores, reverse=True)
+
+
+class DownGallery(InMemoryGallery):
+    def search(self, vectors: np.ndarray, top_k: int, galleries: Sequence[str], threshold: float
+               ) -> list[list[SubjectHit]]:
+        raise GalleryUnavailableError("milvus down")
+
+
+def test_gallery_down_is_retryable_not_dead_lettered() -> None:
+    g = DownGallery(MODEL, dim=DIM)
+    handler, _ = make(g)
+    with pytest.raises(RetryableError, match="milvus down"):
+        handler.handle_batch(msgs(event(0, basis(0)).to_bytes()))
+
+
+def test_empty_gallery_gives_no_candidate_without_searching() -> None:
+    g = InMemoryGallery(MODEL)
+    handler, _ = make(g)
+    [res] = handler.handle_batch(msgs(event(0, basis(0)).to_bytes()))
+    assert isinstance(res, list)
+    assert decode(CandidateList, res[0].value).outcome == "no_candidate"
+    assert g.search_calls == 0
+
+
+def test_gallery_size_gauge_updates_and_survives_outages(gallery: InMemoryGallery) -> None:
+    metrics = MatchMetrics.create(CollectorRegistry())
+    GallerySizeUpdater(gallery, metrics.gallery_faces).update()
+    assert metrics.gallery_faces._value.get() == 4
+
+    class Broken(InMemoryGallery):
+        def count(self, galleries: Sequence[str] | None = None) -> int:
+            raise GalleryUnavailableError("down")
+
+    GallerySizeUpdater(Broken(MODEL), metrics.gallery_faces).update()  # logged, not raised
+    assert metrics.gallery_faces._value.get() == 4
