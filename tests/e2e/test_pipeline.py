@@ -3,6 +3,7 @@ candidate lists as a case system would (de-duplicated on event_id)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -17,10 +18,11 @@ from rfr.settings import Settings
 pytestmark = pytest.mark.e2e
 
 IDENTITIES, STRANGERS, FACE_PX, LEVEL, SEED = 40, 15, 64, "mild", 11
-# Floors set from measurement (see the closing note of the match/e2e work): measured rank-1 and no-candidate
-# rates on this split sit well above these; a regression in any stage pulls them under.
-RANK1_FLOOR = 0.70
-STRANGER_QUIET_FLOOR = 0.60
+# Floors set from measurement on this seeded split (mild CCTV, 64 px faces, threshold 0.60): rank-1 measured
+# 0.70 (28/40), non-enrolled people with no candidate 1.00 (15/15). The floors leave room for four probes of
+# noise; a regression in any stage (detection, alignment, embedding, search) pulls the rates under them.
+RANK1_FLOOR = 0.60
+STRANGER_QUIET_FLOOR = 0.85
 
 
 def _collect(settings: Settings, probes: list[Probe], name: str) -> ResultCollector:
@@ -36,10 +38,14 @@ def _collect(settings: Settings, probes: list[Probe], name: str) -> ResultCollec
 
 def test_enrol_submit_and_rank(live_stack: Settings, lfw_dir: Path) -> None:
     gallery, probes = prepare(live_stack, lfw_dir, IDENTITIES, STRANGERS, FACE_PX, LEVEL, SEED)
+    before = int(rfr_cli(live_stack, "gallery", "count").stdout)  # other e2e modules share the stack
     enrolled = rfr_cli(live_stack, "enrol", str(gallery), "--no-progress")
     assert enrolled.returncode == 0, enrolled.stderr
-    count = rfr_cli(live_stack, "gallery", "count")
-    assert count.returncode == 0 and str(IDENTITIES) in count.stdout, count.stdout + count.stderr
+    report = json.loads(enrolled.stdout[enrolled.stdout.index("{"):])
+    assert report["enrolled"] + report["rejected"] == IDENTITIES
+    assert report["enrolled"] >= IDENTITIES - 2
+    after = rfr_cli(live_stack, "gallery", "count")
+    assert after.returncode == 0 and int(after.stdout) == before + report["enrolled"], after.stdout + after.stderr
 
     collector = _collect(live_stack, probes, "rank")
     results = collector.results
