@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,34 @@ def test_up_status_down_servers_only(tmp_path: Path) -> None:
     assert not procs.port_open("127.0.0.1", broker_port)
     assert not (tmp_path / "state" / "stack.json").exists()
     assert "nothing was running" in _rfr(["down"], env).stdout
+
+
+def test_service_waits_for_a_late_broker_and_recovers(tmp_path: Path) -> None:
+    """Broker unreachable at start: the service retries with backoff, logs it, and runs once the broker is up."""
+    broker_port, metrics_port = procs.free_port(), procs.free_port()
+    env = dict(os.environ, RFR_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{broker_port}",
+               RFR_METRICS__DETECT_PORT=str(metrics_port), RFR_BLOB_DIR=str(tmp_path / "blobs"))
+    service, service_proc = procs.spawn("detect", [sys.executable, "-m", "services.detect"], tmp_path, env)
+    broker_proc = None
+    try:
+        time.sleep(7)  # the service is up and retrying (each metadata request waits up to 5 s)
+        assert service_proc.poll() is None, Path(service.log).read_text()
+        _, broker_proc = procs.spawn("tansu", procs.tansu_argv(broker_port), tmp_path)
+        procs.wait_port("127.0.0.1", broker_port, 20, broker_proc)
+        ks = KafkaSettings(bootstrap_servers=f"127.0.0.1:{broker_port}")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # recovered: it created the topics and consumes
+            topics = set(kafka.AdminClient(kafka.client_config(ks)).list_topics(timeout=5).topics)
+            if set(ALL_TOPICS) <= topics:
+                break
+            time.sleep(0.5)
+        assert set(ALL_TOPICS) <= topics
+        assert service_proc.poll() is None
+        log = Path(service.log).read_text()
+        assert "not reachable yet" in log and "retrying in" in log
+    finally:
+        service_proc.terminate()
+        assert service_proc.wait(30) == 0  # graceful SIGTERM exit
+        if broker_proc is not None:
+            broker_proc.terminate()
+            broker_proc.wait(10)
