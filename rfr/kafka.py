@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer as _Consumer
@@ -131,6 +131,19 @@ class Output:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def produce_output(producer: Producer, out: Output, on_delivery: Callable[[KafkaError | None, Message], None]) -> None:
+    """Queue one output (event id as a header), waiting for room when the local queue is full."""
+    headers = dict(out.headers)
+    if out.event_id:
+        headers[EVENT_ID_HEADER] = out.event_id
+    while True:
+        try:
+            producer.produce(out.topic, out.value, out.key, headers=list(headers.items()), on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
 @dataclass
 class DeliveryTracker:
     """Produces messages and waits until each is acknowledged, raising if any was not."""
@@ -145,17 +158,7 @@ class DeliveryTracker:
     def produce(self, outputs: Iterable[Output]) -> int:
         n = 0
         for out in outputs:
-            headers = dict(out.headers)
-            if out.event_id:
-                headers[EVENT_ID_HEADER] = out.event_id
-            while True:
-                try:
-                    self.producer.produce(
-                        out.topic, out.value, out.key, headers=list(headers.items()), on_delivery=self._on_delivery
-                    )
-                    break
-                except BufferError:
-                    self.producer.poll(0.1)
+            produce_output(self.producer, out, self._on_delivery)
             n += 1
         return n
 

@@ -29,9 +29,15 @@ __all__ = [
     "WheelAsset",
     "default_catalog",
     "detector_model_path",
+    "facenet_model_id",
     "facenet_weights_path",
     "fetch_models",
     "read_manifest",
     "sha256_file",
     "verify_model_file",
 ]
+
+
+def facenet_model_id(model: str) -> str:
+    """The id that travels with every embedding and names its gallery collection, e.g. ``facenet-casia-webface``."""
+    return f"facenet-{model}"

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from rfr.models import ModelMissingError, facenet_weights_path, sha256_file, verify_model_file
+from rfr.models import facenet_model_id as model_id_for
 from rfr.settings import EmbedSettings
 from services.embed.device import Runtime, apply_runtime, resolve_runtime
 
@@ -46,11 +47,6 @@ class Embedder(Protocol):
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """``crops``: N x 160 x 160 x 3 uint8 RGB. Returns N x ``dim`` float32, each row of unit length."""
         ...
-
-
-def model_id_for(model: str) -> str:
-    """The id that travels with every embedding, e.g. ``facenet-casia-webface``."""
-    return f"facenet-{model}"
 
 
 def check_crops(crops: np.ndarray) -> None:

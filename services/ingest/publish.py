@@ -15,7 +15,7 @@ from typing import Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from rfr.kafka import EVENT_ID_HEADER, DeliveryFailed, Output
+from rfr.kafka import DeliveryFailed, Output, produce_output
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +51,7 @@ class Publisher:
         """Produce ``outputs``; with ``wait``, return only when all are acknowledged (else DeliveryFailed)."""
         pending = _Pending(len(outputs), wait)
         for out in outputs:
-            headers = dict(out.headers)
-            if out.event_id:
-                headers[EVENT_ID_HEADER] = out.event_id
-            while True:
-                try:
-                    self.producer.produce(out.topic, out.value, out.key, headers=list(headers.items()),
-                                          on_delivery=pending.on_delivery)
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
+            produce_output(self.producer, out, pending.on_delivery)
         self.producer.poll(0)
         if not wait:
             return

@@ -318,9 +318,9 @@ def gallery_model_id(settings: Settings) -> str:
     """The embedding model whose gallery a process uses: ``match.model_id``, else the one ``embed.model`` names."""
     if settings.match.model_id:
         return settings.match.model_id
-    from services.embed.embedder import model_id_for  # the id is defined once, by the embed service
+    from rfr.models import facenet_model_id  # torch-free: the match service never loads the model
 
-    return model_id_for(settings.embed.model)
+    return facenet_model_id(settings.embed.model)
 
 
 def open_gallery(settings: Settings, model_id: str | None = None, weights_sha256: str = "") -> MilvusGallery:
