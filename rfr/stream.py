@@ -108,7 +108,6 @@ class StreamProcessor:
         self.metrics = metrics
         self.stopping = threading.Event()
         self._backoff = config.retry_backoff_s
-        self._has_lag = False
 
     def install_signal_handlers(self) -> None:
         def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -129,7 +128,13 @@ class StreamProcessor:
             logger.info("%s stopped cleanly", self.config.service)
 
     def _poll(self) -> list[Message]:
-        msgs = self.consumer.consume(self.config.batch_size, self.config.batch_timeout_s if self._has_lag else 1.0)
+        """A micro-batch: wait up to 1 s for a first message, then at most ``batch_timeout_s`` for the rest."""
+        first = self.consumer.poll(1.0)
+        if first is None:
+            return []
+        msgs = [first]
+        if self.config.batch_size > 1:
+            msgs += self.consumer.consume(self.config.batch_size - 1, self.config.batch_timeout_s)
         good = []
         for m in msgs:
             err = m.error()
@@ -137,7 +142,6 @@ class StreamProcessor:
                 good.append(m)
             elif err.code() != KafkaError._PARTITION_EOF:
                 logger.warning("consumer error: %s", err)
-        self._has_lag = len(msgs) >= self.config.batch_size
         return good
 
     def step(self) -> int:

@@ -45,9 +45,18 @@ class FakeConsumer:
         self.batches = batches
         self.commits: list[list[tuple[str, int, int]]] = []
         self.seeks: list[tuple[str, int, int]] = []
+        self.consumed_timeouts: list[float] = []
+
+    def poll(self, timeout: float) -> FakeMsg | None:
+        """The first message of the next batch; ``consume`` then hands out the rest of it."""
+        if not self.batches:
+            return None
+        return self.batches[0].pop(0)
 
     def consume(self, n: int, timeout: float) -> list[FakeMsg]:
-        return self.batches.pop(0) if self.batches else []
+        self.consumed_timeouts.append(timeout)
+        rest = self.batches.pop(0)[:n] if self.batches else []
+        return rest
 
     def commit(self, offsets: list[Any], asynchronous: bool) -> None:
         assert asynchronous is False
@@ -106,6 +115,13 @@ def test_outputs_then_commit_after_last_offset() -> None:
     assert _proc(consumer, producer, Upper()).step() == 3
     assert [v for _, v in producer.sent] == [b"A", b"B", b"C"]
     assert sorted(consumer.commits[0]) == [("in", 0, 7), ("in", 1, 3)]
+    assert consumer.consumed_timeouts == [0.05]  # after the first message, wait only the batch timeout
+
+
+def test_idle_stream_makes_no_batch() -> None:
+    consumer = FakeConsumer([])
+    assert _proc(consumer, FakeProducer(), Upper()).step() == 0
+    assert consumer.commits == [] and consumer.consumed_timeouts == []
 
 
 def test_poison_goes_to_dead_letter_and_partition_flows() -> None:
