@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from rfr.errors import ReasonedError
 from rfr.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
@@ -59,13 +60,8 @@ class RejectReason(StrEnum):
     ZERO_SIZE = "zero_size"
 
 
-class ImageRejected(Exception):
+class ImageRejected(ReasonedError):
     """The bytes are not an acceptable still; ``reason`` is one of :class:`RejectReason`."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from rfr.errors import ReasonedError
 from rfr.kafka import DeliveryFailed, DeliveryTracker, Output, header_dict
 from rfr.metrics import StageMetrics
 from rfr.schemas import DeadLetter
@@ -27,13 +28,11 @@ from rfr.schemas import DeadLetter
 logger = logging.getLogger(__name__)
 
 
-class PoisonMessage(Exception):
+class PoisonMessage(ReasonedError):
     """This message can never be processed: send it to the dead-letter topic with ``reason``."""
 
     def __init__(self, reason: str, detail: str = "", outputs: Sequence[Output] = ()) -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+        super().__init__(reason, detail)
         self.outputs = list(outputs)  # produced beside the dead letter (e.g. a "rejected" outcome event)
 
 

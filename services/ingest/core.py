@@ -21,6 +21,7 @@ from enum import StrEnum
 from pydantic import ValidationError
 
 from rfr.blobstore import BlobStore
+from rfr.errors import ReasonedError
 from rfr.imaging import DecodedImage, ImageLimits, ImageRejected, decode_image
 from rfr.kafka import Output
 from rfr.schemas import Channel, FrameEvent, OutcomeEvent, OutcomeStatus, SubmissionMeta, utcnow
@@ -43,13 +44,8 @@ class MetaReason(StrEnum):
     INVALID_METADATA = "invalid_metadata"
 
 
-class Rejected(Exception):
+class Rejected(ReasonedError):
     """A submission that will not be processed: ``reason`` is a RejectReason or a MetaReason."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from rfr.errors import ReasonedError
+
 if TYPE_CHECKING:
     from rfr.settings import Settings
 
@@ -44,13 +46,8 @@ class Extraction:
     gated: list[str] = field(default_factory=list)
 
 
-class ExtractionRejected(Exception):
+class ExtractionRejected(ReasonedError):
     """The photo yields no face to enrol; ``reason`` is machine-readable (e.g. ``corrupt``, ``no_face``)."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 class FaceExtractor(Protocol):
