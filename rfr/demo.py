@@ -149,7 +149,7 @@ def show(probes: list[Probe], results: dict[str, SubmissionResult]) -> tuple[int
         if res is not None and res.final and not res.lists:
             status += "".join(f" ({o.detail})" for o in res.outcomes.values() if o.detail)
         lists = sorted(res.lists.values(), key=lambda c: c.face_id) if res is not None else []
-        top = [c for cl in lists for c in cl.candidates]
+        best = res.best_subject if res is not None else None
         label = "enrolled" if p.enrolled else "not enrolled"
         typer.echo(f"\nprobe {p.submission_id}  (truth, known to the demo only: {p.truth}, {label})  -> {status}")
         for cl in lists:
@@ -158,10 +158,10 @@ def show(probes: list[Probe], results: dict[str, SubmissionResult]) -> tuple[int
                 typer.echo(f"    #{c.rank} {c.subject_id:32} score {c.score:.3f}  [{c.gallery}]{mark}")
         if p.enrolled:
             n_enrolled += 1
-            right += int(bool(top) and top[0].subject_id == p.truth)
+            right += int(best == p.truth)
         else:
             n_strangers += 1
-            quiet += int(not top)
+            quiet += int(best is None)
     return n_enrolled, right, n_strangers, quiet
 
 

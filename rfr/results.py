@@ -44,6 +44,12 @@ class SubmissionResult:
         return expected is not None and len(set(self.lists) | self.dead_faces) >= expected
 
     @property
+    def best_subject(self) -> str | None:
+        """The highest-scoring candidate over every face of the still, or None when no list names anyone."""
+        candidates = [c for cl in self.lists.values() for c in cl.candidates]
+        return max(candidates, key=lambda c: c.score).subject_id if candidates else None
+
+    @property
     def final_status(self) -> str:
         for status in (OutcomeStatus.REJECTED, OutcomeStatus.FAILED, OutcomeStatus.NO_FACE):
             if status in self.outcomes:

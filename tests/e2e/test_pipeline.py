@@ -49,10 +49,10 @@ def test_enrol_submit_and_rank(live_stack: Settings, lfw_dir: Path) -> None:
 
     collector = _collect(live_stack, probes, "rank")
     results = collector.results
-    ranked_first = [p for p in probes if p.enrolled and _top(results[p.submission_id]) == p.truth]
+    ranked_first = [p for p in probes if p.enrolled and results[p.submission_id].best_subject == p.truth]
     n_enrolled = sum(p.enrolled for p in probes)
     strangers = [p for p in probes if not p.enrolled]
-    quiet = [p for p in strangers if _top(results[p.submission_id]) is None]
+    quiet = [p for p in strangers if results[p.submission_id].best_subject is None]
     rank1, quiet_rate = len(ranked_first) / n_enrolled, len(quiet) / len(strangers)
     print(f"e2e rank-1 {rank1:.3f} ({len(ranked_first)}/{n_enrolled}); strangers without candidates "
           f"{quiet_rate:.3f} ({len(quiet)}/{len(strangers)})")
@@ -87,11 +87,3 @@ def test_erased_subject_is_never_a_candidate(live_stack: Settings, lfw_dir: Path
     res = _collect(live_stack, [probe_after], "after").results[probe_after.submission_id]
     assert res.lists, "the face should still be searched"
     assert subject not in {c.subject_id for cl in res.lists.values() for c in cl.candidates}
-
-
-def _top(result: object) -> str | None:
-    from rfr.results import SubmissionResult
-
-    assert isinstance(result, SubmissionResult)
-    cands = sorted((c for cl in result.lists.values() for c in cl.candidates), key=lambda c: -c.score)
-    return cands[0].subject_id if cands else None
