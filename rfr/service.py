@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rfr import kafka
-from rfr.logs import setup_logging
 from rfr.metrics import StageMetrics, build_info, serve_metrics
 from rfr.settings import Settings
 from rfr.stream import BatchHandler, StreamConfig, StreamProcessor
@@ -28,23 +27,9 @@ class StageSpec:
     batch_timeout_ms: int = 50
 
 
-def run_stage(
-    settings: Settings,
-    spec: StageSpec,
-    make_handler: Callable[[Settings, Topics], BatchHandler],
-    *,
-    broker_timeout_s: float = 120.0,
-) -> None:
-    """Run one service until SIGTERM/SIGINT; returns after a clean shutdown (exit code 0)."""
-    setup_logging(settings.log_level, json_lines=settings.log_json, service=spec.service)
-    build_info(spec.service)
-    metrics = StageMetrics.create(spec.service)
-    serve_metrics(settings.metrics.host, spec.metrics_port)
-    kafka.wait_for_broker(settings.kafka, broker_timeout_s)
-    kafka.ensure_topics(settings.kafka, topic_specs(settings.kafka))
-    topics = Topics.from_settings(settings.kafka)
-    handler = make_handler(settings, topics)
-    processor = StreamProcessor(
+def build_processor(settings: Settings, spec: StageSpec, topics: Topics, handler: BatchHandler) -> StreamProcessor:
+    """The at-least-once loop for ``spec``: its consumer group, a delivery-checked producer, its metrics."""
+    return StreamProcessor(
         StreamConfig(
             spec.service,
             [topics.name(t) for t in spec.inputs],
@@ -55,8 +40,28 @@ def run_stage(
         kafka.make_consumer(settings.kafka, spec.group),
         kafka.DeliveryTracker(kafka.make_producer(settings.kafka)),
         handler,
-        metrics,
+        StageMetrics.create(spec.service),
     )
+
+
+def run_stage(
+    settings: Settings,
+    spec: StageSpec,
+    make_handler: Callable[[Settings, Topics], BatchHandler],
+    *,
+    broker_timeout_s: float = 120.0,
+) -> None:
+    """Run one service until SIGTERM/SIGINT; returns after a clean shutdown (exit code 0).
+
+    The caller has set up logging (``rfr.logs.setup_logging``) in its ``main()``.
+    """
+    build_info(spec.service)
+    serve_metrics(settings.metrics.host, spec.metrics_port)
+    kafka.wait_for_broker(settings.kafka, broker_timeout_s)
+    kafka.ensure_topics(settings.kafka, topic_specs(settings.kafka))
+    topics = Topics.from_settings(settings.kafka)
+    handler = make_handler(settings, topics)
+    processor = build_processor(settings, spec, topics, handler)
     processor.install_signal_handlers()
     try:
         processor.run()

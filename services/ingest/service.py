@@ -24,11 +24,10 @@ from rfr import kafka
 from rfr.blobstore import FileBlobStore
 from rfr.imaging import ImageLimits
 from rfr.logs import setup_logging
-from rfr.metrics import StageMetrics
-from rfr.service import StageSpec, run_stage
+from rfr.service import StageSpec, build_processor, run_stage
 from rfr.settings import Settings, load_settings
-from rfr.stream import BatchHandler, StreamConfig, StreamProcessor
-from rfr.topics import SUBMISSIONS, Topics, topic_specs
+from rfr.stream import BatchHandler, StreamProcessor
+from rfr.topics import OUTCOMES, SUBMISSIONS, Topics, topic_specs
 from services.ingest.app import HttpContext, create_app
 from services.ingest.auth import ApiKeyConfigError, ApiKeyRegistry
 from services.ingest.core import Ingestor
@@ -98,13 +97,8 @@ def start_http(settings: Settings, ctx: HttpContext, timeout_s: float = 20.0) ->
 
 
 def status_processor(settings: Settings, topics: Topics, handler: StatusHandler) -> StreamProcessor:
-    return StreamProcessor(
-        StreamConfig(STATUS_SERVICE, [topics.outcomes], topics.deadletter, batch_size=64, batch_timeout_s=0.05),
-        kafka.make_consumer(settings.kafka, STATUS_GROUP),
-        kafka.DeliveryTracker(kafka.make_producer(settings.kafka)),
-        handler,
-        StageMetrics.create(STATUS_SERVICE),
-    )
+    spec = StageSpec(STATUS_SERVICE, STATUS_GROUP, [OUTCOMES], metrics_port=0, batch_size=64, batch_timeout_ms=50)
+    return build_processor(settings, spec, topics, handler)
 
 
 def start_status(settings: Settings, topics: Topics, handler: StatusHandler) -> Background:
