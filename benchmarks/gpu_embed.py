@@ -20,11 +20,13 @@ HOW TO RUN (two steps; the device machine is bare and cannot reach the internet)
    It needs only torch (+ numpy); facenet-pytorch is imported, else pip-installed --no-deps from ``.whl/``, else
    loaded straight from the wheel. torchvision (GPU JPEG decode) and cv2/PIL (CPU decode) are used when present.
    The JSON is printed and written to ``$OUT/gpu_embed.json``. Checked without a GPU (tiny sizes, ~1 minute):
-   ``.venv/bin/python benchmarks/gpu_embed.py run --smoke-cpu``; it has not yet run on a GPU.
+   ``.venv/bin/python benchmarks/gpu_embed.py run --smoke-cpu``. Results of the H200 runs: ``docs/benchmarks.md``.
+   ``benchmarks/gpu_decode.py`` follows up on the stage's bound, JPEG decoding.
 
 Measured: bare faces/s in fp32 (TF32 off), TF32, fp16 eager (autocast as the service runs it, and .half()
 channels_last), fp16 .half() + torch.compile at large batch; the stage (JPEG decode + preprocessing + model)
-with decode on CPU threads vs nvJPEG on the GPU (torchvision.io.decode_jpeg(device='cuda') batch); fp16-vs-fp32
+with decode on CPU threads vs nvJPEG on the GPU (torchvision.io.decode_jpeg(device='cuda') batch), and feeding the
+compiled model, in turn and pipelined (``gpu_embed_pipeline.py``); fp16-vs-fp32
 cosine on the real crops, and each GPU path against the CPU fp32 reference with the original weights.
 Reference (H200, random inputs): 2.84 GFLOP/face; 8.6k fp32, 26.7k tf32, 39k fp16 eager (batch 1024), 79k fp16
 compiled (batch 4096).
@@ -214,7 +216,8 @@ def _half_copy(model32: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model32).half().to(memory_format=torch.channels_last)
 
 
-def _compiled(half: torch.nn.Module, x_u8: torch.Tensor) -> Any:
+def _compiled(half: torch.nn.Module, x_u8: torch.Tensor, jpegs: list[bytes]) -> Any:
+    """fp16 .half() under torch.compile: bare at batch ``big``, then the nvJPEG stage feeding it."""
     try:
         t0 = time.perf_counter()
         compiled = torch.compile(half)
@@ -223,9 +226,31 @@ def _compiled(half: torch.nn.Module, x_u8: torch.Tensor) -> Any:
             sync()
             compile_s = time.perf_counter() - t0
             rate = timed(lambda: compiled(standardise(x_u8, torch.float16)), len(x_u8))
-        return {"faces_per_s": rate, "compile_s": round(compile_s, 1)}
+        out: dict[str, Any] = {"faces_per_s": rate, "compile_s": round(compile_s, 1)}
     except Exception as exc:  # noqa: BLE001 - report, do not crash the run
         return f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+    nvjpeg = gpu_decoder()
+    if nvjpeg is None:
+        return out
+    try:
+        jp = [torch.frombuffer(bytearray(jpegs[i % len(jpegs)]), dtype=torch.uint8) for i in range(len(x_u8))]
+
+        def staged() -> torch.Tensor:
+            with torch.inference_mode():
+                crops = torch.stack(nvjpeg(jp))
+                emb: torch.Tensor = compiled(standardise(crops, torch.float16))
+                return emb.float().cpu()
+
+        out["gpu_decode_stage_faces_per_s"] = timed(staged, len(jp))
+    except Exception as exc:  # noqa: BLE001 - report, do not crash the run
+        out["gpu_decode_stage_faces_per_s"] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+    from gpu_embed_pipeline import sweep
+
+    decode, _ = cpu_decoder()
+    batch_jpegs = [jpegs[i % len(jpegs)] for i in range(len(x_u8))]
+    out["pipelined_stage_faces_per_s"] = sweep(lambda x: compiled(standardise(x, torch.float16)), batch_jpegs,
+                                               decode, nvjpeg, max(1, (os.cpu_count() or 4) - 2))
+    return out
 
 
 def stage(half: torch.nn.Module, jpegs: list[bytes], batches: int = 6) -> dict[str, Any]:
@@ -361,7 +386,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["stage_faces_per_s"] = stage(half, jpegs)
     remaining = args.budget_s - (time.perf_counter() - started)
     result["bare_faces_per_s"][f"fp16_half_compiled_b{CFG.big}"] = (
-        _compiled(half, big) if remaining > 90 and not args.smoke_cpu else f"skipped: {remaining:.0f}s left")
+        _compiled(half, big, jpegs) if remaining > 90 and not args.smoke_cpu else f"skipped: {remaining:.0f}s left")
     result["wall_s"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -383,12 +408,16 @@ def main() -> None:
 
         prepare(args.model_dir, args.lfw_dir, PREP, WHEELS, WEIGHTS, CROPS, FACENET_REQ)
         return
-    result = run(args)
+    write_report(run(args), args.out, "gpu_embed.json")
+
+
+def write_report(result: dict[str, Any], out: Path | None, name: str) -> None:
+    """Print ``result`` as JSON and, when ``out`` is given (``$OUT`` on the device), write it there as ``name``."""
     text = json.dumps(result, indent=2)
     print(text)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gpu_embed.json").write_text(text)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
 
 
 if __name__ == "__main__":
