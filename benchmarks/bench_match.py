@@ -31,7 +31,8 @@ import numpy.typing as npt
 from rfr import procs
 from rfr.settings import MilvusSettings
 from services.match.gallery import GalleryFace
-from services.match.milvus_gallery import MilvusGallery, connect
+from services.match.milvus_gallery import MilvusGallery
+from services.match.milvus_schema import connect
 
 logger = logging.getLogger("bench_match")
 

@@ -44,21 +44,29 @@ def build_processor(settings: Settings, spec: StageSpec, topics: Topics, handler
     )
 
 
+def prepare_broker(settings: Settings, timeout_s: float = 120.0) -> None:
+    """Wait for the broker (``rfr.kafka.BrokerUnavailable`` after ``timeout_s``), then create any missing topic."""
+    kafka.wait_for_broker(settings.kafka, timeout_s)
+    kafka.ensure_topics(settings.kafka, topic_specs(settings.kafka))
+
+
 def run_stage(
     settings: Settings,
     spec: StageSpec,
     make_handler: Callable[[Settings, Topics], BatchHandler],
     *,
     broker_timeout_s: float = 120.0,
+    broker_ready: bool = False,
 ) -> None:
     """Run one service until SIGTERM/SIGINT; returns after a clean shutdown (exit code 0).
 
-    The caller has set up logging (``rfr.logs.setup_logging``) in its ``main()``.
+    The caller has set up logging (``rfr.logs.setup_logging``) in its ``main()``. ``broker_ready``: the caller
+    has already waited for the broker and ensured the topics (:func:`prepare_broker`).
     """
     build_info(spec.service)
     serve_metrics(settings.metrics.host, spec.metrics_port)
-    kafka.wait_for_broker(settings.kafka, broker_timeout_s)
-    kafka.ensure_topics(settings.kafka, topic_specs(settings.kafka))
+    if not broker_ready:
+        prepare_broker(settings, broker_timeout_s)
     topics = Topics.from_settings(settings.kafka)
     handler = make_handler(settings, topics)
     processor = build_processor(settings, spec, topics, handler)

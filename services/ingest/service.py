@@ -24,10 +24,10 @@ from rfr import kafka
 from rfr.blobstore import FileBlobStore
 from rfr.imaging import ImageLimits
 from rfr.logs import setup_logging
-from rfr.service import StageSpec, build_processor, run_stage
+from rfr.service import StageSpec, build_processor, prepare_broker, run_stage
 from rfr.settings import Settings, load_settings
 from rfr.stream import BatchHandler, StreamProcessor
-from rfr.topics import OUTCOMES, SUBMISSIONS, Topics, topic_specs
+from rfr.topics import OUTCOMES, SUBMISSIONS, Topics
 from services.ingest.app import HttpContext, create_app
 from services.ingest.auth import ApiKeyConfigError, ApiKeyRegistry
 from services.ingest.core import Ingestor
@@ -123,8 +123,7 @@ def main() -> int:
     store = SqliteSubmissionStore(db_path(settings))
     topics = Topics.from_settings(settings.kafka)
     ingestor = build_ingestor(settings, topics, store, metrics)
-    kafka.wait_for_broker(settings.kafka, 120)
-    kafka.ensure_topics(settings.kafka, topic_specs(settings.kafka))
+    prepare_broker(settings)
     publisher = Publisher(kafka.make_producer(settings.kafka))
     ctx = HttpContext(ingestor, keys, publisher, settings.ingest.max_files_per_request,
                       settings.ingest.max_request_bytes)
@@ -140,7 +139,7 @@ def main() -> int:
         return SubmissionHandler(ingestor)
 
     try:
-        run_stage(settings, stage_spec(settings), make_handler)
+        run_stage(settings, stage_spec(settings), make_handler, broker_ready=True)
     finally:
         for bg in reversed(background):
             bg.close()

@@ -41,6 +41,7 @@ from services.match.gallery import (
 )
 from services.match.milvus_schema import (
     collection_schema,
+    connect,
     gallery_filter,
     index_params,
     partition_for,
@@ -55,21 +56,6 @@ PROP_DIM = "rfr.dim"
 PROP_WEIGHTS = "rfr.weights_sha256"
 PARTITIONS_TTL_S = 10.0
 OUTPUT_FIELDS = ["subject_id", "gallery", "source_ref"]
-
-
-GRPC_OPTIONS = {
-    # pymilvus pings an idle channel every 10 s; a gRPC Python server (milvus-lite) answers that with GOAWAY
-    # "too_many_pings" and the connection drops. Ping only during calls, and rarely; each call has a deadline.
-    "grpc.keepalive_time_ms": 300_000,
-    "grpc.keepalive_permit_without_calls": 0,
-}
-
-
-def connect(settings: MilvusSettings) -> MilvusClient:
-    """A pymilvus client for ``settings.uri`` (raises ``MilvusException`` when the server does not answer)."""
-    token = settings.token.get_secret_value() if settings.token else ""
-    return MilvusClient(uri=settings.uri, token=token, db_name=settings.db_name, timeout=settings.timeout_s,
-                        grpc_options=GRPC_OPTIONS)
 
 
 class MilvusGallery:
@@ -311,7 +297,6 @@ class MilvusGallery:
             if self._client is not None:
                 self._client.close()
                 self._client = None
-
 
 
 def gallery_model_id(settings: Settings) -> str:

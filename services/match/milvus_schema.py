@@ -1,4 +1,4 @@
-"""The gallery collection's schema and the index / search parameters for each supported index type."""
+"""The gallery collection's schema, the client connection, and the index / search parameters for each index type."""
 
 from __future__ import annotations
 
@@ -11,6 +11,20 @@ from rfr.settings import MilvusSettings
 from services.match.gallery import check_gallery_name
 
 PARTITION_PREFIX = "g_"
+
+GRPC_OPTIONS = {
+    # pymilvus pings an idle channel every 10 s; a gRPC Python server (milvus-lite) answers that with GOAWAY
+    # "too_many_pings" and the connection drops. Ping only during calls, and rarely; each call has a deadline.
+    "grpc.keepalive_time_ms": 300_000,
+    "grpc.keepalive_permit_without_calls": 0,
+}
+
+
+def connect(settings: MilvusSettings) -> MilvusClient:
+    """A pymilvus client for ``settings.uri`` (raises ``MilvusException`` when the server does not answer)."""
+    token = settings.token.get_secret_value() if settings.token else ""
+    return MilvusClient(uri=settings.uri, token=token, db_name=settings.db_name, timeout=settings.timeout_s,
+                        grpc_options=GRPC_OPTIONS)
 
 
 def collection_schema(dim: int) -> CollectionSchema:
