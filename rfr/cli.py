@@ -95,11 +95,8 @@ def models_fetch(
 def topics_create() -> None:
     """Create the pipeline's topics (idempotent)."""
     from rfr import kafka
-    from rfr.topics import topic_specs
 
-    settings = _settings()
-    kafka.wait_for_broker(settings.kafka, 30)
-    created = kafka.ensure_topics(settings.kafka, topic_specs(settings.kafka))
+    created = kafka.prepare_broker(_settings().kafka, 30)
     typer.echo("created: " + (", ".join(created) if created else "none (all present)"))
 
 

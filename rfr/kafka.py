@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rfr.settings import KafkaSettings
-from rfr.topics import TopicSpec
+from rfr.topics import TopicSpec, topic_specs
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,13 @@ def ensure_topics(kafka: KafkaSettings, specs: Sequence[TopicSpec], timeout_s: f
                 continue
             raise
     return created
+
+
+def prepare_broker(kafka: KafkaSettings, timeout_s: float = 120.0) -> list[str]:
+    """Wait for the broker (:class:`BrokerUnavailable` after ``timeout_s``), then create every missing pipeline
+    topic; return the names created now."""
+    wait_for_broker(kafka, timeout_s)
+    return ensure_topics(kafka, topic_specs(kafka))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from rfr import kafka
 from rfr.metrics import StageMetrics, build_info, serve_metrics
 from rfr.settings import Settings
 from rfr.stream import BatchHandler, StreamConfig, StreamProcessor
-from rfr.topics import Topics, topic_specs
+from rfr.topics import Topics
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +44,6 @@ def build_processor(settings: Settings, spec: StageSpec, topics: Topics, handler
     )
 
 
-def prepare_broker(settings: Settings, timeout_s: float = 120.0) -> None:
-    """Wait for the broker (``rfr.kafka.BrokerUnavailable`` after ``timeout_s``), then create any missing topic."""
-    kafka.wait_for_broker(settings.kafka, timeout_s)
-    kafka.ensure_topics(settings.kafka, topic_specs(settings.kafka))
-
-
 def run_stage(
     settings: Settings,
     spec: StageSpec,
@@ -61,12 +55,12 @@ def run_stage(
     """Run one service until SIGTERM/SIGINT; returns after a clean shutdown (exit code 0).
 
     The caller has set up logging (``rfr.logs.setup_logging``) in its ``main()``. ``broker_ready``: the caller
-    has already waited for the broker and ensured the topics (:func:`prepare_broker`).
+    has already waited for the broker and ensured the topics (:func:`rfr.kafka.prepare_broker`).
     """
     build_info(spec.service)
     serve_metrics(settings.metrics.host, spec.metrics_port)
     if not broker_ready:
-        prepare_broker(settings, broker_timeout_s)
+        kafka.prepare_broker(settings.kafka, broker_timeout_s)
     topics = Topics.from_settings(settings.kafka)
     handler = make_handler(settings, topics)
     processor = build_processor(settings, spec, topics, handler)

@@ -18,7 +18,6 @@ from pydantic import BaseModel, SecretStr
 
 from rfr import kafka, procs
 from rfr.settings import Settings
-from rfr.topics import topic_specs
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +95,7 @@ def up(
     started: list[procs.ProcInfo] = []
     try:
         _start_servers(settings, p, state, started)
-        kafka.wait_for_broker(settings.kafka, 60)
-        kafka.ensure_topics(settings.kafka, topic_specs(settings.kafka))
+        kafka.prepare_broker(settings.kafka, 60)
         for name in services:
             started.append(start_service(settings, name))
             state.save(started)

@@ -11,7 +11,6 @@ import pytest
 
 from rfr import kafka, procs
 from rfr.settings import KafkaSettings
-from rfr.topics import topic_specs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RFR_SHARED_DIR", REPO_ROOT.parent / "shared"))
@@ -64,8 +63,7 @@ def _unique(prefix: str) -> str:
 def kafka_settings(broker: str) -> KafkaSettings:
     """Settings with a unique topic and group namespace for this test; the topics are created."""
     ks = KafkaSettings(bootstrap_servers=broker, topic_namespace=_unique("t"), group_namespace=_unique("g"))
-    kafka.wait_for_broker(ks, 20)
-    kafka.ensure_topics(ks, topic_specs(ks))
+    kafka.prepare_broker(ks, 20)
     return ks
 
 

@@ -24,7 +24,7 @@ from rfr import kafka
 from rfr.blobstore import FileBlobStore
 from rfr.imaging import ImageLimits
 from rfr.logs import setup_logging
-from rfr.service import StageSpec, build_processor, prepare_broker, run_stage
+from rfr.service import StageSpec, build_processor, run_stage
 from rfr.settings import Settings, load_settings
 from rfr.stream import BatchHandler, StreamProcessor
 from rfr.topics import OUTCOMES, SUBMISSIONS, Topics
@@ -123,7 +123,7 @@ def main() -> int:
     store = SqliteSubmissionStore(db_path(settings))
     topics = Topics.from_settings(settings.kafka)
     ingestor = build_ingestor(settings, topics, store, metrics)
-    prepare_broker(settings)
+    kafka.prepare_broker(settings.kafka)
     publisher = Publisher(kafka.make_producer(settings.kafka))
     ctx = HttpContext(ingestor, keys, publisher, settings.ingest.max_files_per_request,
                       settings.ingest.max_request_bytes)
