@@ -29,7 +29,6 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_embed as ge
-from gpu_embed_pipeline import Produce, SplitDecode, pipelined_rate, report
+from gpu_embed_pipeline import Model, Produce, SplitDecode, decode_on, pipelined_rate, repeat_to, report
 
 BATCH = 4096
 
@@ -92,15 +91,12 @@ def pixels_vs_cv2(produce: Produce, reference: torch.Tensor) -> dict[str, float]
     return {"max_abs": int(diff.max()), "mean_abs": round(float(diff.float().mean()), 4)}
 
 
-def measure(name: str, produce: Produce, model: Callable[[torch.Tensor], torch.Tensor],
+def measure(name: str, produce: Produce, model: Model,
             reference: torch.Tensor, faces: int) -> dict[str, Any]:
     side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
 
     def decode_only() -> torch.Tensor:
-        with torch.cuda.stream(side):
-            x = produce()
-        side.synchronize()
-        return x
+        return decode_on(side, produce)
 
     out: dict[str, Any] = {"pixels_vs_cv2": report(lambda: pixels_vs_cv2(decode_only, reference))}
     out["decode_only_faces_per_s"] = report(lambda: ge.timed(decode_only, faces))
@@ -109,24 +105,24 @@ def measure(name: str, produce: Produce, model: Callable[[torch.Tensor], torch.T
     return out
 
 
+def compiled_fp16() -> tuple[Model, str]:
+    """The fp16 model under ``torch.compile`` (compiled on first call) and which weights it holds."""
+    cls, _ = ge.facenet_class()
+    model32, weights = ge.load_model(cls)  # speed only: random weights are fine when none were carried
+    return ge.fp16_model(torch.compile(ge._half_copy(model32))), weights  # type: ignore[arg-type]
+
+
 def replica(seconds: float, barrier: Any, results: Any) -> None:
     """One embed-stage process (spawned): compiled fp16 model fed by torchvision's nvJPEG, pipelined; after all
     replicas are warm it measures for ``seconds`` and puts its faces/s on ``results``."""
     try:
-        cls, _ = ge.facenet_class()
-        model32, _ = ge.load_model(cls)
-        compiled = torch.compile(ge._half_copy(model32))
-
-        def model(x: torch.Tensor) -> torch.Tensor:
-            out: torch.Tensor = compiled(ge.standardise(x, torch.float16))
-            return out
-
+        model, _ = compiled_fp16()
         jpegs, _, _ = ge.load_inputs()
         decode, _ = ge.cpu_decoder()
         nvjpeg = ge.gpu_decoder()
         if nvjpeg is None:
             raise RuntimeError("torchvision cannot decode on the GPU here")
-        produce = SplitDecode([jpegs[i % len(jpegs)] for i in range(BATCH)], 0.0, decode, nvjpeg, 1)
+        produce = SplitDecode(repeat_to(jpegs, BATCH), 0.0, decode, nvjpeg, 1)
         pipelined_rate(model, produce, BATCH, batches=2)  # compile and warm up
         barrier.wait(timeout=300)
         results.put(pipelined_rate(model, produce, BATCH, seconds=seconds))
@@ -162,30 +158,23 @@ def main() -> None:
         ge.facenet_class()  # installs the wheel once, before the replicas import it
         by_count = {f"processes_{n}": replicas(int(n)) for n in args.procs.split(",")}
         ge.write_report({"device": torch.cuda.get_device_name(), "batch": BATCH, "decoder": "torchvision_nvjpeg",
-               "replicas": by_count}, args.out, "gpu_replicas.json")
+                         "replicas": by_count}, args.out, "gpu_replicas.json")
         return
     started = time.perf_counter()
     torch.backends.cudnn.benchmark = True
-    cls, _ = ge.facenet_class()
-    model32, weights = ge.load_model(cls)  # speed only: random weights are fine when none were carried
-    compiled = torch.compile(ge._half_copy(model32))
-
-    def model(x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = compiled(ge.standardise(x, torch.float16))
-        return out
-
+    model, weights = compiled_fp16()
     jpegs, _, _ = ge.load_inputs()
-    batch = [jpegs[i % len(jpegs)] for i in range(BATCH)]
+    batch = repeat_to(jpegs, BATCH)
     reference, _ = ge.decode_all(jpegs)
     threads = max(1, (os.cpu_count() or 4) - 2)
+    x = reference.repeat(BATCH // len(reference), 1, 1, 1)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        model(reference.repeat(BATCH // len(reference), 1, 1, 1)).cpu()
+        model(x).cpu()
     result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                               "weights": weights, "batch": BATCH, "cpu_threads": threads,
                               "compile_s": round(time.perf_counter() - t0, 1)}
     with torch.inference_mode():
-        x = reference.repeat(BATCH // len(reference), 1, 1, 1)
         result["model_only_compiled_fp16_faces_per_s"] = ge.timed(lambda: model(x), BATCH)
     decode, _ = ge.cpu_decoder()
     nvjpeg = ge.gpu_decoder()

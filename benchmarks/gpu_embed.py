@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gpu_embed_pipeline import jpeg_tensors, repeat_to, report, sweep
 
 REPO = Path(__file__).resolve().parents[1]
 PREP = REPO / ".rfr" / "gpu_embed"
@@ -184,9 +185,20 @@ def cpu_decoder() -> tuple[Callable[[bytes], np.ndarray], str]:
     return (lambda b: np.asarray(Image.open(io.BytesIO(b)).convert("RGB"), dtype=np.uint8)), "PIL"
 
 
+def fp16_model(half: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 N x 3 x H x W batch -> embeddings through the fp16 model, standardisation included."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = half(standardise(x, torch.float16))
+        return out
+
+    return run
+
+
 def bare(model32: torch.nn.Module, half: torch.nn.Module, x_u8: torch.Tensor) -> dict[str, Any]:
     """Model-only faces/s (uint8 batch already on the GPU; standardisation included)."""
     out: dict[str, Any] = {}
+    run16 = fp16_model(half)
     with torch.inference_mode():
         for batch in CFG.batches:
             x = x_u8[:batch]
@@ -195,18 +207,14 @@ def bare(model32: torch.nn.Module, half: torch.nn.Module, x_u8: torch.Tensor) ->
                 out32: torch.Tensor = model32(standardise(x, torch.float32))
                 return out32
 
-            def fp16(x: torch.Tensor = x) -> torch.Tensor:
-                out16: torch.Tensor = half(standardise(x, torch.float16))
-                return out16
-
             with tf32(False):
                 out[f"fp32_b{batch}"] = timed(fp32, batch)
             with tf32(True):
                 out[f"tf32_b{batch}"] = timed(fp32, batch)
             with torch.autocast(CFG.device, dtype=torch.float16):
                 out[f"fp16_autocast_b{batch}"] = timed(fp32, batch)
-            out[f"fp16_half_b{batch}"] = timed(fp16, batch)
-        out[f"fp16_half_b{len(x_u8)}"] = timed(lambda: half(standardise(x_u8, torch.float16)), len(x_u8))
+            out[f"fp16_half_b{batch}"] = timed(lambda x=x: run16(x), batch)
+        out[f"fp16_half_b{len(x_u8)}"] = timed(lambda: run16(x_u8), len(x_u8))
     return out
 
 
@@ -220,43 +228,35 @@ def _compiled(half: torch.nn.Module, x_u8: torch.Tensor, jpegs: list[bytes]) -> 
     """fp16 .half() under torch.compile: bare at batch ``big``, then the nvJPEG stage feeding it."""
     try:
         t0 = time.perf_counter()
-        compiled = torch.compile(half)
+        model = fp16_model(torch.compile(half))  # type: ignore[arg-type]
         with torch.inference_mode():
-            compiled(standardise(x_u8, torch.float16))
+            model(x_u8)
             sync()
             compile_s = time.perf_counter() - t0
-            rate = timed(lambda: compiled(standardise(x_u8, torch.float16)), len(x_u8))
+            rate = timed(lambda: model(x_u8), len(x_u8))
         out: dict[str, Any] = {"faces_per_s": rate, "compile_s": round(compile_s, 1)}
     except Exception as exc:  # noqa: BLE001 - report, do not crash the run
         return f"failed: {type(exc).__name__}: {str(exc)[:300]}"
     nvjpeg = gpu_decoder()
     if nvjpeg is None:
         return out
-    try:
-        jp = [torch.frombuffer(bytearray(jpegs[i % len(jpegs)]), dtype=torch.uint8) for i in range(len(x_u8))]
+    batch = repeat_to(jpegs, len(x_u8))
+    jp = jpeg_tensors(batch)
 
-        def staged() -> torch.Tensor:
-            with torch.inference_mode():
-                crops = torch.stack(nvjpeg(jp))
-                emb: torch.Tensor = compiled(standardise(crops, torch.float16))
-                return emb.float().cpu()
+    def staged() -> torch.Tensor:
+        with torch.inference_mode():
+            return model(torch.stack(nvjpeg(jp))).float().cpu()
 
-        out["gpu_decode_stage_faces_per_s"] = timed(staged, len(jp))
-    except Exception as exc:  # noqa: BLE001 - report, do not crash the run
-        out["gpu_decode_stage_faces_per_s"] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
-    from gpu_embed_pipeline import sweep
-
+    out["gpu_decode_stage_faces_per_s"] = report(lambda: timed(staged, len(jp)))
     decode, _ = cpu_decoder()
-    batch_jpegs = [jpegs[i % len(jpegs)] for i in range(len(x_u8))]
-    out["pipelined_stage_faces_per_s"] = sweep(lambda x: compiled(standardise(x, torch.float16)), batch_jpegs,
-                                               decode, nvjpeg, max(1, (os.cpu_count() or 4) - 2))
+    out["pipelined_stage_faces_per_s"] = sweep(model, batch, decode, nvjpeg, max(1, (os.cpu_count() or 4) - 2))
     return out
 
 
 def stage(half: torch.nn.Module, jpegs: list[bytes], batches: int = 6) -> dict[str, Any]:
     """Embed-stage faces/s from JPEG bytes to fp32 embeddings on the host: CPU-thread decode vs nvJPEG."""
     batch = CFG.stage_batch
-    jp = [jpegs[i % len(jpegs)] for i in range(batch)]
+    jp = repeat_to(jpegs, batch)
     decode, decoder = cpu_decoder()
     workers = os.cpu_count() or 4
     pool, feeder = ThreadPoolExecutor(workers), ThreadPoolExecutor(1)
@@ -265,10 +265,11 @@ def stage(half: torch.nn.Module, jpegs: list[bytes], batches: int = 6) -> dict[s
     def decode_cpu() -> np.ndarray:
         return np.concatenate(list(pool.map(lambda c: np.stack([decode(b) for b in c]), chunks)))
 
+    run16 = fp16_model(half)
+
     def model_on(crops_nhwc: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            emb: torch.Tensor = half(standardise(crops_nhwc.permute(0, 3, 1, 2), torch.float16))
-            return emb.float().cpu()
+            return run16(crops_nhwc.permute(0, 3, 1, 2)).float().cpu()
 
     def cpu_stage() -> torch.Tensor:
         return model_on(upload(torch.from_numpy(decode_cpu())))
@@ -291,7 +292,7 @@ def stage(half: torch.nn.Module, jpegs: list[bytes], batches: int = 6) -> dict[s
         return out
 
     def gpu_decode() -> torch.Tensor:
-        return torch.stack(nvjpeg([torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in jp]))
+        return torch.stack(nvjpeg(jpeg_tensors(jp)))
 
     out["gpu_decode_only"] = timed(gpu_decode, batch)
     out["gpu_decode_stage"] = timed(lambda: model_on(gpu_decode().permute(0, 2, 3, 1)), batch)
@@ -354,7 +355,7 @@ def decode_all(jpegs: list[bytes]) -> tuple[torch.Tensor, torch.Tensor | None]:
     decode, _ = cpu_decoder()
     cpu = torch.from_numpy(np.stack([decode(b) for b in jpegs])).to(CFG.device).permute(0, 3, 1, 2).contiguous()
     nvjpeg = gpu_decoder()
-    gpu = torch.stack(nvjpeg([torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in jpegs])) if nvjpeg else None
+    gpu = torch.stack(nvjpeg(jpeg_tensors(jpegs))) if nvjpeg else None
     return cpu, gpu
 
 
