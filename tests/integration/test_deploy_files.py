@@ -188,6 +188,25 @@ def test_promtool_rule_unit_tests_cover_every_alert(tools: Tools, rules: dict[st
     assert alerts - firing == set(), "alerts without a unit test that makes them fire"
 
 
+def test_rule_unit_tests_evaluate_groups_in_a_fixed_order(tools: Tools, rules: dict[str, Any]) -> None:
+    """promtool evaluates groups in Go map order (random) unless group_eval_order places each one; a rule that
+    reads a recorded series then sees this step's value or the last one's by chance (issue 12: "15m 0s" / "14m 0s").
+    """
+    order = load(tools, PROM / "rules_test.yml").get("group_eval_order", [])
+    groups = [g["name"] for g in rules["groups"]]
+    assert sorted(order) == sorted(groups) and len(set(order)) == len(order), "group_eval_order: every group once"
+    made_at: dict[str, list[tuple[int, int]]] = {}  # recorded name -> (group position, rule position) of each rule
+    for group in rules["groups"]:
+        for i, rule in enumerate(group["rules"]):
+            if "record" in rule:
+                made_at.setdefault(rule["record"], []).append((order.index(group["name"]), i))
+    for group in rules["groups"]:
+        for i, rule in enumerate(group["rules"]):
+            for name in promql_names(rule["expr"]) & made_at.keys():
+                late = [at for at in made_at[name] if at >= (order.index(group["name"]), i)]
+                assert not late, f"{rule.get('alert') or rule.get('record')} reads {name}, recorded after it"
+
+
 def test_rules_read_only_exported_metrics(rules: dict[str, Any], exported_metrics: dict[str, Any]) -> None:
     recorded = {r["record"] for r in all_rules(rules) if "record" in r}
     for rule in all_rules(rules):
