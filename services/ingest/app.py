@@ -48,9 +48,13 @@ logger = logging.getLogger(__name__)
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text} for code, text in (
         (401, "Missing or unknown API key"), (413, "Image or request too large"),
-        (415, "Not JPEG, PNG, WebP or BMP"), (422, "Corrupt, truncated or missing metadata"),
+        (415, "Not a supported still (JPEG, PNG, WebP, BMP, TIFF, HEIC), by content"),
+        (422, "Corrupt, truncated or missing metadata"),
         (503, "The broker did not acknowledge; retry"))
 }
+
+
+_IMAGES = "One or more stills: JPEG, PNG, WebP, BMP, TIFF or HEIC, recognised by content (not name or declared type)."
 
 
 @dataclass
@@ -108,7 +112,7 @@ def create_app(ctx: HttpContext) -> FastAPI:
     @app.post("/v1/submissions", status_code=202, response_model=SubmitResponse, responses=_ERRORS)
     def submit(
         retailer_id: Annotated[str, Depends(retailer)],
-        images: Annotated[list[UploadFile], File(description="One or more stills (JPEG, PNG, WebP, BMP).")],
+        images: Annotated[list[UploadFile], File(description=_IMAGES)],
         store_id: Annotated[str, Form()],
         camera_id: Annotated[str, Form()],
         captured_at: Annotated[str, Form(description="ISO 8601 with a UTC offset, e.g. 2024-05-01T13:45:00Z")],

@@ -135,7 +135,11 @@ class Ingestor:
         frame = FrameEvent(event_id=submission_id, submission_id=submission_id, meta=meta, received_at=now,
                            content_type=decoded.content_type, width=decoded.width, height=decoded.height,
                            size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), image=image,
-                           image_ref=ref)
+                           image_ref=ref, decode_scale=decoded.scale, decode_warnings=decoded.warnings)
+        if decoded.scale > 1 or decoded.warnings:
+            logger.info("submission %s: %s decoded at 1/%d scale (%dx%d)%s", submission_id, decoded.format,
+                        decoded.scale, decoded.width, decoded.height,
+                        f"; accepted with {', '.join(decoded.warnings)}" if decoded.warnings else "")
         outcome = OutcomeEvent.make(submission_id, meta.retailer_id, OutcomeStatus.RECEIVED)
         outputs = [
             Output(self.topics.frames, frame.to_bytes(), key=meta.camera_key, event_id=frame.event_id),

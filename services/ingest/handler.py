@@ -1,8 +1,9 @@
 """The Kafka submission channel: encoded stills on the submissions topic, metadata in headers.
 
 A retailer's system produces to ``rfr.topics.SUBMISSIONS`` (``<namespace>.rfr.submissions.v1`` with a
-namespace). The message value is the encoded image (JPEG, PNG, WebP or BMP, as it came from the camera);
-the headers carry the metadata, UTF-8 encoded:
+namespace). The message value is the encoded image (JPEG, PNG, WebP, BMP, TIFF or HEIC, as it came from the
+camera or the export; the format is read from the bytes); the headers carry the metadata, UTF-8 encoded, each
+``rfr-*`` header at most once (a repeated one, in any letter case, makes the metadata invalid):
 
 =====================  ========  ===========================================================
 header                 required  value
@@ -28,9 +29,9 @@ from collections.abc import Sequence
 
 from confluent_kafka import Message
 
-from rfr.kafka import header_dict
+from rfr.kafka import header_dict_with_repeats
 from rfr.schemas import Channel, submission_id
-from rfr.stream import PoisonMessage, Result, RetryableError
+from rfr.stream import DependencyUnavailable, PoisonMessage, Result
 from services.ingest.core import Ingestor, MetaReason, RawMeta, Rejected, build_meta, valid_ident
 from services.ingest.store import Claim, State, StoreUnavailable
 
@@ -41,6 +42,7 @@ H_STORE = "rfr-store-id"
 H_CAMERA = "rfr-camera-id"
 H_CAPTURED_AT = "rfr-captured-at"
 H_CASE_REF = "rfr-case-ref"
+HEADER_PREFIX = "rfr-"
 
 
 def raw_meta(headers: dict[str, str]) -> RawMeta:
@@ -58,6 +60,11 @@ def submission_headers(retailer_id: str, store_id: str, camera_id: str, captured
     return [(k, v.encode()) for k, v in pairs]
 
 
+def _repeated_detail(repeated: dict[str, int]) -> str:
+    names = ", ".join(f"{name} ({n} times)" for name, n in sorted(repeated.items()))
+    return f"header(s) given more than once: {names}; send each rfr-* header once"
+
+
 class SubmissionHandler:
     """BatchHandler for the submissions topic (service ``ingest``, group ``rfr-ingest``)."""
 
@@ -70,7 +77,7 @@ class SubmissionHandler:
         try:
             return [self.handle(m) for m in messages]
         except StoreUnavailable as exc:  # not the messages' fault: retry the batch
-            raise RetryableError(str(exc)) from exc
+            raise DependencyUnavailable("submission_store", str(exc)) from exc
 
     def _unattributable(self, reason: str, detail: str) -> PoisonMessage:
         """No usable retailer id: dead-letter it, with nobody to tell and nothing to record."""
@@ -81,9 +88,12 @@ class SubmissionHandler:
     def handle(self, msg: Message) -> Result:
         data = msg.value() or b""
         source = f"kafka:{msg.topic()}:{msg.partition()}:{msg.offset()}"
-        raw = raw_meta(header_dict(msg))
+        headers, repeated = header_dict_with_repeats(msg, HEADER_PREFIX)
+        raw = raw_meta(headers)
         self.ingestor.received(self.channel, len(data))
         retailer = (raw.retailer_id or "").strip()
+        if H_RETAILER in repeated:  # which retailer is it? nobody to attribute it to
+            return self._unattributable(MetaReason.INVALID_METADATA, _repeated_detail(repeated))
         if not retailer:
             return self._unattributable(MetaReason.MISSING_METADATA, f"header {H_RETAILER} is missing")
         if not valid_ident(retailer):
@@ -95,13 +105,15 @@ class SubmissionHandler:
             self.ingestor.count(self.channel, "duplicate")
             return []
         try:
+            if repeated:
+                raise Rejected(MetaReason.INVALID_METADATA, _repeated_detail(repeated))
             meta = build_meta(raw, self.channel)
             accepted = self.ingestor.accept(sid, meta, data, source)
         except Rejected as exc:
             outputs = self.ingestor.reject(sid, raw, self.channel, source, exc)
             return PoisonMessage(exc.reason, exc.detail, outputs=outputs)
         except OSError as exc:  # the blob store: not this message's fault
-            raise RetryableError(f"blob store unavailable: {exc}") from exc
+            raise DependencyUnavailable("blobstore", f"blob store unavailable: {exc}") from exc
         claim = self.ingestor.store.claim(accepted.record)
         if claim == Claim.DUPLICATE:
             self.ingestor.count(self.channel, "duplicate")

@@ -13,7 +13,10 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
+import pillow_heif
 from PIL import Image
+
+pillow_heif.register_heif_opener()  # Pillow saves HEIF too (rfr.pillow_stills registers it for reading)
 
 
 def pattern(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -46,6 +49,77 @@ def with_exif_orientation(rgb: np.ndarray, fmt: str, orientation: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, fmt, exif=exif.tobytes())
     return buf.getvalue()
+
+
+def pillow_bytes(rgb: np.ndarray, fmt: str, orientation: int | None = None, **params: object) -> bytes:
+    """``rgb`` (or RGBA, grey, 16-bit grey) saved by Pillow as ``fmt`` ("TIFF", "HEIF", "JPEG"...)."""
+    buf = io.BytesIO()
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        params["exif"] = exif.tobytes()
+    Image.fromarray(rgb).save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+@lru_cache(maxsize=8)
+def tiff(width: int = 96, height: int = 64, seed: int = 3, compression: str | None = None) -> bytes:
+    """A TIFF of :func:`pattern` (lossless: it decodes to exactly that pattern)."""
+    rgb = pattern(width, height, seed)
+    return pillow_bytes(rgb, "TIFF", compression=compression) if compression else pillow_bytes(rgb, "TIFF")
+
+
+@lru_cache(maxsize=8)
+def heic(width: int = 96, height: int = 64, seed: int = 3, orientation: int | None = None) -> bytes:
+    """An HEVC-coded HEIF still of :func:`pattern` (lossy), as phones write them."""
+    return pillow_bytes(pattern(width, height, seed), "HEIF", orientation, quality=90)
+
+
+def multipage_tiff(pages: int = 3) -> bytes:
+    first, *rest = (Image.fromarray(pattern(40 + 8 * k, 30, seed=k)) for k in range(pages))
+    buf = io.BytesIO()
+    first.save(buf, "TIFF", save_all=True, append_images=rest)
+    return buf.getvalue()
+
+
+def _tiff_entries(data: bytes) -> tuple[str, list[tuple[int, int, int]]]:
+    """Byte order and the first IFD's (tag, type, offset of the entry) of a classic TIFF."""
+    order = "<" if data[:2] == b"II" else ">"
+    ifd = struct.unpack_from(order + "I", data, 4)[0]
+    count = struct.unpack_from(order + "H", data, ifd)[0]
+    entries = []
+    for k in range(count):
+        pos = ifd + 2 + 12 * k
+        tag, kind = struct.unpack_from(order + "HH", data, pos)
+        entries.append((tag, kind, pos))
+    return order, entries
+
+
+def tiff_with_size(width: int, height: int) -> bytes:
+    """A small real TIFF whose directory is rewritten to claim ``width`` x ``height`` (a bomb, unread)."""
+    data = bytearray(pillow_bytes(np.zeros((8, 8), np.uint8), "TIFF", compression="tiff_deflate"))
+    order, entries = _tiff_entries(bytes(data))
+    for tag, kind, pos in entries:
+        if tag in (256, 257):  # ImageWidth, ImageLength
+            fmt = order + ("H" if kind == 3 else "I")
+            struct.pack_into(fmt, data, pos + 8, width if tag == 256 else height)
+    return bytes(data)
+
+
+def heic_with_size(width: int, height: int) -> bytes:
+    """A small real HEIC whose ``ispe`` (image spatial extents) property claims ``width`` x ``height``."""
+    data = bytearray(pillow_bytes(pattern(64, 64), "HEIF", quality=50))
+    at = data.find(b"ispe")
+    assert at > 0 and data.count(b"ispe") == 1
+    struct.pack_into(">II", data, at + 8, width, height)
+    return bytes(data)
+
+
+def progressive_jpeg(width: int = 96, height: int = 64, seed: int = 0) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(pattern(width, height, seed), cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert ok
+    return buf.tobytes()
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -105,6 +179,12 @@ def bad_cases(max_bytes: int) -> list[Case]:
         Case("header_50k_x_50k", jpeg_with_size(50_000, 50_000), "too_many_pixels"),
         Case("huge_file", good + b"\x00" * (max_bytes + 1 - len(good)), "too_large_bytes", "huge.jpg"),
         Case("corrupt_png_data", corrupt_idat, "corrupt", "corrupt.png", "image/png"),
+        Case("tiff_bomb_9000", tiff_with_size(9_000, 9_000), "too_many_pixels", "bomb.tif", "image/tiff"),
+        Case("heic_bomb_8000", heic_with_size(8_000, 8_000), "too_many_pixels", "bomb.heic", "image/heic"),
+        Case("truncated_tiff", tiff()[: len(tiff()) // 2], "truncated", "cut.tif", "image/tiff"),
+        Case("truncated_heic", heic()[: len(heic()) * 9 // 10], "truncated", "cut.heic", "image/heic"),
+        Case("avif_brand", b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + bytes(40),
+             "unsupported_format", "z.heic", "image/heic"),
     ]
 
 
@@ -124,4 +204,10 @@ def good_cases() -> list[Case]:
         Case("webp", encode(rgb, ".webp"), "", "e.webp", "image/webp"),
         Case("bmp", encode(rgb, ".bmp"), "", "f.bmp", "image/bmp"),
         Case("jpeg_sent_as_text", jpeg(64, 64, seed=2), "", "notes.txt", "text/plain"),
+        Case("tiff", tiff(), "", "g.tif", "image/tiff"),
+        Case("tiff_lzw_named_jpg", tiff(compression="tiff_lzw"), "", "g.jpg", "image/jpeg"),
+        Case("tiff_16bit_grey", pillow_bytes(deep, "TIFF"), "", "h.tiff", "image/tiff"),
+        Case("tiff_rgba", pillow_bytes(rgba, "TIFF"), "", "i.tif", "image/tiff"),
+        Case("heic", heic(), "", "j.heic", "image/heic"),
+        Case("heic_no_name", heic(seed=4, orientation=6), "", "upload", "application/octet-stream"),
     ]

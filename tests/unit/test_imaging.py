@@ -7,11 +7,30 @@ import io
 import cv2
 import numpy as np
 import pytest
-from data.ingest_corpus import Case, bad_cases, encode, good_cases, jpeg, pattern, png_raw, with_exif_orientation
-from PIL import Image, ImageOps
+from data.ingest_corpus import (
+    Case,
+    bad_cases,
+    encode,
+    good_cases,
+    jpeg,
+    pattern,
+    pillow_bytes,
+    png_raw,
+    with_exif_orientation,
+)
+from PIL import Image, ImageFile, ImageOps
+from pillow_heif.as_plugin import HeifImageFile
 
 from rfr import imaging
-from rfr.imaging import ImageLimits, ImageRejected, decode_image, probe_image, read_header, sniff_format
+from rfr.imaging import (
+    ImageLimits,
+    ImageRejected,
+    check_limits,
+    decode_image,
+    probe_image,
+    read_header,
+    sniff_format,
+)
 
 LIMITS = ImageLimits(max_bytes=1 << 20)
 
@@ -24,12 +43,15 @@ def test_bad_input_gets_its_reason(case: Case) -> None:
 
 
 @pytest.mark.parametrize("name", ["png_bomb_20000", "header_50k_x_50k", "huge_file", "zero_by_zero_png",
-                                  "html_named_jpg", "truncated_jpeg"])
+                                  "html_named_jpg", "truncated_jpeg", "tiff_bomb_9000", "heic_bomb_8000",
+                                  "truncated_tiff", "truncated_heic", "avif_brand"])
 def test_refused_before_any_decoding(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_decoding(*_args: object) -> None:
         raise AssertionError("the decoder must not be reached")
 
     monkeypatch.setattr(imaging.cv2, "imdecode", no_decoding)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)  # Pillow (TIFF), pillow-heif (HEIC)
+    monkeypatch.setattr(HeifImageFile, "load", no_decoding)
     case = next(c for c in bad_cases(LIMITS.max_bytes) if c.name == name)
     with pytest.raises(ImageRejected) as info:
         decode_image(case.data, LIMITS)
@@ -88,19 +110,22 @@ def test_jpeg_exif_orientation_is_applied() -> None:
 
 
 def test_limits_on_pixels_and_side() -> None:
-    data = jpeg(200, 100)
+    data = encode(pattern(200, 100), ".png")
     assert probe_image(data, ImageLimits(max_pixels=20_000)).width == 200
     with pytest.raises(ImageRejected, match="too_many_pixels"):
         probe_image(data, ImageLimits(max_pixels=19_999))
+    data = jpeg(200, 100)  # a baseline JPEG over max_pixels is decoded at reduced scale, not refused
+    assert check_limits(probe_image(data, ImageLimits(max_pixels=19_999)), ImageLimits(max_pixels=19_999)) == 2
     with pytest.raises(ImageRejected, match="side"):
         probe_image(data, ImageLimits(max_side=199))
     with pytest.raises(ImageRejected, match="too_large_bytes"):
         probe_image(data, ImageLimits(max_bytes=len(data) - 1))
 
 
-@pytest.mark.parametrize("ext", [".webp", ".bmp", ".png", ".jpg"])
+@pytest.mark.parametrize("ext", [".webp", ".bmp", ".png", ".jpg", ".tif", ".heic"])
 def test_truncation_is_detected_for_every_format(ext: str) -> None:
-    data = encode(pattern(64, 64, seed=9), ext)
+    rgb = pattern(64, 64, seed=9)
+    data = pillow_bytes(rgb, {".tif": "TIFF", ".heic": "HEIF"}[ext]) if ext in (".tif", ".heic") else encode(rgb, ext)
     assert decode_image(data, LIMITS).width == 64
     with pytest.raises(ImageRejected) as info:
         decode_image(data[: len(data) - max(8, len(data) // 3)], LIMITS)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from data.ingest_corpus import bad_cases, good_cases, jpeg
+from data.ingest_corpus import bad_cases, good_cases, heic, jpeg, tiff
 from data.ingest_fakes import FakeMsg, make_ingestor, sample
 
 from rfr.blobstore import FileBlobStore
+from rfr.imaging import ImageLimits, decode_image
 from rfr.schemas import FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
 from rfr.stream import PoisonMessage
 from services.ingest.handler import H_RETAILER, SubmissionHandler, submission_headers
@@ -104,3 +105,77 @@ def test_every_good_format_is_accepted(tmp_path: Path) -> None:
     h = handler(tmp_path)
     results = h.handle_batch([FakeMsg(c.data, HEADERS, offset=i) for i, c in enumerate(good_cases())])
     assert all(isinstance(r, list) and len(r) == 2 for r in results)
+
+
+@pytest.mark.parametrize(("data", "content_type", "size"), [
+    (tiff(), "image/tiff", (96, 64)), (heic(), "image/heic", (96, 64)), (heic(seed=4, orientation=6), "image/heic",
+                                                                         (64, 96)),
+], ids=["tiff", "heic", "heic_rotated"])
+def test_tiff_and_heic_become_frames(tmp_path: Path, data: bytes, content_type: str, size: tuple[int, int]) -> None:
+    [result] = handler(tmp_path).handle_batch([FakeMsg(data, HEADERS)])
+    assert isinstance(result, list) and len(result) == 2
+    frame = decode(FrameEvent, result[0].value)
+    assert (frame.content_type, (frame.width, frame.height), frame.image) == (content_type, size, data)
+    assert frame.decode_scale == 1 and frame.decode_warnings == ()
+
+
+def test_a_large_jpeg_frame_records_its_decode_scale(tmp_path: Path) -> None:
+    limits = ImageLimits(max_bytes=1 << 20, max_pixels=30_000)
+    h = SubmissionHandler(make_ingestor(tmp_path, limits))
+    data = jpeg(400, 300, seed=3)
+    [result] = h.handle_batch([FakeMsg(data, HEADERS)])
+    assert isinstance(result, list)
+    frame = decode(FrameEvent, result[0].value)
+    assert (frame.decode_scale, frame.width, frame.height, frame.image) == (2, 200, 150, data)  # not re-encoded
+    again = decode_image(frame.image or b"", limits)  # what detect does with the frame: the same pixels' size
+    assert (again.width, again.height, again.scale) == (frame.width, frame.height, frame.decode_scale)
+    st = h.ingestor.store.status(frame.submission_id)
+    assert st is not None and (st.record.width, st.record.height) == (200, 150)
+
+
+def test_a_jpeg_missing_its_eoi_is_received_and_flagged(tmp_path: Path) -> None:
+    data = jpeg(120, 80, seed=8)[:-2]
+    [result] = handler(tmp_path).handle_batch([FakeMsg(data, HEADERS)])
+    assert isinstance(result, list) and len(result) == 2
+    frame = decode(FrameEvent, result[0].value)
+    assert frame.decode_warnings == ("jpeg_missing_eoi",) and frame.image == data and frame.width == 120
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.9])
+def test_a_jpeg_cut_mid_scan_is_still_rejected(tmp_path: Path, fraction: float) -> None:
+    data = jpeg(120, 80, seed=8)
+    [result] = handler(tmp_path).handle_batch([FakeMsg(data[: int(len(data) * fraction)], HEADERS)])
+    assert isinstance(result, PoisonMessage) and result.reason == "truncated"
+
+
+@pytest.mark.parametrize(("name", "second"), [
+    ("rfr-store-id", "store-8"), ("rfr-camera-id", "cam-3"), ("rfr-captured-at", "2024-05-01T13:45:08Z"),
+    ("rfr-case-ref", "case-43"), ("RFR-Store-Id", "store-8"),
+])
+def test_a_repeated_header_is_invalid_metadata(tmp_path: Path, name: str, second: str) -> None:
+    h = handler(tmp_path)
+    data = jpeg(seed=31)
+    [result] = h.handle_batch([FakeMsg(data, [*HEADERS, (name, second.encode())])])
+    assert isinstance(result, PoisonMessage) and result.reason == "invalid_metadata"
+    assert f"{name.lower()} (2 times)" in result.detail
+    [out] = result.outputs
+    outcome = decode(OutcomeEvent, out.value)
+    assert outcome.status == OutcomeStatus.REJECTED and name.lower() in outcome.detail
+    st = h.ingestor.store.status(submission_id("shop-1", data))
+    assert st is not None and (st.status, st.record.reason) == ("rejected", "invalid_metadata")
+    assert sample(h.ingestor.metrics.rejections, reason="invalid_metadata") == 1
+    assert sample(h.ingestor.metrics.submissions, channel="kafka", outcome="accepted") == 0
+
+
+def test_a_repeated_retailer_header_is_dead_lettered_unattributed(tmp_path: Path) -> None:
+    h = handler(tmp_path)
+    [result] = h.handle_batch([FakeMsg(jpeg(seed=32), [*HEADERS, (H_RETAILER, b"shop-2")])])
+    assert isinstance(result, PoisonMessage) and result.reason == "invalid_metadata"
+    assert H_RETAILER in result.detail and result.outputs == []  # which retailer? nobody to tell
+    assert sample(h.ingestor.metrics.rejections, reason="invalid_metadata") == 1
+
+
+def test_repeated_headers_outside_the_rfr_set_are_ignored(tmp_path: Path) -> None:
+    extra = [("traceparent", b"00-a-b-01"), ("traceparent", b"00-c-d-01")]
+    [result] = handler(tmp_path).handle_batch([FakeMsg(jpeg(seed=33), [*HEADERS, *extra])])
+    assert isinstance(result, list) and len(result) == 2

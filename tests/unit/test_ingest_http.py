@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from data.ingest_corpus import Case, bad_cases, good_cases, jpeg
+from data.ingest_corpus import Case, bad_cases, good_cases, heic, jpeg, tiff
 from data.ingest_fakes import FakePublisher, make_ingestor, sample
 from fastapi.testclient import TestClient
 
@@ -119,9 +119,10 @@ def test_one_bad_image_means_none_is_processed(client: TestClient, ctx: HttpCont
 
 def test_every_good_format_and_any_declared_type(client: TestClient) -> None:
     cases = good_cases()
-    resp = post(client, [(c.filename, c.data, c.content_type) for c in cases])
-    assert resp.status_code == 202, resp.text
-    assert [s["status"] for s in resp.json()["submissions"]] == ["received"] * len(cases)
+    for batch in (cases[:8], cases[8:]):  # at most max_files=10 per request
+        resp = post(client, [(c.filename, c.data, c.content_type) for c in batch])
+        assert resp.status_code == 202, resp.text
+        assert [s["status"] for s in resp.json()["submissions"]] == ["received"] * len(batch)
 
 
 @pytest.mark.parametrize(("form", "reason"), [
@@ -162,3 +163,36 @@ def test_openapi_is_served(client: TestClient) -> None:
     assert {"/v1/submissions", "/v1/submissions/{submission_id}"} <= set(spec["paths"])
     assert "X-API-Key" in str(spec["components"]["securitySchemes"])
     assert client.get("/docs").status_code == 200
+
+
+def test_tiff_and_heic_uploads_are_received_with_their_content_type(client: TestClient, ctx: HttpContext) -> None:
+    files = [("export.tif", tiff(), "image/tiff"), ("IMG_0001.HEIC", heic(), "image/heic"),
+             ("no-name", heic(seed=4, orientation=6), "application/octet-stream")]
+    resp = post(client, files)
+    assert resp.status_code == 202, resp.text
+    items = resp.json()["submissions"]
+    assert [(it["status"], it["width"], it["height"]) for it in items] == [
+        ("received", 96, 64), ("received", 96, 64), ("received", 64, 96)]
+    frames = [decode(FrameEvent, o.value) for o in sent(ctx) if o.topic.endswith("frames.v1")]
+    assert [f.content_type for f in frames] == ["image/tiff", "image/heic", "image/heic"]
+
+
+def test_an_unsupported_upload_is_415_naming_its_bytes(client: TestClient) -> None:
+    resp = post(client, [("z.heic", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "image/heic")])
+    assert resp.status_code == 415
+    detail = resp.json()["detail"]
+    assert detail["reason"] == "unsupported_format" and "a GIF image" in detail["submissions"][0]["detail"]
+
+
+def test_a_large_jpeg_upload_is_received_at_reduced_scale(tmp_path: Path) -> None:
+    from rfr.imaging import ImageLimits
+
+    ingestor = make_ingestor(tmp_path, ImageLimits(max_bytes=MAX_BYTES, max_pixels=30_000))
+    ctx = HttpContext(ingestor, ApiKeyRegistry(f"shop-a:{hash_key(KEY_A)}"), FakePublisher(), max_files=10,
+                      max_request_bytes=4 * MAX_BYTES)
+    resp = post(TestClient(create_app(ctx)), [("big.jpg", jpeg(400, 300), "image/jpeg"),
+                                              ("no-eoi.jpg", jpeg(120, 80)[:-2], "image/jpeg")])
+    assert resp.status_code == 202, resp.text
+    assert [(it["width"], it["height"]) for it in resp.json()["submissions"]] == [(200, 150), (120, 80)]
+    frames = [decode(FrameEvent, o.value) for o in sent(ctx) if o.topic.endswith("frames.v1")]
+    assert [(f.decode_scale, f.decode_warnings) for f in frames] == [(2, ()), (1, ("jpeg_missing_eoi",))]
