@@ -45,17 +45,30 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 @app.command()
 def enrol(
-    source: Annotated[Path, typer.Argument(help="A folder DIR/<subject_id>/*.jpg, or a CSV manifest "
+    source: Annotated[Path, typer.Argument(help="A folder DIR/<subject_id>/<photo>, or a CSV manifest "
                                                 "(subject_id,image_path,metadata...).")],
     gallery: Annotated[str, typer.Option("--gallery", "-g", help="Gallery (watch-list) name.")] = "custody",
     multi_face: Annotated[str | None, typer.Option(help="Photo with several faces: 'largest' (warn) or 'reject'. "
                                                         "Default: settings.match.enrol_multi_face.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Photos per embedding call (embed.batch_size).")] = None,
-    report: Annotated[Path | None, typer.Option(help="Write the full report (every rejection) as JSON here.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the full report (every file) as JSON here.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    allow_partial: Annotated[bool, typer.Option(
+        "--allow-partial", help="Exit 0 even if some files were skipped or rejected, as long as one photo was "
+                                "enrolled or already there.")] = False,
+    allow_shared_photo: Annotated[bool, typer.Option(
+        "--allow-shared-photo", help="Enrol a photo also given (or already enrolled) for another subject id, "
+                                     "with a warning, instead of refusing it.")] = False,
 ) -> None:
-    """Enrol labelled photos (several per subject) into the gallery; re-running skips what is already there."""
-    from services.match.enrol import Enroller, items_from
+    """Enrol labelled photos (several per subject) into the gallery; re-running skips what is already there.
+
+    Which files are photos is decided by their content, not their name (see services/match/enrol_sources.py).
+
+    Output: a line per file or manifest row (enrolled, existing, skipped, rejected, warning), then a summary.
+
+    Exit 0 when every file was enrolled or already there, else 1 (see --allow-partial); 2 for a usage error.
+    """
+    from services.match.enrol import Enroller, scan_source
     from services.match.milvus_gallery import open_gallery
     from services.match.pipeline import PipelineExtractor, load_embedder
 
@@ -65,31 +78,77 @@ def enrol(
         raise _fail(f"--multi-face must be 'largest' or 'reject', not {chosen!r}")
     policy: MultiFacePolicy = "reject" if chosen == "reject" else "largest"
     try:
-        items = items_from(source)
+        found = scan_source(source)
     except (OSError, ValueError) as exc:
         raise _fail(f"cannot read {source}: {exc}") from exc
     embedder = load_embedder(settings)
     target = open_gallery(settings, embedder.model_id, embedder.weights_sha256)
     extractor = PipelineExtractor(settings)
     enroller = Enroller(extractor, embedder, target, gallery, multi_face=policy,
-                        batch_size=batch_size or settings.embed.batch_size)
+                        batch_size=batch_size or settings.embed.batch_size, allow_shared_photo=allow_shared_photo)
     try:
-        with tqdm(total=len(items), unit="img", disable=not progress, desc=f"enrol {gallery}") as bar:
-            result = enroller.run(items, progress=bar.update)
+        with tqdm(total=len(found.items), unit="img", disable=not progress, desc=f"enrol {gallery}") as bar:
+            result = enroller.run_source(found, progress=bar.update)
     except GalleryError as exc:
         raise _fail(f"gallery error: {exc} (is milvus running at {settings.milvus.uri}? `rfr up` starts one)") from exc
     finally:
         extractor.close()
-    _print_enrol(result.to_dict(), report)
+    summary = result.to_dict()
+    _print_enrol(summary, report)
+    code = enrol_exit_code(summary, allow_partial)
+    if code:
+        raise _fail(_why_not_zero(summary, source), code)
+
+
+STATUS_OF = {"enrolled": "enrolled", "already_enrolled": "existing"}
+
+
+def enrol_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per file (and per warning), by manifest line then file: ``<status> <reason> <file>  <detail>``."""
+    rows = [(STATUS_OF.get(p["reason"], "enrolled"), p) for p in summary["done_list"]]
+    rows += [("skipped", p) for p in summary["skips"]] + [("rejected", p) for p in summary["rejections"]]
+    rows += [("warning", p) for p in summary["warning_list"]]
+    rows.sort(key=lambda r: (r[1]["line"] or 0, r[1]["source_ref"], r[0] == "warning"))
+    out = []
+    for status, p in rows:
+        where = f" (line {p['line']})" if p["line"] else ""
+        reason = "-" if status in ("enrolled", "existing") else p["reason"]
+        out.append(f"{status:<9} {reason:<21} {p['source_ref']}{where}  {p['detail']}".rstrip())
+    return out
+
+
+def enrol_summary_line(summary: dict[str, Any]) -> str:
+    """``enrol <gallery>: <n> file(s): <e> enrolled, <x> already enrolled, <s> skipped (...), <r> rejected (...)``."""
+    def by(reasons: dict[str, int]) -> str:
+        return " (" + ", ".join(f"{k} {v}" for k, v in reasons.items()) + ")" if reasons else ""
+
+    return (f"enrol {summary['gallery']}: {summary['files']} file(s): {summary['enrolled']} enrolled, "
+            f"{summary['skipped_existing']} already enrolled, {summary['skipped']} skipped"
+            f"{by(summary['skipped_by_reason'])}, {summary['rejected']} rejected{by(summary['rejected_by_reason'])}, "
+            f"{summary['warnings']} warning(s)")
+
+
+def enrol_exit_code(summary: dict[str, Any], allow_partial: bool) -> int:
+    """0, or 1: nothing enrolled nor already there, or anything skipped or rejected without ``allow_partial``."""
+    if summary["enrolled"] + summary["skipped_existing"] == 0:
+        return 1
+    return 0 if allow_partial or summary["skipped"] + summary["rejected"] == 0 else 1
+
+
+def _why_not_zero(summary: dict[str, Any], source: Path) -> str:
+    if summary["files"] == 0:
+        return f"error: nothing to enrol in {source}"
+    if summary["enrolled"] + summary["skipped_existing"] == 0:
+        return "error: no photo was enrolled"
+    return "not every file was enrolled; --allow-partial accepts skipped and rejected files"
 
 
 def _print_enrol(summary: dict[str, Any], report: Path | None) -> None:
-    for p in summary["rejections"]:
-        typer.echo(f"rejected  {p['reason']:<20} {p['source_ref']}  {p['detail']}")
-    for p in summary["warning_list"]:
-        typer.echo(f"warning   {p['reason']:<20} {p['source_ref']}  {p['detail']}")
-    short = {k: v for k, v in summary.items() if k not in ("rejections", "warning_list")}
+    for line in enrol_lines(summary):
+        typer.echo(line)
+    short = {k: v for k, v in summary.items() if k not in ("rejections", "warning_list", "skips", "done_list")}
     typer.echo(json.dumps(short, indent=2))
+    typer.echo(enrol_summary_line(summary), err=True)
     if report:
         report.write_text(json.dumps(summary, indent=2))
 

@@ -1,9 +1,21 @@
 """Enrolment: labelled mugshots into the gallery, through the probes' decode/detect/align/embed path.
 
-Sources: a folder per subject (``DIR/<subject_id>/*.jpg``) or a CSV manifest with columns ``subject_id``,
-``image_path`` (relative to the manifest's folder, or absolute) and any further columns, kept as the face's
-metadata. Several photos per subject are kept, one face each (see :mod:`services.match.pipeline` for photos
-with several faces).
+Sources (:mod:`services.match.enrol_sources`): a folder per subject (``DIR/<subject_id>/<photo>``) or a CSV
+manifest (``subject_id,image_path[,metadata...]``). Every file and row ends in the report exactly once:
+``enrolled``, ``already_enrolled`` (in the gallery, or the same bytes twice for one subject), ``skipped`` (not a
+photo to enrol: unsupported format by content, hidden, nested folder, ...) or ``rejected`` (with its reason:
+invalid subject id, no face, shared photo, ...); a ``warning`` may come on top of ``enrolled``. Several photos
+per subject are kept, one face each (see :mod:`services.match.pipeline` for photos with several faces).
+
+One photo, one person: the same photo under two subject ids would put both on every candidate list it matches.
+Refused (``shared_photo``) unless ``allow_shared_photo`` (then enrolled with a ``shared_photo`` warning):
+
+- the same bytes (sha256) given for two subject ids in one run: every copy is refused, each naming the others
+  (a copy already in the gallery stays there and counts as ``already_enrolled``);
+- a photo whose embedding is near-identical (cosine >= :data:`SAME_PHOTO_COSINE`) to one of another subject,
+  already in the same gallery or earlier in the same batch: the newcomer is refused. The gallery does not store
+  the photo's sha256 (the face id hashes it with the subject), so this is how a photo enrolled in an earlier
+  run is recognised; it also catches most re-saved copies.
 
 Resumable: a face's id is derived from (gallery, subject, sha256 of the image bytes), so a photo already in
 the gallery is skipped without decoding it, and a re-run after an interruption enrols only what is missing.
@@ -12,16 +24,30 @@ Embedding calls are batched (``batch_size`` photos per call).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from services.match.enrol_sources import (
+    REQUIRED_COLUMNS,
+    EnrolItem,
+    EnrolSource,
+    Problem,
+    items_from,
+    items_from_folder,
+    items_from_manifest,
+    scan_folder,
+    scan_manifest,
+    scan_source,
+    shared_photos,
+)
 from services.match.gallery import (
     MAX_METADATA,
     Gallery,
@@ -29,6 +55,7 @@ from services.match.gallery import (
     check_gallery_name,
     check_subject_id,
     enrol_face_id,
+    normalise,
 )
 from services.match.pipeline import (
     Crop,
@@ -40,30 +67,28 @@ from services.match.pipeline import (
     embed_crops,
 )
 
+__all__ = ["REQUIRED_COLUMNS", "EnrolItem", "EnrolReport", "EnrolSource", "Enroller", "Problem", "items_from",
+           "items_from_folder", "items_from_manifest", "scan_folder", "scan_manifest", "scan_source",
+           "shared_photos"]
+
 logger = logging.getLogger(__name__)
 
+# Still selected by name by services.match.calibrate.labelled_folder only (calibration data, not enrolment):
+# enrolment decides by content (rfr.image_files).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
-REQUIRED_COLUMNS = ("subject_id", "image_path")
 
-
-@dataclass(frozen=True)
-class EnrolItem:
-    subject_id: str
-    path: Path
-    source_ref: str
-    metadata: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Problem:
-    source_ref: str
-    subject_id: str
-    reason: str
-    detail: str = ""
+# Cosine at or above which two gallery photos are taken to be the same photo. Measured with this pipeline on LFW
+# (../shared/faces/lfw, the 232 identities with >= 4 photos, 1291 photos): the same bytes embedded in another
+# batch >= 0.9999998; a JPEG quality-95 re-save: median 0.998, 1st percentile 0.992; two different photos of one
+# person: at most 0.953 over 3437 pairs (99.9th percentile 0.934).
+SAME_PHOTO_COSINE = 0.99
+SAME_PHOTO_TOP_K = 3  # subjects asked of the gallery per photo: its own subject may hold the best hit
 
 
 @dataclass
 class EnrolReport:
+    """Counts and per-file outcomes of one enrolment run (``files`` = enrolled + already + skipped + rejected)."""
+
     gallery: str
     model_id: str
     images: int = 0
@@ -71,71 +96,58 @@ class EnrolReport:
     skipped_existing: int = 0
     rejected: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    skipped: list[Problem] = field(default_factory=list)
+    done: list[Problem] = field(default_factory=list)  # reason "enrolled" or "already_enrolled", one per file
     subjects: set[str] = field(default_factory=set)
     seconds: float = 0.0
 
+    @property
+    def files(self) -> int:
+        return self.enrolled + self.skipped_existing + len(self.rejected) + len(self.skipped)
+
     def reasons(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for p in self.rejected:
-            out[p.reason] = out.get(p.reason, 0) + 1
-        return dict(sorted(out.items()))
+        return _count(self.rejected)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "gallery": self.gallery, "model_id": self.model_id, "images": self.images, "enrolled": self.enrolled,
-            "skipped_existing": self.skipped_existing, "rejected": len(self.rejected),
+            "gallery": self.gallery, "model_id": self.model_id, "files": self.files, "images": self.images,
+            "enrolled": self.enrolled, "skipped_existing": self.skipped_existing, "skipped": len(self.skipped),
+            "skipped_by_reason": _count(self.skipped), "rejected": len(self.rejected),
             "rejected_by_reason": self.reasons(), "warnings": len(self.warnings),
             "subjects_enrolled": len(self.subjects), "seconds": round(self.seconds, 3),
             "images_per_s": round(self.images / self.seconds, 2) if self.seconds > 0 else None,
             "rejections": [asdict(p) for p in self.rejected], "warning_list": [asdict(p) for p in self.warnings],
+            "skips": [asdict(p) for p in self.skipped], "done_list": [asdict(p) for p in self.done],
         }
 
 
-def items_from_folder(root: Path) -> list[EnrolItem]:
-    """``root/<subject_id>/<image>`` for every image file, sorted by subject then file name."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder")
-    items = []
-    for subject_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for image in sorted(p for p in subject_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
-            items.append(EnrolItem(subject_dir.name, image, image.relative_to(root).as_posix()))
-    return items
+def _count(problems: Sequence[Problem]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in problems:
+        out[p.reason] = out.get(p.reason, 0) + 1
+    return dict(sorted(out.items()))
 
 
-def items_from_manifest(manifest: Path) -> list[EnrolItem]:
-    """Rows of a CSV manifest (header ``subject_id,image_path[,metadata...]``)."""
-    with manifest.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{manifest}: missing column(s) {', '.join(missing)} (header: {reader.fieldnames})")
-        items = []
-        for row in reader:
-            ref = (row.get("image_path") or "").strip()
-            path = Path(ref) if Path(ref).is_absolute() else manifest.parent / ref
-            meta = {k: v for k, v in row.items() if k not in REQUIRED_COLUMNS and k and v not in (None, "")}
-            items.append(EnrolItem((row.get("subject_id") or "").strip(), path, ref, meta))
-    return items
-
-
-def items_from(source: Path) -> list[EnrolItem]:
-    """A folder per subject, or a ``.csv`` manifest."""
-    return items_from_manifest(source) if source.suffix.lower() == ".csv" else items_from_folder(source)
+def _problem(item: EnrolItem, reason: str, detail: str = "") -> Problem:
+    return Problem(item.source_ref, item.subject_id, reason, detail, item.line)
 
 
 @dataclass
 class _Pending:
     item: EnrolItem
     face_id: str
+    sha256: str
     data: bytes
     metadata: str
+    shared: bool = False  # the same bytes are given for another subject in this run (already reported)
 
 
 class Enroller:
     """Runs items through extraction and embedding into a gallery (one embedding call per batch)."""
 
     def __init__(self, extractor: FaceExtractor, embedder: Embedder, gallery: Gallery, gallery_name: str, *,
-                 multi_face: MultiFacePolicy = "largest", batch_size: int = 32) -> None:
+                 multi_face: MultiFacePolicy = "largest", batch_size: int = 32,
+                 allow_shared_photo: bool = False) -> None:
         if embedder.model_id != gallery.model_id:
             raise ValueError(f"embedder model {embedder.model_id!r} but gallery model {gallery.model_id!r}")
         self.extractor = extractor
@@ -144,11 +156,23 @@ class Enroller:
         self.gallery_name = check_gallery_name(gallery_name)
         self.multi_face = multi_face
         self.batch_size = batch_size
+        self.allow_shared_photo = allow_shared_photo
+        self._shared: dict[str, dict[str, str]] = {}
+
+    def run_source(self, source: EnrolSource, progress: Callable[[int], None] | None = None) -> EnrolReport:
+        """:meth:`run` on the source's items; its skipped files and rejected rows join the report."""
+        report = self.run(source.items, progress)
+        report.skipped = [*source.skipped, *report.skipped]
+        report.rejected = [*source.rejected, *report.rejected]
+        return report
 
     def run(self, items: Sequence[EnrolItem], progress: Callable[[int], None] | None = None) -> EnrolReport:
+        """Enrol ``items`` (``batch_size`` per embedding call); ``progress`` gets the number of items done."""
         report = EnrolReport(gallery=self.gallery_name, model_id=self.embedder.model_id)
         started = time.perf_counter()
-        seen: set[str] = set()
+        logger.info("hashing %d photo(s) to find one photo given for several subjects", len(items))
+        self._shared = shared_photos(items)
+        seen: dict[str, str] = {}
         for chunk in _chunks(items, self.batch_size):
             self._run_chunk(chunk, report, seen)
             report.images += len(chunk)
@@ -161,57 +185,107 @@ class Enroller:
                     report.reasons())
         return report
 
-    def _run_chunk(self, chunk: Sequence[EnrolItem], report: EnrolReport, seen: set[str]) -> None:
+    def _run_chunk(self, chunk: Sequence[EnrolItem], report: EnrolReport, seen: dict[str, str]) -> None:
         fresh: list[_Pending] = []
         for p in (self._read(item, report) for item in chunk):
             if p is not None and p.face_id in seen:
-                report.skipped_existing += 1  # the same photo twice for one subject
+                report.skipped_existing += 1
+                report.done.append(_problem(p.item, "already_enrolled", f"same bytes as {seen[p.face_id]}"))
             elif p is not None:
-                seen.add(p.face_id)
+                seen[p.face_id] = p.item.source_ref
                 fresh.append(p)
         existing = self.gallery.existing_face_ids([p.face_id for p in fresh])
-        report.skipped_existing += len(existing)
         kept: list[tuple[_Pending, Crop]] = []
         for p in fresh:
             if p.face_id in existing:
-                continue
-            try:
-                choice = choose_face(self.extractor.extract(p.data), self.multi_face)
-            except ExtractionRejected as exc:
-                report.rejected.append(Problem(p.item.source_ref, p.item.subject_id, exc.reason, exc.detail))
-                continue
-            if choice.warning:
-                report.warnings.append(Problem(p.item.source_ref, p.item.subject_id, "multiple_faces", choice.warning))
-            kept.append((p, choice.face.crop))
-        if not kept:
-            return
+                report.skipped_existing += 1
+                report.done.append(_problem(p.item, "already_enrolled", f"in gallery {self.gallery_name}"))
+            elif self._shared_ok(p, report):
+                crop = self._extract(p, report)
+                if crop is not None:
+                    kept.append((p, crop))
+        if kept:
+            self._embed_and_add(kept, report)
+
+    def _shared_ok(self, p: _Pending, report: EnrolReport) -> bool:
+        """False (rejected) when the same bytes are given for another subject in this run."""
+        others = {s: r for s, r in self._shared.get(p.sha256, {}).items() if s != p.item.subject_id}
+        if not others:
+            return True
+        p.shared = True
+        named = ", ".join(f"{s} ({r})" for s, r in sorted(others.items()))
+        return self._shared_photo(p.item, f"the same bytes are given for subject(s) {named}", report)
+
+    def _shared_photo(self, item: EnrolItem, detail: str, report: EnrolReport) -> bool:
+        if self.allow_shared_photo:
+            report.warnings.append(_problem(item, "shared_photo", detail + "; enrolled (--allow-shared-photo)"))
+            return True
+        report.rejected.append(_problem(item, "shared_photo", detail + "; one photo is one person: fix the "
+                                        "labels, or allow it explicitly (--allow-shared-photo)"))
+        return False
+
+    def _extract(self, p: _Pending, report: EnrolReport) -> Crop | None:
+        try:
+            choice = choose_face(self.extractor.extract(p.data), self.multi_face)
+        except ExtractionRejected as exc:
+            report.rejected.append(_problem(p.item, exc.reason, exc.detail))
+            return None
+        if choice.warning:
+            report.warnings.append(_problem(p.item, "multiple_faces", choice.warning))
+        return choice.face.crop
+
+    def _embed_and_add(self, kept: list[tuple[_Pending, Crop]], report: EnrolReport) -> None:
         vectors = embed_crops(self.embedder, [crop for _, crop in kept])
-        faces = [
-            GalleryFace(face_id=p.face_id, subject_id=p.item.subject_id, gallery=self.gallery_name, vector=v,
-                        source_ref=p.item.source_ref, metadata=p.metadata)
-            for (p, _), v in zip(kept, vectors, strict=True)
-        ]
+        twins = self._twins([p.item for p, _ in kept], vectors)
+        faces = []
+        for (p, _), vector, twin in zip(kept, vectors, twins, strict=True):
+            if twin is not None and not p.shared and not self._shared_photo(p.item, twin, report):
+                continue
+            faces.append(GalleryFace(face_id=p.face_id, subject_id=p.item.subject_id, gallery=self.gallery_name,
+                                     vector=vector, source_ref=p.item.source_ref, metadata=p.metadata))
+        if not faces:
+            return
         report.enrolled += self.gallery.add(faces)
         report.subjects.update(f.subject_id for f in faces)
+        by_id = {p.face_id: p.item for p, _ in kept}
+        report.done.extend(_problem(by_id[f.face_id], "enrolled", f"subject {f.subject_id}") for f in faces)
+
+    def _twins(self, items: Sequence[EnrolItem], vectors: npt.NDArray[np.float32]) -> list[str | None]:
+        """Per photo: the other subject it is near-identical to (gallery, or earlier in this batch), or None."""
+        hits = self.gallery.search(vectors, SAME_PHOTO_TOP_K, [self.gallery_name], SAME_PHOTO_COSINE)
+        unit = normalise(vectors)
+        sims = unit @ unit.T
+        out: list[str | None] = []
+        for i, item in enumerate(items):
+            hit = next((h for h in hits[i] if h.subject_id != item.subject_id), None)
+            if hit is not None:
+                out.append(f"near-identical (cosine {hit.score:.4f} >= {SAME_PHOTO_COSINE}) to {hit.source_ref} of "
+                           f"subject {hit.subject_id}, already in gallery {self.gallery_name}")
+                continue
+            j = next((j for j in range(i) if sims[i, j] >= SAME_PHOTO_COSINE
+                      and items[j].subject_id != item.subject_id), None)
+            out.append(None if j is None else f"near-identical (cosine {sims[i, j]:.4f} >= {SAME_PHOTO_COSINE}) "
+                       f"to {items[j].source_ref} of subject {items[j].subject_id}, in this run")
+        return out
 
     def _read(self, item: EnrolItem, report: EnrolReport) -> _Pending | None:
         try:
             check_subject_id(item.subject_id)
         except ValueError as exc:
-            report.rejected.append(Problem(item.source_ref, item.subject_id, "invalid_subject_id", str(exc)))
+            report.rejected.append(_problem(item, "invalid_subject_id", str(exc)))
             return None
         metadata = json.dumps(item.metadata, separators=(",", ":"), sort_keys=True) if item.metadata else ""
         if len(metadata) > MAX_METADATA:
-            report.rejected.append(Problem(item.source_ref, item.subject_id, "metadata_too_long",
-                                           f"{len(metadata)} characters of JSON, at most {MAX_METADATA}"))
+            report.rejected.append(_problem(item, "metadata_too_long",
+                                            f"{len(metadata)} characters of JSON, at most {MAX_METADATA}"))
             return None
         try:
             data = item.path.read_bytes()
         except OSError as exc:
-            report.rejected.append(Problem(item.source_ref, item.subject_id, "unreadable", str(exc)))
+            report.rejected.append(_problem(item, "unreadable", str(exc)))
             return None
-        face_id = enrol_face_id(self.gallery_name, item.subject_id, hashlib.sha256(data).hexdigest())
-        return _Pending(item, face_id, data, metadata)
+        sha = hashlib.sha256(data).hexdigest()
+        return _Pending(item, enrol_face_id(self.gallery_name, item.subject_id, sha), sha, data, metadata)
 
 
 def _chunks(items: Sequence[EnrolItem], size: int) -> Iterator[Sequence[EnrolItem]]:

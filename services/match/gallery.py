@@ -124,14 +124,21 @@ class Gallery(Protocol):
 
 
 def check_gallery_name(name: str) -> str:
-    if not GALLERY_NAME.match(name):
+    if not GALLERY_NAME.fullmatch(name):  # fullmatch: "$" alone would let a trailing newline through
         raise ValueError(f"gallery name {name!r} must match {GALLERY_NAME.pattern}")
     return name
 
 
+def is_subject_id(subject_id: str) -> bool:
+    """Whether ``subject_id`` is valid as written: nothing is stripped or repaired."""
+    return SUBJECT_ID.fullmatch(subject_id) is not None
+
+
 def check_subject_id(subject_id: str) -> str:
-    if not SUBJECT_ID.match(subject_id):
-        raise ValueError(f"subject id {subject_id!r} must match {SUBJECT_ID.pattern}")
+    """``subject_id`` unchanged, or ``ValueError`` saying why (surrounding white space is named as such)."""
+    if not is_subject_id(subject_id):
+        hint = " (it has leading or trailing white space)" if subject_id != subject_id.strip() else ""
+        raise ValueError(f"subject id {subject_id!r} must match {SUBJECT_ID.pattern}{hint}")
     return subject_id
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import cv2
 import numpy as np
 import pytest
 from confluent_kafka import Message
@@ -135,6 +136,37 @@ def test_enrolment_is_resumable(world: dict[str, Any]) -> None:
     finally:
         extractor.close()
     assert again.enrolled == 0 and again.skipped_existing + len(again.rejected) == 20
+
+
+def test_a_photo_enrolled_for_one_subject_is_refused_for_another(world: dict[str, Any], tmp_path: Path) -> None:
+    """Issue 12 part 6: the same photo under a second subject id is refused (the real model, a real milvus-lite).
+
+    The gallery keeps no photo sha256, so a photo enrolled in an earlier run is recognised by its embedding; a
+    lossless re-save (other bytes, same pixels) must be caught too, and two ids given the same bytes in one run.
+    """
+    gallery: MilvusGallery = world["gallery"]
+    present = {s.subject_id for s in gallery.list_subjects()}
+    item = next(i for i in world["items"] if i.subject_id in present)
+    resaved = tmp_path / "resaved.png"
+    ok, png = cv2.imencode(".png", cv2.imread(str(item.path)))
+    assert ok
+    resaved.write_bytes(png.tobytes())
+    other = next(i for i in world["items"] if i.subject_id in present and i is not item)
+    items = [EnrolItem("alias_a", item.path, "alias_a/same.jpg"), EnrolItem("alias_b", resaved, "alias_b/copy.png"),
+             EnrolItem("twin_1", other.path, "twin_1/x.jpg"), EnrolItem("twin_2", other.path, "twin_2/x.jpg")]
+    extractor = PipelineExtractor(world["settings"])
+    try:
+        report = Enroller(extractor, world["embedder"], gallery, "custody").run(items)
+    finally:
+        extractor.close()
+    refused = {p.source_ref: p for p in report.rejected}
+    assert sorted((ref, p.reason) for ref, p in refused.items()) == [
+        ("alias_a/same.jpg", "shared_photo"), ("alias_b/copy.png", "shared_photo"),
+        ("twin_1/x.jpg", "shared_photo"), ("twin_2/x.jpg", "shared_photo")], report.to_dict()
+    assert all(item.source_ref in refused[ref].detail for ref in ("alias_a/same.jpg", "alias_b/copy.png"))
+    assert "twin_2 (twin_2/x.jpg)" in refused["twin_1/x.jpg"].detail
+    assert report.enrolled == 0
+    assert not {"alias_a", "alias_b", "twin_1", "twin_2"} & {s.subject_id for s in gallery.list_subjects()}
 
 
 def test_erased_subjects_are_never_named(world: dict[str, Any]) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
-from data.ingest_corpus import jpeg
+from data.ingest_corpus import heic, jpeg, pattern, tiff
 from data.ingest_kafka import on, read_until
 from fastapi.testclient import TestClient
+from PIL import Image
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
@@ -101,3 +103,40 @@ def test_cli_channel_through_a_real_server(kafka_settings: KafkaSettings, tmp_pa
     frames = [decode(FrameEvent, r.value) for r in records]
     assert sorted(f.submission_id for f in frames) == sorted(printed) and len(frames) == 3
     assert {(f.meta.retailer_id, f.meta.case_ref) for f in frames} == {("shop-b", "case-7")}
+
+
+def test_cli_accounts_for_every_file_of_a_folder_through_a_real_server(kafka_settings: KafkaSettings,
+                                                                       tmp_path: Path) -> None:
+    """Issue 12: x.jfif and y.jpe (JPEGs), a TIFF, a GIF and z.heic were "0 of 0 file(s) received", exit 0."""
+    topics = Topics.from_settings(kafka_settings)
+    port = procs.free_port()
+    ctx = context(kafka_settings, tmp_path)
+    server = start_http(Settings(kafka=kafka_settings, ingest=IngestSettings(http_port=port)), ctx)
+    folder = tmp_path / "export"
+    folder.mkdir()
+    gif = io.BytesIO()
+    Image.fromarray(pattern(40, 30, seed=9)).save(gif, format="GIF")
+    files = {"x.jfif": jpeg(64, 64, seed=50), "y.jpe": jpeg(64, 64, seed=51), "still.tif": tiff(seed=52),
+             "anim.gif": gif.getvalue(), "z.heic": heic(seed=53)}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    args = ["submit", str(folder), "--store", "st-3", "--camera", "cam-3", "--api-key", KEY_A,
+            "--url", f"http://127.0.0.1:{port}", "--no-progress"]
+    try:
+        strict = CliRunner().invoke(cli.app, args)
+        partial = CliRunner().invoke(cli.app, [*args, "--allow-partial"])
+    finally:
+        server.close()
+        ctx.publisher.close()
+    assert strict.exit_code == 1, strict.output
+    by_name = {Path(line.split()[-1]).name: line.split() for line in strict.stdout.strip().splitlines()}
+    images = ["still.tif", "x.jfif", "y.jpe", "z.heic"]
+    assert {n: w[:2] for n, w in by_name.items() if n in images} == {
+        n: [submission_id("shop-a", files[n]), "received"] for n in images}
+    assert by_name["anim.gif"][:3] == ["-", "skipped", "(unsupported_format:"]
+    assert "5 file(s): 4 received, 0 duplicate, 1 skipped (unsupported_format 1), 0 rejected, 0 failed" in (
+        strict.stderr)
+    assert partial.exit_code == 0 and partial.stdout.count(" duplicate ") == 4, partial.output
+    records = read_until(kafka_settings, [topics.frames], lambda rs: len(rs) >= 4)
+    frames = [decode(FrameEvent, r.value) for r in records]
+    assert sorted(f.submission_id for f in frames) == sorted(submission_id("shop-a", files[n]) for n in images)

@@ -1,79 +1,31 @@
-"""Enrolment with a fake face extractor and embedder: sources, rejections, several faces, resumability, and the
-typer commands (enrol, gallery list|count|delete) wired to those fakes and the in-memory gallery."""
+"""Enrolment with a fake face extractor and embedder (tests/data/enrol_fakes.py): sources, rejections, several
+faces, resumability, and the typer commands (enrol, gallery list|count|delete) wired to those fakes and the
+in-memory gallery."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from data.enrol_fakes import MODEL, FakeEmbedder, FakeExtractor, cli_gallery, crop, write
 from typer.testing import CliRunner
 
-from services.match import milvus_gallery, pipeline
 from services.match.cli import app
-from services.match.enrol import Enroller, items_from, items_from_folder, items_from_manifest
+from services.match.enrol import Enroller, items_from, items_from_folder, items_from_manifest, scan_folder
 from services.match.gallery import GalleryFace
 from services.match.memory import InMemoryGallery
 from services.match.pipeline import Extraction, ExtractionRejected, FaceCrop, choose_face
 
-MODEL = "facenet-fake"
-
-
-def crop(level: int) -> np.ndarray:
-    return np.full((160, 160, 3), level, dtype=np.uint8)
-
-
-class FakeExtractor:
-    """Image bytes are a script: b"face:<n>", b"two:<n>:<m>", b"none", b"blurry", b"corrupt"."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def extract(self, data: bytes) -> Extraction:
-        self.calls += 1
-        kind, *args = data.decode().split(":")
-        if kind == "face":
-            return Extraction([FaceCrop(crop(int(args[0])), 100.0)])
-        if kind == "two":
-            return Extraction([FaceCrop(crop(int(args[0])), 50.0), FaceCrop(crop(int(args[1])), 900.0)])
-        if kind == "blurry":
-            return Extraction([], gated=["blur"])
-        if kind == "corrupt":
-            raise ExtractionRejected("corrupt", "bad JPEG")
-        return Extraction()
-
-
-class FakeEmbedder:
-    model_id = MODEL
-    weights_sha256 = "cd" * 32
-    dim = 8
-
-    def __init__(self) -> None:
-        self.batches: list[int] = []
-
-    def embed(self, crops: np.ndarray) -> np.ndarray:
-        self.batches.append(len(crops))
-        out = np.zeros((len(crops), self.dim), dtype=np.float32)
-        levels = crops.reshape(len(crops), -1).mean(axis=1).astype(int)
-        out[np.arange(len(crops)), levels % self.dim] = 1.0
-        return out
-
-
-def write(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
+__all__ = ["cli_gallery"]  # a fixture, used by name
 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     return write(tmp_path / "mugshots", {
-        "alice/1.jpg": b"face:1", "alice/2.jpg": b"face:2", "bob/1.jpg": b"two:3:4", "bob/notes.txt": b"x",
-        "carol/1.jpg": b"none", "carol/2.jpg": b"blurry", "dave/1.jpg": b"corrupt", "bad id!/1.jpg": b"face:5",
+        "alice/1.jpg": "face:1", "alice/2.jpg": "face:2", "bob/1.jpg": "two:3:4", "bob/notes.txt": b"x",
+        "carol/1.jpg": "none", "carol/2.jpg": "blurry", "dave/1.jpg": "corrupt", "bad id!/1.jpg": "face:5",
     })
 
 
@@ -82,10 +34,14 @@ def test_folder_source_lists_images_per_subject(folder: Path) -> None:
     assert [(i.subject_id, i.source_ref) for i in items][:3] == [
         ("alice", "alice/1.jpg"), ("alice", "alice/2.jpg"), ("bad id!", "bad id!/1.jpg")]
     assert all(i.path.suffix == ".jpg" for i in items) and len(items) == 7
+    source = scan_folder(folder)
+    assert source.items == items
+    assert [(p.source_ref, p.subject_id, p.reason) for p in source.skipped] == [
+        ("bob/notes.txt", "bob", "unsupported_format")]
 
 
 def test_manifest_source_keeps_metadata_and_resolves_relative_paths(tmp_path: Path) -> None:
-    write(tmp_path, {"imgs/a.jpg": b"face:1"})
+    write(tmp_path, {"imgs/a.jpg": "face:1"})
     manifest = tmp_path / "m.csv"
     manifest.write_text("subject_id,image_path,custody_ref,notes\nalice,imgs/a.jpg,C-12,\n")
     [item] = items_from(manifest)
@@ -133,7 +89,7 @@ def test_enrolment_is_resumable(folder: Path) -> None:
 
 
 def test_same_photo_twice_in_one_run_is_enrolled_once(tmp_path: Path) -> None:
-    root = write(tmp_path, {"alice/1.jpg": b"face:1", "alice/copy.jpg": b"face:1"})
+    root = write(tmp_path, {"alice/1.jpg": "face:1", "alice/copy.jpg": "face:1"})
     gallery = InMemoryGallery(MODEL)
     report = Enroller(FakeExtractor(), FakeEmbedder(), gallery, "custody").run(items_from_folder(root))
     assert (report.enrolled, report.skipped_existing, gallery.count()) == (1, 1, 1)
@@ -156,31 +112,17 @@ def test_choose_face() -> None:
 runner = CliRunner()
 
 
-@pytest.fixture
-def cli_gallery(monkeypatch: pytest.MonkeyPatch) -> InMemoryGallery:
-    g = InMemoryGallery(MODEL)
-
-    def fake_open(_settings: Any, model_id: str | None = None, weights_sha256: str = "") -> InMemoryGallery:
-        return g
-
-    monkeypatch.setattr(milvus_gallery, "open_gallery", fake_open)
-    monkeypatch.setattr(pipeline, "PipelineExtractor", lambda _s: _ClosingExtractor())
-    monkeypatch.setattr(pipeline, "load_embedder", lambda _s: FakeEmbedder())
-    return g
-
-
-class _ClosingExtractor(FakeExtractor):
-    def close(self) -> None:
-        return None
-
-
 def test_enrol_then_list_count_delete(cli_gallery: InMemoryGallery, tmp_path: Path) -> None:
-    root = write(tmp_path / "in", {"alice/1.jpg": b"face:1", "alice/2.jpg": b"face:2", "bob/1.jpg": b"none"})
+    root = write(tmp_path / "in", {"alice/1.jpg": "face:1", "alice/2.jpg": "face:2", "bob/1.jpg": "none"})
     report = tmp_path / "report.json"
-    result = runner.invoke(app, ["enrol", str(root), "--gallery", "custody", "--no-progress", "--report", str(report)])
-    assert result.exit_code == 0, result.output
+    args = ["enrol", str(root), "--gallery", "custody", "--no-progress", "--report", str(report)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output  # bob's photo was rejected: not a complete run
     assert "rejected  no_face" in result.output
     assert json.loads(report.read_text())["enrolled"] == 2
+    again = runner.invoke(app, [*args, "--allow-partial"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(report.read_text())["skipped_existing"] == 2
 
     listed = runner.invoke(app, ["gallery", "list", "--json"])
     assert [json.loads(line) for line in listed.output.splitlines()] == [
