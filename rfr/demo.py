@@ -42,6 +42,14 @@ class Probe:
     submission_id: str
 
 
+class NoFacesError(RuntimeError):
+    """The demo has no labelled faces: none locally and none downloaded; the message says what was tried."""
+
+
+NO_FACES = ("no labelled faces found: put LFW-style data (a folder per identity) at ../shared/faces/lfw, "
+            "or pass --data DIR / set RFR_DEMO_DATA")
+
+
 def find_lfw(explicit: Path | None) -> Path | None:
     candidates = [explicit] if explicit else []
     env = os.environ.get("RFR_DEMO_DATA")
@@ -52,13 +60,48 @@ def find_lfw(explicit: Path | None) -> Path | None:
     return next((c for c in candidates if c is not None and c.is_dir()), None)
 
 
+def faces_source(settings: Settings, explicit: Path | None, *, progress: bool = True) -> Path:
+    """The folder of identity folders the demo uses: ``explicit`` (``--data``), ``RFR_DEMO_DATA``,
+    ``../shared/faces/lfw``, else LFW downloaded once into ``settings.datasets.dir`` (:func:`rfr.datasets.fetch_lfw`).
+
+    Raises :class:`NoFacesError` when a named folder is missing, or nothing local exists and the download is off
+    or fails (offline: the message lists each URL tried and how to use a local folder or a mirror).
+    """
+    from rfr.datasets import DatasetUnavailableError, fetch_lfw
+
+    named = explicit or (Path(os.environ["RFR_DEMO_DATA"]) if os.environ.get("RFR_DEMO_DATA") else None)
+    if named is not None and not named.is_dir():
+        raise NoFacesError(f"{named} (from --data or RFR_DEMO_DATA) is not a folder")
+    local = find_lfw(explicit)
+    if local is not None:
+        return local
+    cfg = settings.datasets
+    if not cfg.download:
+        raise NoFacesError(NO_FACES + " (download of LFW is off: RFR_DATASETS__DOWNLOAD=false)")
+    cache = cfg.dir or settings.model_dir / "datasets"
+    typer.echo(f"no local faces: fetching LFW (about 180 MB, once) into {cache} …", err=True)
+    try:
+        return fetch_lfw(cache, cfg.lfw_urls, cfg.lfw_sha256, timeout_s=cfg.timeout_s, progress=progress)
+    except DatasetUnavailableError as exc:
+        raise NoFacesError(
+            f"{NO_FACES}.\n{exc}\nWithout internet: extract lfw.tgz (lfw/<Name>/<Name>_0001.jpg) anywhere and pass "
+            f"--data DIR or set RFR_DEMO_DATA=DIR, or serve the archive nearby and set "
+            f"RFR_DATASETS__LFW_URLS='[\"http://HOST/lfw.tgz\"]' (and RFR_DATASETS__LFW_SHA256 for another archive)."
+        ) from exc
+
+
+def list_identities(root: Path) -> dict[str, list[Path]]:
+    """Each identity folder under ``root`` (sorted) and its ``.jpg`` photos (sorted); folders without one left out."""
+    people = {p.name: sorted(p.glob("*.jpg")) for p in sorted(root.iterdir()) if p.is_dir()}
+    return {name: photos for name, photos in people.items() if photos}
+
+
 def pick_split(lfw: Path, identities: int, strangers: int, seed: int) -> tuple[list[list[Path]], list[Path]]:
     """(enrolled identities' photos, first = gallery photo), non-enrolled people's photos; seeded."""
     rng = np.random.default_rng(seed)
-    people = sorted(p for p in lfw.iterdir() if p.is_dir())
-    multi = [sorted(p.glob("*.jpg")) for p in people]
-    multi = [photos for photos in multi if len(photos) >= 2]
-    singles = [sorted(p.glob("*.jpg"))[0] for p in people if len(list(p.glob("*.jpg"))) == 1]
+    people = list_identities(lfw)
+    multi = [photos for photos in people.values() if len(photos) >= 2]
+    singles = [photos[0] for photos in people.values() if len(photos) == 1]
     chosen = [multi[i] for i in sorted(rng.choice(len(multi), size=min(identities, len(multi)), replace=False))]
     others = [singles[i] for i in sorted(rng.choice(len(singles), size=min(strangers, len(singles)), replace=False))]
     return chosen, others
@@ -128,8 +171,9 @@ def submit(settings: Settings, probes: list[Probe]) -> None:
 
 def enrol(gallery: Path) -> None:
     typer.echo(f"enrolling the gallery from {gallery} …")
+    # --allow-partial: a gallery photo without a usable face is reported per file, and the demo goes on
     done = subprocess.run([sys.executable, "-m", "rfr", "enrol", str(gallery), "--gallery", "custody",
-                           "--no-progress"], check=False, capture_output=True, text=True)
+                           "--no-progress", "--allow-partial"], check=False, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"enrolment failed:\n{done.stdout}\n{done.stderr}")
     summary = done.stdout[done.stdout.find("{"):] if "{" in done.stdout else "{}"
@@ -147,7 +191,7 @@ def show(probes: list[Probe], results: dict[str, SubmissionResult]) -> tuple[int
         res = results.get(p.submission_id)
         status = res.final_status if res is not None and res.final else "no result (timed out)"
         if res is not None and res.final and not res.lists:
-            status += "".join(f" ({o.detail})" for o in res.outcomes.values() if o.detail)
+            status += "".join(f" ({o.detail})" for o in res.outcomes if o.detail)
         lists = sorted(res.lists.values(), key=lambda c: c.face_id) if res is not None else []
         best = res.best_subject if res is not None else None
         label = "enrolled" if p.enrolled else "not enrolled"
@@ -171,7 +215,8 @@ def demo(
     strangers: Annotated[int, typer.Option(help="Probes of people who are not enrolled.")] = 10,
     face_px: Annotated[int, typer.Option(help="Face width in the CCTV-like stills (pixels).")] = 64,
     level: Annotated[str, typer.Option(help="Degradation: clean, mild or hard.")] = "mild",
-    data: Annotated[Path | None, typer.Option(help="Folder per identity (default: ../shared/faces/lfw).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Folder per identity (default: ../shared/faces/lfw, else LFW downloaded once into the cache).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the split and the degradation.")] = 7,
     timeout_s: Annotated[float, typer.Option(help="How long to wait for every still's outcome.")] = 600.0,
 ) -> None:
@@ -183,11 +228,11 @@ def demo(
 
     settings = load_settings()
     setup_logging("WARNING")
-    lfw = find_lfw(data)
-    if lfw is None:
-        typer.echo("no labelled faces found: put LFW-style data (a folder per identity) at ../shared/faces/lfw, "
-                   "or pass --data DIR / set RFR_DEMO_DATA", err=True)
-        raise typer.Exit(2)
+    try:
+        lfw = faces_source(settings, data)
+    except NoFacesError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     fetch_models(settings.model_dir)
     gallery, probes = prepare(settings, lfw, identities, strangers, face_px, level, seed)
     typer.echo(f"{len(probes)} CCTV-like stills ({face_px}px faces, {level}) of {identities} enrolled and "
