@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from rfr.logs import setup_logging
-from rfr.settings import Settings, load_settings
+from rfr.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,15 @@ def _mount(module_name: str) -> None:
 def main() -> None:
     for name in _SERVICE_CLIS:
         _mount(name)
+    from rfr.procs import StackError
+
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except SettingsError as exc:
+        print(f"rfr: invalid settings\n{exc}", file=sys.stderr)
+        sys.exit(EXIT_BAD_SETTINGS)
+    except StackError as exc:
+        print(f"rfr: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -25,7 +25,22 @@ class BrokerUnavailable(RuntimeError):
 
 
 class DeliveryFailed(RuntimeError):
-    """At least one produced message was not acknowledged by the broker."""
+    """At least one produced message was not acknowledged by the broker.
+
+    ``permanent``: the broker refused a message for what it is (too large, invalid), so producing it again can
+    never succeed; otherwise the broker was unreachable or slow, and a retry may.
+    """
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+# Delivery errors about the message itself: a retry produces the same refusal.
+PERMANENT_DELIVERY_ERRORS = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG, KafkaError.INVALID_MSG_SIZE, KafkaError.INVALID_RECORD,
+    KafkaError.RECORD_LIST_TOO_LARGE, KafkaError._INVALID_ARG,
+})
 
 
 def client_config(kafka: KafkaSettings) -> dict[str, ConfigValue]:
@@ -157,25 +172,36 @@ class DeliveryTracker:
 
     producer: Producer
     errors: list[str] = field(default_factory=list)
+    permanent: bool = False
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self.errors.append(f"{msg.topic()}: {err}")
+            code = err.code() if isinstance(err, KafkaError) else None
+            self.permanent = self.permanent or code in PERMANENT_DELIVERY_ERRORS
 
     def produce(self, outputs: Iterable[Output]) -> int:
+        """Queue every output; a message the client refuses outright (too large, say) is a permanent failure."""
         n = 0
         for out in outputs:
-            produce_output(self.producer, out, self._on_delivery)
+            try:
+                produce_output(self.producer, out, self._on_delivery)
+            except KafkaException as exc:
+                self.producer.flush(10.0)  # settle what was queued before it; the batch is retried as a whole
+                self.errors, self.permanent = [], False
+                raise DeliveryFailed(f"{out.topic}: {exc}", permanent=True) from exc
             n += 1
         return n
 
     def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait for every acknowledgement; :class:`DeliveryFailed` names the first failures."""
         remaining = self.producer.flush(timeout_s)
         errors, self.errors = self.errors, []
+        permanent, self.permanent = self.permanent, False
         if remaining:
             errors.append(f"{remaining} message(s) still unacknowledged after {timeout_s:.0f}s")
         if errors:
-            raise DeliveryFailed("; ".join(errors[:5]))
+            raise DeliveryFailed("; ".join(errors[:5]), permanent=permanent and not remaining)
 
 
 def header_dict(msg: Message) -> dict[str, str]:
@@ -188,3 +214,23 @@ def header_dict(msg: Message) -> dict[str, str]:
         elif v is not None:
             out[k] = str(v)
     return out
+
+
+def header_dict_with_repeats(msg: Message, prefix: str) -> tuple[dict[str, str], dict[str, int]]:
+    """:func:`header_dict`, but keeping each header's first value, and the headers whose name starts with
+    ``prefix`` (case-insensitively) that occur more than once, as {lower-cased name: count}: for a consumer to
+    refuse metadata that names one field twice (:func:`header_dict` silently keeps the last value)."""
+    out: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    for k, v in pairs:
+        if k.lower().startswith(prefix.lower()):
+            counts[k.lower()] = counts.get(k.lower(), 0) + 1
+        if k in out:
+            continue
+        if isinstance(v, bytes):
+            out[k] = v.decode("utf-8", errors="replace")
+        elif v is not None:
+            out[k] = str(v)
+    return out, {k: n for k, n in counts.items() if n > 1}

@@ -25,6 +25,7 @@ class StageMetrics:
     produced: Counter
     deadletters: Counter
     errors: Counter
+    dependency_retries: Counter
     batch_size: Histogram
     process_seconds: Histogram
     inflight: Gauge
@@ -41,6 +42,10 @@ class StageMetrics:
                 f"{p}_deadletters_total", "Messages sent to the dead-letter topic", ["reason"], registry=registry
             ),
             errors=Counter(f"{p}_batch_errors_total", "Batches retried after an error", ["kind"], registry=registry),
+            dependency_retries=Counter(
+                f"{p}_dependency_retries_total", "Batches retried because a dependency was down", ["dependency"],
+                registry=registry,
+            ),
             batch_size=Histogram(
                 f"{p}_batch_messages", "Messages per processed batch", buckets=BATCH_BUCKETS, registry=registry
             ),

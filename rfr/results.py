@@ -1,12 +1,12 @@
 """Read the pipeline's final outcomes, de-duplicated on ``event_id``: what a case system or a test sees.
 
-A still is final when it was rejected, failed, had no usable face, or every face it yielded has a candidate
-list (or no-candidate list) or a dead letter.
+Whether a still is final is :func:`rfr.progress.summarize`'s rule (the same one ingest's status API and the stack
+benchmark apply). The collector also waits, for each face whose outcome says it was searched, for the candidate
+list itself (it travels on the matches topic beside the outcome), since that is what it shows.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable
@@ -15,33 +15,36 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, Message
 
 from rfr import kafka
-from rfr.schemas import CandidateList, DeadLetter, OutcomeEvent, OutcomeStatus, decode
+from rfr.progress import Progress, summarize
+from rfr.schemas import CandidateList, OutcomeEvent, OutcomeStatus, decode
 from rfr.settings import KafkaSettings
 from rfr.topics import Topics
 
 logger = logging.getLogger(__name__)
 
-FINAL_WITHOUT_FACES = {OutcomeStatus.REJECTED, OutcomeStatus.FAILED, OutcomeStatus.NO_FACE}
+_SEARCHED = (OutcomeStatus.PASSED_FOR_REVIEW, OutcomeStatus.NO_CANDIDATE)
 
 
 @dataclass
 class SubmissionResult:
     submission_id: str
-    outcomes: dict[OutcomeStatus, OutcomeEvent] = field(default_factory=dict)
+    outcomes: list[OutcomeEvent] = field(default_factory=list)
     lists: dict[str, CandidateList] = field(default_factory=dict)
-    dead_faces: set[str] = field(default_factory=set)
 
     @property
-    def expected_faces(self) -> int | None:
-        found = self.outcomes.get(OutcomeStatus.FACES_FOUND)
-        return found.faces if found else None
+    def progress(self) -> Progress:
+        return summarize(self.outcomes)
+
+    @property
+    def failed_faces(self) -> set[str]:
+        """Faces whose search failed (their dead letter came with a ``failed`` outcome naming them)."""
+        return {o.face_id for o in self.outcomes if o.status == OutcomeStatus.FAILED and o.face_id}
 
     @property
     def final(self) -> bool:
-        if any(s in self.outcomes for s in FINAL_WITHOUT_FACES):
-            return True
-        expected = self.expected_faces
-        return expected is not None and len(set(self.lists) | self.dead_faces) >= expected
+        """Final by :func:`rfr.progress.summarize`, and every searched face's candidate list is in."""
+        searched = {o.face_id for o in self.outcomes if o.status in _SEARCHED and o.face_id}
+        return self.progress.final and searched <= set(self.lists)
 
     @property
     def best_subject(self) -> str | None:
@@ -51,15 +54,16 @@ class SubmissionResult:
 
     @property
     def final_status(self) -> str:
-        for status in (OutcomeStatus.REJECTED, OutcomeStatus.FAILED, OutcomeStatus.NO_FACE):
-            if status in self.outcomes:
-                return status.value
+        """rejected, failed or no_face for the whole still; else candidates or no_candidate."""
+        status = self.progress.status
+        if status in (OutcomeStatus.REJECTED, OutcomeStatus.FAILED, OutcomeStatus.NO_FACE):
+            return status
         return "candidates" if any(c.outcome == "candidates" for c in self.lists.values()) else "no_candidate"
 
 
 @dataclass
 class ResultCollector:
-    """Consumes matches, outcomes and dead letters from the beginning, in its own consumer group."""
+    """Consumes candidate lists and outcomes from the beginning, in its own consumer group."""
 
     kafka_settings: KafkaSettings
     group: str
@@ -70,7 +74,7 @@ class ResultCollector:
 
     def _topics(self) -> list[str]:
         t = Topics.from_settings(self.kafka_settings)
-        return [t.matches, t.outcomes, t.deadletter]
+        return [t.matches, t.outcomes]
 
     def _result(self, submission_id: str) -> SubmissionResult:
         return self.results.setdefault(submission_id, SubmissionResult(submission_id))
@@ -83,24 +87,12 @@ class ResultCollector:
                 self.duplicates += 1
                 return
             self.seen.add(event_id)
-        topics = self._topics()
-        if msg.topic() == topics[0]:
+        if msg.topic() == self._topics()[0]:
             cl = decode(CandidateList, msg.value())
             self._result(cl.submission_id).lists[cl.face_id] = cl
-        elif msg.topic() == topics[1]:
-            oe = decode(OutcomeEvent, msg.value())
-            self._result(oe.submission_id).outcomes.setdefault(oe.status, oe)
         else:
-            self._dead_letter(decode(DeadLetter, msg.value()))
-
-    def _dead_letter(self, letter: DeadLetter) -> None:
-        """A face's dead letter (embed/match stage) makes that face final; frame-level ones come as outcomes."""
-        try:
-            payload = json.loads(letter.payload or b"")
-        except ValueError:
-            return
-        if isinstance(payload, dict) and "face_id" in payload and "submission_id" in payload:
-            self._result(str(payload["submission_id"])).dead_faces.add(str(payload["face_id"]))
+            oe = decode(OutcomeEvent, msg.value())
+            self._result(oe.submission_id).outcomes.append(oe)
 
     def wait_for(self, submission_ids: Iterable[str], timeout_s: float) -> bool:
         """Consume until every submission is final or the time is up; True when all are final."""

@@ -67,7 +67,10 @@ def submission_id(retailer_id: str, content: bytes) -> str:
 
 
 class FrameEvent(Message):
-    """A validated still. The image travels inline, or as a claim-check ``image_ref`` when large."""
+    """A validated still. The image travels inline, or as a claim-check ``image_ref`` when large: always the
+    submitted bytes, never re-encoded. ``width`` and ``height`` are those of the decoded, oriented pixels, which
+    :func:`rfr.imaging.decode_image` reproduces from those bytes (at ``1/decode_scale`` of the declared size);
+    face boxes downstream are in these coordinates."""
 
     event_id: str
     submission_id: str
@@ -80,6 +83,12 @@ class FrameEvent(Message):
     sha256: str
     image: bytes | None = None
     image_ref: str | None = None
+    decode_scale: Literal[1, 2, 4, 8] = Field(
+        default=1, description="The still was decoded at 1/decode_scale of its declared size (a baseline JPEG over "
+        "ingest.max_pixels, scaled by libjpeg to stay within it); width and height are the decoded size.")
+    decode_warnings: tuple[str, ...] = Field(
+        default=(), description="What was accepted although unusual, e.g. 'jpeg_missing_eoi' (complete scan data, "
+        "no end-of-image marker) or 'tiff_pages: N pages, the first was decoded'.")
 
 
 class Box(Message):
@@ -177,6 +186,11 @@ class OutcomeEvent(Message):
     detail: str = ""
     faces: int | None = None
     face_id: str | None = None
+    dropped: dict[str, int] = Field(
+        default_factory=dict,
+        description="faces_found: faces detected but not passed on, by reason (the quality gate's reasons, and "
+        "over_max_faces for the detect.max_faces resource guard).",
+    )
     at: datetime = Field(default_factory=utcnow)
 
     @classmethod

@@ -25,6 +25,7 @@ class StageSpec:
     metrics_port: int
     batch_size: int = 32
     batch_timeout_ms: int = 50
+    failed_outcomes: bool = True  # a dead-lettered event also gets a ``failed`` outcome (not for outcome consumers)
 
 
 def build_processor(settings: Settings, spec: StageSpec, topics: Topics, handler: BatchHandler) -> StreamProcessor:
@@ -36,6 +37,10 @@ def build_processor(settings: Settings, spec: StageSpec, topics: Topics, handler
             topics.deadletter,
             spec.batch_size,
             spec.batch_timeout_ms / 1000,
+            retry_backoff_s=settings.stream.retry_backoff_s,
+            max_backoff_s=settings.stream.max_backoff_s,
+            max_attempts=settings.stream.max_attempts,
+            outcomes_topic=topics.outcomes if spec.failed_outcomes else None,
         ),
         kafka.make_consumer(settings.kafka, spec.group),
         kafka.DeliveryTracker(kafka.make_producer(settings.kafka)),

@@ -3,7 +3,19 @@
 consume a batch -> handle it -> produce outputs and dead letters -> wait for acks -> commit offsets.
 Offsets are committed only after everything the batch produced is acknowledged, so a crash re-processes
 and never drops. A message that cannot be processed goes to the dead-letter topic with the reason and its
-original bytes; it never stops the partition.
+original bytes, beside a ``failed`` outcome for its submission (:mod:`rfr.deadletters`); it never stops the
+partition.
+
+Failures that may pass are retried, and only a dependency outage is retried without limit:
+
+* :class:`DependencyUnavailable` (a gallery, blob store or store that does not answer; Kafka not acknowledging):
+  the batch is rewound and retried with exponential backoff for as long as it lasts, counted in
+  ``rfr_<service>_dependency_retries_total{dependency}`` (alert ``RfrDependencyOutage``).
+* any other :class:`RetryableError`, and a produce the broker refuses for the message itself: first the handler's
+  dependencies are checked (:class:`ChecksDependencies`); when they are up, the failure is the messages'. Each
+  message of the batch is charged one attempt, and the batch is then handled one message at a time, so only the
+  failing message is charged again. After ``max_attempts`` it is dead-lettered with reason ``retry_exhausted``
+  and the messages behind it flow.
 """
 
 from __future__ import annotations
@@ -12,20 +24,22 @@ import logging
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from rfr.deadletters import dead_letter, failed_outcome, reason_of
 from rfr.errors import ReasonedError
-from rfr.kafka import DeliveryFailed, DeliveryTracker, Output, header_dict
+from rfr.kafka import DeliveryFailed, DeliveryTracker, Output
 from rfr.metrics import StageMetrics
-from rfr.schemas import DeadLetter
 
 logger = logging.getLogger(__name__)
+
+RETRY_EXHAUSTED = "retry_exhausted"
+MAX_TRACKED_ATTEMPTS = 10_000  # offsets remembered between tries; more means a rebalance left stale ones
 
 
 class PoisonMessage(ReasonedError):
@@ -37,7 +51,15 @@ class PoisonMessage(ReasonedError):
 
 
 class RetryableError(Exception):
-    """A dependency is down (gallery, blob store): retry the whole batch later, send nothing to dead letters."""
+    """Handling failed in a way that may pass: retry later, within ``max_attempts`` unless a dependency is down."""
+
+
+class DependencyUnavailable(RetryableError):
+    """A dependency (``dependency``: "milvus", "blobstore", ...) does not answer: retry for as long as it lasts."""
+
+    def __init__(self, dependency: str, detail: str) -> None:
+        super().__init__(f"{dependency} unavailable: {detail}")
+        self.dependency = dependency
 
 
 Result = list[Output] | Exception
@@ -46,6 +68,13 @@ Result = list[Output] | Exception
 class BatchHandler(Protocol):
     def handle_batch(self, messages: Sequence[Message]) -> list[Result]:
         """One result per message, in order: the outputs to produce, or the exception that rejects it."""
+        ...
+
+
+@runtime_checkable
+class ChecksDependencies(Protocol):
+    def check_dependencies(self) -> None:
+        """Raise :class:`DependencyUnavailable` when a dependency the handler needs is down; cheap."""
         ...
 
 
@@ -58,35 +87,24 @@ class StreamConfig:
     batch_timeout_s: float = 0.05
     retry_backoff_s: float = 1.0
     max_backoff_s: float = 30.0
+    max_attempts: int = 5
+    outcomes_topic: str | None = None  # where the ``failed`` outcome of a dead-lettered event goes
 
 
-def dead_letter(service: str, msg: Message, exc: Exception, topic: str) -> Output:
-    """The dead-letter message for ``msg``: reason, error type, origin, headers and the original bytes."""
-    if isinstance(exc, PoisonMessage):
-        reason, text = exc.reason, str(exc)
-    else:
-        reason = f"unhandled:{type(exc).__name__}"
-        text = "".join(traceback.format_exception_only(exc)).strip()
-    source = msg.topic() or "?"
-    letter = DeadLetter(
-        event_id=f"{source}:{msg.partition()}:{msg.offset()}",
-        service=service,
-        reason=text[:2000],
-        error_type=type(exc).__name__,
-        source_topic=source,
-        partition=msg.partition() or 0,
-        offset=msg.offset() or 0,
-        key=_as_bytes(msg.key()),
-        headers=header_dict(msg),
-        payload=_as_bytes(msg.value()),
-    )
-    return Output(
-        topic=topic, value=letter.to_bytes(), key=msg.key(), event_id=letter.event_id, headers={"rfr-reason": reason}
-    )
+Key = tuple[str, int, int]
 
 
-def _as_bytes(value: str | bytes | None) -> bytes | None:
-    return value.encode() if isinstance(value, str) else value
+def _key(msg: Message) -> Key:
+    return (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+
+
+class _Retry(Exception):
+    """Internal: rewind to ``msgs`` and try them again (attempts are already charged)."""
+
+    def __init__(self, msgs: Sequence[Message], cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.msgs = list(msgs)
+        self.cause = cause
 
 
 class StreamProcessor:
@@ -107,6 +125,7 @@ class StreamProcessor:
         self.metrics = metrics
         self.stopping = threading.Event()
         self._backoff = config.retry_backoff_s
+        self._attempts: dict[Key, int] = {}
 
     def install_signal_handlers(self) -> None:
         def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -152,17 +171,82 @@ class StreamProcessor:
         self.metrics.inflight.set(len(msgs))
         started = time.perf_counter()
         try:
-            outputs = self._outputs_for(msgs)
-            self._deliver(outputs)
-        except (RetryableError, DeliveryFailed) as exc:
-            self._rewind(msgs, exc)
+            if any(_key(m) in self._attempts for m in msgs):
+                self._one_by_one(msgs)
+            else:
+                self._whole_batch(msgs)
+        except _Retry as retry:
+            self._rewind(retry.msgs, retry.cause)
             return len(msgs)
-        self._commit(msgs)
         self.metrics.batch_size.observe(len(msgs))
         self.metrics.process_seconds.observe(time.perf_counter() - started)
         self.metrics.inflight.set(0)
         self._backoff = self.config.retry_backoff_s
         return len(msgs)
+
+    def _whole_batch(self, msgs: list[Message]) -> None:
+        """The fast path: one handler call and one flush for the whole batch."""
+        try:
+            self._deliver(self._outputs_for(msgs))
+        except (RetryableError, DeliveryFailed) as exc:
+            self._charge(msgs, exc)
+            raise _Retry(msgs, exc) from exc
+        self._commit(msgs)
+
+    def _one_by_one(self, msgs: list[Message]) -> None:
+        """After a failed try: each message alone, so that only a failing one is charged and dead-lettered."""
+        done: list[Message] = []
+        for i, msg in enumerate(msgs):
+            try:
+                self._deliver(self._outputs_for([msg]))
+            except (RetryableError, DeliveryFailed) as exc:
+                try:
+                    if self._charge([msg], exc) < self.config.max_attempts:
+                        raise _Retry(msgs[i:], exc) from exc
+                    self._exhausted(msg, exc)
+                except (_Retry, DeliveryFailed) as retry:
+                    self._commit(done)
+                    raise _Retry(msgs[i:], retry) from exc
+            done.append(msg)
+        self._commit(done)
+
+    def _charge(self, msgs: Sequence[Message], exc: Exception) -> int:
+        """Count one failed try of each of ``msgs``; return the highest count among them.
+
+        A dependency outage charges nothing and returns 0: it is counted per dependency instead.
+        """
+        outage = self._outage(exc)
+        if outage is not None:
+            self.metrics.dependency_retries.labels(outage.dependency).inc()
+            return 0
+        self.metrics.errors.labels(type(exc).__name__).inc()
+        if len(self._attempts) > MAX_TRACKED_ATTEMPTS:
+            self._attempts.clear()
+        counts = []
+        for m in msgs:
+            counts.append(self._attempts.get(_key(m), 0) + 1)
+            self._attempts[_key(m)] = counts[-1]
+        return max(counts)
+
+    def _outage(self, exc: Exception) -> DependencyUnavailable | None:
+        """The dependency outage behind ``exc``, if there is one; asks the handler when it can tell."""
+        if isinstance(exc, DependencyUnavailable):
+            return exc
+        if isinstance(exc, DeliveryFailed) and not exc.permanent:
+            return DependencyUnavailable("kafka", str(exc))
+        if isinstance(self.handler, ChecksDependencies):
+            try:
+                self.handler.check_dependencies()
+            except DependencyUnavailable as down:
+                return down
+        return None
+
+    def _exhausted(self, msg: Message, exc: Exception) -> None:
+        """Dead-letter ``msg`` after its last try (the outputs it may have made are dropped with it)."""
+        error = PoisonMessage(RETRY_EXHAUSTED, f"{self.config.max_attempts} tries: {type(exc).__name__}: {exc}")
+        logger.error("%s[%s]@%s failed %d times; dead-lettering it: %s",
+                     msg.topic(), msg.partition(), msg.offset(), self.config.max_attempts, exc)
+        self._deliver(self._rejected(msg, error))
 
     def _outputs_for(self, msgs: list[Message]) -> list[Output]:
         try:
@@ -177,16 +261,24 @@ class StreamProcessor:
             raise RuntimeError(f"handler returned {len(results)} results for {len(msgs)} messages")
         outputs: list[Output] = []
         for msg, result in zip(msgs, results, strict=True):
-            if isinstance(result, Exception):
-                letter = dead_letter(self.config.service, msg, result, self.config.deadletter_topic)
-                self.metrics.deadletters.labels(letter.headers["rfr-reason"]).inc()
-                logger.warning("dead-lettered %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), result)
-                outputs.append(letter)
-                if isinstance(result, PoisonMessage):
-                    outputs.extend(result.outputs)
-            else:
-                outputs.extend(result)
+            outputs.extend(self._rejected(msg, result) if isinstance(result, Exception) else result)
         return outputs
+
+    def _rejected(self, msg: Message, exc: Exception) -> list[Output]:
+        """The dead letter for ``msg``, and beside it the handler's outputs or the ``failed`` outcome."""
+        letter = dead_letter(self.config.service, msg, exc, self.config.deadletter_topic)
+        self.metrics.deadletters.labels(letter.headers["rfr-reason"]).inc()
+        logger.warning("dead-lettered %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+        if isinstance(exc, PoisonMessage) and exc.outputs:
+            return [letter, *exc.outputs]
+        if self.config.outcomes_topic is None:
+            return [letter]
+        outcome = failed_outcome(msg.value(), reason_of(exc)[1], self.config.outcomes_topic)
+        if outcome is None:
+            logger.warning("%s[%s]@%s names no submission: no failed outcome can be sent for it",
+                           msg.topic(), msg.partition(), msg.offset())
+            return [letter]
+        return [letter, outcome]
 
     def _handle_one(self, msg: Message) -> Result:
         try:
@@ -203,16 +295,18 @@ class StreamProcessor:
             self.metrics.produced.labels(out.topic).inc()
 
     def _commit(self, msgs: list[Message]) -> None:
+        if not msgs:
+            return
         offsets: dict[tuple[str, int], int] = {}
         for m in msgs:
             tp = (m.topic() or "", m.partition() or 0)
             offsets[tp] = max(offsets.get(tp, -1), (m.offset() or 0) + 1)
+            self._attempts.pop(_key(m), None)
         self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
         self.metrics.last_commit.set_to_current_time()
 
     def _rewind(self, msgs: list[Message], exc: Exception) -> None:
-        """Seek every partition in the batch back to its first message, then wait before retrying."""
-        self.metrics.errors.labels(type(exc).__name__).inc()
+        """Seek every partition among ``msgs`` back to its first message, then wait before retrying."""
         first: dict[tuple[str, int], int] = {}
         for m in msgs:
             tp = (m.topic() or "", m.partition() or 0)

@@ -4,8 +4,7 @@ Starts ``rfr up`` in a temporary state dir on free ports (nothing shared with a 
 gallery with ``rfr enrol``, produces synthetic 1080p CCTV stills to the submissions topic (the Kafka channel's
 headers), and follows the outcomes topic until each submission is final, then ``rfr down``:
 
-* a submission is final at ``rejected``, ``no_face`` or ``failed``, or once ``faces_found`` (n faces) and one
-  ``passed_for_review`` / ``no_candidate`` outcome per face have arrived;
+* a submission is final by :func:`rfr.progress.summarize` (the rule ingest's status API uses too);
 * throughput: a burst of stills sent at once; stills/s = stills / (last final outcome - first send);
 * latency: stills sent at a fixed rate (default half the measured throughput); per still, the time from its
   send to its final outcome as seen by this consumer; p50 / p99 / max.
@@ -25,7 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,14 +37,13 @@ from rfr.degrade import place_in_scene
 from rfr.eval.gallery import subject_id_for
 from rfr.eval.splits import list_identities
 from rfr.imaging import ImageLimits, decode_image
-from rfr.schemas import CandidateList, OutcomeEvent, OutcomeStatus, decode, submission_id
+from rfr.progress import summarize
+from rfr.schemas import CandidateList, OutcomeEvent, decode, submission_id
 from rfr.settings import KafkaSettings
 from rfr.topics import Topics
 
 logger = logging.getLogger(__name__)
 
-TERMINAL = frozenset({OutcomeStatus.REJECTED, OutcomeStatus.NO_FACE, OutcomeStatus.FAILED})
-PER_FACE = frozenset({OutcomeStatus.PASSED_FOR_REVIEW, OutcomeStatus.NO_CANDIDATE})
 RETAILER, STORE, CAMERA = "bench", "store1", "cam1"
 
 
@@ -133,13 +131,6 @@ def make_stills(probes: Sequence[tuple[str, Path]], count: int, cfg: StackBenchC
     return out
 
 
-@dataclass
-class _Progress:
-    faces: int | None = None
-    per_face: set[str] = field(default_factory=set)
-    final: str | None = None
-
-
 class OutcomeTracker:
     """Follows the outcomes and matches topics: when each submission is final, and its faces' top candidates."""
 
@@ -150,7 +141,7 @@ class OutcomeTracker:
         self.outcomes, self.matches = topics.outcomes, topics.matches
         self.consumer = make_consumer(kafka, f"rfr-bench-{uuid.uuid4().hex[:8]}")
         self.consumer.subscribe([self.outcomes, self.matches])
-        self.progress: dict[str, _Progress] = {}
+        self.by_submission: dict[str, list[OutcomeEvent]] = {}
         self.final_at: dict[str, float] = {}
         self.top1: dict[str, set[str]] = {}  # submission id -> the rank-1 subject of each face with candidates
 
@@ -173,17 +164,15 @@ class OutcomeTracker:
                 self._apply(decode(OutcomeEvent, msg.value()), time.time())
 
     def _apply(self, ev: OutcomeEvent, now: float) -> None:
-        p = self.progress.setdefault(ev.submission_id, _Progress())
-        if ev.status in TERMINAL:
-            p.final = p.final or ev.status.value
-        elif ev.status == OutcomeStatus.FACES_FOUND:
-            p.faces = ev.faces
-        elif ev.status in PER_FACE and ev.face_id:
-            p.per_face.add(ev.face_id)
-        if p.final is None and p.faces is not None and len(p.per_face) >= p.faces:
-            p.final = "searched"
-        if p.final is not None and ev.submission_id not in self.final_at:
+        outcomes = self.by_submission.setdefault(ev.submission_id, [])
+        outcomes.append(ev)
+        if ev.submission_id not in self.final_at and summarize(outcomes).final:
             self.final_at[ev.submission_id] = now
+
+    def final_status(self, submission_id: str) -> str:
+        """The final status (:func:`rfr.progress.summarize`), or "incomplete"."""
+        progress = summarize(self.by_submission.get(submission_id, []))
+        return progress.status if progress.final else "incomplete"
 
     def wait_final(self, ids: Sequence[str], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -227,8 +216,7 @@ def _latencies(tracker: OutcomeTracker, sent: dict[str, float], truth: dict[str,
     correct = sum(truth[i] in tracker.top1.get(i, set()) for i in sent)
     finals: dict[str, int] = {}
     for i in sent:
-        progress = tracker.progress.get(i)
-        key = progress.final if progress is not None and progress.final else "incomplete"
+        key = tracker.final_status(i)
         finals[key] = finals.get(key, 0) + 1
     out: dict[str, Any] = {"stills": len(sent), "completed": len(lat), "final_status": finals,
                            "true_subject_at_rank1": correct}
@@ -279,7 +267,8 @@ def run_stack_bench(cfg: StackBenchConfig) -> dict[str, Any]:
         started = time.perf_counter()
         with local_stack(env):
             up_s = time.perf_counter() - started
-            _rfr(["enrol", str(gallery_folder(people, Path(tmp) / "gallery")), "--no-progress"], env, 600)
+            gallery = gallery_folder(people, Path(tmp) / "gallery")
+            _rfr(["enrol", str(gallery), "--no-progress", "--allow-partial"], env, 600)
             tracker, sender = OutcomeTracker(kafka), StillSender(kafka)
             try:
                 tracker.wait_assigned()

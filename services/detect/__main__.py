@@ -12,7 +12,7 @@ from rfr.blobstore import FileBlobStore
 from rfr.logs import setup_logging
 from rfr.models import ModelMissingError, detector_model_path
 from rfr.service import StageSpec, run_stage
-from rfr.settings import Settings, load_settings
+from rfr.settings import Settings, settings_or_exit
 from rfr.stream import BatchHandler
 from rfr.topics import FRAMES, Topics
 from services.detect.detector import MediaPipeDetector
@@ -26,7 +26,7 @@ EXIT_NO_MODEL = 2
 
 
 def main() -> int:
-    settings = load_settings()
+    settings = settings_or_exit("rfr-detect")
     setup_logging(settings.log_level, json_lines=settings.log_json, service=SERVICE)
     try:
         model_path = detector_model_path(settings.model_dir)

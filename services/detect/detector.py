@@ -132,14 +132,13 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def nms(detections: list[Detection], iou_threshold: float, max_faces: int) -> list[Detection]:
-    """Greedy non-maximum suppression, highest score first; at most ``max_faces`` kept."""
+def nms(detections: list[Detection], iou_threshold: float) -> list[Detection]:
+    """Greedy non-maximum suppression, highest score first. Caps nothing: the detect stage's ``max_faces``
+    guard applies after the quality gate, and reports what it drops."""
     kept: list[Detection] = []
     for det in sorted(detections, key=lambda d: d.score, reverse=True):
         if all(iou(det.box, k.box) <= iou_threshold for k in kept):
             kept.append(det)
-            if len(kept) >= max_faces:
-                break
     return kept
 
 
@@ -215,7 +214,7 @@ class MediaPipeDetector:
         return [_to_detection(raw, tile, crop.shape[1], crop.shape[0]) for raw in self._detect_raw(crop)]
 
     def detect(self, image_rgb: npt.NDArray[np.uint8]) -> list[Detection]:
-        """Faces in an RGB uint8 image (H, W, 3), best score first, at most ``settings.max_faces``."""
+        """Every face in an RGB uint8 image (H, W, 3), best score first."""
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image_rgb.dtype} {image_rgb.shape}")
         height, width = image_rgb.shape[:2]
@@ -228,7 +227,7 @@ class MediaPipeDetector:
                     for d in self._run(image_rgb, tile)
                     if d.box[2] <= max_face and not _cut_by_inner_edge(d.box, tile, width, height)
                 )
-        return nms(found, self.settings.nms_iou, self.settings.max_faces)
+        return nms(found, self.settings.nms_iou)
 
     def close(self) -> None:
         """Free the native Tasks graph; a later :meth:`detect` loads it again."""

@@ -40,11 +40,15 @@ class FaceFindings:
     accepted: list[FoundFace] = field(default_factory=list)
     rejected: list[RejectedFace] = field(default_factory=list)
 
-    def rejection_summary(self) -> str:
+    def rejection_counts(self) -> dict[str, int]:
+        """Faces the quality gate turned away, by reason."""
         counts: dict[str, int] = {}
         for r in self.rejected:
             counts[r.reason] = counts.get(r.reason, 0) + 1
-        return ", ".join(f"{reason}×{n}" for reason, n in sorted(counts.items()))
+        return dict(sorted(counts.items()))
+
+    def rejection_summary(self) -> str:
+        return ", ".join(f"{reason}×{n}" for reason, n in self.rejection_counts().items())
 
 
 def find_faces(image_rgb: npt.NDArray[np.uint8], detector: Detector, settings: DetectSettings) -> FaceFindings:

@@ -17,7 +17,7 @@ from rfr.imaging import ImageLimits, ImageRejected, decode_image
 from rfr.kafka import Output
 from rfr.schemas import Box, FaceEvent, FrameEvent, OutcomeEvent, OutcomeStatus, Point, decode
 from rfr.settings import Settings
-from rfr.stream import PoisonMessage, Result, RetryableError
+from rfr.stream import DependencyUnavailable, PoisonMessage, Result
 from rfr.topics import Topics
 from services.detect.detector import Detector
 from services.detect.faces import FaceFindings, FoundFace, find_faces
@@ -26,6 +26,7 @@ from services.detect.metrics import DetectMetrics
 logger = logging.getLogger(__name__)
 
 CROP_JPEG_QUALITY = 95
+OVER_MAX_FACES = "over_max_faces"
 
 
 def encode_crop(crop: npt.NDArray[np.uint8]) -> bytes:
@@ -64,10 +65,14 @@ class FrameHandler:
             return PoisonMessage("invalid_message", str(exc)[:500])
         try:
             image = decode_image(self._image_bytes(frame), self.limits)
-        except ImageRejected as exc:
-            return self._failed(frame, exc.reason, exc.detail)
+        except ImageRejected as exc:  # the stream loop sends the dead letter and the ``failed`` outcome
+            return PoisonMessage(exc.reason, exc.detail)
         except PoisonMessage as exc:
-            return self._failed(frame, exc.reason, exc.detail)
+            return exc
+        if (image.scale, image.width, image.height) != (frame.decode_scale, frame.width, frame.height):
+            return PoisonMessage(  # ingest and detect must share RFR_INGEST__* limits, or boxes change meaning
+                "decode_mismatch", f"decoded at 1/{image.scale} to {image.width}x{image.height}, ingest recorded "
+                f"1/{frame.decode_scale} and {frame.width}x{frame.height}: align RFR_INGEST__MAX_PIXELS")
         started = time.perf_counter()
         findings = find_faces(image.rgb, self.detector, self.settings.detect)
         self.metrics.seconds.observe(time.perf_counter() - started)
@@ -83,13 +88,7 @@ class FrameHandler:
         except (BlobNotFound, BlobCorrupt, ValueError) as exc:
             raise PoisonMessage("blob_unavailable", f"{frame.image_ref}: {exc}") from exc
         except OSError as exc:
-            raise RetryableError(f"blob store unreadable: {exc}") from exc
-
-    def _failed(self, frame: FrameEvent, reason: str, detail: str) -> PoisonMessage:
-        outcome = OutcomeEvent.make(
-            frame.submission_id, frame.meta.retailer_id, OutcomeStatus.FAILED, detail=f"{reason}: {detail}"[:500]
-        )
-        return PoisonMessage(reason, detail, outputs=[self._outcome(outcome)])
+            raise DependencyUnavailable("blobstore", f"blob store unreadable: {exc}") from exc
 
     def _outcome(self, outcome: OutcomeEvent) -> Output:
         return Output(self.topics.outcomes, outcome.to_bytes(), key=outcome.submission_id, event_id=outcome.event_id)
@@ -98,31 +97,37 @@ class FrameHandler:
         self.metrics.frames.inc()
         for rejected in findings.rejected:
             self.metrics.faces_rejected.labels(rejected.reason).inc()
-        faces = findings.accepted[: self.settings.detect.max_faces]
+        faces, dropped = self._within_guard(frame, findings)
         self.metrics.faces_found.inc(len(faces))
         self.metrics.faces_per_frame.observe(len(faces))
-        meta = frame.meta
         if not faces:
             detail = "no face detected" if not findings.rejected else f"faces unusable: {findings.rejection_summary()}"
-            return [
-                self._outcome(
-                    OutcomeEvent.make(
-                        frame.submission_id, meta.retailer_id, OutcomeStatus.NO_FACE, detail=detail, faces=0
-                    )
-                )
-            ]
+            return [self._outcome(OutcomeEvent.make(frame.submission_id, frame.meta.retailer_id,
+                                                    OutcomeStatus.NO_FACE, detail=detail, faces=0, dropped=dropped))]
         out = [self._face_output(frame, i, len(faces), face) for i, face in enumerate(faces)]
-        summary = f"{len(faces)} face(s) passed on" + (
-            f"; dropped {findings.rejection_summary()}" if findings.rejected else ""
-        )
-        out.append(
-            self._outcome(
-                OutcomeEvent.make(
-                    frame.submission_id, meta.retailer_id, OutcomeStatus.FACES_FOUND, detail=summary, faces=len(faces)
-                )
-            )
-        )
+        summary = f"{len(faces)} face(s) passed on"
+        if findings.rejected:
+            summary += f"; unusable {findings.rejection_summary()}"
+        if OVER_MAX_FACES in dropped:
+            summary += (f"; {dropped[OVER_MAX_FACES]} usable face(s) not searched: over the detect.max_faces "
+                        f"guard of {self.settings.detect.max_faces}")
+        out.append(self._outcome(OutcomeEvent.make(frame.submission_id, frame.meta.retailer_id,
+                                                   OutcomeStatus.FACES_FOUND, detail=summary, faces=len(faces),
+                                                   dropped=dropped)))
         return out
+
+    def _within_guard(self, frame: FrameEvent, findings: FaceFindings) -> tuple[list[FoundFace], dict[str, int]]:
+        """The faces to search (largest first, at most ``detect.max_faces``) and every face not passed on, by
+        reason: the quality gate's, and ``over_max_faces`` (counted, logged)."""
+        limit = self.settings.detect.max_faces
+        dropped = findings.rejection_counts()
+        over = len(findings.accepted) - limit
+        if over > 0:
+            dropped[OVER_MAX_FACES] = over
+            self.metrics.faces_dropped.labels(OVER_MAX_FACES).inc(over)
+            logger.warning("submission %s: %d usable face(s) over detect.max_faces=%d not searched",
+                           frame.submission_id, over, limit)
+        return findings.accepted[:limit], dropped
 
     def _face_output(self, frame: FrameEvent, index: int, total: int, face: FoundFace) -> Output:
         x, y, w, h = face.detection.box

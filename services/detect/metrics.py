@@ -16,6 +16,7 @@ class DetectMetrics:
     frames: Counter
     faces_found: Counter
     faces_rejected: Counter  # {reason}
+    faces_dropped: Counter  # {reason}
     seconds: Histogram
     faces_per_frame: Histogram
 
@@ -26,6 +27,10 @@ class DetectMetrics:
             faces_found=Counter("rfr_detect_faces_found_total", "Faces passed on for embedding", registry=registry),
             faces_rejected=Counter(
                 "rfr_detect_faces_rejected_total", "Faces dropped by the quality gate", ["reason"], registry=registry
+            ),
+            faces_dropped=Counter(
+                "rfr_detect_faces_dropped_total", "Usable faces not passed on by a resource guard (over_max_faces)",
+                ["reason"], registry=registry,
             ),
             seconds=Histogram(
                 "rfr_detect_seconds",

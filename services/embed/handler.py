@@ -2,8 +2,10 @@
 
 Each message is parsed and its crop decoded on its own; a bad one (invalid JSON, undecodable JPEG, wrong
 shape) becomes a :class:`PoisonMessage` for the dead-letter topic and the rest of the batch goes on. The good
-crops are embedded together in one forward pass. A failure of the model itself is not the messages' fault:
-it is raised as :class:`RetryableError` so the loop retries the batch instead of dead-lettering good faces.
+crops are embedded together in one forward pass. A failure of the model is raised as :class:`RetryableError`:
+the loop first asks :meth:`EmbedHandler.check_dependencies`, which embeds a plain grey canary crop. When the
+canary fails too, the model runtime itself is down (an outage, retried without limit); when it passes, the
+batch is tried again one face at a time, and a face that keeps failing is dead-lettered as ``retry_exhausted``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pydantic import ValidationError
 
 from rfr.kafka import Output
 from rfr.schemas import EmbeddingEvent, FaceEvent, decode
-from rfr.stream import PoisonMessage, Result, RetryableError
+from rfr.stream import DependencyUnavailable, PoisonMessage, Result, RetryableError
 from rfr.topics import Topics
 from services.embed.embedder import CROP_SIZE, Embedder
 from services.embed.metrics import EmbedMetrics
@@ -29,6 +31,7 @@ from services.embed.metrics import EmbedMetrics
 logger = logging.getLogger(__name__)
 
 Crop = npt.NDArray[np.uint8]
+CANARY_GREY = 128  # a flat mid-grey crop: any working model embeds it to a finite vector
 
 
 def decode_crop(jpeg: bytes, size: int = CROP_SIZE) -> Crop:
@@ -78,6 +81,16 @@ class EmbedHandler:
         self.topics = topics
         self.metrics = metrics
         self.clock = clock
+
+    def check_dependencies(self) -> None:
+        """Embed one grey canary crop; :class:`DependencyUnavailable` ("model") when even that fails."""
+        canary = np.full((1, CROP_SIZE, CROP_SIZE, 3), CANARY_GREY, dtype=np.uint8)
+        try:
+            vectors = np.asarray(self.embedder.embed(canary), dtype=np.float32)
+        except Exception as exc:  # any failure of the runtime on a known-good input is an outage
+            raise DependencyUnavailable("model", f"the canary crop failed: {type(exc).__name__}: {exc}") from exc
+        if vectors.shape != (1, self.embedder.dim) or not np.isfinite(vectors).all():
+            raise DependencyUnavailable("model", f"the canary crop embedded to {vectors.shape}, non-finite or wrong")
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Result]:
         results: list[Result] = [RuntimeError("not processed")] * len(messages)

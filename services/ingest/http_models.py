@@ -72,9 +72,15 @@ class StatusResponse(BaseModel):
                                     "no_candidate or failed.")
     reason: str | None = Field(None, description="Why it was rejected.")
     detail: str | None = None
-    faces: int | None = Field(None, description="Faces found in the still, once detection ran.")
+    final: bool = Field(False, description="True once nothing more will happen to this still (rfr.progress).")
+    faces: int | None = Field(None, description="Faces passed on for search, once detection ran.")
     faces_passed_for_review: int = 0
     faces_no_candidate: int = 0
+    faces_failed: int = Field(0, description="Faces whose search failed (each has a dead letter).")
+    faces_dropped: dict[str, int] = Field(
+        default_factory=dict,
+        description="Faces detected but not searched, by reason: the quality gate's, and over_max_faces.",
+    )
     channel: str
     store_id: str | None = None
     camera_id: str | None = None
@@ -86,9 +92,11 @@ class StatusResponse(BaseModel):
     @classmethod
     def of(cls, st: SubmissionStatus) -> StatusResponse:
         r = st.record
+        p = st.progress
         return cls(submission_id=r.submission_id, status=st.status, reason=r.reason, detail=r.detail,
-                   faces=st.faces, faces_passed_for_review=st.faces_passed_for_review,
-                   faces_no_candidate=st.faces_no_candidate, channel=r.channel, store_id=r.store_id,
+                   final=p.final, faces=p.faces, faces_passed_for_review=p.faces_passed_for_review,
+                   faces_no_candidate=p.faces_no_candidate, faces_failed=p.faces_failed,
+                   faces_dropped=p.faces_dropped, channel=r.channel, store_id=r.store_id,
                    camera_id=r.camera_id, captured_at=r.captured_at, case_ref=r.case_ref,
                    received_at=r.received_at, updated_at=st.updated_at)
 

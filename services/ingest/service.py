@@ -25,7 +25,7 @@ from rfr.blobstore import FileBlobStore
 from rfr.imaging import ImageLimits
 from rfr.logs import setup_logging
 from rfr.service import StageSpec, build_processor, run_stage
-from rfr.settings import Settings, load_settings
+from rfr.settings import Settings, settings_or_exit
 from rfr.stream import BatchHandler, StreamProcessor
 from rfr.topics import OUTCOMES, SUBMISSIONS, Topics
 from services.ingest.app import HttpContext, create_app
@@ -97,7 +97,8 @@ def start_http(settings: Settings, ctx: HttpContext, timeout_s: float = 20.0) ->
 
 
 def status_processor(settings: Settings, topics: Topics, handler: StatusHandler) -> StreamProcessor:
-    spec = StageSpec(STATUS_SERVICE, STATUS_GROUP, [OUTCOMES], metrics_port=0, batch_size=64, batch_timeout_ms=50)
+    spec = StageSpec(STATUS_SERVICE, STATUS_GROUP, [OUTCOMES], metrics_port=0, batch_size=64, batch_timeout_ms=50,
+                     failed_outcomes=False)
     return build_processor(settings, spec, topics, handler)
 
 
@@ -109,7 +110,7 @@ def start_status(settings: Settings, topics: Topics, handler: StatusHandler) -> 
 
 
 def main() -> int:
-    settings = load_settings()
+    settings = settings_or_exit("rfr-ingest")
     setup_logging(settings.log_level, json_lines=settings.log_json, service=SERVICE)
     try:
         keys = ApiKeyRegistry.from_settings(settings)

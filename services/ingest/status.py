@@ -14,7 +14,7 @@ from confluent_kafka import Message
 from pydantic import ValidationError
 
 from rfr.schemas import OutcomeEvent, decode
-from rfr.stream import PoisonMessage, Result, RetryableError
+from rfr.stream import DependencyUnavailable, PoisonMessage, Result
 from services.ingest.metrics import IngestMetrics
 from services.ingest.store import StoreUnavailable, SubmissionStore
 
@@ -35,7 +35,7 @@ class StatusHandler:
         try:
             return [self.handle(m) for m in messages]
         except StoreUnavailable as exc:
-            raise RetryableError(str(exc)) from exc
+            raise DependencyUnavailable("submission_store", str(exc)) from exc
 
     def handle(self, msg: Message) -> Result:
         try:

@@ -13,16 +13,19 @@ status consumer sees only its share of the outcome partitions).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from rfr import progress
+from rfr.progress import Progress
 from rfr.schemas import OutcomeEvent, OutcomeStatus
 
 logger = logging.getLogger(__name__)
@@ -65,11 +68,12 @@ class SubmissionRecord:
 @dataclass(frozen=True)
 class SubmissionStatus:
     record: SubmissionRecord
-    status: str
-    faces: int | None
-    faces_passed_for_review: int
-    faces_no_candidate: int
+    progress: Progress
     updated_at: datetime
+
+    @property
+    def status(self) -> str:
+        return self.progress.status
 
 
 class SubmissionStore(Protocol):
@@ -102,27 +106,16 @@ class OutcomeRow:
     faces: int | None
     face_id: str | None
     at: datetime
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 def summarize(record: SubmissionRecord, outcomes: list[OutcomeRow]) -> SubmissionStatus:
-    """The furthest stage a submission reached: passed_for_review when any face was passed to reviewers."""
-    seen = {o.status for o in outcomes}
-    faces = next((o.faces for o in outcomes if o.status == OutcomeStatus.FACES_FOUND), None)
-    if OutcomeStatus.NO_FACE in seen and faces is None:
-        faces = 0
-    passed = len({o.face_id for o in outcomes if o.status == OutcomeStatus.PASSED_FOR_REVIEW})
-    no_candidate = len({o.face_id for o in outcomes if o.status == OutcomeStatus.NO_CANDIDATE})
+    """The submitter's view: :func:`rfr.progress.summarize` over the stored outcomes and ingest's own verdict."""
+    rows = list(outcomes)
     if record.state == State.REJECTED:
-        status = State.REJECTED.value
-    elif passed:
-        status = OutcomeStatus.PASSED_FOR_REVIEW.value
-    elif no_candidate and faces is not None and no_candidate >= faces:
-        status = OutcomeStatus.NO_CANDIDATE.value
-    else:
-        order = (OutcomeStatus.NO_FACE, OutcomeStatus.FAILED, OutcomeStatus.FACES_FOUND)
-        status = next((s.value for s in order if s in seen), State.RECEIVED.value)
+        rows.append(OutcomeRow(OutcomeStatus.REJECTED, None, None, record.received_at))
     updated = max([record.received_at, *(o.at for o in outcomes)])
-    return SubmissionStatus(record, status, faces, passed, no_candidate, updated)
+    return SubmissionStatus(record, progress.summarize(rows), updated)
 
 
 _SCHEMA = """
@@ -133,7 +126,7 @@ CREATE TABLE IF NOT EXISTS submissions (
 );
 CREATE TABLE IF NOT EXISTS outcomes (
     event_id TEXT PRIMARY KEY, submission_id TEXT NOT NULL, status TEXT NOT NULL, faces INTEGER,
-    face_id TEXT, at TEXT NOT NULL
+    face_id TEXT, at TEXT NOT NULL, dropped TEXT
 );
 CREATE INDEX IF NOT EXISTS outcomes_by_submission ON outcomes (submission_id);
 """
@@ -184,6 +177,9 @@ class SqliteSubmissionStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(outcomes)")}
+        if "dropped" not in columns:  # a store written before faces_dropped was recorded
+            self._db.execute("ALTER TABLE outcomes ADD COLUMN dropped TEXT")
 
     def get(self, submission_id: str) -> SubmissionRecord | None:
         with self._locked() as db:
@@ -223,10 +219,10 @@ class SqliteSubmissionStore:
             return False
         with self._locked() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO outcomes (event_id, submission_id, status, faces, face_id, at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO outcomes (event_id, submission_id, status, faces, face_id, at, dropped) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (outcome.event_id, outcome.submission_id, outcome.status.value, outcome.faces, outcome.face_id,
-                 outcome.at.isoformat()),
+                 outcome.at.isoformat(), json.dumps(outcome.dropped) if outcome.dropped else None),
             )
         return cur.rowcount == 1
 
@@ -235,9 +231,10 @@ class SqliteSubmissionStore:
         if record is None:
             return None
         with self._locked() as db:
-            rows = db.execute("SELECT status, faces, face_id, at FROM outcomes WHERE submission_id = ?",
-                                    (submission_id,)).fetchall()
-        outcomes = [OutcomeRow(OutcomeStatus(r["status"]), r["faces"], r["face_id"], _aware(r["at"])) for r in rows]
+            rows = db.execute("SELECT status, faces, face_id, at, dropped FROM outcomes WHERE submission_id = ?",
+                              (submission_id,)).fetchall()
+        outcomes = [OutcomeRow(OutcomeStatus(r["status"]), r["faces"], r["face_id"], _aware(r["at"]),
+                               json.loads(r["dropped"]) if r["dropped"] else {}) for r in rows]
         return summarize(record, outcomes)
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ import sys
 
 from rfr.logs import setup_logging
 from rfr.service import StageSpec, run_stage
-from rfr.settings import Settings, load_settings
+from rfr.settings import Settings, settings_or_exit
 from rfr.stream import BatchHandler
 from rfr.topics import EMBEDDINGS, Topics
 from services.match.gallery import GalleryMismatchError, GalleryUnavailableError
@@ -33,7 +33,7 @@ def stage_spec(settings: Settings) -> StageSpec:
 
 
 def main() -> int:
-    settings = load_settings()
+    settings = settings_or_exit("rfr-match")
     setup_logging(settings.log_level, json_lines=settings.log_json, service=SERVICE)
     gallery = open_gallery(settings)
     try:

@@ -7,8 +7,9 @@ identification; the OutcomeEvent for the submitter names no one.
 
 Bad input goes to the dead-letter topic: an undecodable message (``invalid_message``), an embedding of another
 model than the gallery's (``model_mismatch``), a vector of the wrong dimension (``dim_mismatch``) or a zero /
-non-finite vector (``invalid_vector``). A gallery that cannot be reached raises ``RetryableError``: the loop
-rewinds and retries the batch with backoff, and nothing is dead-lettered.
+non-finite vector (``invalid_vector``). A gallery that cannot be reached, or that does not fit the embeddings
+(a deployment fault), raises :class:`DependencyUnavailable`: the loop rewinds and retries the batch with backoff
+for as long as that lasts, and nothing is dead-lettered.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from confluent_kafka import Message
 from rfr.kafka import Output
 from rfr.schemas import Candidate, CandidateList, EmbeddingEvent, OutcomeEvent, OutcomeStatus, decode, utcnow
 from rfr.settings import MatchSettings
-from rfr.stream import PoisonMessage, Result, RetryableError
+from rfr.stream import DependencyUnavailable, PoisonMessage, Result
 from rfr.topics import Topics
 from services.match.gallery import Gallery, GalleryError, GalleryMismatchError, SubjectHit
 from services.match.metrics import MatchMetrics
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 PASSED_DETAIL = "possible candidates passed to trained human reviewers (not an identification)"
 NO_CANDIDATE_DETAIL = "no gallery candidate at or above the review threshold"
+GALLERY = "gallery"  # the dependency's name in rfr_match_dependency_retries_total
 
 
 class MatchHandler:
@@ -64,11 +66,15 @@ class MatchHandler:
                 results[i] = self._outputs(event, hits, searched_at)
         return results
 
+    def check_dependencies(self) -> None:
+        """:class:`DependencyUnavailable` ("gallery") when the gallery does not answer."""
+        self._gallery_dim()
+
     def _gallery_dim(self) -> int | None:
         try:
             return self.gallery.dim()
         except GalleryError as exc:
-            raise RetryableError(f"gallery not available: {exc}") from exc
+            raise DependencyUnavailable(GALLERY, f"gallery not available: {exc}") from exc
 
     def _parse(self, msg: Message, dim: int | None) -> EmbeddingEvent:
         try:
@@ -94,9 +100,9 @@ class MatchHandler:
             found = self.gallery.search(vectors, self.settings.top_k, self.settings.galleries, self.settings.threshold)
         except GalleryMismatchError as exc:
             logger.error("gallery does not fit the embeddings (fix the deployment): %s", exc)
-            raise RetryableError(str(exc)) from exc
+            raise DependencyUnavailable(GALLERY, str(exc)) from exc
         except GalleryError as exc:
-            raise RetryableError(f"gallery search failed: {exc}") from exc
+            raise DependencyUnavailable(GALLERY, f"gallery search failed: {exc}") from exc
         if self.metrics:
             self.metrics.search_seconds.observe(time.perf_counter() - started)
         return found

@@ -27,5 +27,5 @@ def test_outcomes_update_the_store_idempotently(tmp_path: Path) -> None:
     assert results[:3] == [[], [], []]
     assert isinstance(results[3], PoisonMessage) and results[3].reason == "invalid_outcome_event"
     st = store.status("sub_9")
-    assert st is not None and (st.status, st.faces) == ("faces_found", 3)
+    assert st is not None and (st.status, st.progress.faces) == ("faces_found", 3)
     assert sample(metrics.status_updates, status="faces_found") == 1

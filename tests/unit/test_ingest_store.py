@@ -51,16 +51,16 @@ def test_outcomes_are_idempotent_and_summarised(store: SqliteSubmissionStore) ->
     assert store.apply_outcome(outcome(OutcomeStatus.FACES_FOUND, faces=2))
     assert not store.apply_outcome(outcome(OutcomeStatus.FACES_FOUND, faces=2))  # redelivered
     st = store.status("sub_1")
-    assert st is not None and (st.status, st.faces) == ("faces_found", 2)
+    assert st is not None and (st.status, st.progress.faces, st.progress.final) == ("faces_found", 2, False)
     assert store.apply_outcome(outcome(OutcomeStatus.NO_CANDIDATE, face_id="sub_1:f0"))
     st = store.status("sub_1")
-    assert st is not None and st.status == "faces_found" and st.faces_no_candidate == 1
+    assert st is not None and st.status == "faces_found" and st.progress.faces_no_candidate == 1
     assert store.apply_outcome(outcome(OutcomeStatus.NO_CANDIDATE, face_id="sub_1:f1"))
     st = store.status("sub_1")
-    assert st is not None and st.status == "no_candidate"
+    assert st is not None and st.status == "no_candidate" and st.progress.final
     assert store.apply_outcome(outcome(OutcomeStatus.PASSED_FOR_REVIEW, face_id="sub_1:f1"))
     st = store.status("sub_1")
-    assert st is not None and st.status == "passed_for_review" and st.faces_passed_for_review == 1
+    assert st is not None and st.status == "passed_for_review" and st.progress.faces_passed_for_review == 1
     assert st.updated_at == T0 + timedelta(minutes=1)
 
 
@@ -68,7 +68,7 @@ def test_no_face_and_unknown_submission(store: SqliteSubmissionStore) -> None:
     store.claim(rec())
     store.apply_outcome(outcome(OutcomeStatus.NO_FACE, faces=0))
     st = store.status("sub_1")
-    assert st is not None and (st.status, st.faces) == ("no_face", 0)
+    assert st is not None and (st.status, st.progress.faces, st.progress.final) == ("no_face", 0, True)
     assert store.status("sub_unknown") is None
 
 
@@ -78,3 +78,28 @@ def test_store_survives_reopening(tmp_path: Path) -> None:
     first.close()
     again = SqliteSubmissionStore(tmp_path / "i.db")
     assert again.claim(rec(source="http:x:0")) == Claim.DUPLICATE
+
+
+def test_a_failed_face_makes_the_still_final_and_dropped_faces_are_kept(store: SqliteSubmissionStore) -> None:
+    store.claim(rec())
+    store.apply_outcome(outcome(OutcomeStatus.FACES_FOUND, faces=2, dropped={"over_max_faces": 9}))
+    store.apply_outcome(outcome(OutcomeStatus.PASSED_FOR_REVIEW, face_id="sub_1:f0"))
+    assert not store.status("sub_1").progress.final  # type: ignore[union-attr]
+    store.apply_outcome(outcome(OutcomeStatus.FAILED, face_id="sub_1:f1", detail="retry_exhausted: 5 tries"))
+    st = store.status("sub_1")
+    assert st is not None and st.progress.final and st.status == "passed_for_review"
+    assert (st.progress.faces_failed, st.progress.faces_dropped) == (1, {"over_max_faces": 9})
+
+
+def test_a_store_written_before_dropped_was_recorded_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "old.db")
+    old.executescript("CREATE TABLE outcomes (event_id TEXT PRIMARY KEY, submission_id TEXT NOT NULL, "
+                      "status TEXT NOT NULL, faces INTEGER, face_id TEXT, at TEXT NOT NULL);")
+    old.close()
+    store = SqliteSubmissionStore(tmp_path / "old.db")
+    store.claim(rec())
+    assert store.apply_outcome(outcome(OutcomeStatus.FACES_FOUND, faces=1, dropped={"too_small": 1}))
+    st = store.status("sub_1")
+    assert st is not None and st.progress.faces_dropped == {"too_small": 1}

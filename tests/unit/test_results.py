@@ -19,18 +19,24 @@ def _list(face: str, scores: dict[str, float]) -> CandidateList:
                          threshold=0.6, top_k=5, galleries=["custody"], model_id="m", quality=Q)
 
 
-def test_final_once_every_face_has_a_list() -> None:
+def _outcome(status: OutcomeStatus, face: str | None = None, **kw: object) -> OutcomeEvent:
+    return OutcomeEvent.make("sub", "r", status, face_id=face, **kw)
+
+
+def test_final_once_every_face_has_a_list_or_a_failed_outcome() -> None:
     res = SubmissionResult("sub")
-    res.outcomes[OutcomeStatus.FACES_FOUND] = OutcomeEvent.make("sub", "r", OutcomeStatus.FACES_FOUND, faces=2)
+    res.outcomes.append(_outcome(OutcomeStatus.FACES_FOUND, faces=2))
+    res.outcomes.append(_outcome(OutcomeStatus.PASSED_FOR_REVIEW, "sub:f0"))
+    assert not res.final  # the outcome is in, its candidate list not yet
     res.lists["sub:f0"] = _list("sub:f0", {"a": 0.7})
-    assert not res.final
-    res.dead_faces.add("sub:f1")
-    assert res.final and res.final_status == "candidates"
+    assert not res.final  # face f1 has no outcome yet
+    res.outcomes.append(_outcome(OutcomeStatus.FAILED, "sub:f1", detail="retry_exhausted: 5 tries"))
+    assert res.final and res.final_status == "candidates" and res.failed_faces == {"sub:f1"}
 
 
 def test_no_face_is_final_without_lists() -> None:
     res = SubmissionResult("sub")
-    res.outcomes[OutcomeStatus.NO_FACE] = OutcomeEvent.make("sub", "r", OutcomeStatus.NO_FACE)
+    res.outcomes.append(_outcome(OutcomeStatus.NO_FACE))
     assert res.final and res.final_status == "no_face" and res.best_subject is None
 
 

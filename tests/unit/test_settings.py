@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from rfr.settings import Settings, load_settings
+from rfr.settings import Settings, SettingsError, load_settings, settings_or_exit
 
 
 def test_defaults_are_loopback_and_local() -> None:
@@ -33,14 +33,37 @@ def test_nested_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RFR_EMBED__BATCH_SIZE", "0")
-    with pytest.raises(ValidationError, match="batch_size"):
+    with pytest.raises(SettingsError, match=r"RFR_EMBED__BATCH_SIZE=0: .*\(allowed: >= 1\)"):
         load_settings()
 
 
-def test_unknown_nested_field_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_nested_field_is_rejected_with_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RFR_KAFKA__BOOTSTRAP_SERVRS", "typo:9092")
-    with pytest.raises(ValidationError):
+    with pytest.raises(SettingsError, match="RFR_KAFKA__BOOTSTRAP_SERVRS: no such setting; did you mean "
+                                            "RFR_KAFKA__BOOTSTRAP_SERVERS"):
         load_settings()
+
+
+def test_a_percentage_threshold_names_the_variable_the_range_and_the_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RFR_MATCH__THRESHOLD", "60")
+    monkeypatch.setenv("RFR_EMBED__DEVICE", "gpu")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 2  # one line per bad variable
+    threshold = next(line for line in lines if line.startswith("RFR_MATCH__THRESHOLD=60: "))
+    assert "(allowed: >= -1.0 and <= 1.0)" in threshold and "cosine similarity in [-1, 1]" in threshold
+    assert "RFR_EMBED__DEVICE=gpu: " in str(caught.value) and "(allowed: auto, cpu, cuda)" in str(caught.value)
+
+
+def test_settings_or_exit_prints_one_message_and_exits_2(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RFR_MATCH__THRESHOLD", "60")
+    with pytest.raises(SystemExit) as caught:
+        settings_or_exit("rfr-match")
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rfr-match: invalid settings\nRFR_MATCH__THRESHOLD=60: ") and "Traceback" not in err
 
 
 def test_settings_are_frozen() -> None:

@@ -1,0 +1,185 @@
+"""Bounded retries in the stream loop: a failure that repeats on the same offsets is isolated and dead-lettered
+as ``retry_exhausted``; a dependency outage is retried without limit; every dead letter of a pipeline event comes
+with a ``failed`` outcome naming its submission and face. Fakes of the consumer that re-deliver after a seek."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from rfr.kafka import DeliveryTracker, Output
+from rfr.metrics import StageMetrics
+from rfr.schemas import DeadLetter, OutcomeEvent, OutcomeStatus, decode
+from rfr.stream import DependencyUnavailable, PoisonMessage, Result, RetryableError, StreamConfig, StreamProcessor
+from tests.unit.test_stream import FakeMsg, FakeProducer
+
+MAX_ATTEMPTS = 3
+
+
+class LogConsumer:
+    """One partition's log; ``seek`` moves the read position back, as a real consumer does."""
+
+    def __init__(self, values: list[bytes], batch: int = 8) -> None:
+        self.log = [FakeMsg(v, i) for i, v in enumerate(values)]
+        self.pos = 0
+        self.batch = batch
+        self.commits: list[int] = []
+        self.seeks: list[int] = []
+
+    def poll(self, timeout: float) -> FakeMsg | None:
+        if self.pos >= len(self.log):
+            return None
+        self.pos += 1
+        return self.log[self.pos - 1]
+
+    def consume(self, n: int, timeout: float) -> list[FakeMsg]:
+        out = self.log[self.pos : self.pos + min(n, self.batch - 1)]
+        self.pos += len(out)
+        return out
+
+    def commit(self, offsets: list[Any], asynchronous: bool) -> None:
+        self.commits.extend(o.offset for o in offsets)
+
+    def seek(self, tp: Any) -> None:
+        self.seeks.append(tp.offset)
+        self.pos = tp.offset
+
+    @property
+    def committed(self) -> int:
+        return max(self.commits, default=0)
+
+
+def _event(sub: str, face: str | None = None) -> bytes:
+    body: dict[str, Any] = {"submission_id": sub, "meta": {"retailer_id": "r1"}}
+    if face:
+        body["face_id"] = face
+    return json.dumps(body).encode()
+
+
+class Flaky:
+    """Fails every batch holding a message whose value contains ``bad`` with ``error``; echoes the rest."""
+
+    def __init__(self, error: Exception | None, deps_up: bool = True) -> None:
+        self.error = error
+        self.deps_up = deps_up
+        self.calls: list[int] = []
+        self.checks = 0
+
+    def handle_batch(self, messages: Sequence[Any]) -> list[Result]:
+        self.calls.append(len(messages))
+        if self.error is not None and any(b"bad" in m.value() for m in messages):
+            raise self.error
+        return [[Output("out", m.value())] for m in messages]
+
+    def check_dependencies(self) -> None:
+        self.checks += 1
+        if not self.deps_up:
+            raise DependencyUnavailable("gallery", "connection refused")
+
+
+def _proc(consumer: LogConsumer, handler: Any, producer: FakeProducer | None = None,
+          registry: CollectorRegistry | None = None) -> StreamProcessor:
+    cfg = StreamConfig("test", ["in"], "dlq", batch_size=8, retry_backoff_s=0.0, max_attempts=MAX_ATTEMPTS,
+                       outcomes_topic="outcomes")
+    return StreamProcessor(cfg, consumer, DeliveryTracker(producer or FakeProducer()), handler,  # type: ignore[arg-type]
+                           StageMetrics.create("test", registry or CollectorRegistry()))
+
+
+def _drain(proc: StreamProcessor, steps: int = 50) -> int:
+    """Step until the log is consumed and committed (or ``steps`` run out); return the steps taken."""
+    for n in range(1, steps + 1):
+        proc.step()
+        consumer = proc.consumer
+        assert isinstance(consumer, LogConsumer)
+        if consumer.committed == len(consumer.log):
+            return n
+    return steps
+
+
+def test_a_message_that_always_fails_is_dead_lettered_as_retry_exhausted_and_the_partition_flows() -> None:
+    values = [_event("sub_a", "sub_a:f0"), _event("sub_bad", "sub_bad:f0"), _event("sub_c", "sub_c:f1")]
+    consumer, producer, registry = LogConsumer(values), FakeProducer(), CollectorRegistry()
+    handler = Flaky(RetryableError("model failed on this crop"))
+    _drain(_proc(consumer, handler, producer, registry))
+
+    assert consumer.committed == 3  # everything committed: the partition is not stalled
+    sent = {t: [v for tt, v in producer.sent if tt == t] for t in ("out", "dlq", "outcomes")}
+    assert sent["out"].count(values[0]) >= 1 and sent["out"].count(values[2]) >= 1
+    assert values[1] not in sent["out"]
+    [raw_letter] = sent["dlq"]
+    letter = decode(DeadLetter, raw_letter)
+    assert letter.offset == 1 and letter.payload == values[1]
+    assert letter.reason.startswith("retry_exhausted") and f"{MAX_ATTEMPTS} tries" in letter.reason
+    [raw_outcome] = sent["outcomes"]
+    outcome = decode(OutcomeEvent, raw_outcome)
+    assert outcome.status == OutcomeStatus.FAILED
+    assert (outcome.submission_id, outcome.face_id, outcome.retailer_id) == ("sub_bad", "sub_bad:f0", "r1")
+    assert "retry_exhausted" in outcome.detail
+    # one whole-batch try, then the bad message alone until its attempts are spent
+    assert handler.calls.count(1) >= MAX_ATTEMPTS - 1
+    assert registry.get_sample_value("rfr_test_deadletters_total", {"reason": "retry_exhausted"}) == 1.0
+
+
+def test_a_dependency_outage_is_retried_without_limit_and_never_dead_lettered() -> None:
+    consumer, producer, registry = LogConsumer([_event("s1"), _event("bad")]), FakeProducer(), CollectorRegistry()
+    handler = Flaky(DependencyUnavailable("gallery", "milvus down"))
+    proc = _proc(consumer, handler, producer, registry)
+    for _ in range(5 * MAX_ATTEMPTS):
+        proc.step()
+    assert [t for t, _ in producer.sent if t in ("dlq", "outcomes")] == []
+    assert consumer.committed == 0 and len(consumer.seeks) == 5 * MAX_ATTEMPTS
+    assert registry.get_sample_value("rfr_test_dependency_retries_total", {"dependency": "gallery"}) == 5 * MAX_ATTEMPTS
+
+    handler.error = None  # the outage ends: the batch goes through
+    proc.step()
+    assert consumer.committed == 2
+
+
+def test_a_retryable_error_while_the_handler_reports_its_dependency_down_is_an_outage() -> None:
+    consumer, producer, registry = LogConsumer([_event("bad")]), FakeProducer(), CollectorRegistry()
+    handler = Flaky(RetryableError("search timed out"), deps_up=False)
+    proc = _proc(consumer, handler, producer, registry)
+    for _ in range(4 * MAX_ATTEMPTS):
+        proc.step()
+    assert handler.checks == 4 * MAX_ATTEMPTS
+    assert [t for t, _ in producer.sent] == [] and consumer.committed == 0
+    assert registry.get_sample_value("rfr_test_dependency_retries_total", {"dependency": "gallery"}) == 4 * MAX_ATTEMPTS
+
+
+def test_a_transient_delivery_failure_is_a_kafka_outage() -> None:
+    consumer, registry = LogConsumer([_event("s1")]), CollectorRegistry()
+    proc = _proc(consumer, Flaky(RetryableError("unused")), FakeProducer(fail=True), registry)
+    for _ in range(2 * MAX_ATTEMPTS):
+        proc.step()
+    assert consumer.committed == 0
+    assert registry.get_sample_value("rfr_test_dependency_retries_total", {"dependency": "kafka"}) == 2 * MAX_ATTEMPTS
+
+
+def test_poison_and_unhandled_dead_letters_come_with_a_failed_outcome_naming_the_face() -> None:
+    class Mixed:
+        def handle_batch(self, messages: Sequence[Any]) -> list[Result]:
+            out: list[Result] = []
+            for m in messages:
+                if not m.value().startswith(b"{"):
+                    out.append(PoisonMessage("invalid_message", "not JSON"))
+                elif b"poison" in m.value():
+                    out.append(PoisonMessage("bad_crop", "crop_jpeg is not a decodable image"))
+                elif b"crash" in m.value():
+                    raise ZeroDivisionError("model blew up")
+                else:
+                    out.append([])
+            return out
+
+    values = [_event("sub_poison", "sub_poison:f2"), _event("sub_crash", "sub_crash:f0"), b"not json", _event("ok")]
+    consumer, producer = LogConsumer(values), FakeProducer()
+    _drain(_proc(consumer, Mixed(), producer))
+    outcomes = [decode(OutcomeEvent, v) for t, v in producer.sent if t == "outcomes"]
+    assert [(o.submission_id, o.face_id, o.status) for o in outcomes] == [
+        ("sub_poison", "sub_poison:f2", OutcomeStatus.FAILED), ("sub_crash", "sub_crash:f0", OutcomeStatus.FAILED)]
+    assert outcomes[0].detail == "bad_crop: crop_jpeg is not a decodable image"
+    assert "ZeroDivisionError" in outcomes[1].detail
+    assert len([t for t, _ in producer.sent if t == "dlq"]) == 3  # the non-JSON one too, without an outcome
+    assert consumer.committed == 4
