@@ -26,6 +26,7 @@ demo: models
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports  # the layer contract in pyproject.toml: core <- domain <- services <- tools
 
 tools:
 	bash .ci/install-tools.sh

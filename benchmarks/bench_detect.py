@@ -5,7 +5,7 @@
 For each scene size (640x480, 1920x1080) and each strategy (``full``, ``tiles540``, ``tiles360``, ``auto``
 = tile pyramid from ``min_face_px``): milliseconds per frame (median, p90, one thread of the Tasks model),
 model calls per frame, detection recall by face width (a detection with IoU >= 0.3 to the true box) and
-false detections per frame away from the pasted photo. Scenes come from :mod:`rfr.degrade` (LFW photos,
+false detections per frame away from the pasted photo. Scenes come from :mod:`rfr.tools.degrade` (LFW photos,
 seeded). The machine is shared: the load average at start and end is recorded beside the numbers.
 """
 
@@ -29,10 +29,10 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rfr.degrade import LFW_FACE_FRACTION, place_in_scene  # noqa: E402
-from rfr.schemas import Box  # noqa: E402
-from rfr.settings import DetectSettings, load_settings  # noqa: E402
-from services.detect.detector import STRATEGIES, MediaPipeDetector, iou, tile_sizes  # noqa: E402
+from rfr.core.schemas import Box  # noqa: E402
+from rfr.core.settings import DetectSettings, load_settings  # noqa: E402
+from rfr.face.detector import STRATEGIES, MediaPipeDetector, iou, tile_sizes  # noqa: E402
+from rfr.tools.degrade import LFW_FACE_FRACTION, place_in_scene  # noqa: E402
 
 SCENES = ((640, 480), (1920, 1080))
 IOU_MATCH = 0.3

@@ -37,14 +37,16 @@ from prometheus_client import CollectorRegistry
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rfr.schemas import Box, FaceEvent, FaceQuality, Point, SubmissionMeta  # noqa: E402
-from rfr.settings import EmbedSettings, load_settings  # noqa: E402
-from rfr.topics import Topics  # noqa: E402
-from services.embed.device import Runtime, cpu_flags, cpu_has_fast_bf16  # noqa: E402
-from services.embed.embedder import FacenetEmbedder, load_embedder, preprocess  # noqa: E402
-from services.embed.handler import EmbedHandler, decode_crop  # noqa: E402
+from rfr.core.imaging import encode_jpeg  # noqa: E402
+from rfr.core.schemas import Box, FaceEvent, FaceQuality, Point, SubmissionMeta  # noqa: E402
+from rfr.core.settings import EmbedSettings, load_settings  # noqa: E402
+from rfr.core.topics import Topics  # noqa: E402
+from rfr.embedding.device import Runtime, cpu_flags, cpu_has_fast_bf16  # noqa: E402
+from rfr.embedding.embedder import CROP_SIZE, FacenetEmbedder, load_embedder, preprocess  # noqa: E402
+from rfr.embedding.samples import centre_crop, lfw_people  # noqa: E402
+from rfr.face.crops import decode_crop  # noqa: E402
+from services.embed.handler import EmbedHandler  # noqa: E402
 from services.embed.metrics import EmbedMetrics  # noqa: E402
-from services.embed.samples import centre_crop, encode_jpeg, lfw_people  # noqa: E402
 
 
 def rate(fn: Callable[[], object], faces: int, seconds: float, min_iters: int = 2) -> float:
@@ -87,7 +89,7 @@ def bare_rows(embedders: dict[str, FacenetEmbedder], crops: np.ndarray, threads:
 
 
 def embed_jpegs(emb: FacenetEmbedder, jpegs: list[bytes]) -> np.ndarray:
-    return emb.embed(np.stack([decode_crop(j) for j in jpegs]))
+    return emb.embed(np.stack([decode_crop(j, CROP_SIZE) for j in jpegs]))
 
 
 def stage_rows(embedders: dict[str, FacenetEmbedder], crops: np.ndarray, threads: Sequence[int], batch: int,
@@ -98,7 +100,7 @@ def stage_rows(embedders: dict[str, FacenetEmbedder], crops: np.ndarray, threads
         emb = embedders[name]
         for t in threads:
             torch.set_num_threads(t)
-            decode_only = rate(lambda: [decode_crop(j) for j in jpegs], batch, seconds / 3)
+            decode_only = rate(lambda: [decode_crop(j, CROP_SIZE) for j in jpegs], batch, seconds / 3)
             stage = rate(partial(embed_jpegs, emb, jpegs), batch, seconds)
             rows.append({"path": name, "precision": emb.runtime.precision, "threads": t, "batch": batch,
                          "decode_faces_per_s": decode_only, "stage_faces_per_s": stage})

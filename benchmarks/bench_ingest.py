@@ -3,7 +3,7 @@
 Prints one JSON object (medians over repeats):
 
 * ``probe``: the checks before decoding (size, magic bytes, header, limits, end of stream), stills/s;
-* ``decode_validate``: :func:`rfr.imaging.decode_image` (probe + OpenCV decode to RGB), one thread and
+* ``decode_validate``: :func:`rfr.core.imaging.decode_image` (probe + OpenCV decode to RGB), one thread and
   ``--threads`` threads (OpenCV releases the GIL while decoding);
 * ``handler``: :class:`SubmissionHandler` on in-memory messages (decode, sha256, FrameEvent JSON with the
   image inline, SQLite claim), one thread, no broker.
@@ -31,11 +31,11 @@ import numpy as np
 from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
 
-from rfr.blobstore import FileBlobStore
-from rfr.degrade import SCENE_1080P, synthetic_background
-from rfr.imaging import ImageLimits, decode_image, probe_image
-from rfr.topics import Topics
-from services.ingest.core import Ingestor
+from rfr.core.blobstore import FileBlobStore
+from rfr.core.imaging import ImageLimits, decode_image, encode_jpeg, probe_image
+from rfr.core.topics import Topics
+from rfr.tools.degrade import SCENE_1080P, synthetic_background
+from services.ingest.accept import Ingestor
 from services.ingest.handler import SubmissionHandler, submission_headers
 from services.ingest.metrics import IngestMetrics
 from services.ingest.store import SqliteSubmissionStore
@@ -69,9 +69,7 @@ def make_stills(n: int, quality: int) -> list[bytes]:
     out = []
     for _ in range(n):
         scene = synthetic_background(SCENE_1080P, rng)
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(scene, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-        assert ok
-        out.append(buf.tobytes())
+        out.append(encode_jpeg(scene, quality))
     return out
 
 

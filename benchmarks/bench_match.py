@@ -6,7 +6,7 @@
     .venv/bin/python benchmarks/bench_match.py --enrol-images 300    # real decode/detect/embed/insert on LFW
 
 It starts its own milvus-lite server (as `rfr up` does) in a temporary folder and goes through
-:class:`services.match.milvus_gallery.MilvusGallery`, the code the match service runs. Vectors are synthetic
+:class:`rfr.gallery.milvus.MilvusGallery`, the code the match service runs. Vectors are synthetic
 identities (2 photos per subject, genuine cosine about 0.7), so recall against exact search means something;
 latency does not depend on that. milvus-lite builds the ANN index in the background after a flush and searches
 brute force until it is done: the benchmark waits for every segment's index file before timing searches.
@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rfr import procs
-from rfr.settings import MilvusSettings
-from services.match.gallery import GalleryFace
-from services.match.milvus_gallery import MilvusGallery
-from services.match.milvus_schema import connect
+from rfr.core.settings import MilvusSettings
+from rfr.gallery.base import GalleryFace
+from rfr.gallery.milvus import MilvusGallery
+from rfr.gallery.milvus_schema import connect
+from rfr.tools import procs
 
 logger = logging.getLogger("bench_match")
 
@@ -231,9 +231,9 @@ class _Timed:
 
 def enrol_rate(server: Server, images: int, lfw: Path, batch_size: int) -> dict[str, Any]:
     """Real enrolment (decode, detect, align, embed, insert) of the first ``images`` LFW photos."""
-    from rfr.settings import load_settings
-    from services.match.enrol import Enroller, items_from_folder
-    from services.match.pipeline import PipelineExtractor, load_embedder
+    from rfr.core.settings import load_settings
+    from rfr.gallery.enrol import Enroller, items_from_folder
+    from rfr.gallery.extraction import PipelineExtractor, load_embedder
 
     settings = load_settings()
     items = items_from_folder(lfw)[:images]

@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rfr.core.imaging import encode_jpeg
+from rfr.core.settings import EmbedSettings, load_settings
+from rfr.embedding.device import Runtime
+from rfr.embedding.embedder import CLASSIFIER_PREFIX, CROP_SIZE, FacenetEmbedder, load_embedder, read_state_dict
+from rfr.embedding.samples import centre_crop, lfw_people
+from rfr.face.crops import decode_crop
 from rfr.models import facenet_weights_path
-from rfr.settings import EmbedSettings, load_settings
-from services.embed.device import Runtime
-from services.embed.embedder import CLASSIFIER_PREFIX, FacenetEmbedder, load_embedder, read_state_dict
-from services.embed.handler import decode_crop
-from services.embed.samples import centre_crop, encode_jpeg, lfw_people
 
 PEOPLE = 128  # two photos each: 256 crops
 
@@ -41,7 +42,7 @@ def _wheel(wheels: Path, requirement: str) -> Path:
 def _crops(lfw_dir: Path) -> tuple[list[bytes], np.ndarray]:
     people = lfw_people(lfw_dir, min_images=2, limit=PEOPLE)
     jpegs = [encode_jpeg(centre_crop(images[k])) for k in (0, 1) for images in people]
-    return jpegs, np.stack([decode_crop(j) for j in jpegs])
+    return jpegs, np.stack([decode_crop(j, CROP_SIZE) for j in jpegs])
 
 
 def prepare(model_dir: Path | None, lfw_dir: Path, prep: Path, wheels: Path, weights_name: str, crops_name: str,

@@ -2,7 +2,7 @@
 """The embed service's own code on a GPU: device/precision resolution, ``FacenetEmbedder`` on CUDA, and its speed.
 
 ``gpu_embed.py`` measures the model and the decode paths with its own code; this runs the service's classes
-(``rfr.settings.EmbedSettings`` -> ``resolve_runtime`` -> ``FacenetEmbedder.embed`` on host uint8 crops, as the
+(``rfr.core.settings.EmbedSettings`` -> ``resolve_runtime`` -> ``FacenetEmbedder.embed`` on host uint8 crops, as the
 handler calls it) and checks their embeddings against the CPU fp32 reference. Prints JSON.
 
 Needs what ``gpu_embed.py prepare`` writes (``.rfr/gpu_embed/``) and, on the bare GPU machine, the service's
@@ -31,9 +31,9 @@ sys.path.insert(0, str(REPO))
 
 from gpu_embed import CFG, PREP, WEIGHTS, cpu_decoder, load_inputs, timed, write_report  # noqa: E402
 
-from rfr.settings import EmbedSettings  # noqa: E402 - after the repository is on the path
-from services.embed.device import resolve_runtime  # noqa: E402
-from services.embed.embedder import FacenetEmbedder  # noqa: E402
+from rfr.core.settings import EmbedSettings  # noqa: E402 - after the repository is on the path
+from rfr.embedding.device import resolve_runtime  # noqa: E402
+from rfr.embedding.embedder import FacenetEmbedder  # noqa: E402
 
 
 def crops_and_reference() -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

@@ -6,7 +6,7 @@
   ``python -m benchmarks.bench_<stage> [--quick]``; its JSON stdout is kept as is. A missing or failing one is
   recorded as ``{"error": ...}`` and the rest still run. A stage benchmark that does not know ``--quick`` is
   run without it (noted as ``"quick": "unsupported"``).
-* the full pipeline (:mod:`rfr.eval.stackbench`): ``rfr up`` on free ports in a temporary state dir, a small
+* the full pipeline (:mod:`rfr.tools.eval.stackbench`): ``rfr up`` on free ports in a temporary state dir, a small
   enrolled gallery, synthetic 1080p CCTV stills on the submissions topic: stills/s and end-to-end latency
   p50/p99 at a fixed offered load, then ``rfr down``. It needs every service (``python -m services.<name>``)
   and the labelled faces (``--faces``, default ../shared/faces/lfw); without them it records an error entry.
@@ -82,7 +82,7 @@ def run_stage(stage: str, quick: bool, timeout_s: float) -> dict[str, Any]:
 
 
 def run_pipeline(faces: Path, quick: bool, rate: float | None) -> dict[str, Any]:
-    from rfr.eval.stackbench import StackBenchConfig, run_stack_bench
+    from rfr.tools.eval.stackbench import StackBenchConfig, run_stack_bench
 
     if not faces.is_dir():
         return {"error": f"labelled faces not found at {faces} (--faces)"}

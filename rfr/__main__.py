@@ -1,3 +1,3 @@
-from rfr.cli import main
+from rfr.tools.cli import main
 
 main()

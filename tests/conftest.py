@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rfr import kafka, procs
-from rfr.settings import KafkaSettings
+from rfr.core import kafka
+from rfr.core.settings import KafkaSettings
+from rfr.tools import procs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RFR_SHARED_DIR", REPO_ROOT.parent / "shared"))

@@ -8,14 +8,14 @@ from __future__ import annotations
 import logging
 import sys
 
-from rfr.blobstore import FileBlobStore
-from rfr.logs import setup_logging
+from rfr.core.blobstore import FileBlobStore
+from rfr.core.logs import setup_logging
+from rfr.core.settings import Settings, settings_or_exit
+from rfr.core.stage import StageSpec, run_stage
+from rfr.core.stream import BatchHandler
+from rfr.core.topics import FRAMES, Topics
+from rfr.face.detector import MediaPipeDetector
 from rfr.models import ModelMissingError, detector_model_path
-from rfr.service import StageSpec, run_stage
-from rfr.settings import Settings, settings_or_exit
-from rfr.stream import BatchHandler
-from rfr.topics import FRAMES, Topics
-from services.detect.detector import MediaPipeDetector
 from services.detect.handler import FrameHandler
 from services.detect.metrics import DetectMetrics
 

@@ -6,38 +6,28 @@ import logging
 import time
 from collections.abc import Sequence
 
-import cv2
-import numpy as np
-import numpy.typing as npt
 from confluent_kafka import Message
 from pydantic import ValidationError
 
-from rfr.blobstore import BlobCorrupt, BlobNotFound, BlobStore
-from rfr.imaging import ImageLimits, ImageRejected, decode_image
-from rfr.kafka import Output
-from rfr.schemas import Box, FaceEvent, FrameEvent, OutcomeEvent, OutcomeStatus, Point, decode
-from rfr.settings import Settings
-from rfr.stream import DependencyUnavailable, PoisonMessage, Result
-from rfr.topics import Topics
-from services.detect.detector import Detector
-from services.detect.faces import FaceFindings, FoundFace, find_faces
+from rfr.core.blobstore import BlobCorrupt, BlobNotFound, BlobStore
+from rfr.core.imaging import ImageLimits, ImageRejected, decode_image
+from rfr.core.kafka import Output
+from rfr.core.schemas import Box, FaceEvent, FrameEvent, OutcomeEvent, OutcomeStatus, Point, decode
+from rfr.core.settings import Settings
+from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result
+from rfr.core.topics import Topics
+from rfr.face.crops import encode_crop
+from rfr.face.detector import Detector
+from rfr.face.faces import FaceFindings, FoundFace, find_faces
 from services.detect.metrics import DetectMetrics
 
 logger = logging.getLogger(__name__)
 
-CROP_JPEG_QUALITY = 95
 OVER_MAX_FACES = "over_max_faces"
 
 
-def encode_crop(crop: npt.NDArray[np.uint8]) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, CROP_JPEG_QUALITY])
-    if not ok:
-        raise RuntimeError("JPEG encoding of a face crop failed")
-    return bytes(buf)
-
-
 class FrameHandler:
-    """A :class:`rfr.stream.BatchHandler`; runs in the stream loop's thread (never on an event loop)."""
+    """A :class:`rfr.core.stream.BatchHandler`; runs in the stream loop's thread (never on an event loop)."""
 
     def __init__(
         self, settings: Settings, topics: Topics, detector: Detector, blobs: BlobStore, metrics: DetectMetrics
@@ -50,7 +40,7 @@ class FrameHandler:
         self.limits = ImageLimits.from_settings(settings.ingest)
 
     def close(self) -> None:
-        """Free the detector's native graph (called by rfr.service.run_stage at shutdown)."""
+        """Free the detector's native graph (called by rfr.core.stage.run_stage at shutdown)."""
         close = getattr(self.detector, "close", None)
         if callable(close):
             close()

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the detect service (``rfr_detect_*``), beside the common ones in :mod:`rfr.metrics`."""
+"""Prometheus metrics of the detect service (``rfr_detect_*``), beside the common ones in :mod:`rfr.core.metrics`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
-from rfr.metrics import LATENCY_BUCKETS
+from rfr.core.metrics import LATENCY_BUCKETS
 
 FACE_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 16, 32)
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import sys
 
-from rfr.logs import setup_logging
+from rfr.core.logs import setup_logging
+from rfr.core.settings import Settings, settings_or_exit
+from rfr.core.stage import StageSpec, run_stage
+from rfr.core.stream import BatchHandler
+from rfr.core.topics import FACES, Topics
+from rfr.embedding.device import DeviceUnavailableError
+from rfr.embedding.embedder import FacenetEmbedder, load_embedder
 from rfr.models import ModelMissingError
-from rfr.service import StageSpec, run_stage
-from rfr.settings import Settings, settings_or_exit
-from rfr.stream import BatchHandler
-from rfr.topics import FACES, Topics
-from services.embed.device import DeviceUnavailableError
-from services.embed.embedder import FacenetEmbedder, load_embedder
 from services.embed.handler import EmbedHandler
 from services.embed.metrics import EmbedMetrics
 

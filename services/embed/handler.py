@@ -15,34 +15,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 from pydantic import ValidationError
 
-from rfr.kafka import Output
-from rfr.schemas import EmbeddingEvent, FaceEvent, decode
-from rfr.stream import DependencyUnavailable, PoisonMessage, Result, RetryableError
-from rfr.topics import Topics
-from services.embed.embedder import CROP_SIZE, Embedder
+from rfr.core.kafka import Output
+from rfr.core.schemas import EmbeddingEvent, FaceEvent, decode
+from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result, RetryableError
+from rfr.core.topics import Topics
+from rfr.embedding.embedder import CROP_SIZE, Embedder
+from rfr.face.crops import Crop, CropRejected, decode_crop
 from services.embed.metrics import EmbedMetrics
 
 logger = logging.getLogger(__name__)
 
-Crop = npt.NDArray[np.uint8]
 CANARY_GREY = 128  # a flat mid-grey crop: any working model embeds it to a finite vector
-
-
-def decode_crop(jpeg: bytes, size: int = CROP_SIZE) -> Crop:
-    """JPEG bytes of an aligned crop -> ``size`` x ``size`` x 3 uint8 RGB; PoisonMessage when it is not one."""
-    image = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR) if jpeg else None
-    if image is None:
-        raise PoisonMessage("bad_crop", f"crop_jpeg ({len(jpeg)} bytes) is not a decodable image")
-    if image.shape != (size, size, 3):
-        raise PoisonMessage("bad_crop_shape", f"crop is {image.shape[1]}x{image.shape[0]}, expected {size}x{size}")
-    rgb: Crop = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), dtype=np.uint8)
-    return rgb
 
 
 def parse_face(msg: Message) -> tuple[FaceEvent, Crop]:
@@ -53,7 +41,10 @@ def parse_face(msg: Message) -> tuple[FaceEvent, Crop]:
         raise PoisonMessage("invalid_face_event", str(exc)[:500]) from exc
     if event.crop_size != CROP_SIZE:
         raise PoisonMessage("bad_crop_shape", f"crop_size {event.crop_size}, the model takes {CROP_SIZE}")
-    return event, decode_crop(event.crop_jpeg)
+    try:
+        return event, decode_crop(event.crop_jpeg, CROP_SIZE)
+    except CropRejected as exc:
+        raise PoisonMessage(exc.reason, exc.detail) from exc
 
 
 def message_time(msg: Message, event: FaceEvent) -> float:
@@ -73,7 +64,7 @@ class _Parsed:
 
 
 class EmbedHandler:
-    """:class:`rfr.stream.BatchHandler` for the FACES topic."""
+    """:class:`rfr.core.stream.BatchHandler` for the FACES topic."""
 
     def __init__(self, embedder: Embedder, topics: Topics, metrics: EmbedMetrics,
                  clock: Callable[[], float] = time.time) -> None:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the embed stage (``rfr_embed_*``), beside the common ones in :mod:`rfr.metrics`."""
+"""Prometheus metrics of the embed stage (``rfr_embed_*``), beside the common ones in :mod:`rfr.core.metrics`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, Info
 
-from rfr.metrics import BATCH_BUCKETS, LATENCY_BUCKETS
+from rfr.core.metrics import BATCH_BUCKETS, LATENCY_BUCKETS
 
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -23,10 +23,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 
 from rfr import __version__
-from rfr.kafka import DeliveryFailed, Output
-from rfr.schemas import Channel, SubmissionMeta, submission_id
+from rfr.core.kafka import DeliveryFailed, Output
+from rfr.core.schemas import Channel, SubmissionMeta, submission_id
+from services.ingest.accept import Accepted, Ingestor, MetaReason, RawMeta, Rejected, build_meta
 from services.ingest.auth import API_KEY_HEADER, ApiKeyRegistry
-from services.ingest.core import Accepted, Ingestor, MetaReason, RawMeta, Rejected, build_meta
 from services.ingest.http_models import (
     TOO_MANY_FILES,
     UNAUTHORIZED,

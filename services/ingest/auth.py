@@ -18,7 +18,7 @@ import secrets
 import threading
 from pathlib import Path
 
-from rfr.settings import Settings
+from rfr.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

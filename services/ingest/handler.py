@@ -1,6 +1,6 @@
 """The Kafka submission channel: encoded stills on the submissions topic, metadata in headers.
 
-A retailer's system produces to ``rfr.topics.SUBMISSIONS`` (``<namespace>.rfr.submissions.v1`` with a
+A retailer's system produces to ``rfr.core.topics.SUBMISSIONS`` (``<namespace>.rfr.submissions.v1`` with a
 namespace). The message value is the encoded image (JPEG, PNG, WebP, BMP, TIFF or HEIC, as it came from the
 camera or the export; the format is read from the bytes); the headers carry the metadata, UTF-8 encoded, each
 ``rfr-*`` header at most once (a repeated one, in any letter case, makes the metadata invalid):
@@ -16,7 +16,7 @@ header                 required  value
 =====================  ========  ===========================================================
 
 The message key is not read; key by ``<retailer>/<store>/<camera>`` so one camera's stills stay in order.
-The submission id is ``rfr.schemas.submission_id(retailer, value)``: the same still from the same retailer
+The submission id is ``rfr.core.schemas.submission_id(retailer, value)``: the same still from the same retailer
 is processed once (a second copy is dropped; a redelivery of the same message re-emits the same events,
 which consumers de-duplicate on ``event_id``). A rejected still goes to the dead-letter topic with the
 reason, its bytes and headers, and a ``rejected`` outcome event is produced.
@@ -29,10 +29,10 @@ from collections.abc import Sequence
 
 from confluent_kafka import Message
 
-from rfr.kafka import header_dict_with_repeats
-from rfr.schemas import Channel, submission_id
-from rfr.stream import DependencyUnavailable, PoisonMessage, Result
-from services.ingest.core import Ingestor, MetaReason, RawMeta, Rejected, build_meta, valid_ident
+from rfr.core.kafka import header_dict_with_repeats
+from rfr.core.schemas import Channel, submission_id
+from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result
+from services.ingest.accept import Ingestor, MetaReason, RawMeta, Rejected, build_meta, valid_ident
 from services.ingest.store import Claim, State, StoreUnavailable
 
 logger = logging.getLogger(__name__)

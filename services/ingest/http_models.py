@@ -9,8 +9,8 @@ from fastapi import HTTPException
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rfr.imaging import RejectReason
-from services.ingest.core import MetaReason
+from rfr.core.imaging import RejectReason
+from services.ingest.accept import MetaReason
 from services.ingest.store import SubmissionStatus
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class StatusResponse(BaseModel):
                                     "no_candidate or failed.")
     reason: str | None = Field(None, description="Why it was rejected.")
     detail: str | None = None
-    final: bool = Field(False, description="True once nothing more will happen to this still (rfr.progress).")
+    final: bool = Field(False, description="True once nothing more will happen to this still (rfr.core.progress).")
     faces: int | None = Field(None, description="Faces passed on for search, once detection ran.")
     faces_passed_for_review: int = 0
     faces_no_candidate: int = 0

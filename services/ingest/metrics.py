@@ -1,4 +1,4 @@
-"""Prometheus metrics of the ingest service (``rfr_ingest_*``), beside the common ones in :mod:`rfr.metrics`."""
+"""Prometheus metrics of the ingest service (``rfr_ingest_*``), beside the common ones in :mod:`rfr.core.metrics`."""
 
 from __future__ import annotations
 

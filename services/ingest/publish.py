@@ -15,7 +15,7 @@ from typing import Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from rfr.kafka import DeliveryFailed, Output, produce_output
+from rfr.core.kafka import DeliveryFailed, Output, produce_output
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``python -m services.ingest``: everything ingest needs, in one process.
 
-* the Kafka channel: :class:`SubmissionHandler` on the submissions topic, run by :func:`rfr.service.run_stage`
+* the Kafka channel: :class:`SubmissionHandler` on the submissions topic, run by :func:`rfr.core.stage.run_stage`
   (service ``ingest``, group ``rfr-ingest``) in the main thread, which owns SIGTERM/SIGINT;
 * the HTTP channel: the FastAPI app on ``settings.ingest.http_host:http_port`` (uvicorn, a thread);
 * the status consumer: :class:`StatusHandler` on the outcomes topic (group ``rfr-ingest-status``, a thread).
@@ -20,17 +20,17 @@ from pathlib import Path
 
 import uvicorn
 
-from rfr import kafka
-from rfr.blobstore import FileBlobStore
-from rfr.imaging import ImageLimits
-from rfr.logs import setup_logging
-from rfr.service import StageSpec, build_processor, run_stage
-from rfr.settings import Settings, settings_or_exit
-from rfr.stream import BatchHandler, StreamProcessor
-from rfr.topics import OUTCOMES, SUBMISSIONS, Topics
+from rfr.core import kafka
+from rfr.core.blobstore import FileBlobStore
+from rfr.core.imaging import ImageLimits
+from rfr.core.logs import setup_logging
+from rfr.core.settings import Settings, settings_or_exit
+from rfr.core.stage import StageSpec, build_processor, run_stage
+from rfr.core.stream import BatchHandler, StreamProcessor
+from rfr.core.topics import OUTCOMES, SUBMISSIONS, Topics
+from services.ingest.accept import Ingestor
 from services.ingest.app import HttpContext, create_app
 from services.ingest.auth import ApiKeyConfigError, ApiKeyRegistry
-from services.ingest.core import Ingestor
 from services.ingest.handler import SubmissionHandler
 from services.ingest.metrics import IngestMetrics
 from services.ingest.publish import Publisher

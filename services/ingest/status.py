@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from confluent_kafka import Message
 from pydantic import ValidationError
 
-from rfr.schemas import OutcomeEvent, decode
-from rfr.stream import DependencyUnavailable, PoisonMessage, Result
+from rfr.core.schemas import OutcomeEvent, decode
+from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result
 from services.ingest.metrics import IngestMetrics
 from services.ingest.store import StoreUnavailable, SubmissionStore
 

@@ -24,9 +24,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from rfr import progress
-from rfr.progress import Progress
-from rfr.schemas import OutcomeEvent, OutcomeStatus
+from rfr.core import progress
+from rfr.core.progress import Progress
+from rfr.core.schemas import OutcomeEvent, OutcomeStatus
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class OutcomeRow:
 
 
 def summarize(record: SubmissionRecord, outcomes: list[OutcomeRow]) -> SubmissionStatus:
-    """The submitter's view: :func:`rfr.progress.summarize` over the stored outcomes and ingest's own verdict."""
+    """The submitter's view: :func:`rfr.core.progress.summarize` over the stored outcomes and ingest's own verdict."""
     rows = list(outcomes)
     if record.state == State.REJECTED:
         rows.append(OutcomeRow(OutcomeStatus.REJECTED, None, None, record.received_at))

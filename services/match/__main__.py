@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import sys
 
-from rfr.logs import setup_logging
-from rfr.service import StageSpec, run_stage
-from rfr.settings import Settings, settings_or_exit
-from rfr.stream import BatchHandler
-from rfr.topics import EMBEDDINGS, Topics
-from services.match.gallery import GalleryMismatchError, GalleryUnavailableError
+from rfr.core.logs import setup_logging
+from rfr.core.settings import Settings, settings_or_exit
+from rfr.core.stage import StageSpec, run_stage
+from rfr.core.stream import BatchHandler
+from rfr.core.topics import EMBEDDINGS, Topics
+from rfr.gallery.base import GalleryMismatchError, GalleryUnavailableError
+from rfr.gallery.milvus import open_gallery
 from services.match.handler import MatchHandler
 from services.match.metrics import GallerySizeUpdater, MatchMetrics
-from services.match.milvus_gallery import open_gallery
 
 logger = logging.getLogger(__name__)
 

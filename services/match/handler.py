@@ -23,12 +23,12 @@ import numpy as np
 import pydantic
 from confluent_kafka import Message
 
-from rfr.kafka import Output
-from rfr.schemas import Candidate, CandidateList, EmbeddingEvent, OutcomeEvent, OutcomeStatus, decode, utcnow
-from rfr.settings import MatchSettings
-from rfr.stream import DependencyUnavailable, PoisonMessage, Result
-from rfr.topics import Topics
-from services.match.gallery import Gallery, GalleryError, GalleryMismatchError, SubjectHit
+from rfr.core.kafka import Output
+from rfr.core.schemas import Candidate, CandidateList, EmbeddingEvent, OutcomeEvent, OutcomeStatus, decode, utcnow
+from rfr.core.settings import MatchSettings
+from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result
+from rfr.core.topics import Topics
+from rfr.gallery.base import Gallery, GalleryError, GalleryMismatchError, SubjectHit
 from services.match.metrics import MatchMetrics
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ GALLERY = "gallery"  # the dependency's name in rfr_match_dependency_retries_tot
 
 
 class MatchHandler:
-    """:class:`rfr.stream.BatchHandler` of the match service."""
+    """:class:`rfr.core.stream.BatchHandler` of the match service."""
 
     def __init__(self, gallery: Gallery, settings: MatchSettings, topics: Topics,
                  metrics: MatchMetrics | None = None, clock: Callable[[], datetime] = utcnow) -> None:

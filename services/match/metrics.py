@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from rfr.metrics import LATENCY_BUCKETS
-from services.match.gallery import Gallery, GalleryError
+from rfr.core.metrics import LATENCY_BUCKETS
+from rfr.gallery.base import Gallery, GalleryError
 
 logger = logging.getLogger(__name__)
 

@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.match import milvus_gallery, pipeline
-from services.match.memory import InMemoryGallery
-from services.match.pipeline import Extraction, ExtractionRejected, FaceCrop
+from rfr.gallery import extraction as pipeline
+from rfr.gallery import milvus as milvus_gallery
+from rfr.gallery.extraction import Extraction, ExtractionRejected, FaceCrop
+from rfr.gallery.memory import InMemoryGallery
 
 MODEL = "facenet-fake"
-MAGIC = b"\xff\xd8\xff"  # what makes rfr.image_headers.sniff_format call the bytes a JPEG
+MAGIC = b"\xff\xd8\xff"  # what makes rfr.core.image_headers.sniff_format call the bytes a JPEG
 
 
 def crop(level: int) -> np.ndarray:

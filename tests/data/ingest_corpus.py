@@ -16,7 +16,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image
 
-pillow_heif.register_heif_opener()  # Pillow saves HEIF too (rfr.pillow_stills registers it for reading)
+pillow_heif.register_heif_opener()  # Pillow saves HEIF too (rfr.core.pillow_stills registers it for reading)
 
 
 def pattern(width: int, height: int, seed: int = 0) -> np.ndarray:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from rfr.blobstore import FileBlobStore
-from rfr.imaging import ImageLimits
-from rfr.kafka import DeliveryFailed, Output
-from rfr.topics import Topics
-from services.ingest.core import Ingestor
+from rfr.core.blobstore import FileBlobStore
+from rfr.core.imaging import ImageLimits
+from rfr.core.kafka import DeliveryFailed, Output
+from rfr.core.topics import Topics
+from services.ingest.accept import Ingestor
 from services.ingest.metrics import IngestMetrics
 from services.ingest.store import SqliteSubmissionStore
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError
 
-from rfr.kafka import header_dict, make_consumer
-from rfr.settings import KafkaSettings
+from rfr.core.kafka import header_dict, make_consumer
+from rfr.core.settings import KafkaSettings
 
 
 @dataclass

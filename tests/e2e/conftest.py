@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from stackutil import free_stack_settings
 
-from rfr import stack
-from rfr.settings import Settings
+from rfr.core.settings import Settings
+from rfr.tools import stack
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rfr import procs, stack
-from rfr.settings import Settings
+from rfr.core.settings import Settings
+from rfr.tools import procs, stack
 
 
 def free_stack_settings(state_dir: Path, model_dir: Path) -> Settings:

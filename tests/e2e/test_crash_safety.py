@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from stackutil import rfr_cli
 
-from rfr import procs, stack
-from rfr.demo import Probe, cctv_still, submit
-from rfr.results import ResultCollector
-from rfr.schemas import submission_id
-from rfr.settings import Settings
+from rfr.core.schemas import submission_id
+from rfr.core.settings import Settings
+from rfr.tools import procs, stack
+from rfr.tools.demo import Probe, cctv_still, submit
+from rfr.tools.results import ResultCollector
 
 pytestmark = pytest.mark.e2e
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from stackutil import rfr_cli
 
-from rfr.demo import Probe, cctv_still, pick_split, prepare, submit
-from rfr.results import ResultCollector
-from rfr.schemas import submission_id
-from rfr.settings import Settings
+from rfr.core.schemas import submission_id
+from rfr.core.settings import Settings
+from rfr.tools.demo import Probe, cctv_still, pick_split, prepare, submit
+from rfr.tools.results import ResultCollector
 
 pytestmark = pytest.mark.e2e
 

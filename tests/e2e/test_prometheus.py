@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rfr import procs
-from rfr.demo import Probe, cctv_still, submit
-from rfr.results import ResultCollector
-from rfr.schemas import submission_id
-from rfr.settings import Settings
+from rfr.core.schemas import submission_id
+from rfr.core.settings import Settings
+from rfr.tools import procs
+from rfr.tools.demo import Probe, cctv_still, submit
+from rfr.tools.results import ResultCollector
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,7 @@ promtool (config, rules, rule unit tests, and the dashboard's PromQL), kubernete
 Kubernetes schemas, offline) on `kubectl kustomize` output, check-jsonschema with the bundled compose-spec
 schema, BuildKit's Dockerfile parser, and `docker compose config` where the compose plugin exists.
 CRDs (Strimzi, KEDA, Prometheus Operator) have no offline schema: they are checked structurally against
-rfr.topics, rfr.settings and the services' consumer groups.
+rfr.core.topics, rfr.core.settings and the services' consumer groups.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from rfr.metrics import StageMetrics, build_info
-from rfr.settings import KafkaSettings, MetricsSettings, Settings
-from rfr.topics import ALL_TOPICS, EMBEDDINGS, FACES, FRAMES, SUBMISSIONS, topic_specs
+from rfr.core.metrics import StageMetrics, build_info
+from rfr.core.settings import KafkaSettings, MetricsSettings, Settings
+from rfr.core.topics import ALL_TOPICS, EMBEDDINGS, FACES, FRAMES, SUBMISSIONS, topic_specs
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from rfr.degrade import LFW_FACE_FRACTION, SCENE_1080P, place_in_scene, synthetic_background
-from rfr.schemas import Box
-from rfr.settings import DetectSettings
-from services.detect.align import align_face
-from services.detect.detector import Detection, MediaPipeDetector, iou
+from rfr.core.schemas import Box
+from rfr.core.settings import DetectSettings
+from rfr.face.align import align_face
+from rfr.face.detector import Detection, MediaPipeDetector, iou
+from rfr.tools.degrade import LFW_FACE_FRACTION, SCENE_1080P, place_in_scene, synthetic_background
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -15,12 +15,13 @@ import cv2
 import numpy as np
 import pytest
 
-from rfr import kafka, procs
-from rfr.degrade import place_in_scene, synthetic_background
-from rfr.kafka import DeliveryTracker, Output
-from rfr.schemas import DeadLetter, FaceEvent, FrameEvent, OutcomeEvent, OutcomeStatus, SubmissionMeta, decode
-from rfr.settings import KafkaSettings
-from rfr.topics import Topics
+from rfr.core import kafka
+from rfr.core.kafka import DeliveryTracker, Output
+from rfr.core.schemas import DeadLetter, FaceEvent, FrameEvent, OutcomeEvent, OutcomeStatus, SubmissionMeta, decode
+from rfr.core.settings import KafkaSettings
+from rfr.core.topics import Topics
+from rfr.tools import procs
+from rfr.tools.degrade import place_in_scene, synthetic_background
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from facenet_pytorch import InceptionResnetV1, fixed_image_standardization
 
+from rfr.core.settings import EmbedSettings
+from rfr.embedding.device import cpu_has_fast_bf16
+from rfr.embedding.embedder import load_embedder
+from rfr.embedding.samples import centre_crop, lfw_people
 from rfr.models import facenet_weights_path
-from rfr.settings import EmbedSettings
-from services.embed.device import cpu_has_fast_bf16
-from services.embed.embedder import load_embedder
-from services.embed.samples import centre_crop, lfw_people
 
 pytestmark = pytest.mark.integration
 

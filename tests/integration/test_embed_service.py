@@ -14,13 +14,14 @@ import httpx
 import numpy as np
 import pytest
 
-from rfr import kafka, procs
-from rfr.schemas import Box, DeadLetter, EmbeddingEvent, FaceEvent, FaceQuality, Point, SubmissionMeta, decode
-from rfr.settings import EmbedSettings, KafkaSettings
-from rfr.topics import Topics
-from services.embed.embedder import load_embedder
-from services.embed.handler import decode_crop
-from services.embed.samples import encode_jpeg
+from rfr.core import kafka
+from rfr.core.imaging import encode_jpeg
+from rfr.core.schemas import Box, DeadLetter, EmbeddingEvent, FaceEvent, FaceQuality, Point, SubmissionMeta, decode
+from rfr.core.settings import EmbedSettings, KafkaSettings
+from rfr.core.topics import Topics
+from rfr.embedding.embedder import CROP_SIZE, load_embedder
+from rfr.face.crops import decode_crop
+from rfr.tools import procs
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +108,7 @@ def test_service_embeds_and_dead_letters_poison(kafka_settings: KafkaSettings, m
     assert all(d.service == "embed" and d.source_topic == topics.faces for d in letters)
 
     reference = load_embedder(EmbedSettings(device="cpu"), model_dir)
-    crops = np.stack([decode_crop(good[int(e.face_id.rsplit("f", 1)[1])].crop_jpeg) for e in embeddings])
+    crops = np.stack([decode_crop(good[int(e.face_id.rsplit("f", 1)[1])].crop_jpeg, CROP_SIZE) for e in embeddings])
     expected = reference.embed(crops)
     for event, vector in zip(embeddings, expected, strict=True):
         assert event.model_id == "facenet-casia-webface" == reference.model_id

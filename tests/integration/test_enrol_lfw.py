@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 from confluent_kafka import Message
 
-from rfr.schemas import CandidateList, EmbeddingEvent, FaceQuality, SubmissionMeta, decode
-from rfr.settings import MatchSettings, MilvusSettings, Settings
-from rfr.topics import Topics
-from services.match.calibrate import split_identities
-from services.match.enrol import EnrolItem, Enroller
-from services.match.faceset import embed_paths
+from rfr.core.schemas import CandidateList, EmbeddingEvent, FaceQuality, SubmissionMeta, decode
+from rfr.core.settings import MatchSettings, MilvusSettings, Settings
+from rfr.core.topics import Topics
+from rfr.gallery.calibrate import split_identities
+from rfr.gallery.enrol import EnrolItem, Enroller
+from rfr.gallery.extraction import PipelineExtractor, load_embedder
+from rfr.gallery.faceset import embed_paths
+from rfr.gallery.milvus import MilvusGallery
 from services.match.handler import MatchHandler
-from services.match.milvus_gallery import MilvusGallery
-from services.match.pipeline import PipelineExtractor, load_embedder
 
 pytestmark = pytest.mark.integration
 

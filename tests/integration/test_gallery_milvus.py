@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from pymilvus import MilvusClient
 
-from rfr import procs
-from rfr.settings import MilvusSettings
-from services.match.gallery import GalleryFace, GalleryMismatchError, GalleryUnavailableError, SubjectHit
-from services.match.milvus_gallery import PROP_MODEL, MilvusGallery
+from rfr.core.settings import MilvusSettings
+from rfr.gallery.base import GalleryFace, GalleryMismatchError, GalleryUnavailableError, SubjectHit
+from rfr.gallery.milvus import PROP_MODEL, MilvusGallery
+from rfr.tools import procs
 
 pytestmark = pytest.mark.integration
 

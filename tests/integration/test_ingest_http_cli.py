@@ -13,17 +13,17 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
-from rfr import procs
-from rfr.blobstore import FileBlobStore
-from rfr.imaging import ImageLimits
-from rfr.kafka import make_producer
-from rfr.schemas import FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
-from rfr.settings import IngestSettings, KafkaSettings, Settings
-from rfr.topics import Topics
-from services.ingest import cli
+from rfr.core.blobstore import FileBlobStore
+from rfr.core.imaging import ImageLimits
+from rfr.core.kafka import make_producer
+from rfr.core.schemas import FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
+from rfr.core.settings import IngestSettings, KafkaSettings, Settings
+from rfr.core.topics import Topics
+from rfr.tools import procs
+from rfr.tools import submit as cli
+from services.ingest.accept import Ingestor
 from services.ingest.app import HttpContext, create_app
 from services.ingest.auth import ApiKeyRegistry, hash_key
-from services.ingest.core import Ingestor
 from services.ingest.metrics import IngestMetrics
 from services.ingest.publish import Publisher
 from services.ingest.service import start_http

@@ -10,15 +10,15 @@ from data.ingest_corpus import bad_cases, good_cases, jpeg
 from data.ingest_kafka import on, read_until
 from prometheus_client import CollectorRegistry
 
-from rfr.blobstore import FileBlobStore
-from rfr.imaging import ImageLimits
-from rfr.kafka import DeliveryTracker, make_consumer, make_producer
-from rfr.metrics import StageMetrics
-from rfr.schemas import DeadLetter, FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
-from rfr.settings import KafkaSettings
-from rfr.stream import StreamConfig, StreamProcessor
-from rfr.topics import Topics
-from services.ingest.core import Ingestor
+from rfr.core.blobstore import FileBlobStore
+from rfr.core.imaging import ImageLimits
+from rfr.core.kafka import DeliveryTracker, make_consumer, make_producer
+from rfr.core.metrics import StageMetrics
+from rfr.core.schemas import DeadLetter, FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
+from rfr.core.settings import KafkaSettings
+from rfr.core.stream import StreamConfig, StreamProcessor
+from rfr.core.topics import Topics
+from services.ingest.accept import Ingestor
 from services.ingest.handler import SubmissionHandler, submission_headers
 from services.ingest.metrics import IngestMetrics
 from services.ingest.service import GROUP, SERVICE

@@ -16,11 +16,11 @@ import pytest
 from data.ingest_corpus import jpeg
 from data.ingest_kafka import on, read_until
 
-from rfr import procs
-from rfr.kafka import make_producer
-from rfr.schemas import FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
-from rfr.settings import KafkaSettings
-from rfr.topics import Topics
+from rfr.core.kafka import make_producer
+from rfr.core.schemas import FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
+from rfr.core.settings import KafkaSettings
+from rfr.core.topics import Topics
+from rfr.tools import procs
 from services.ingest.auth import hash_key
 from services.ingest.handler import submission_headers
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from pymilvus import MilvusClient
 
-from rfr import kafka, procs
-from rfr.settings import KafkaSettings
-from rfr.topics import ALL_TOPICS
+from rfr.core import kafka
+from rfr.core.settings import KafkaSettings
+from rfr.core.topics import ALL_TOPICS
+from rfr.tools import procs
 
 pytestmark = pytest.mark.integration
 

@@ -12,13 +12,13 @@ import pytest
 from confluent_kafka import Message, TopicPartition
 from data.ingest_kafka import on, read_until
 
-from rfr import kafka
-from rfr.kafka import DeliveryTracker, Output
-from rfr.schemas import DeadLetter, OutcomeEvent, OutcomeStatus, decode
-from rfr.service import StageSpec, build_processor
-from rfr.settings import KafkaSettings, Settings, StreamSettings
-from rfr.stream import Result, RetryableError
-from rfr.topics import FACES, Topics
+from rfr.core import kafka
+from rfr.core.kafka import DeliveryTracker, Output
+from rfr.core.schemas import DeadLetter, OutcomeEvent, OutcomeStatus, decode
+from rfr.core.settings import KafkaSettings, Settings, StreamSettings
+from rfr.core.stage import StageSpec, build_processor
+from rfr.core.stream import Result, RetryableError
+from rfr.core.topics import FACES, Topics
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from rfr.settings import DetectSettings
-from services.detect import align, detector, quality
-from services.detect.detector import Detection, MediaPipeDetector
+from rfr.core.settings import DetectSettings
+from rfr.face import align, detector, quality
+from rfr.face.detector import Detection, MediaPipeDetector
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
@@ -263,7 +263,7 @@ def test_assess_reports_size_score_blur_and_eyes() -> None:
     ],
 )
 def test_gate(changes: dict[str, object], reason: str | None) -> None:
-    from rfr.schemas import FaceQuality
+    from rfr.core.schemas import FaceQuality
 
     settings = DetectSettings()
     good = {"face_px": 64.0, "score": 0.9, "blur": settings.gate_min_blur + 1, "eye_distance_px": 26.0, "pose_ok": True}

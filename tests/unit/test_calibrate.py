@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.match.calibrate import (
+from rfr.gallery.calibrate import (
     LabelledVectors,
     calibrate_folder,
     calibrate_pairs,
@@ -18,7 +18,7 @@ from services.match.calibrate import (
     split_identities,
     threshold_for_fmr,
 )
-from services.match.faceset import read_pairs
+from rfr.gallery.faceset import read_pairs
 
 
 def test_threshold_for_fmr_is_the_lowest_threshold_meeting_the_target() -> None:

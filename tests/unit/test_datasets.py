@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rfr import demo
-from rfr.datasets import DatasetIntegrityError, DatasetUnavailableError, fetch_lfw
-from rfr.settings import DatasetsSettings, Settings
+from rfr.core.settings import DatasetsSettings, Settings
+from rfr.tools import demo
+from rfr.tools.datasets import DatasetIntegrityError, DatasetUnavailableError, fetch_lfw
 
 PEOPLE = {"Ada_Example": 2, "Bo_Example": 1, "Cy_Example": 3}
 

@@ -7,8 +7,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from rfr import degrade
-from rfr.degrade import LEVELS, Degradation, apply_degradation, place_in_scene
+from rfr.tools import degrade
+from rfr.tools.degrade import LEVELS, Degradation, apply_degradation, place_in_scene
 
 
 def fake_face(size: int = 150) -> npt.NDArray[np.uint8]:

@@ -14,11 +14,11 @@ import numpy.typing as npt
 import pytest
 from prometheus_client import CollectorRegistry
 
-from rfr.blobstore import FileBlobStore
-from rfr.schemas import FaceEvent, FrameEvent, OutcomeEvent, OutcomeStatus, SubmissionMeta, decode
-from rfr.settings import DetectSettings, Settings
-from rfr.topics import Topics
-from services.detect.detector import Detection
+from rfr.core.blobstore import FileBlobStore
+from rfr.core.schemas import FaceEvent, FrameEvent, OutcomeEvent, OutcomeStatus, SubmissionMeta, decode
+from rfr.core.settings import DetectSettings, Settings
+from rfr.core.topics import Topics
+from rfr.face.detector import Detection
 from services.detect.handler import OVER_MAX_FACES, FrameHandler
 from services.detect.metrics import DetectMetrics
 from tests.unit.test_stream import FakeMsg
@@ -94,7 +94,7 @@ def test_quality_gate_rejections_are_counted_by_reason_in_the_outcome(tmp_path: 
 
 
 def test_a_frame_decoded_otherwise_than_ingest_recorded_is_refused(tmp_path: Path) -> None:
-    from rfr.stream import PoisonMessage
+    from rfr.core.stream import PoisonMessage
 
     handler = FrameHandler(Settings(), TOPICS, GridDetector(1), FileBlobStore(tmp_path), DetectMetrics.create(
         CollectorRegistry()))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rfr.settings import EmbedSettings
-from services.embed.device import DeviceUnavailableError, cpu_flags, resolve_runtime
+from rfr.core.settings import EmbedSettings
+from rfr.embedding.device import DeviceUnavailableError, cpu_flags, resolve_runtime
 
 AMX = frozenset({"avx512f", "amx_bf16", "amx_tile"})
 AVX512_BF16 = frozenset({"avx512f", "avx512_bf16"})

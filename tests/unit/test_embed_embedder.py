@@ -15,10 +15,10 @@ import pytest
 import torch
 from facenet_pytorch import InceptionResnetV1, fixed_image_standardization
 
+from rfr.core.settings import EmbedSettings
+from rfr.embedding import embedder as embedder_mod
+from rfr.embedding.embedder import Embedder, check_crops, load_embedder, model_id_for, preprocess
 from rfr.models import ModelMissingError
-from rfr.settings import EmbedSettings
-from services.embed import embedder as embedder_mod
-from services.embed.embedder import Embedder, check_crops, load_embedder, model_id_for, preprocess
 
 
 @pytest.fixture(scope="module")

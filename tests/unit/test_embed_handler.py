@@ -12,10 +12,12 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, Message
 from prometheus_client import CollectorRegistry
 
-from rfr.schemas import Box, EmbeddingEvent, FaceEvent, FaceQuality, Point, SubmissionMeta, decode
-from rfr.stream import PoisonMessage, RetryableError
-from rfr.topics import Topics
-from services.embed.handler import EmbedHandler, decode_crop
+from rfr.core.schemas import Box, EmbeddingEvent, FaceEvent, FaceQuality, Point, SubmissionMeta, decode
+from rfr.core.stream import PoisonMessage, RetryableError
+from rfr.core.topics import Topics
+from rfr.embedding.embedder import CROP_SIZE
+from rfr.face.crops import decode_crop
+from services.embed.handler import EmbedHandler
 from services.embed.metrics import EmbedMetrics
 
 RECEIVED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -94,7 +96,7 @@ def run(handler: EmbedHandler, msgs: list[FakeMessage]) -> list[Any]:
 
 
 def test_decode_crop_returns_rgb() -> None:
-    rgb = decode_crop(jpeg_of(solid((200, 30, 30))))
+    rgb = decode_crop(jpeg_of(solid((200, 30, 30))), CROP_SIZE)
     assert rgb.shape == (160, 160, 3) and rgb.dtype == np.uint8
     red, _green, blue = rgb.reshape(-1, 3).mean(axis=0)
     assert red > 180 and blue < 50  # channel order is RGB, not OpenCV's BGR

@@ -16,10 +16,10 @@ from data.ingest_corpus import heic, jpeg, pattern, tiff
 from PIL import Image
 from typer.testing import CliRunner
 
-from services.match.cli import app
-from services.match.enrol import Enroller, scan_folder, scan_manifest
-from services.match.gallery import check_subject_id
-from services.match.memory import InMemoryGallery
+from rfr.gallery.base import check_subject_id
+from rfr.gallery.enrol import Enroller, scan_folder, scan_manifest
+from rfr.gallery.memory import InMemoryGallery
+from rfr.tools.gallery_cli import app
 
 __all__ = ["cli_gallery"]  # a fixture, used by name
 runner = CliRunner()

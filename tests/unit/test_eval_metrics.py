@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from rfr.eval import metrics as m
-from rfr.eval.metrics import Search
+from rfr.tools.eval import metrics as m
+from rfr.tools.eval.metrics import Search
 
 
 def mated(subject: str, *cands: tuple[str, float]) -> Search:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rfr.eval import splits
-from rfr.eval.probes import ORIGINAL, ProbeOutcome, StageTimes
-from rfr.eval.report import build_report, write_report
-from rfr.eval.runner import EvalOptions, EvalRun
-from rfr.eval.scenes import parse_levels, parse_scene
+from rfr.tools.eval import splits
+from rfr.tools.eval.probes import ORIGINAL, ProbeOutcome, StageTimes
+from rfr.tools.eval.report import build_report, write_report
+from rfr.tools.eval.runner import EvalOptions, EvalRun
+from rfr.tools.eval.scenes import parse_levels, parse_scene
 
 
 def _tree(root: Path, counts: dict[str, int]) -> Path:

@@ -1,4 +1,4 @@
-"""Folder commands account for every file, decided by content (issue 12, part 2): rfr.image_files and `rfr submit`
+"""Folder commands account for every file, decided by content (issue 12, part 2): rfr.core.image_files and `rfr submit`
 against the ingest HTTP app in-process (real decoding; the Kafka publisher is a fake)."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
-from rfr.image_files import SkipReason, count_reasons, scan, walk
-from rfr.schemas import submission_id
-from services.ingest import cli
+from rfr.core.image_files import SkipReason, count_reasons, scan, walk
+from rfr.core.schemas import submission_id
+from rfr.tools import submit as cli
 from services.ingest.app import HttpContext, create_app
 from services.ingest.auth import ApiKeyRegistry, hash_key
 

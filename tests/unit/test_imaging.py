@@ -1,4 +1,4 @@
-"""rfr.imaging: sniffing, header checks before decoding, truncation, pixel layouts, EXIF orientation."""
+"""rfr.core.imaging: sniffing, header checks before decoding, truncation, pixel layouts, EXIF orientation."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from data.ingest_corpus import (
 from PIL import Image, ImageFile, ImageOps
 from pillow_heif.as_plugin import HeifImageFile
 
-from rfr import imaging
-from rfr.imaging import (
+from rfr.core import imaging
+from rfr.core.imaging import (
     ImageLimits,
     ImageRejected,
     check_limits,

@@ -1,4 +1,4 @@
-"""rfr.imaging: TIFF and HEIC stills, large JPEGs decoded at reduced scale, JPEGs that lack only their EOI."""
+"""rfr.core.imaging: TIFF and HEIC stills, large JPEGs decoded at reduced scale, JPEGs that lack only their EOI."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from data.ingest_corpus import (
 from PIL import Image, ImageFile, ImageOps
 from pillow_heif.as_plugin import HeifImageFile
 
-from rfr import imaging
-from rfr.imaging import ImageLimits, ImageRejected, decode_image, sniff_format
+from rfr.core import imaging
+from rfr.core.imaging import ImageLimits, ImageRejected, decode_image, sniff_format
 
 LIMITS = ImageLimits(max_bytes=1 << 20)
 EOI = b"\xff\xd9"
@@ -243,7 +243,7 @@ def test_a_jpeg_missing_only_its_eoi_is_accepted_and_flagged(name: str, caplog: 
     data = JPEGS[name]()
     assert data.endswith(EOI)
     whole = decode_image(data, LIMITS)
-    with caplog.at_level(logging.INFO, logger="rfr.imaging"):
+    with caplog.at_level(logging.INFO, logger="rfr.core.imaging"):
         out = decode_image(data[:-2], LIMITS)
     np.testing.assert_array_equal(out.rgb, whole.rgb)
     assert out.warnings == ("jpeg_missing_eoi",) and whole.warnings == ()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from rfr.tools.submit import app
 from services.ingest.auth import ApiKeyConfigError, ApiKeyRegistry, add_key, hash_key, new_key, parse_entries
-from services.ingest.cli import app
 
 
 def test_entries_map_hashes_to_retailers() -> None:

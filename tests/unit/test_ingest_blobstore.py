@@ -1,4 +1,4 @@
-"""rfr.blobstore: content addressing, idempotent puts, safe references, integrity on read."""
+"""rfr.core.blobstore: content addressing, idempotent puts, safe references, integrity on read."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rfr.blobstore import BlobCorrupt, BlobNotFound, FileBlobStore, blob_ref
+from rfr.core.blobstore import BlobCorrupt, BlobNotFound, FileBlobStore, blob_ref
 
 
 def test_put_get_delete_roundtrip(tmp_path: Path) -> None:

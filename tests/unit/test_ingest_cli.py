@@ -11,8 +11,8 @@ from data.ingest_fakes import FakePublisher, make_ingestor
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from rfr.schemas import submission_id
-from services.ingest import cli
+from rfr.core.schemas import submission_id
+from rfr.tools import submit as cli
 from services.ingest.app import HttpContext, create_app
 from services.ingest.auth import ApiKeyRegistry, hash_key
 

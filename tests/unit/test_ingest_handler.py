@@ -8,10 +8,10 @@ import pytest
 from data.ingest_corpus import bad_cases, good_cases, heic, jpeg, tiff
 from data.ingest_fakes import FakeMsg, make_ingestor, sample
 
-from rfr.blobstore import FileBlobStore
-from rfr.imaging import ImageLimits, decode_image
-from rfr.schemas import FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
-from rfr.stream import PoisonMessage
+from rfr.core.blobstore import FileBlobStore
+from rfr.core.imaging import ImageLimits, decode_image
+from rfr.core.schemas import FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
+from rfr.core.stream import PoisonMessage
 from services.ingest.handler import H_RETAILER, SubmissionHandler, submission_headers
 
 HEADERS = submission_headers("shop-1", "store-7", "cam-3", "2024-05-01T13:45:07.250Z", "case-42")

@@ -10,7 +10,7 @@ from data.ingest_corpus import Case, bad_cases, good_cases, heic, jpeg, tiff
 from data.ingest_fakes import FakePublisher, make_ingestor, sample
 from fastapi.testclient import TestClient
 
-from rfr.schemas import FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
+from rfr.core.schemas import FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
 from services.ingest.app import HttpContext, create_app
 from services.ingest.auth import ApiKeyRegistry, hash_key
 
@@ -22,7 +22,7 @@ EXPECTED_STATUS = {"too_large_bytes": 413, "too_many_pixels": 413, "unsupported_
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> HttpContext:
-    from rfr.imaging import ImageLimits
+    from rfr.core.imaging import ImageLimits
 
     keys = ApiKeyRegistry(f"shop-a:{hash_key(KEY_A)},shop-b:{hash_key(KEY_B)}")
     ingestor = make_ingestor(tmp_path, ImageLimits(max_bytes=MAX_BYTES), inline_max_bytes=20_000)
@@ -185,7 +185,7 @@ def test_an_unsupported_upload_is_415_naming_its_bytes(client: TestClient) -> No
 
 
 def test_a_large_jpeg_upload_is_received_at_reduced_scale(tmp_path: Path) -> None:
-    from rfr.imaging import ImageLimits
+    from rfr.core.imaging import ImageLimits
 
     ingestor = make_ingestor(tmp_path, ImageLimits(max_bytes=MAX_BYTES, max_pixels=30_000))
     ctx = HttpContext(ingestor, ApiKeyRegistry(f"shop-a:{hash_key(KEY_A)}"), FakePublisher(), max_files=10,

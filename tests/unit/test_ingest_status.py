@@ -8,8 +8,8 @@ from pathlib import Path
 from data.ingest_fakes import FakeMsg, sample
 from prometheus_client import CollectorRegistry
 
-from rfr.schemas import OutcomeEvent, OutcomeStatus
-from rfr.stream import PoisonMessage
+from rfr.core.schemas import OutcomeEvent, OutcomeStatus
+from rfr.core.stream import PoisonMessage
 from services.ingest.metrics import IngestMetrics
 from services.ingest.status import StatusHandler
 from services.ingest.store import SqliteSubmissionStore, SubmissionRecord

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rfr.schemas import OutcomeEvent, OutcomeStatus
+from rfr.core.schemas import OutcomeEvent, OutcomeStatus
 from services.ingest.store import Claim, SqliteSubmissionStore, State, SubmissionRecord
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

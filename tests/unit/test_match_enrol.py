@@ -12,11 +12,11 @@ import pytest
 from data.enrol_fakes import MODEL, FakeEmbedder, FakeExtractor, cli_gallery, crop, write
 from typer.testing import CliRunner
 
-from services.match.cli import app
-from services.match.enrol import Enroller, items_from, items_from_folder, items_from_manifest, scan_folder
-from services.match.gallery import GalleryFace
-from services.match.memory import InMemoryGallery
-from services.match.pipeline import Extraction, ExtractionRejected, FaceCrop, choose_face
+from rfr.gallery.base import GalleryFace
+from rfr.gallery.enrol import Enroller, items_from, items_from_folder, items_from_manifest, scan_folder
+from rfr.gallery.extraction import Extraction, ExtractionRejected, FaceCrop, choose_face
+from rfr.gallery.memory import InMemoryGallery
+from rfr.tools.gallery_cli import app
 
 __all__ = ["cli_gallery"]  # a fixture, used by name
 

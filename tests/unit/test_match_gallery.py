@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pymilvus import MilvusException
 
-from rfr.settings import MilvusSettings
-from services.match.gallery import (
+from rfr.core.settings import MilvusSettings
+from rfr.gallery.base import (
     FaceHit,
     GalleryFace,
     GalleryMismatchError,
@@ -20,9 +20,9 @@ from services.match.gallery import (
     normalise,
     rank_subjects,
 )
-from services.match.memory import InMemoryGallery
-from services.match.milvus_gallery import MilvusGallery
-from services.match.milvus_schema import gallery_filter, partition_for
+from rfr.gallery.memory import InMemoryGallery
+from rfr.gallery.milvus import MilvusGallery
+from rfr.gallery.milvus_schema import gallery_filter, partition_for
 
 
 def unit(*values: float, dim: int = 8) -> np.ndarray:

@@ -11,13 +11,21 @@ import pytest
 from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
 
-from rfr.schemas import CandidateList, EmbeddingEvent, FaceQuality, OutcomeEvent, OutcomeStatus, SubmissionMeta, decode
-from rfr.settings import MatchSettings
-from rfr.stream import PoisonMessage, RetryableError
-from rfr.topics import Topics
-from services.match.gallery import GalleryFace, GalleryUnavailableError, SubjectHit
+from rfr.core.schemas import (
+    CandidateList,
+    EmbeddingEvent,
+    FaceQuality,
+    OutcomeEvent,
+    OutcomeStatus,
+    SubmissionMeta,
+    decode,
+)
+from rfr.core.settings import MatchSettings
+from rfr.core.stream import PoisonMessage, RetryableError
+from rfr.core.topics import Topics
+from rfr.gallery.base import GalleryFace, GalleryUnavailableError, SubjectHit
+from rfr.gallery.memory import InMemoryGallery
 from services.match.handler import MatchHandler
-from services.match.memory import InMemoryGallery
 from services.match.metrics import GallerySizeUpdater, MatchMetrics
 
 MODEL = "facenet-test"

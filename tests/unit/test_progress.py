@@ -1,11 +1,11 @@
-"""The one rule for "this submission is final" (rfr.progress.summarize)."""
+"""The one rule for "this submission is final" (rfr.core.progress.summarize)."""
 
 from __future__ import annotations
 
 import pytest
 
-from rfr.progress import summarize
-from rfr.schemas import OutcomeEvent, OutcomeStatus
+from rfr.core.progress import summarize
+from rfr.core.schemas import OutcomeEvent, OutcomeStatus
 
 S = OutcomeStatus
 

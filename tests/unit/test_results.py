@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from rfr.results import SubmissionResult
-from rfr.schemas import Candidate, CandidateList, FaceQuality, OutcomeEvent, OutcomeStatus, SubmissionMeta
+from rfr.core.schemas import Candidate, CandidateList, FaceQuality, OutcomeEvent, OutcomeStatus, SubmissionMeta
+from rfr.tools.results import SubmissionResult
 
 META = SubmissionMeta(retailer_id="r", store_id="s", camera_id="c", captured_at=datetime(2026, 1, 1, tzinfo=UTC))
 Q = FaceQuality(face_px=60, score=0.9, blur=300, eye_distance_px=20, pose_ok=True)

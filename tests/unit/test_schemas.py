@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from rfr.schemas import (
+from rfr.core.schemas import (
     Box,
     CandidateList,
     DeadLetter,

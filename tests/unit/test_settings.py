@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from rfr.settings import Settings, SettingsError, load_settings, settings_or_exit
+from rfr.core.settings import Settings, SettingsError, load_settings, settings_or_exit
 
 
 def test_defaults_are_loopback_and_local() -> None:
@@ -80,7 +80,7 @@ def test_secrets_are_not_printed() -> None:
 
 
 def test_settings_env_reproduces_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from rfr.stack import settings_env
+    from rfr.tools.stack import settings_env
 
     s = Settings(kafka={"bootstrap_servers": "k:1", "sasl_password": "pw"},  # type: ignore[arg-type]
                  match={"galleries": ["custody", "wanted"], "top_k": 7},  # type: ignore[arg-type]

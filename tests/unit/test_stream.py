@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from rfr.kafka import DeliveryTracker, Output
-from rfr.metrics import StageMetrics
-from rfr.schemas import DeadLetter, decode
-from rfr.stream import PoisonMessage, Result, RetryableError, StreamConfig, StreamProcessor
+from rfr.core.kafka import DeliveryTracker, Output
+from rfr.core.metrics import StageMetrics
+from rfr.core.schemas import DeadLetter, decode
+from rfr.core.stream import PoisonMessage, Result, RetryableError, StreamConfig, StreamProcessor
 
 
 class FakeMsg:

@@ -10,10 +10,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from rfr.kafka import DeliveryTracker, Output
-from rfr.metrics import StageMetrics
-from rfr.schemas import DeadLetter, OutcomeEvent, OutcomeStatus, decode
-from rfr.stream import DependencyUnavailable, PoisonMessage, Result, RetryableError, StreamConfig, StreamProcessor
+from rfr.core.kafka import DeliveryTracker, Output
+from rfr.core.metrics import StageMetrics
+from rfr.core.schemas import DeadLetter, OutcomeEvent, OutcomeStatus, decode
+from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result, RetryableError, StreamConfig, StreamProcessor
 from tests.unit.test_stream import FakeMsg, FakeProducer
 
 MAX_ATTEMPTS = 3

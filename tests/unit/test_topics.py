@@ -5,9 +5,9 @@ from typing import Any, ClassVar
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from rfr import kafka
-from rfr.settings import KafkaSettings
-from rfr.topics import ALL_TOPICS, DEADLETTER, Topics, topic_specs
+from rfr.core import kafka
+from rfr.core.settings import KafkaSettings
+from rfr.core.topics import ALL_TOPICS, DEADLETTER, Topics, topic_specs
 
 
 def test_names_are_versioned_and_namespaced() -> None:

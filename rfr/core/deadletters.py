@@ -1,0 +1,88 @@
+"""Dead letters, and the ``failed`` outcome that goes beside each one.
+
+A message that a stage cannot process goes to the dead-letter topic with the reason and its original bytes. So
+that the submitter's status still becomes final, the stage also publishes a ``failed`` OutcomeEvent naming the
+submission (and the face, for a face-level event) whenever the message says which submission it belongs to.
+:func:`failed_outcome` reads that from any pipeline event (FrameEvent, FaceEvent, EmbeddingEvent) leniently, so
+an event that fails validation still gets its outcome as long as its identifiers can be read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import traceback
+
+from confluent_kafka import Message
+
+from rfr.core.errors import ReasonedError
+from rfr.core.kafka import Output, header_dict
+from rfr.core.schemas import DeadLetter, OutcomeEvent, OutcomeStatus
+
+# The identifier shapes the pipeline itself writes (rfr.core.schemas.submission_id, detect's face ids).
+_SUBMISSION_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
+MAX_REASON_CHARS = 2000
+MAX_OUTCOME_DETAIL_CHARS = 500
+
+
+def reason_of(exc: Exception) -> tuple[str, str]:
+    """(machine reason, human text) of ``exc``: a :class:`ReasonedError`'s own, else ``unhandled:<Type>``."""
+    if isinstance(exc, ReasonedError):
+        return exc.reason, str(exc)
+    return f"unhandled:{type(exc).__name__}", "".join(traceback.format_exception_only(exc)).strip()
+
+
+def dead_letter(service: str, msg: Message, exc: Exception, topic: str) -> Output:
+    """The dead-letter message for ``msg``: reason, error type, origin, headers and the original bytes.
+
+    The reason also travels as the ``rfr-reason`` header (the stage's dead-letter metric is labelled with it).
+    """
+    reason, text = reason_of(exc)
+    source = msg.topic() or "?"
+    letter = DeadLetter(
+        event_id=f"{source}:{msg.partition()}:{msg.offset()}",
+        service=service,
+        reason=text[:MAX_REASON_CHARS],
+        error_type=type(exc).__name__,
+        source_topic=source,
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
+        key=_as_bytes(msg.key()),
+        headers=header_dict(msg),
+        payload=_as_bytes(msg.value()),
+    )
+    return Output(
+        topic=topic, value=letter.to_bytes(), key=msg.key(), event_id=letter.event_id, headers={"rfr-reason": reason}
+    )
+
+
+def _as_bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _ident(value: object) -> str | None:
+    return value if isinstance(value, str) and _SUBMISSION_ID.match(value) else None
+
+
+def failed_outcome(payload: bytes | str | None, detail: str, outcomes_topic: str) -> Output | None:
+    """The ``failed`` outcome for a dead-lettered pipeline event, or None when it names no submission.
+
+    ``payload`` is the event's JSON as consumed. The outcome names ``submission_id``, the face (``face_id``) when
+    the event is a face-level one, and the retailer (``meta.retailer_id``); its ``detail`` is ``detail`` (the
+    dead letter's reason text, see :func:`reason_of`) cut to 500 characters. It repeats nothing else of the payload.
+    """
+    try:
+        data = json.loads(payload or b"")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    submission = _ident(data.get("submission_id"))
+    meta = data.get("meta")
+    retailer = _ident(meta.get("retailer_id")) if isinstance(meta, dict) else None
+    if submission is None or retailer is None:
+        return None
+    face = _ident(data.get("face_id"))
+    outcome = OutcomeEvent.make(submission, retailer, OutcomeStatus.FAILED, face_id=face,
+                                detail=detail[:MAX_OUTCOME_DETAIL_CHARS])
+    return Output(outcomes_topic, outcome.to_bytes(), key=submission, event_id=outcome.event_id)

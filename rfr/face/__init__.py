@@ -1,0 +1,2 @@
+"""Domain layer: face detection, alignment, quality grading and the gate. Usable without Kafka.
+"""

@@ -1,0 +1,66 @@
+"""One still -> the faces worth matching: detect, align, grade, gate.
+
+The same function serves the detect service (probes) and enrolment/evaluation (gallery), so a gallery photo and a
+probe photo of the same face go through exactly the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from rfr.core.schemas import FaceQuality
+from rfr.core.settings import DetectSettings
+from rfr.face.align import align_face
+from rfr.face.detector import Detection, Detector
+from rfr.face.quality import assess, gate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FoundFace:
+    detection: Detection
+    crop: npt.NDArray[np.uint8]  # aligned (crop_size, crop_size, 3) RGB
+    quality: FaceQuality
+
+
+@dataclass(frozen=True)
+class RejectedFace:
+    detection: Detection
+    quality: FaceQuality
+    reason: str
+
+
+@dataclass(frozen=True)
+class FaceFindings:
+    accepted: list[FoundFace] = field(default_factory=list)
+    rejected: list[RejectedFace] = field(default_factory=list)
+
+    def rejection_counts(self) -> dict[str, int]:
+        """Faces the quality gate turned away, by reason."""
+        counts: dict[str, int] = {}
+        for r in self.rejected:
+            counts[r.reason] = counts.get(r.reason, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def rejection_summary(self) -> str:
+        return ", ".join(f"{reason}×{n}" for reason, n in self.rejection_counts().items())
+
+
+def find_faces(image_rgb: npt.NDArray[np.uint8], detector: Detector, settings: DetectSettings) -> FaceFindings:
+    """Every detected face, aligned and graded; accepted ones largest first."""
+    findings = FaceFindings()
+    for det in detector.detect(image_rgb):
+        crop = align_face(image_rgb, det, size=settings.crop_size, margin=settings.crop_margin)
+        quality = assess(det, crop)
+        reason = gate(quality, settings)
+        if reason is None:
+            findings.accepted.append(FoundFace(det, crop, quality))
+        else:
+            findings.rejected.append(RejectedFace(det, quality, reason))
+    findings.accepted.sort(key=lambda f: f.quality.face_px, reverse=True)
+    return findings

@@ -1,0 +1,198 @@
+"""The gallery: enrolled face embeddings, searched for candidates per subject.
+
+Everything in here is storage-agnostic: the :class:`Gallery` protocol, the records it holds, the errors it raises
+and the per-subject ranking. :mod:`rfr.gallery.milvus` implements it on Milvus (milvus-lite server or
+a cluster, by URI); :mod:`rfr.gallery.memory` is an exact in-memory one for tests and small tools.
+
+Scores are cosine similarities in [-1, 1]; a candidate is a *subject* (several photos per subject: the best
+photo's score counts), never an identification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Vectors = npt.NDArray[np.float32]
+
+GALLERY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+SUBJECT_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
+MAX_SOURCE_REF = 1024
+MAX_METADATA = 4096
+
+
+class GalleryError(RuntimeError):
+    """Base class of gallery failures."""
+
+
+class GalleryMismatchError(GalleryError):
+    """The stored collection was made for another embedding model or dimension; vectors must never mix."""
+
+
+class GalleryUnavailableError(GalleryError):
+    """The vector store could not be reached or failed; the caller may retry later."""
+
+
+@dataclass(frozen=True)
+class GalleryFace:
+    """One enrolled photo of a subject."""
+
+    face_id: str
+    subject_id: str
+    gallery: str
+    vector: Vectors
+    source_ref: str = ""
+    enrolled_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    metadata: str = ""  # JSON text (e.g. the extra columns of an enrolment manifest)
+
+
+@dataclass(frozen=True)
+class FaceHit:
+    """One gallery photo returned by a vector search (before aggregation per subject)."""
+
+    face_id: str
+    subject_id: str
+    gallery: str
+    score: float
+    source_ref: str = ""
+
+
+@dataclass(frozen=True)
+class SubjectHit:
+    """A candidate subject: its best-scoring photo."""
+
+    subject_id: str
+    gallery: str
+    score: float
+    face_id: str
+    source_ref: str = ""
+
+
+@dataclass(frozen=True)
+class SubjectSummary:
+    subject_id: str
+    gallery: str
+    faces: int
+
+
+class Gallery(Protocol):
+    """Enrolled faces of one embedding model (``model_id``), in one or more named galleries (watch-lists)."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    def dim(self) -> int | None:
+        """Vector dimension, or None while nothing was ever enrolled for this model."""
+        ...
+
+    def add(self, faces: Sequence[GalleryFace]) -> int:
+        """Insert or replace (same ``face_id``) these faces; returns how many were written."""
+        ...
+
+    def search(
+        self, vectors: Vectors, top_k: int, galleries: Sequence[str], threshold: float
+    ) -> list[list[SubjectHit]]:
+        """For each query row: up to ``top_k`` subjects scoring >= ``threshold``, best first."""
+        ...
+
+    def existing_face_ids(self, face_ids: Sequence[str]) -> set[str]:
+        """The subset of ``face_ids`` already stored."""
+        ...
+
+    def delete_subject(self, subject_id: str, galleries: Sequence[str] | None = None) -> int:
+        """Erase every photo of ``subject_id`` (in ``galleries``, default all); returns how many were erased."""
+        ...
+
+    def count(self, galleries: Sequence[str] | None = None) -> int:
+        """Number of enrolled photos (in ``galleries``, default all)."""
+        ...
+
+    def list_subjects(self, galleries: Sequence[str] | None = None) -> list[SubjectSummary]:
+        """Every enrolled subject with its photo count, sorted by gallery then subject id."""
+        ...
+
+    def flush(self) -> None:
+        """Make what was added durable and indexed (a no-op where that happens anyway)."""
+        ...
+
+
+def check_gallery_name(name: str) -> str:
+    if not GALLERY_NAME.fullmatch(name):  # fullmatch: "$" alone would let a trailing newline through
+        raise ValueError(f"gallery name {name!r} must match {GALLERY_NAME.pattern}")
+    return name
+
+
+def is_subject_id(subject_id: str) -> bool:
+    """Whether ``subject_id`` is valid as written: nothing is stripped or repaired."""
+    return SUBJECT_ID.fullmatch(subject_id) is not None
+
+
+def check_subject_id(subject_id: str) -> str:
+    """``subject_id`` unchanged, or ``ValueError`` saying why (surrounding white space is named as such)."""
+    if not is_subject_id(subject_id):
+        hint = " (it has leading or trailing white space)" if subject_id != subject_id.strip() else ""
+        raise ValueError(f"subject id {subject_id!r} must match {SUBJECT_ID.pattern}{hint}")
+    return subject_id
+
+
+def check_face(face: GalleryFace, dim: int | None) -> None:
+    """Raise ``ValueError`` for a face that cannot be stored (:class:`GalleryMismatchError`: wrong dimension)."""
+    check_gallery_name(face.gallery)
+    check_subject_id(face.subject_id)
+    if not face.face_id or len(face.face_id) > 128:
+        raise ValueError(f"face id {face.face_id!r} must have 1 to 128 characters")
+    if len(face.source_ref) > MAX_SOURCE_REF or len(face.metadata) > MAX_METADATA:
+        raise ValueError(f"face {face.face_id}: source_ref or metadata too long")
+    if face.vector.ndim != 1 or (dim is not None and face.vector.shape[0] != dim):
+        raise GalleryMismatchError(f"face {face.face_id}: vector shape {face.vector.shape}, gallery dim {dim}")
+    if not np.all(np.isfinite(face.vector)) or float(np.linalg.norm(face.vector)) == 0.0:
+        raise ValueError(f"face {face.face_id}: vector is zero or not finite")
+
+
+def normalise(vectors: npt.ArrayLike) -> Vectors:
+    """Rows scaled to unit length (float32); a zero row stays zero."""
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    out: Vectors = (arr / np.where(norms == 0, 1.0, norms)).astype(np.float32, copy=False)
+    return out
+
+
+def enrol_face_id(gallery: str, subject_id: str, image_sha256: str) -> str:
+    """Deterministic id of the face enrolled from one image for one subject in one gallery (resumable enrolment)."""
+    digest = hashlib.sha256(f"{gallery}\x00{subject_id}\x00{image_sha256}".encode()).hexdigest()
+    return f"gf_{digest[:40]}"
+
+
+def collection_name(prefix: str, model_id: str) -> str:
+    """Milvus collection of one embedding model: ``<prefix>__<sanitised model id>_<8 hex of its hash>``.
+
+    The hash keeps two model ids that sanitise alike (``a-b`` / ``a_b``) in separate collections.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "_", model_id.lower()).strip("_")[:120] or "model"
+    digest = hashlib.sha256(model_id.encode()).hexdigest()[:8]
+    name = f"{prefix}__{slug}_{digest}"
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$", name):
+        raise ValueError(f"collection prefix {prefix!r} gives an invalid Milvus collection name {name!r}")
+    return name
+
+
+def rank_subjects(hits: Iterable[FaceHit], top_k: int, threshold: float) -> list[SubjectHit]:
+    """Best photo per subject scoring >= ``threshold``, ranked by score (ties: subject id), top ``top_k``."""
+    best: dict[str, FaceHit] = {}
+    for hit in hits:
+        if hit.score < threshold:
+            continue
+        held = best.get(hit.subject_id)
+        if held is None or hit.score > held.score:
+            best[hit.subject_id] = hit
+    ranked = sorted(best.values(), key=lambda h: (-h.score, h.subject_id, h.gallery))[:top_k]
+    return [SubjectHit(h.subject_id, h.gallery, h.score, h.face_id, h.source_ref) for h in ranked]

@@ -1,0 +1,174 @@
+"""Threshold calibration: the cosine-similarity threshold that gives a target false-match rate.
+
+Scores come from labelled faces, embedded through the same path as the probes (:mod:`rfr.gallery.extraction`):
+
+* a folder of labelled faces (``DIR/<identity>/*.jpg``, e.g. LFW): the identities are split in two disjoint
+  sets by a seeded hash of the name; the threshold is chosen on the *calibration* identities and the rates are
+  reported on the *evaluation* identities, never tuned on the data they are reported on. Genuine pairs: every
+  pair of photos of one identity; impostor pairs: every pair of photos of two identities.
+* a CSV of pairs (``path_a,path_b,same[,split]``; ``split`` is ``calibration`` or ``evaluation``; rows without
+  it are calibration rows).
+
+FMR(t) = share of impostor pairs scoring >= t; FNMR(t) = share of genuine pairs scoring < t. The threshold for a
+target FMR is the lowest t with FMR(t) <= target on the calibration pairs.
+
+The evaluation folder split also gets an open-set (watch-list) check: half of its identities with >= 2 photos
+are enrolled with their first photo; their other photos are probes that should find them at rank 1 above the
+threshold, and the photos of the other half (not enrolled) should find no candidate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
+
+Scores = npt.NDArray[np.float64]
+Labels = npt.NDArray[np.int64]
+_BLOCK = 2048
+
+
+def split_identities(identities: Sequence[str], eval_fraction: float = 0.5, seed: int = 0
+                     ) -> tuple[list[str], list[str]]:
+    """Disjoint (calibration, evaluation) identity lists; stable for a given seed whatever the input order."""
+    ranked = sorted(set(identities), key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
+    cut = len(ranked) - round(len(ranked) * eval_fraction)
+    return sorted(ranked[:cut]), sorted(ranked[cut:])
+
+
+def pair_scores(vectors: npt.NDArray[np.float32], labels: Sequence[int] | Labels) -> tuple[Scores, Scores]:
+    """(genuine, impostor) cosine scores of every unordered pair of rows (rows must be L2-normalised)."""
+    lab = np.asarray(labels)
+    genuine: list[npt.NDArray[np.float32]] = []
+    impostor: list[npt.NDArray[np.float32]] = []
+    n = len(lab)
+    for start in range(0, n, _BLOCK):
+        block = vectors[start:start + _BLOCK] @ vectors.T
+        rows = np.arange(start, min(n, start + _BLOCK))[:, None]
+        upper = np.arange(n)[None, :] > rows
+        same = lab[rows] == lab[None, :]
+        genuine.append(block[upper & same])
+        impostor.append(block[upper & ~same])
+    return (np.concatenate(genuine).astype(np.float64) if genuine else np.zeros(0),
+            np.concatenate(impostor).astype(np.float64) if impostor else np.zeros(0))
+
+
+def threshold_for_fmr(impostor: Scores, target_fmr: float) -> float:
+    """Lowest threshold t with share(impostor >= t) <= target_fmr."""
+    if len(impostor) == 0:
+        raise ValueError("no impostor scores to calibrate on")
+    desc = np.sort(impostor)[::-1]
+    k = int(np.floor(target_fmr * len(desc)))
+    if k >= len(desc):
+        return -1.0
+    return float(np.nextafter(desc[k], np.inf))
+
+
+def rates(genuine: Scores, impostor: Scores, threshold: float) -> dict[str, float]:
+    fmr = float(np.mean(impostor >= threshold)) if len(impostor) else float("nan")
+    fnmr = float(np.mean(genuine < threshold)) if len(genuine) else float("nan")
+    return {"threshold": round(threshold, 6), "fmr": fmr, "fnmr": fnmr, "tmr": 1.0 - fnmr}
+
+
+def open_set(vectors: npt.NDArray[np.float32], labels: Labels, threshold: float, seed: int = 0) -> dict[str, Any]:
+    """Watch-list check: enrol the first photo of half the multi-photo identities, probe with everything else."""
+    ids = sorted({int(x) for x in labels})
+    multi = [i for i in ids if np.sum(labels == i) >= 2]
+    rng = np.random.default_rng(seed)
+    enrolled = set(rng.permutation(multi)[: len(multi) // 2].tolist())
+    first = {i: int(np.flatnonzero(labels == i)[0]) for i in enrolled}
+    gallery_rows = np.array(sorted(first.values()), dtype=np.int64)
+    if len(gallery_rows) == 0:
+        return {}
+    probe_rows = np.array([r for r in range(len(labels)) if r not in set(gallery_rows.tolist())], dtype=np.int64)
+    scores = vectors[probe_rows] @ vectors[gallery_rows].T
+    best = np.argmax(scores, axis=1)
+    best_score = scores[np.arange(len(probe_rows)), best]
+    best_label = labels[gallery_rows][best]
+    mated = np.isin(labels[probe_rows], list(enrolled))
+    hit = (best_label == labels[probe_rows]) & (best_score >= threshold)
+    return {
+        "enrolled_identities": len(enrolled), "mated_probes": int(mated.sum()), "non_mated_probes": int((~mated).sum()),
+        "rank1_at_threshold": float(hit[mated].mean()) if mated.any() else None,
+        "rank1_any_score": float((best_label == labels[probe_rows])[mated].mean()) if mated.any() else None,
+        "no_candidate_rate_non_mated": float((best_score[~mated] < threshold).mean()) if (~mated).any() else None,
+    }
+
+
+@dataclass(frozen=True)
+class LabelledVectors:
+    """Embeddings of labelled photos: ``labels[i]`` indexes ``names``."""
+
+    vectors: npt.NDArray[np.float32]
+    labels: Labels
+    names: list[str]
+    paths: list[str]
+
+    def subset(self, names: Sequence[str]) -> LabelledVectors:
+        keep = {self.names.index(n) for n in names if n in self.names}
+        rows = np.array([i for i, lab in enumerate(self.labels) if int(lab) in keep], dtype=np.int64)
+        return LabelledVectors(self.vectors[rows], self.labels[rows], self.names, [self.paths[i] for i in rows])
+
+
+def calibrate_folder(data: LabelledVectors, target_fmrs: Sequence[float], eval_fraction: float = 0.5,
+                     seed: int = 0) -> dict[str, Any]:
+    """Thresholds on the calibration identities, rates at those thresholds on the evaluation identities."""
+    present = sorted({data.names[int(i)] for i in data.labels})
+    calib_names, eval_names = split_identities(present, eval_fraction, seed)
+    calib, evaluation = data.subset(calib_names), data.subset(eval_names)
+    cg, ci = pair_scores(calib.vectors, calib.labels)
+    eg, ei = pair_scores(evaluation.vectors, evaluation.labels)
+    points = []
+    for target in target_fmrs:
+        t = threshold_for_fmr(ci, target)
+        points.append({"target_fmr": target, "calibration": rates(cg, ci, t), "evaluation": rates(eg, ei, t),
+                       "evaluation_open_set": open_set(evaluation.vectors, evaluation.labels, t, seed)})
+    return {
+        "split": {"seed": seed, "eval_fraction": eval_fraction},
+        "calibration": _describe(calib, cg, ci), "evaluation": _describe(evaluation, eg, ei),
+        "operating_points": points,
+    }
+
+
+def calibrate_pairs(scores: Mapping[str, tuple[Scores, Scores]], target_fmrs: Sequence[float]) -> dict[str, Any]:
+    """``scores``: split name ("calibration", optionally "evaluation") -> (genuine, impostor) scores."""
+    cg, ci = scores["calibration"]
+    points = []
+    for target in target_fmrs:
+        t = threshold_for_fmr(ci, target)
+        point: dict[str, Any] = {"target_fmr": target, "calibration": rates(cg, ci, t)}
+        if "evaluation" in scores:
+            point["evaluation"] = rates(*scores["evaluation"], t)
+        points.append(point)
+    return {"pairs": {k: {"genuine": len(g), "impostor": len(i)} for k, (g, i) in scores.items()},
+            "operating_points": points}
+
+
+def _describe(data: LabelledVectors, genuine: Scores, impostor: Scores) -> dict[str, Any]:
+    return {
+        "identities": len({int(x) for x in data.labels}), "photos": len(data.labels),
+        "genuine_pairs": len(genuine), "impostor_pairs": len(impostor),
+        "genuine_score_median": float(np.median(genuine)) if len(genuine) else None,
+        "impostor_score_median": float(np.median(impostor)) if len(impostor) else None,
+        "impostor_score_p99_9": float(np.quantile(impostor, 0.999)) if len(impostor) else None,
+    }
+
+
+def labelled_folder(root: Path, max_per_identity: int | None = None) -> dict[str, list[Path]]:
+    """``root/<identity>/<photo>``: identity -> sorted photo paths (at most ``max_per_identity``)."""
+    from rfr.gallery.enrol import IMAGE_SUFFIXES
+
+    out: dict[str, list[Path]] = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        photos = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:max_per_identity]
+        if photos:
+            out[d.name] = photos
+    return out

@@ -1,0 +1,248 @@
+"""``rfr enrol``, ``rfr gallery list|count|delete`` and ``rfr calibrate``.
+
+Every command talks to Milvus by URI (``settings.milvus.uri``, the milvus-lite server of ``rfr up`` by default);
+none opens a milvus-lite data file itself. Search results are candidates for trained human review, never
+identifications.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from rfr.core.logs import setup_logging
+from rfr.core.settings import Settings, load_settings
+from rfr.gallery.base import GalleryError
+from rfr.gallery.extraction import MultiFacePolicy
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(add_completion=False, help="Gallery enrolment, administration and threshold calibration.")
+gallery_app = typer.Typer(no_args_is_help=True, help="The enrolled gallery: list, count, erase a subject.")
+app.add_typer(gallery_app, name="gallery")
+
+GalleryOpt = Annotated[list[str] | None, typer.Option("--gallery", "-g", help="Gallery name(s); default: all.")]
+DEFAULT_FMRS = (1e-2, 1e-3, 1e-4)
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    setup_logging(settings.log_level, json_lines=settings.log_json)
+    # pymilvus warns on every query iterator that milvus-lite has no MVCC timestamp; nothing to act on here.
+    logging.getLogger("pymilvus.client.iterator").setLevel(logging.ERROR)
+    return settings
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def enrol(
+    source: Annotated[Path, typer.Argument(help="A folder DIR/<subject_id>/<photo>, or a CSV manifest "
+                                                "(subject_id,image_path,metadata...).")],
+    gallery: Annotated[str, typer.Option("--gallery", "-g", help="Gallery (watch-list) name.")] = "custody",
+    multi_face: Annotated[str | None, typer.Option(help="Photo with several faces: 'largest' (warn) or 'reject'. "
+                                                        "Default: settings.match.enrol_multi_face.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Photos per embedding call (embed.batch_size).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the full report (every file) as JSON here.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    allow_partial: Annotated[bool, typer.Option(
+        "--allow-partial", help="Exit 0 even if some files were skipped or rejected, as long as one photo was "
+                                "enrolled or already there.")] = False,
+    allow_shared_photo: Annotated[bool, typer.Option(
+        "--allow-shared-photo", help="Enrol a photo also given (or already enrolled) for another subject id, "
+                                     "with a warning, instead of refusing it.")] = False,
+) -> None:
+    """Enrol labelled photos (several per subject) into the gallery; re-running skips what is already there.
+
+    Which files are photos is decided by their content, not their name (see rfr/gallery/enrol_sources.py).
+
+    Output: a line per file or manifest row (enrolled, existing, skipped, rejected, warning), then a summary.
+
+    Exit 0 when every file was enrolled or already there, else 1 (see --allow-partial); 2 for a usage error.
+    """
+    from rfr.gallery.enrol import Enroller, scan_source
+    from rfr.gallery.extraction import PipelineExtractor, load_embedder
+    from rfr.gallery.milvus import open_gallery
+
+    settings = _settings()
+    chosen = multi_face or settings.match.enrol_multi_face
+    if chosen not in ("largest", "reject"):
+        raise _fail(f"--multi-face must be 'largest' or 'reject', not {chosen!r}")
+    policy: MultiFacePolicy = "reject" if chosen == "reject" else "largest"
+    try:
+        found = scan_source(source)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot read {source}: {exc}") from exc
+    embedder = load_embedder(settings)
+    target = open_gallery(settings, embedder.model_id, embedder.weights_sha256)
+    extractor = PipelineExtractor(settings)
+    enroller = Enroller(extractor, embedder, target, gallery, multi_face=policy,
+                        batch_size=batch_size or settings.embed.batch_size, allow_shared_photo=allow_shared_photo)
+    try:
+        with tqdm(total=len(found.items), unit="img", disable=not progress, desc=f"enrol {gallery}") as bar:
+            result = enroller.run_source(found, progress=bar.update)
+    except GalleryError as exc:
+        raise _fail(f"gallery error: {exc} (is milvus running at {settings.milvus.uri}? `rfr up` starts one)") from exc
+    finally:
+        extractor.close()
+    summary = result.to_dict()
+    _print_enrol(summary, report)
+    code = enrol_exit_code(summary, allow_partial)
+    if code:
+        raise _fail(_why_not_zero(summary, source), code)
+
+
+STATUS_OF = {"enrolled": "enrolled", "already_enrolled": "existing"}
+
+
+def enrol_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per file (and per warning), by manifest line then file: ``<status> <reason> <file>  <detail>``."""
+    rows = [(STATUS_OF.get(p["reason"], "enrolled"), p) for p in summary["done_list"]]
+    rows += [("skipped", p) for p in summary["skips"]] + [("rejected", p) for p in summary["rejections"]]
+    rows += [("warning", p) for p in summary["warning_list"]]
+    rows.sort(key=lambda r: (r[1]["line"] or 0, r[1]["source_ref"], r[0] == "warning"))
+    out = []
+    for status, p in rows:
+        where = f" (line {p['line']})" if p["line"] else ""
+        reason = "-" if status in ("enrolled", "existing") else p["reason"]
+        out.append(f"{status:<9} {reason:<21} {p['source_ref']}{where}  {p['detail']}".rstrip())
+    return out
+
+
+def enrol_summary_line(summary: dict[str, Any]) -> str:
+    """``enrol <gallery>: <n> file(s): <e> enrolled, <x> already enrolled, <s> skipped (...), <r> rejected (...)``."""
+    def by(reasons: dict[str, int]) -> str:
+        return " (" + ", ".join(f"{k} {v}" for k, v in reasons.items()) + ")" if reasons else ""
+
+    return (f"enrol {summary['gallery']}: {summary['files']} file(s): {summary['enrolled']} enrolled, "
+            f"{summary['skipped_existing']} already enrolled, {summary['skipped']} skipped"
+            f"{by(summary['skipped_by_reason'])}, {summary['rejected']} rejected{by(summary['rejected_by_reason'])}, "
+            f"{summary['warnings']} warning(s)")
+
+
+def enrol_exit_code(summary: dict[str, Any], allow_partial: bool) -> int:
+    """0, or 1: nothing enrolled nor already there, or anything skipped or rejected without ``allow_partial``."""
+    if summary["enrolled"] + summary["skipped_existing"] == 0:
+        return 1
+    return 0 if allow_partial or summary["skipped"] + summary["rejected"] == 0 else 1
+
+
+def _why_not_zero(summary: dict[str, Any], source: Path) -> str:
+    if summary["files"] == 0:
+        return f"error: nothing to enrol in {source}"
+    if summary["enrolled"] + summary["skipped_existing"] == 0:
+        return "error: no photo was enrolled"
+    return "not every file was enrolled; --allow-partial accepts skipped and rejected files"
+
+
+def _print_enrol(summary: dict[str, Any], report: Path | None) -> None:
+    for line in enrol_lines(summary):
+        typer.echo(line)
+    short = {k: v for k, v in summary.items() if k not in ("rejections", "warning_list", "skips", "done_list")}
+    typer.echo(json.dumps(short, indent=2))
+    typer.echo(enrol_summary_line(summary), err=True)
+    if report:
+        report.write_text(json.dumps(summary, indent=2))
+
+
+@gallery_app.command("list")
+def gallery_list(galleries: GalleryOpt = None,
+                 as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False) -> None:
+    """Every enrolled subject, with its gallery and number of photos."""
+    from rfr.gallery.milvus import open_gallery
+
+    settings = _settings()
+    try:
+        subjects = open_gallery(settings).list_subjects(galleries)
+    except GalleryError as exc:
+        raise _fail(f"gallery error: {exc}") from exc
+    for s in subjects:
+        line = json.dumps({"gallery": s.gallery, "subject_id": s.subject_id, "faces": s.faces})
+        typer.echo(line if as_json else f"{s.gallery:<16} {s.subject_id:<40} {s.faces}")
+
+
+@gallery_app.command("count")
+def gallery_count(galleries: GalleryOpt = None) -> None:
+    """Number of enrolled photos."""
+    from rfr.gallery.milvus import open_gallery
+
+    settings = _settings()
+    try:
+        typer.echo(str(open_gallery(settings).count(galleries)))
+    except GalleryError as exc:
+        raise _fail(f"gallery error: {exc}") from exc
+
+
+@gallery_app.command("delete")
+def gallery_delete(
+    subject_id: Annotated[str, typer.Argument(help="Subject whose every photo is erased.")],
+    galleries: GalleryOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Erase a subject: every vector of theirs (in every gallery, or only those given) is deleted."""
+    from rfr.gallery.milvus import open_gallery
+
+    settings = _settings()
+    where = ", ".join(galleries) if galleries else "every gallery"
+    if not yes:
+        typer.confirm(f"Erase every photo of {subject_id} from {where}?", abort=True)
+    try:
+        erased = open_gallery(settings).delete_subject(subject_id, galleries)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    except GalleryError as exc:
+        raise _fail(f"gallery error: {exc}") from exc
+    typer.echo(f"erased {erased} photo(s) of {subject_id} from {where}")
+    if erased == 0:
+        raise typer.Exit(1)
+
+
+@app.command()
+def calibrate(
+    faces: Annotated[Path | None, typer.Argument(help="Labelled faces DIR/<identity>/*.jpg (e.g. LFW).")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="Or: CSV path_a,path_b,same[,split].")] = None,
+    target_fmr: Annotated[list[float] | None, typer.Option(help="Target false-match rate(s).")] = None,
+    eval_fraction: Annotated[float, typer.Option(help="Share of identities held out for evaluation.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed of the identity split.")] = 0,
+    max_per_identity: Annotated[int | None, typer.Option(help="Use at most this many photos per identity.")] = 20,
+    cache: Annotated[Path | None, typer.Option(help="Cache the embeddings here (.npz).")] = None,
+    output: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Report the cosine threshold for each target false-match rate, calibrated and evaluated on disjoint data."""
+    from rfr.gallery import calibrate as cal
+    from rfr.gallery import faceset
+    from rfr.gallery.extraction import PipelineExtractor, load_embedder
+
+    if (faces is None) == (pairs is None):
+        raise _fail("give either a labelled faces folder or --pairs CSV")
+    settings = _settings()
+    targets = target_fmr or list(DEFAULT_FMRS)
+    embedder = load_embedder(settings)
+    extractor = PipelineExtractor(settings)
+    try:
+        if faces is not None:
+            photos = cal.labelled_folder(faces, max_per_identity)
+            with tqdm(total=sum(map(len, photos.values())), unit="img", disable=not progress, desc="embed") as bar:
+                data, rejected = faceset.embed_labelled(photos, extractor, embedder, cache=cache,
+                                                        batch_size=settings.embed.batch_size, progress=bar.update)
+            result = cal.calibrate_folder(data, targets, eval_fraction, seed) | {"rejected_photos": rejected}
+        elif pairs is not None:
+            scores = faceset.pairs_scores(faceset.read_pairs(pairs), extractor, embedder)
+            if "calibration" not in scores:
+                raise _fail(f"{pairs}: no usable calibration pairs")
+            result = cal.calibrate_pairs(scores, targets)
+    finally:
+        extractor.close()
+    text = json.dumps({"model_id": embedder.model_id, "weights_sha256": embedder.weights_sha256} | result, indent=2)
+    typer.echo(text)
+    if output:
+        output.write_text(text)
