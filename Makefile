@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 RFR    := $(VENV)/bin/rfr
 STAMP  := $(VENV)/.installed
 
-.PHONY: install models demo test test-unit lint tools bench up down status clean
+.PHONY: install models demo test test-unit lint tools bench docs up down status clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "RFR needs Python 3.11"'
@@ -39,6 +39,9 @@ test-unit: install
 
 bench: models
 	$(PY) -m benchmarks.run --out benchmarks/results/latest.json
+
+docs: install  # docs/configuration.md from rfr/core/settings.py (tests/unit/test_configuration_doc.py checks it)
+	$(PY) -m rfr.tools.configdoc
 
 up: models
 	$(RFR) up

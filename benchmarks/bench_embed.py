@@ -126,7 +126,7 @@ def face_event_bytes(index: int, crop: np.ndarray) -> bytes:
         event_id=f"sub_bench:f{index}", face_id=f"sub_bench:f{index}", submission_id="sub_bench", face_index=index,
         faces_in_frame=1, meta=SubmissionMeta(retailer_id="r", store_id="s", camera_id="c", captured_at=now),
         received_at=now, box=Box(x=0, y=0, width=80, height=80), keypoints=[Point(x=1, y=1)] * 5,
-        quality=FaceQuality(face_px=80, score=0.9, blur=50, eye_distance_px=30, pose_ok=True),
+        quality=FaceQuality(face_px=80, score=0.9, sharpness=50, eye_distance_px=30, pose_ok=True),
         crop_jpeg=encode_jpeg(crop),
     ).to_bytes()
 

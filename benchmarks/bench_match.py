@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_match.py                       # 10k and 100k, HNSW
     .venv/bin/python benchmarks/bench_match.py --sizes 1000000       # 1M (about 2 GB of vectors; slow to build)
-    .venv/bin/python benchmarks/bench_match.py --strategy-check      # partition vs filter for a small gallery
+    .venv/bin/python benchmarks/bench_match.py --strategy-check      # partition vs filter for a small watch-list
     .venv/bin/python benchmarks/bench_match.py --enrol-images 300    # real decode/detect/embed/insert on LFW
 
 It starts its own milvus-lite server (as `rfr up` does) in a temporary folder and goes through
@@ -78,10 +78,10 @@ def wait_for_indexes(data_dir: Path, collection: str, timeout_s: float) -> float
     raise TimeoutError(f"indexes of {collection} not built within {timeout_s:.0f}s")
 
 
-def build(gallery: MilvusGallery, vectors: npt.NDArray[np.float32], galleries: Callable[[int], str]) -> dict[str, Any]:
+def build(gallery: MilvusGallery, vectors: npt.NDArray[np.float32], watch_list: Callable[[int], str]) -> dict[str, Any]:
     started = time.perf_counter()
     for start in range(0, len(vectors), CHUNK):
-        gallery.add([GalleryFace(f"f{i}", f"s{i // 2}", galleries(i), vectors[i], f"bench/{i}.jpg")
+        gallery.add([GalleryFace(f"f{i}", f"s{i // 2}", watch_list(i), vectors[i], f"bench/{i}.jpg")
                      for i in range(start, min(len(vectors), start + CHUNK))])
     inserted = time.perf_counter() - started
     gallery.flush()
@@ -91,18 +91,18 @@ def build(gallery: MilvusGallery, vectors: npt.NDArray[np.float32], galleries: C
 
 
 def time_searches(gallery: MilvusGallery, probes: npt.NDArray[np.float32], truth: npt.NDArray[np.int64],
-                  galleries: list[str], queries: int, batch: int) -> dict[str, Any]:
+                  watch_lists: list[str], queries: int, batch: int) -> dict[str, Any]:
     single: list[float] = []
     rank1 = 0
     for i in range(queries):
         t = time.perf_counter()
-        [hits] = gallery.search(probes[i:i + 1], 5, galleries, -1.0)
+        [hits] = gallery.search(probes[i:i + 1], 5, watch_lists, -1.0)
         single.append(time.perf_counter() - t)
         rank1 += bool(hits) and hits[0].subject_id == f"s{truth[i]}"
     batched: list[float] = []
     for start in range(0, min(len(probes), batch * 10), batch):
         t = time.perf_counter()
-        gallery.search(probes[start:start + batch], 5, galleries, -1.0)
+        gallery.search(probes[start:start + batch], 5, watch_lists, -1.0)
         batched.append(time.perf_counter() - t)
     per_query = [b / batch for b in batched]
     return {"single": percentiles(single), f"batch{batch}": percentiles(batched),
@@ -144,8 +144,9 @@ def run_size(server: Server, size: int, args: argparse.Namespace) -> dict[str, A
 
 
 def strategy_check(server: Server, args: argparse.Namespace, size: int = 100_000, share: float = 0.1) -> dict[str, Any]:
-    """A small gallery (``share`` of the vectors): its own partition (what the service does) vs a filter on a
-    field inside one shared partition, against exact search restricted to that gallery."""
+    """A small watch-list (``share`` of the vectors): its own partition (what the service does) vs a filter on a
+    field inside one shared partition, against exact search restricted to that watch-list. (The output keys
+    ``small_gallery_share`` and ``gallery_filter_strategy`` keep their names, for comparison with earlier runs.)"""
     vectors, probes = photos(size, seed=7)
     small = ((np.arange(size) // 2) % round(1 / share)) == 0
     rows = np.flatnonzero(np.arange(len(probes)) % round(1 / share) == 0)[: args.queries]
@@ -184,7 +185,7 @@ def strategy_check(server: Server, args: argparse.Namespace, size: int = 100_000
 
 
 def _build_marked(gallery: MilvusGallery, vectors: npt.NDArray[np.float32], small: npt.NDArray[np.bool_]) -> None:
-    """Every vector in one gallery (one partition); ``source_ref`` marks the small gallery's rows."""
+    """Every vector on one watch-list (one partition); ``source_ref`` marks the small watch-list's rows."""
     for start in range(0, len(vectors), CHUNK):
         gallery.add([GalleryFace(f"f{i}", f"s{i // 2}", "custody", vectors[i], "small" if small[i] else "big")
                      for i in range(start, min(len(vectors), start + CHUNK))])
@@ -259,7 +260,7 @@ def main() -> None:
     parser.add_argument("--index", default="HNSW", choices=["HNSW", "FLAT", "IVF_FLAT"])
     parser.add_argument("--queries", type=int, default=200, help="Single queries timed per size.")
     parser.add_argument("--batch", type=int, default=64, help="Probes per batched search.")
-    parser.add_argument("--strategy-check", action="store_true", help="Partition vs filter for a 10%% gallery.")
+    parser.add_argument("--strategy-check", action="store_true", help="Partition vs filter for a 10%% watch-list.")
     parser.add_argument("--enrol-images", type=int, default=0, help="Also time real enrolment of N LFW photos.")
     parser.add_argument("--lfw", type=Path, default=Path(__file__).resolve().parents[2] / "shared/faces/lfw")
     parser.add_argument("--output", type=Path, help="Also write the JSON here.")

@@ -1,10 +1,14 @@
-"""Shared fixtures: a real Tansu broker and milvus-lite server started as `rfr up` does, models, LFW data."""
+"""Shared fixtures: a real Tansu broker and milvus-lite server started as `rfr up` does, models, LFW data.
+Markers come from folders: every test under ``tests/unit`` is ``unit``, ``tests/integration`` ``integration``,
+``tests/e2e`` ``e2e``. Helpers and fakes live in ``tests/support`` (``from support.kafka import FakeMsg``)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,25 +17,42 @@ from rfr.core import kafka
 from rfr.core.settings import KafkaSettings
 from rfr.tools import procs
 
+pytest_plugins = ["support.fixtures"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("RFR_SHARED_DIR", REPO_ROOT.parent / "shared"))
+FOLDER_MARKERS = ("unit", "integration", "e2e")
+"""A test's folder under tests/ is its marker: `pytest -m unit` runs exactly tests/unit."""
+
+
+# --- markers ------------------------------------------------------------------------------------------------
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(item.path).resolve()
+        folder = path.relative_to(TESTS).parts[0] if path.is_relative_to(TESTS) else None
+        if folder not in FOLDER_MARKERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in tests/unit, tests/integration or tests/e2e "
+                                    "(its folder is its marker)")
+        item.add_marker(folder)
 
 
 # --- data ---------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def lfw_dir() -> Path:
-    path = SHARED / "faces" / "lfw"
+def _shared_faces(name: str) -> Path:
+    path = SHARED / "faces" / name
     if not path.is_dir():
         pytest.skip(f"labelled faces not present at {path} (../shared is optional)")
     return path
+
+
+@pytest.fixture(scope="session")
+def lfw_dir() -> Path:
+    return _shared_faces("lfw")
 
 
 @pytest.fixture(scope="session")
 def misc_faces_dir() -> Path:
-    path = SHARED / "faces" / "misc"
-    if not path.is_dir():
-        pytest.skip(f"labelled faces not present at {path} (../shared is optional)")
-    return path
+    return _shared_faces("misc")
 
 
 # --- servers ------------------------------------------------------------------------------------------------
@@ -40,20 +61,28 @@ def stack_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("stack-logs")
 
 
+@contextmanager
+def _server(name: str, argv: list[str], port: int, log_dir: Path, start_s: float, stop_s: float) -> Iterator[None]:
+    """``argv`` spawned as `rfr up` spawns ``name``, until its ``port`` answers; stopped afterwards (killed when it
+    has not exited ``stop_s`` after SIGTERM)."""
+    _, proc = procs.spawn(name, argv, log_dir)
+    try:
+        procs.wait_port("127.0.0.1", port, start_s, proc)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(stop_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 @pytest.fixture(scope="session")
 def broker(stack_log_dir: Path) -> Iterator[str]:
     """A Tansu broker on a free loopback port, started exactly as `rfr up` starts it."""
     port = procs.free_port()
-    _, proc = procs.spawn("tansu", procs.tansu_argv(port), stack_log_dir)
-    try:
-        procs.wait_port("127.0.0.1", port, 20, proc)
+    with _server("tansu", procs.tansu_argv(port), port, stack_log_dir, start_s=20, stop_s=10):
         yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except Exception:  # noqa: BLE001
-            proc.kill()
 
 
 def _unique(prefix: str) -> str:
@@ -72,17 +101,9 @@ def kafka_settings(broker: str) -> KafkaSettings:
 def milvus_uri(stack_log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A milvus-lite gRPC server on a free loopback port, started exactly as `rfr up` starts it."""
     port = procs.free_port()
-    data_dir = tmp_path_factory.mktemp("milvus-data")
-    _, proc = procs.spawn("milvus", procs.milvus_argv(data_dir, port), stack_log_dir)
-    try:
-        procs.wait_port("127.0.0.1", port, 60, proc)
+    argv = procs.milvus_argv(tmp_path_factory.mktemp("milvus-data"), port)
+    with _server("milvus", argv, port, stack_log_dir, start_s=60, stop_s=15):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except Exception:  # noqa: BLE001
-            proc.kill()
 
 
 # --- models -------------------------------------------------------------------------------------------------

@@ -10,17 +10,15 @@ an event that fails validation still gets its outcome as long as its identifiers
 from __future__ import annotations
 
 import json
-import re
 import traceback
 
 from confluent_kafka import Message
 
 from rfr.core.errors import ReasonedError
+from rfr.core.ids import is_ident
 from rfr.core.kafka import Output, header_dict
 from rfr.core.schemas import DeadLetter, OutcomeEvent, OutcomeStatus
 
-# The identifier shapes the pipeline itself writes (rfr.core.schemas.submission_id, detect's face ids).
-_SUBMISSION_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 MAX_REASON_CHARS = 2000
 MAX_OUTCOME_DETAIL_CHARS = 500
 
@@ -61,7 +59,21 @@ def _as_bytes(value: str | bytes | None) -> bytes | None:
 
 
 def _ident(value: object) -> str | None:
-    return value if isinstance(value, str) and _SUBMISSION_ID.match(value) else None
+    return value if isinstance(value, str) and is_ident(value) else None
+
+
+def event_ids(payload: bytes | str | None) -> tuple[str | None, str | None, str | None]:
+    """(``submission_id``, ``face_id``, ``meta.retailer_id``) read leniently from a pipeline event's JSON; each
+    None when absent or not a valid id (:func:`rfr.core.ids.is_ident`)."""
+    try:
+        data = json.loads(payload or b"")
+    except (ValueError, UnicodeDecodeError):
+        return None, None, None
+    if not isinstance(data, dict):
+        return None, None, None
+    meta = data.get("meta")
+    retailer = _ident(meta.get("retailer_id")) if isinstance(meta, dict) else None
+    return _ident(data.get("submission_id")), _ident(data.get("face_id")), retailer
 
 
 def failed_outcome(payload: bytes | str | None, detail: str, outcomes_topic: str) -> Output | None:
@@ -71,18 +83,9 @@ def failed_outcome(payload: bytes | str | None, detail: str, outcomes_topic: str
     the event is a face-level one, and the retailer (``meta.retailer_id``); its ``detail`` is ``detail`` (the
     dead letter's reason text, see :func:`reason_of`) cut to 500 characters. It repeats nothing else of the payload.
     """
-    try:
-        data = json.loads(payload or b"")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    submission = _ident(data.get("submission_id"))
-    meta = data.get("meta")
-    retailer = _ident(meta.get("retailer_id")) if isinstance(meta, dict) else None
+    submission, face, retailer = event_ids(payload)
     if submission is None or retailer is None:
         return None
-    face = _ident(data.get("face_id"))
     outcome = OutcomeEvent.make(submission, retailer, OutcomeStatus.FAILED, face_id=face,
                                 detail=detail[:MAX_OUTCOME_DETAIL_CHARS])
     return Output(outcomes_topic, outcome.to_bytes(), key=submission, event_id=outcome.event_id)

@@ -165,3 +165,27 @@ def count_reasons(found: Sequence[FoundFile]) -> dict[str, int]:
         if f.reason is not None:
             counts[f.reason.value] = counts.get(f.reason.value, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def identity_folders(root: Path) -> dict[str, list[Path]]:
+    """``root/<identity>/<photo>`` -> {identity: its photos}, both sorted by name; the one folder-per-identity
+    listing (evaluation sets, calibration data, the demo's faces, model samples).
+
+    Photos are decided by content (:func:`classify`); hidden folders and identities without a photo are left out,
+    and every other entry that is not a photo is counted in one log line. Raises ``FileNotFoundError`` when
+    ``root`` is not a folder.
+    """
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such folder: {root}")
+    found: dict[str, list[Path]] = {}
+    skipped: list[FoundFile] = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)):
+        entries = [classify(p, f"{sub.name}/{p.name}") for p in sorted(sub.iterdir()) if not p.is_dir()]
+        photos = [f.path for f in entries if f.is_image]
+        skipped += [f for f in entries if not f.is_image]
+        if photos:
+            found[sub.name] = photos
+    if skipped:
+        logger.info("%s: %d entries are not photos and were left out (%s)", root, len(skipped),
+                    ", ".join(f"{r} {n}" for r, n in count_reasons(skipped).items()))
+    return found

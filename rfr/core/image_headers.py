@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, replace
-from enum import StrEnum
 
 from rfr.core.errors import ReasonedError
 from rfr.core.jpeg_structure import SOF_MARKERS, STANDALONE_MARKERS, missing_only_eoi
+from rfr.core.reasons import Reason
 
 JPEG_MISSING_EOI = "jpeg_missing_eoi"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -36,18 +36,8 @@ _KNOWN: tuple[tuple[bytes, str], ...] = (
 )
 
 
-class RejectReason(StrEnum):
-    EMPTY = "empty"
-    TOO_LARGE_BYTES = "too_large_bytes"
-    TOO_MANY_PIXELS = "too_many_pixels"
-    UNSUPPORTED_FORMAT = "unsupported_format"
-    CORRUPT = "corrupt"
-    TRUNCATED = "truncated"
-    ZERO_SIZE = "zero_size"
-
-
 class ImageRejected(ReasonedError):
-    """The bytes are not an acceptable still; ``reason`` is one of :class:`RejectReason`."""
+    """The bytes are not an acceptable still; ``reason`` is one of :class:`rfr.core.reasons.Reason`."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +99,7 @@ def describe_unsupported(data: bytes) -> str:
 
 def _need(data: bytes, n: int, what: str) -> None:
     if len(data) < n:
-        raise ImageRejected(RejectReason.TRUNCATED, f"{what} header cut off at {len(data)} bytes")
+        raise ImageRejected(Reason.TRUNCATED, f"{what} header cut off at {len(data)} bytes")
 
 
 def _jpeg_scan(data: bytes) -> ImageHeader:
@@ -117,9 +107,9 @@ def _jpeg_scan(data: bytes) -> ImageHeader:
     i, size, frame = 2, None, (0, 0)  # frame: (SOF marker, component count)
     while True:
         if i >= len(data):
-            raise ImageRejected(RejectReason.TRUNCATED, "JPEG ends before its first scan")
+            raise ImageRejected(Reason.TRUNCATED, "JPEG ends before its first scan")
         if data[i] != 0xFF:
-            raise ImageRejected(RejectReason.CORRUPT, f"JPEG marker expected at byte {i}")
+            raise ImageRejected(Reason.CORRUPT, f"JPEG marker expected at byte {i}")
         while i < len(data) and data[i] == 0xFF:
             i += 1
         _need(data, i + 1, "JPEG")
@@ -128,17 +118,17 @@ def _jpeg_scan(data: bytes) -> ImageHeader:
         if marker in STANDALONE_MARKERS:
             continue
         if marker == 0xD9:
-            raise ImageRejected(RejectReason.CORRUPT, "JPEG ends before its first scan")
+            raise ImageRejected(Reason.CORRUPT, "JPEG ends before its first scan")
         if marker == 0xDA:
             if size is None:
-                raise ImageRejected(RejectReason.CORRUPT, "JPEG scan before any frame header")
+                raise ImageRejected(Reason.CORRUPT, "JPEG scan before any frame header")
             _need(data, i + 3, "JPEG scan")
             scalable = frame[0] in _SEQUENTIAL and data[i + 2] == frame[1]
             return ImageHeader("jpeg", size[0], size[1], scan_offset=i, scalable=scalable)
         _need(data, i + 2, "JPEG")
         length = struct.unpack_from(">H", data, i)[0]
         if length < 2:
-            raise ImageRejected(RejectReason.CORRUPT, f"JPEG segment length {length}")
+            raise ImageRejected(Reason.CORRUPT, f"JPEG segment length {length}")
         if marker in SOF_MARKERS and size is None:
             _need(data, i + 8, "JPEG frame")
             height, width = struct.unpack_from(">HH", data, i + 3)
@@ -149,7 +139,7 @@ def _jpeg_scan(data: bytes) -> ImageHeader:
 def _png_header(data: bytes) -> ImageHeader:
     _need(data, 33, "PNG")
     if data[12:16] != b"IHDR":
-        raise ImageRejected(RejectReason.CORRUPT, "PNG does not start with IHDR")
+        raise ImageRejected(Reason.CORRUPT, "PNG does not start with IHDR")
     width, height = struct.unpack_from(">II", data, 16)
     colour_type = data[25]
     alpha = colour_type in (4, 6)
@@ -174,16 +164,16 @@ def _webp_header(data: bytes) -> ImageHeader:
     if kind == b"VP8L":
         _need(data, 25, "WebP")
         if data[20] != 0x2F:
-            raise ImageRejected(RejectReason.CORRUPT, "WebP lossless signature missing")
+            raise ImageRejected(Reason.CORRUPT, "WebP lossless signature missing")
         bits = int.from_bytes(data[21:25], "little")
         return ImageHeader("webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, bool(bits >> 28 & 1))
     if kind == b"VP8 ":
         _need(data, 30, "WebP")
         if data[23:26] != b"\x9d\x01\x2a":
-            raise ImageRejected(RejectReason.CORRUPT, "WebP lossy start code missing")
+            raise ImageRejected(Reason.CORRUPT, "WebP lossy start code missing")
         w, h = struct.unpack_from("<HH", data, 26)
         return ImageHeader("webp", w & 0x3FFF, h & 0x3FFF)
-    raise ImageRejected(RejectReason.CORRUPT, f"unknown WebP chunk {kind!r}")
+    raise ImageRejected(Reason.CORRUPT, f"unknown WebP chunk {kind!r}")
 
 
 def _bmp_header(data: bytes) -> ImageHeader:
@@ -194,9 +184,9 @@ def _bmp_header(data: bytes) -> ImageHeader:
     elif dib >= 40:
         w, h = struct.unpack_from("<ii", data, 18)
     else:
-        raise ImageRejected(RejectReason.CORRUPT, f"BMP info header of {dib} bytes")
+        raise ImageRejected(Reason.CORRUPT, f"BMP info header of {dib} bytes")
     if w < 0:
-        raise ImageRejected(RejectReason.CORRUPT, f"BMP width {w}")
+        raise ImageRejected(Reason.CORRUPT, f"BMP width {w}")
     return ImageHeader("bmp", w, abs(h))
 
 
@@ -215,7 +205,7 @@ def read_header(data: bytes) -> ImageHeader:
         from rfr.core.pillow_stills import pillow_header
 
         return pillow_header(data, fmt)
-    raise ImageRejected(RejectReason.UNSUPPORTED_FORMAT, describe_unsupported(data))
+    raise ImageRejected(Reason.UNSUPPORTED_FORMAT, describe_unsupported(data))
 
 
 def _bmp_expected_size(data: bytes, header: ImageHeader) -> int:
@@ -236,7 +226,7 @@ def _jpeg_ending(data: bytes, header: ImageHeader) -> ImageHeader:
         return header
     cut = missing_only_eoi(data)
     if cut is not None:
-        raise ImageRejected(RejectReason.TRUNCATED, f"jpeg data ends early ({len(data)} bytes): {cut}")
+        raise ImageRejected(Reason.TRUNCATED, f"jpeg data ends early ({len(data)} bytes): {cut}")
     return replace(header, warnings=(*header.warnings, JPEG_MISSING_EOI))
 
 
@@ -257,5 +247,5 @@ def check_complete(data: bytes, header: ImageHeader) -> ImageHeader:
         complete = len(data) >= _bmp_expected_size(data, header)
     if not complete:
         need = f", {header.data_end} declared" if header.data_end else ""
-        raise ImageRejected(RejectReason.TRUNCATED, f"{fmt} data ends early ({len(data)} bytes{need})")
+        raise ImageRejected(Reason.TRUNCATED, f"{fmt} data ends early ({len(data)} bytes{need})")
     return header

@@ -6,8 +6,9 @@ with a machine-readable ``reason``. The checks, in order, each before any pixel 
 1. ``empty`` / ``too_large_bytes``: the byte count against :attr:`ImageLimits.max_bytes`.
 2. ``unsupported_format``: the format is sniffed from the magic bytes (JPEG, PNG, WebP, BMP, TIFF, HEIC/HEIF),
    never from a file name or a declared content type; the refusal names what the bytes seem to be (GIF, PDF...).
-3. ``truncated`` / ``corrupt``: the header is parsed for width and height (here for JPEG, PNG, WebP and BMP; by
-   Pillow's lazy open, which decodes no pixel, for TIFF and HEIC: :mod:`rfr.core.pillow_stills`).
+3. ``truncated`` / ``corrupt``: the header is read for width and height by Pillow's lazy open, which decodes no
+   pixel (PNG and BMP: :mod:`rfr.core.image_headers`; TIFF and HEIC: :mod:`rfr.core.pillow_stills`), or by hand
+   where Pillow does not do the job (JPEG's segment walk, WebP: :mod:`rfr.core.image_headers` says why).
 4. ``zero_size`` / ``too_many_pixels``: each side against ``max_side`` and width x height against ``max_pixels``,
    so a decompression bomb (a 20000 x 20000 PNG of a few kilobytes) is refused unread. The one exception is a
    single-scan sequential (baseline) JPEG: libjpeg decodes it at 1/2, 1/4 or 1/8 scale holding one row of blocks
@@ -45,17 +46,17 @@ from rfr.core.image_headers import (
     JPEG_MISSING_EOI,
     ImageHeader,
     ImageRejected,
-    RejectReason,
     check_complete,
     describe_unsupported,
     read_header,
     sniff_format,
 )
 from rfr.core.pillow_stills import TIFF_PAGES, decode_pillow, over_white
+from rfr.core.reasons import Reason
 from rfr.core.settings import IngestSettings
 
 __all__ = ["CONTENT_TYPES", "JPEG_MISSING_EOI", "SCALES", "TIFF_PAGES", "DecodedImage", "ImageHeader", "ImageLimits",
-           "ImageRejected", "RejectReason", "check_limits", "decode_image", "describe_unsupported", "probe_image",
+           "ImageRejected", "check_limits", "decode_image", "describe_unsupported", "probe_image",
            "read_header", "sniff_format"]
 
 logger = logging.getLogger(__name__)
@@ -114,24 +115,24 @@ def check_limits(header: ImageHeader, limits: ImageLimits) -> int:
     (zero_size, too_many_pixels with a hint) when it cannot be."""
     w, h = header.width, header.height
     if w <= 0 or h <= 0:
-        raise ImageRejected(RejectReason.ZERO_SIZE, f"{w}x{h}")
+        raise ImageRejected(Reason.ZERO_SIZE, f"{w}x{h}")
     if max(w, h) > limits.max_side:
-        raise ImageRejected(RejectReason.TOO_MANY_PIXELS, f"{w}x{h}: a side is longer than {limits.max_side} "
+        raise ImageRejected(Reason.TOO_MANY_PIXELS, f"{w}x{h}: a side is longer than {limits.max_side} "
                             "(ingest.max_side); resize the still before submitting it")
     if w * h <= limits.max_pixels:
         return 1
     over = f"{w}x{h} = {w * h} pixels > {limits.max_pixels} (ingest.max_pixels)"
     if header.format != "jpeg":
-        raise ImageRejected(RejectReason.TOO_MANY_PIXELS, f"{over}; {header.format.upper()} has no reduced-scale "
+        raise ImageRejected(Reason.TOO_MANY_PIXELS, f"{over}; {header.format.upper()} has no reduced-scale "
                             "decode: resize the still, or send it as a JPEG (decoded at up to 1/8 scale)")
     if not header.scalable:
-        raise ImageRejected(RejectReason.TOO_MANY_PIXELS, f"{over}; a progressive or multi-scan JPEG needs the "
+        raise ImageRejected(Reason.TOO_MANY_PIXELS, f"{over}; a progressive or multi-scan JPEG needs the "
                             "whole image's coefficients even at reduced scale: re-save it as a baseline JPEG or "
                             "resize it")
     for scale in SCALES[1:]:
         if _reduced(w, scale) * _reduced(h, scale) <= limits.max_pixels:
             return scale
-    raise ImageRejected(RejectReason.TOO_MANY_PIXELS, f"{over}, and still over it decoded at 1/8 scale "
+    raise ImageRejected(Reason.TOO_MANY_PIXELS, f"{over}, and still over it decoded at 1/8 scale "
                         f"({_reduced(w, 8)}x{_reduced(h, 8)}): resize the still before submitting it")
 
 
@@ -144,16 +145,16 @@ def _verify_scan_data(data: bytes) -> None:
     try:
         simplejpeg.decode_jpeg(data + _EOI, colorspace="GRAY", min_height=1, min_width=1, min_factor=8, strict=True)
     except ValueError as exc:
-        raise ImageRejected(RejectReason.TRUNCATED, f"jpeg without end-of-image marker ({len(data)} bytes) and its "
+        raise ImageRejected(Reason.TRUNCATED, f"jpeg without end-of-image marker ({len(data)} bytes) and its "
                             f"scan data is incomplete: {exc}") from exc
     logger.info("JPEG without end-of-image marker accepted: its scan data is complete (%d bytes)", len(data))
 
 
 def _probe(data: bytes, limits: ImageLimits) -> tuple[ImageHeader, int]:
     if not data:
-        raise ImageRejected(RejectReason.EMPTY, "no bytes")
+        raise ImageRejected(Reason.EMPTY, "no bytes")
     if len(data) > limits.max_bytes:
-        raise ImageRejected(RejectReason.TOO_LARGE_BYTES, f"{len(data)} bytes > {limits.max_bytes}")
+        raise ImageRejected(Reason.TOO_LARGE_BYTES, f"{len(data)} bytes > {limits.max_bytes}")
     header = read_header(data)
     scale = check_limits(header, limits)
     header = check_complete(data, header)
@@ -178,7 +179,7 @@ def _decode_opencv(data: bytes, header: ImageHeader, scale: int) -> Pixels | Non
             return cv2.imdecode(buf, _REDUCED[scale] | cv2.IMREAD_COLOR_RGB)
         return cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB)
     except cv2.error as exc:
-        raise ImageRejected(RejectReason.CORRUPT, f"{header.format} decoder failed: {exc}") from exc
+        raise ImageRejected(Reason.CORRUPT, f"{header.format} decoder failed: {exc}") from exc
 
 
 def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
@@ -189,11 +190,11 @@ def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
     else:
         rgb = _decode_opencv(data, header, scale)
     if rgb is None:
-        raise ImageRejected(RejectReason.CORRUPT, f"{header.format} data could not be decoded")
+        raise ImageRejected(Reason.CORRUPT, f"{header.format} data could not be decoded")
     h, w = rgb.shape[:2]
     expected = (_reduced(header.width, scale), _reduced(header.height, scale))
     if sorted((w, h)) != sorted(expected):
-        raise ImageRejected(RejectReason.CORRUPT, f"decoded {w}x{h}, header says {header.width}x{header.height}"
+        raise ImageRejected(Reason.CORRUPT, f"decoded {w}x{h}, header says {header.width}x{header.height}"
                             + (f" (at 1/{scale}: {expected[0]}x{expected[1]})" if scale > 1 else ""))
     if scale > 1:
         logger.info("%s of %dx%d decoded at 1/%d scale (%dx%d) to stay within max_pixels=%d", header.format,
@@ -207,7 +208,7 @@ def _to_rgb(img: Pixels) -> Pixels:
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
-        raise ImageRejected(RejectReason.UNSUPPORTED_FORMAT, f"{img.dtype} samples")
+        raise ImageRejected(Reason.UNSUPPORTED_FORMAT, f"{img.dtype} samples")
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     if img.shape[2] == 3:

@@ -6,6 +6,10 @@ an entropy decoder answers (:func:`rfr.core.imaging.probe_image` asks libjpeg, i
 EOI put back). Everything here follows ITU-T T.81 (JPEG): B.1.1.2 markers, B.1.1.5 byte stuffing (``FF 00``) and
 restart markers (``FF D0``-``FF D7``) in entropy-coded data, B.2.2 frame header, B.2.3 scan header, G.1.1.1.1
 the progressive spectral selection (Ss, Se) and successive approximation (Ah, Al).
+
+Hand-written because no library in use reports it: Pillow's JPEG open stops at the first start-of-scan marker;
+libjpeg (OpenCV, simplejpeg) decodes a stream cut inside its data with the rest filled grey, warning at most, and
+one cut between the scans of a progressive JPEG without a word.
 """
 
 from __future__ import annotations

@@ -7,28 +7,48 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-logger = logging.getLogger(__name__)
+# Fields a log call may pass as ``extra=`` (see :func:`ids`) that JSON lines carry as their own keys, so a log
+# shipper can follow one still or face through every service: ``submission_id``, ``face_id`` and the Kafka origin.
+CONTEXT_FIELDS = ("submission_id", "face_id", "topic", "partition", "offset")
+
+
+def ids(submission_id: str | None = None, face_id: str | None = None, **origin: str | int | None) -> dict[str, object]:
+    """The ``extra=`` of a log call about one still or face: ``logger.warning("...", extra=ids(sub, face))``."""
+    fields: dict[str, object] = {"submission_id": submission_id, "face_id": face_id, **origin}
+    return {k: v for k, v in fields.items() if v is not None and k in CONTEXT_FIELDS}
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers."""
+    """One JSON object per line, for log shippers: time, level, logger, message, the service, the context fields
+    of :data:`CONTEXT_FIELDS` given with the call, and the exception."""
+
+    def __init__(self, service: str | None = None) -> None:
+        super().__init__()
+        self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
-        payload = {
+        payload: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if self.service:
+            payload["service"] = self.service
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                payload[name] = value
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload)
+        return json.dumps(payload, default=str)
 
 
 def setup_logging(level: str = "INFO", *, json_lines: bool = False, service: str | None = None) -> None:
+    """Log to stderr at ``level``: JSON lines (:class:`JsonFormatter`) or text prefixed with ``[service]``."""
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(service))
     else:
         prefix = f"[{service}] " if service else ""
         handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s"))

@@ -25,7 +25,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps
 
-from rfr.core.image_headers import ImageHeader, ImageRejected, RejectReason
+from rfr.core.image_headers import ImageHeader, ImageRejected
+from rfr.core.reasons import Reason
 
 __all__ = ["TIFF_PAGES", "decode_pillow", "over_white", "pillow_header"]
 
@@ -55,9 +56,9 @@ def _open(data: bytes, fmt: str) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=[_PILLOW_FORMAT[fmt]])
     except Image.DecompressionBombError as exc:
-        raise ImageRejected(RejectReason.TOO_MANY_PIXELS, f"{fmt}: {exc}") from exc
+        raise ImageRejected(Reason.TOO_MANY_PIXELS, f"{fmt}: {exc}") from exc
     except _OPEN_ERRORS as exc:
-        raise ImageRejected(RejectReason.CORRUPT, f"{fmt} header unreadable: {exc}") from exc
+        raise ImageRejected(Reason.CORRUPT, f"{fmt} header unreadable: {exc}") from exc
 
 
 def _tiff_first_directory(data: bytes) -> int:
@@ -65,10 +66,10 @@ def _tiff_first_directory(data: bytes) -> int:
     order = "<" if data[:2] == b"II" else ">"
     big = data[2:4] in (b"+\x00", b"\x00+")
     if len(data) < (16 if big else 8):
-        raise ImageRejected(RejectReason.TRUNCATED, f"TIFF header cut off at {len(data)} bytes")
+        raise ImageRejected(Reason.TRUNCATED, f"TIFF header cut off at {len(data)} bytes")
     offset: int = struct.unpack_from(order + ("Q" if big else "I"), data, 8 if big else 4)[0]
     if offset >= len(data):
-        raise ImageRejected(RejectReason.TRUNCATED, f"TIFF directory at byte {offset}, past the {len(data)} bytes")
+        raise ImageRejected(Reason.TRUNCATED, f"TIFF directory at byte {offset}, past the {len(data)} bytes")
     return offset
 
 
@@ -99,7 +100,7 @@ def _heif_boxes_end(data: bytes) -> int:
         elif size == 0:
             return len(data)
         if size < 8:
-            raise ImageRejected(RejectReason.CORRUPT, f"HEIF box of {size} bytes at byte {pos}")
+            raise ImageRejected(Reason.CORRUPT, f"HEIF box of {size} bytes at byte {pos}")
         pos += size
     return pos
 
@@ -144,11 +145,11 @@ def _to_rgb(im: Image.Image, fmt: str, alpha: bool) -> RGB:
         grey = (np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     if mode in ("I", "F"):
-        raise ImageRejected(RejectReason.UNSUPPORTED_FORMAT, f"{fmt} with 32-bit samples (Pillow mode {mode})")
+        raise ImageRejected(Reason.UNSUPPORTED_FORMAT, f"{fmt} with 32-bit samples (Pillow mode {mode})")
     try:
         return over_white(np.array(im.convert("RGBA"))) if alpha else np.array(im.convert("RGB"))
     except ValueError as exc:
-        raise ImageRejected(RejectReason.UNSUPPORTED_FORMAT, f"{fmt} pixels in mode {mode}: {exc}") from exc
+        raise ImageRejected(Reason.UNSUPPORTED_FORMAT, f"{fmt} pixels in mode {mode}: {exc}") from exc
 
 
 def decode_pillow(data: bytes, header: ImageHeader) -> RGB:
@@ -160,11 +161,11 @@ def decode_pillow(data: bytes, header: ImageHeader) -> RGB:
             im.load()
             oriented = ImageOps.exif_transpose(im)
         except Image.DecompressionBombError as exc:
-            raise ImageRejected(RejectReason.TOO_MANY_PIXELS, f"{fmt}: {exc}") from exc
+            raise ImageRejected(Reason.TOO_MANY_PIXELS, f"{fmt}: {exc}") from exc
         except _OPEN_ERRORS as exc:
             text = str(exc)
             cut = any(word in text.lower() for word in ("truncated", "end of file", "premature"))
-            reason = RejectReason.TRUNCATED if cut else RejectReason.CORRUPT
+            reason = Reason.TRUNCATED if cut else Reason.CORRUPT
             raise ImageRejected(reason, f"{fmt} decoder failed: {text[:300]}") from exc
     with oriented:
         return _to_rgb(oriented, fmt, header.has_alpha)

@@ -1,21 +1,44 @@
 """Message schemas: frozen pydantic models, JSON on the wire, each with a ``schema_version``.
 
+Bytes fields travel as URL-safe base64 (RFC 4648 section 5); either base64 alphabet is read.
+
 Every event carries a deterministic ``event_id`` (also sent as the ``rfr-event-id`` header) on which
 consumers drop the duplicates that at-least-once delivery may produce.
+
+Versions. Each message class declares the version of its own shape as the default (and only value) of its
+``schema_version`` field; a nested message carries its own. A change that an old consumer could not read (a field
+renamed, removed or re-typed) gets a new version. Consumers say which versions they read: :func:`decode` takes the
+accepted versions (default: the class's own) and refuses any other with :class:`UnsupportedSchemaVersion`
+(reason ``unsupported_schema_version``, e.g. ``got 1, accepts 2``), which the stages dead-letter.
+
+Version 2 (FaceQuality, FaceEvent, EmbeddingEvent, Candidate, CandidateList): ``blur`` became ``sharpness``,
+the embedding travels as float32 bytes (``template``), ``gallery(ies)`` became ``watch_list(s)``; every other
+class is at version 1. Each class's docstring says what its version changed; docs/design.md (wire format) has the
+table and which stage reads which version.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-SCHEMA_VERSION: Literal[1] = 1
+from rfr.core.errors import ReasonedError
+from rfr.core.reasons import Reason
 
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@\-]+$")]
+
+TEMPLATE_DTYPE = np.dtype("<f4")
+"""Wire dtype of an embedding template: little-endian IEEE-754 float32, 4 bytes per value."""
+TEMPLATE_MIN_DIM = 16
+TEMPLATE_MAX_DIM = 4096
+"""Template dimension range accepted on the wire (FaceNet's is 512; the range only rejects nonsense)."""
 
 
 def utcnow() -> datetime:
@@ -23,9 +46,26 @@ def utcnow() -> datetime:
 
 
 class Message(BaseModel):
+    """Base of every wire message. Each subclass declares ``schema_version: Literal[N] = N``: its version."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: int = 1
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _integer_version(cls, value: object) -> object:
+        if type(value) is not int:  # JSON true or 1.0 would otherwise pass as version 1
+            raise ValueError(f"schema_version must be an integer, got {value!r}")
+        return value
+
+    @classmethod
+    def version(cls) -> int:
+        """The schema version this class writes and reads (its ``schema_version`` default)."""
+        default = cls.model_fields["schema_version"].default
+        if not isinstance(default, int):
+            raise TypeError(f"{cls.__name__}.schema_version needs an int default")
+        return default
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -34,11 +74,55 @@ class Message(BaseModel):
 M = TypeVar("M", bound=Message)
 
 
-def decode(model: type[M], raw: bytes | str | None) -> M:
-    """Parse a wire message; raises :class:`pydantic.ValidationError` on anything malformed."""
+class UnsupportedSchemaVersion(ReasonedError, ValueError):
+    """A message whose ``schema_version`` the consumer does not accept: reason ``unsupported_schema_version``,
+    detail ``got <version>, accepts <versions> (<class>)``. A ``ValueError``, so callers that treat every
+    malformed message alike need no change; the stages dead-letter it under its own reason."""
+
+    def __init__(self, model: type[Message], got: object, accepts: Collection[int]) -> None:
+        versions = ", ".join(str(v) for v in sorted(accepts)) or "none"
+        super().__init__(Reason.UNSUPPORTED_SCHEMA_VERSION, f"got {got!r}, accepts {versions} ({model.__name__})")
+        self.got = got
+        self.accepts = frozenset(accepts)
+
+
+class _Versioned(BaseModel):
+    """Only the ``schema_version`` of a JSON message, whatever else it holds."""
+
+    model_config = ConfigDict(extra="ignore")
+    schema_version: Any = None
+
+
+def _version_of(raw: bytes | str) -> tuple[bool, object]:
+    """(whether ``raw`` is a JSON object naming a ``schema_version``, that version)."""
+    try:
+        peek = _Versioned.model_validate_json(raw)
+    except ValidationError:
+        return False, None
+    return "schema_version" in peek.model_fields_set, peek.schema_version
+
+
+def decode(model: type[M], raw: bytes | str | None, accepts: Collection[int] | None = None) -> M:
+    """Parse a wire message of class ``model``.
+
+    ``accepts`` are the schema versions the consumer reads (default: ``model.version()``; a class parses only its
+    own version). Raises :class:`UnsupportedSchemaVersion` when the message names another version,
+    ``ValueError`` for a missing message and :class:`pydantic.ValidationError` for anything else malformed.
+    A message without ``schema_version`` is read as ``model``'s version.
+    """
     if raw is None:
         raise ValueError(f"empty message where {model.__name__} was expected")
-    return model.model_validate_json(raw)
+    wanted = frozenset(accepts) if accepts is not None else frozenset({model.version()})
+    try:
+        message = model.model_validate_json(raw)
+    except ValidationError:
+        named, got = _version_of(raw)
+        if named and (type(got) is not int or got not in wanted):
+            raise UnsupportedSchemaVersion(model, got, wanted) from None
+        raise
+    if message.schema_version not in wanted:
+        raise UnsupportedSchemaVersion(model, message.schema_version, wanted)
+    return message
 
 
 class Channel(StrEnum):
@@ -48,6 +132,7 @@ class Channel(StrEnum):
 
 
 class SubmissionMeta(Message):
+    schema_version: Literal[1] = 1
     retailer_id: Ident
     store_id: Ident
     camera_id: Ident
@@ -67,11 +152,12 @@ def submission_id(retailer_id: str, content: bytes) -> str:
 
 
 class FrameEvent(Message):
-    """A validated still. The image travels inline, or as a claim-check ``image_ref`` when large: always the
-    submitted bytes, never re-encoded. ``width`` and ``height`` are those of the decoded, oriented pixels, which
+    """A validated still (schema v1). The image travels inline, or as a claim-check ``image_ref`` when large: always
+    the submitted bytes, never re-encoded. ``width`` and ``height`` are those of the decoded, oriented pixels, which
     :func:`rfr.core.imaging.decode_image` reproduces from those bytes (at ``1/decode_scale`` of the declared size);
     face boxes downstream are in these coordinates."""
 
+    schema_version: Literal[1] = 1
     event_id: str
     submission_id: str
     meta: SubmissionMeta
@@ -92,6 +178,7 @@ class FrameEvent(Message):
 
 
 class Box(Message):
+    schema_version: Literal[1] = 1
     x: float
     y: float
     width: float
@@ -99,19 +186,27 @@ class Box(Message):
 
 
 class Point(Message):
+    schema_version: Literal[1] = 1
     x: float
     y: float
 
 
 class FaceQuality(Message):
-    face_px: float
-    score: float
-    blur: float
-    eye_distance_px: float
-    pose_ok: bool
+    """Quality of one detected face (schema v2; v1 called ``sharpness`` ``blur``), see :mod:`rfr.face.quality`."""
+
+    schema_version: Literal[2] = 2
+    face_px: float = Field(description="Detector box width in the original still, pixels.")
+    score: float = Field(description="Detector confidence in [0, 1].")
+    sharpness: float = Field(
+        description="Variance of the Laplacian of the grey aligned crop seen at 32x32 (higher is sharper).")
+    eye_distance_px: float = Field(description="Distance between the eye keypoints in the original still, pixels.")
+    pose_ok: bool = Field(description="Whether the landmarks pass the pose sanity check.")
 
 
 class FaceEvent(Message):
+    """One usable face of a still (schema v2: its FaceQuality is v2)."""
+
+    schema_version: Literal[2] = 2
     event_id: str
     face_id: str
     submission_id: str
@@ -126,7 +221,23 @@ class FaceEvent(Message):
     crop_size: int = 160
 
 
+def template_bytes(vector: npt.ArrayLike) -> bytes:
+    """The wire form of a 1-D embedding: little-endian float32 bytes, 4 per value (``ValueError`` unless 1-D)."""
+    arr = np.asarray(vector, dtype=TEMPLATE_DTYPE)
+    if arr.ndim != 1:
+        raise ValueError(f"a template is one vector, got shape {arr.shape}")
+    return arr.tobytes()
+
+
 class EmbeddingEvent(Message):
+    """The template (embedding) of one probe face (schema v2).
+
+    ``template`` is the vector as little-endian float32 bytes (:data:`TEMPLATE_DTYPE`; URL-safe base64 in JSON), of
+    ``TEMPLATE_MIN_DIM``..``TEMPLATE_MAX_DIM`` values; :attr:`vector` gives it as a numpy array. v1 carried a
+    JSON list of floats in ``vector`` (11 kB for 512 values, against 2.7 kB of base64 now).
+    """
+
+    schema_version: Literal[2] = 2
     event_id: str
     face_id: str
     submission_id: str
@@ -135,21 +246,45 @@ class EmbeddingEvent(Message):
     quality: FaceQuality
     model_id: str
     weights_sha256: str
-    vector: list[float] = Field(min_length=16, max_length=4096)
+    template: bytes = Field(
+        min_length=TEMPLATE_MIN_DIM * TEMPLATE_DTYPE.itemsize, max_length=TEMPLATE_MAX_DIM * TEMPLATE_DTYPE.itemsize,
+        description="Embedding as little-endian float32 bytes (base64 in JSON); dimension = len / 4.")
+
+    @field_validator("template")
+    @classmethod
+    def _whole_floats(cls, value: bytes) -> bytes:
+        if len(value) % TEMPLATE_DTYPE.itemsize:
+            raise ValueError(f"template of {len(value)} bytes is not a whole number of float32 values")
+        return value
+
+    @property
+    def dim(self) -> int:
+        """Number of values in the template."""
+        return len(self.template) // TEMPLATE_DTYPE.itemsize
+
+    @property
+    def vector(self) -> npt.NDArray[np.float32]:
+        """The template as a read-only float32 array of shape ``(dim,)`` (native byte order)."""
+        return np.frombuffer(self.template, dtype=TEMPLATE_DTYPE).astype(np.float32, copy=False)
 
 
 class Candidate(Message):
+    """One candidate subject of a candidate list (schema v2; v1 called ``watch_list`` ``gallery``)."""
+
+    schema_version: Literal[2] = 2
     rank: int = Field(ge=1)
     subject_id: str
-    score: float
-    gallery: str
+    score: float = Field(description="Cosine similarity in [-1, 1] of the subject's best-scoring enrolled photo.")
+    watch_list: str = Field(description="The watch-list (gallery partition) the subject is enrolled on.")
     gallery_face_id: str
     source_ref: str | None = None
 
 
 class CandidateList(Message):
-    """Candidates for human review. A list is never an identification."""
+    """Candidates for human review (schema v2; v1 called ``watch_lists`` ``galleries``). A list is never an
+    identification."""
 
+    schema_version: Literal[2] = 2
     event_id: str
     face_id: str
     submission_id: str
@@ -160,7 +295,7 @@ class CandidateList(Message):
     candidates: list[Candidate]
     threshold: float
     top_k: int
-    galleries: list[str]
+    watch_lists: list[str] = Field(description="The watch-lists searched.")
     model_id: str
     quality: FaceQuality
     notice: str = "Possible candidates for trained human review; not an identification."
@@ -177,8 +312,9 @@ class OutcomeStatus(StrEnum):
 
 
 class OutcomeEvent(Message):
-    """Progress of one submission, for its submitter. Never names a candidate."""
+    """Progress of one submission, for its submitter (schema v1). Never names a candidate."""
 
+    schema_version: Literal[1] = 1
     event_id: str
     submission_id: str
     retailer_id: str
@@ -206,8 +342,9 @@ class OutcomeEvent(Message):
 
 
 class DeadLetter(Message):
-    """A message a service could not process, with the reason and the original bytes."""
+    """A message a service could not process, with the reason and the original bytes (schema v1)."""
 
+    schema_version: Literal[1] = 1
     event_id: str
     service: str
     reason: str

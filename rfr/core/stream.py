@@ -31,14 +31,15 @@ from typing import Protocol, runtime_checkable
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from rfr.core.deadletters import dead_letter, failed_outcome, reason_of
+from rfr.core.deadletters import dead_letter, event_ids, failed_outcome, reason_of
 from rfr.core.errors import ReasonedError
 from rfr.core.kafka import DeliveryFailed, DeliveryTracker, Output
+from rfr.core.logs import ids
 from rfr.core.metrics import StageMetrics
+from rfr.core.reasons import Reason
 
 logger = logging.getLogger(__name__)
 
-RETRY_EXHAUSTED = "retry_exhausted"
 MAX_TRACKED_ATTEMPTS = 10_000  # offsets remembered between tries; more means a rebalance left stale ones
 
 
@@ -243,7 +244,7 @@ class StreamProcessor:
 
     def _exhausted(self, msg: Message, exc: Exception) -> None:
         """Dead-letter ``msg`` after its last try (the outputs it may have made are dropped with it)."""
-        error = PoisonMessage(RETRY_EXHAUSTED, f"{self.config.max_attempts} tries: {type(exc).__name__}: {exc}")
+        error = PoisonMessage(Reason.RETRY_EXHAUSTED, f"{self.config.max_attempts} tries: {type(exc).__name__}: {exc}")
         logger.error("%s[%s]@%s failed %d times; dead-lettering it: %s",
                      msg.topic(), msg.partition(), msg.offset(), self.config.max_attempts, exc)
         self._deliver(self._rejected(msg, error))
@@ -268,7 +269,9 @@ class StreamProcessor:
         """The dead letter for ``msg``, and beside it the handler's outputs or the ``failed`` outcome."""
         letter = dead_letter(self.config.service, msg, exc, self.config.deadletter_topic)
         self.metrics.deadletters.labels(letter.headers["rfr-reason"]).inc()
-        logger.warning("dead-lettered %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+        submission, face, _ = event_ids(msg.value())
+        logger.warning("dead-lettered %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), exc,
+                       extra=ids(submission, face, topic=msg.topic(), partition=msg.partition(), offset=msg.offset()))
         if isinstance(exc, PoisonMessage) and exc.outputs:
             return [letter, *exc.outputs]
         if self.config.outcomes_topic is None:

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -26,27 +25,15 @@ from torch import nn
 
 from rfr.core.settings import EmbedSettings
 from rfr.embedding.device import Runtime, apply_runtime, resolve_runtime
+from rfr.embedding.protocol import CROP_SIZE, EMBEDDING_DIM, Embedder
 from rfr.models import ModelMissingError, facenet_weights_path, sha256_file, verify_model_file
 from rfr.models import facenet_model_id as model_id_for
 
 logger = logging.getLogger(__name__)
 
-CROP_SIZE = 160
-EMBEDDING_DIM = 512
+__all__ = ["CROP_SIZE", "EMBEDDING_DIM", "Embedder", "FacenetEmbedder", "load_embedder"]
+
 CLASSIFIER_PREFIX = "logits."  # the training head in published state dicts; embeddings never use it
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """Turns aligned face crops into L2-normalised embeddings."""
-
-    model_id: str
-    weights_sha256: str
-    dim: int
-
-    def embed(self, crops: np.ndarray) -> np.ndarray:
-        """``crops``: N x 160 x 160 x 3 uint8 RGB. Returns N x ``dim`` float32, each row of unit length."""
-        ...
 
 
 def check_crops(crops: np.ndarray) -> None:
@@ -114,6 +101,11 @@ class FacenetEmbedder:
         with self._lock:
             self._ensure_loaded()
         return self
+
+    def close(self) -> None:
+        """Drop the built model (:class:`rfr.models.lifecycle.Model`); the next use builds it again."""
+        with self._lock:
+            self._model = None
 
     def _ensure_loaded(self) -> nn.Module:
         if self._model is None:

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from rfr.core.image_files import identity_folders
 from rfr.embedding.embedder import CROP_SIZE
 
 LFW_CENTRE_FRACTION = 0.55  # of the side (~82 of 150 px): best same/different separation on LFW (AUC 0.999)
@@ -33,8 +34,7 @@ def centre_crop(path: Path, fraction: float = LFW_CENTRE_FRACTION, size: int = C
 def lfw_people(lfw_dir: Path, min_images: int = 2, limit: int | None = None) -> list[list[Path]]:
     """Image paths per person (sorted, deterministic) for people with at least ``min_images`` images."""
     people: list[list[Path]] = []
-    for person in sorted(p for p in lfw_dir.iterdir() if p.is_dir()):
-        images = sorted(person.glob("*.jpg"))
+    for images in identity_folders(lfw_dir).values():
         if len(images) >= min_images:
             people.append(images)
             if limit is not None and len(people) >= limit:

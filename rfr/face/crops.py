@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from rfr.core.errors import ReasonedError
 from rfr.core.imaging import encode_jpeg
+from rfr.core.reasons import Reason
 
 CROP_JPEG_QUALITY = 95  # visually lossless for 160 x 160 crops; ~9 kB each (docs/benchmarks.md)
 
@@ -31,8 +32,8 @@ def decode_crop(jpeg: bytes, size: int) -> Crop:
     """JPEG bytes of an aligned crop -> ``size`` x ``size`` x 3 uint8 RGB; :class:`CropRejected` otherwise."""
     image = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR) if jpeg else None
     if image is None:
-        raise CropRejected("bad_crop", f"crop_jpeg ({len(jpeg)} bytes) is not a decodable image")
+        raise CropRejected(Reason.BAD_CROP, f"crop_jpeg ({len(jpeg)} bytes) is not a decodable image")
     if image.shape != (size, size, 3):
-        raise CropRejected("bad_crop_shape", f"crop is {image.shape[1]}x{image.shape[0]}, expected {size}x{size}")
+        raise CropRejected(Reason.BAD_CROP_SHAPE, f"crop is {image.shape[1]}x{image.shape[0]}, expected {size}x{size}")
     rgb: Crop = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), dtype=np.uint8)
     return rgb

@@ -179,6 +179,13 @@ class MediaPipeDetector:
             raise ValueError(f"unknown detection strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
         self._task: FaceDetector | None = None
         self.model_calls = 0
+        self.model_id = f"mediapipe-blazeface:{self.model_path.stem}"
+
+    def load(self) -> MediaPipeDetector:
+        """Build the Tasks graph now (idempotent; :class:`rfr.models.lifecycle.Model`); the service calls it at
+        start-up, so a broken model file stops it before it consumes anything."""
+        self._load()
+        return self
 
     def _load(self) -> FaceDetector:
         if self._task is None:

@@ -1,4 +1,4 @@
-"""Face quality: size, detector score, blur and a landmark pose check, and the gate that rejects faces
+"""Face quality: size, detector score, sharpness and a landmark pose check, and the gate that rejects faces
 too poor to search with.
 
 The ``DetectSettings.gate_*`` defaults come from measurement: 100-200 LFW identities, the second photo of
@@ -16,7 +16,7 @@ hard        0.00  0.01  0.04  0.09  0.20  0.50  0.65
 * ``gate_min_face_px`` 32: below it even mild degradation leaves rank-1 under 0.3.
 * ``gate_min_score`` 0.6: passes 99 % of mild faces of 32 px and up (median score 0.91-0.95) and rejects
   12-23 % of the junk sets below.
-* ``gate_min_blur`` 150 (see :func:`blur_variance`; medians: clean 32/80 px 1013/2105, mild 32/40/48/80/120 px
+* ``gate_min_sharpness`` 150 (see :func:`sharpness`; medians: clean 32/80 px 1013/2105, mild 32/40/48/80/120 px
   306/432/561/977/1134, hard 40/64/80 px 133/250/290; junk sets with rank-1 0.03-0.15: blur sigma 3 at 48 px
   110, sigma 5 at 80 px 116, dark + noise + JPEG 25 at 48 px 142): passes 90 % of mild 32 px faces, 99 % of
   mild 40 px and larger and of clean ones, and rejects 71 %, 75 %, 55 % and 59 % (hard 40 px) of the junk sets.
@@ -31,18 +31,15 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from rfr.core.reasons import Reason
 from rfr.core.schemas import FaceQuality
 from rfr.core.settings import DetectSettings
 from rfr.face.detector import Detection, Point
 
 logger = logging.getLogger(__name__)
 
-REJECT_TOO_SMALL = "too_small"
-REJECT_LOW_SCORE = "low_score"
-REJECT_BLURRY = "blurry"
-REJECT_BAD_POSE = "bad_pose"
 
-BLUR_SCALE_PX = 32
+SHARPNESS_SCALE_PX = 32
 """Side of the square the aligned crop is reduced to before its Laplacian variance is taken."""
 
 # Pose thresholds, from 400 LFW photos (MediaPipe keypoints): they reject only extreme poses. With the nose
@@ -59,15 +56,16 @@ MAX_EYE_MOUTH_OVER_EYES = 2.0
 """Largest eye-line-to-mouth distance over inter-ocular distance (LFW: median 1.09, 99.5 % 1.65, max 1.99)."""
 
 
-def blur_variance(crop_rgb: npt.NDArray[np.uint8]) -> float:
-    """Sharpness: variance of the Laplacian of the grey aligned crop, area-downsampled to 32x32 first.
+def sharpness(crop_rgb: npt.NDArray[np.uint8]) -> float:
+    """Sharpness: variance of the Laplacian of the grey aligned crop (HxWx3 uint8 RGB), area-downsampled to
+    32x32 first. Higher is sharper; 0.0 for a flat crop. Unitless (grey levels squared).
 
     Seen at 160x160, the value mostly measures how much the crop was upscaled: a clean 32 px face and a
     badly blurred 80 px one score alike. At 32x32, about the resolution of the smallest face the gate
     accepts, it measures detail that faces of every accepted size could have, so it tells mild from junk.
     """
     grey = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2GRAY)
-    small = cv2.resize(grey, (BLUR_SCALE_PX, BLUR_SCALE_PX), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(grey, (SHARPNESS_SCALE_PX, SHARPNESS_SCALE_PX), interpolation=cv2.INTER_AREA)
     return float(cv2.Laplacian(small, cv2.CV_64F).var())
 
 
@@ -119,20 +117,20 @@ def assess(detection: Detection, crop_rgb: npt.NDArray[np.uint8]) -> FaceQuality
     return FaceQuality(
         face_px=float(detection.box[2]),
         score=float(detection.score),
-        blur=blur_variance(crop_rgb),
+        sharpness=sharpness(crop_rgb),
         eye_distance_px=eye_distance(detection.keypoints),
         pose_ok=pose_ok(detection),
     )
 
 
 def gate(quality: FaceQuality, settings: DetectSettings) -> str | None:
-    """The first reason to reject a face (size, score, pose, blur), or None when it may be searched."""
+    """The first reason to reject a face (size, score, pose, sharpness), or None when it may be searched."""
     if quality.face_px < settings.gate_min_face_px:
-        return REJECT_TOO_SMALL
+        return Reason.TOO_SMALL
     if quality.score < settings.gate_min_score:
-        return REJECT_LOW_SCORE
+        return Reason.LOW_SCORE
     if not quality.pose_ok:
-        return REJECT_BAD_POSE
-    if quality.blur < settings.gate_min_blur:
-        return REJECT_BLURRY
+        return Reason.BAD_POSE
+    if quality.sharpness < settings.gate_min_sharpness:
+        return Reason.BLURRY
     return None

@@ -6,6 +6,9 @@ a cluster, by URI); :mod:`rfr.gallery.memory` is an exact in-memory one for test
 
 Scores are cosine similarities in [-1, 1]; a candidate is a *subject* (several photos per subject: the best
 photo's score counts), never an identification.
+
+The gallery holds every enrolled photo of one embedding model; it is divided into named *watch-lists* (e.g.
+``custody``), and a search names the watch-lists it covers. A subject may be enrolled on several watch-lists.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy.typing as npt
 
 Vectors = npt.NDArray[np.float32]
 
-GALLERY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+WATCH_LIST_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 SUBJECT_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 MAX_SOURCE_REF = 1024
 MAX_METADATA = 4096
@@ -46,7 +49,7 @@ class GalleryFace:
 
     face_id: str
     subject_id: str
-    gallery: str
+    watch_list: str
     vector: Vectors
     source_ref: str = ""
     enrolled_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -59,7 +62,7 @@ class FaceHit:
 
     face_id: str
     subject_id: str
-    gallery: str
+    watch_list: str
     score: float
     source_ref: str = ""
 
@@ -69,7 +72,7 @@ class SubjectHit:
     """A candidate subject: its best-scoring photo."""
 
     subject_id: str
-    gallery: str
+    watch_list: str
     score: float
     face_id: str
     source_ref: str = ""
@@ -78,12 +81,12 @@ class SubjectHit:
 @dataclass(frozen=True)
 class SubjectSummary:
     subject_id: str
-    gallery: str
+    watch_list: str
     faces: int
 
 
 class Gallery(Protocol):
-    """Enrolled faces of one embedding model (``model_id``), in one or more named galleries (watch-lists)."""
+    """Enrolled faces of one embedding model (``model_id``), on one or more named watch-lists."""
 
     @property
     def model_id(self) -> str: ...
@@ -97,25 +100,26 @@ class Gallery(Protocol):
         ...
 
     def search(
-        self, vectors: Vectors, top_k: int, galleries: Sequence[str], threshold: float
+        self, vectors: Vectors, top_k: int, watch_lists: Sequence[str], threshold: float
     ) -> list[list[SubjectHit]]:
-        """For each query row: up to ``top_k`` subjects scoring >= ``threshold``, best first."""
+        """For each query row of ``vectors`` (n, dim) float32: up to ``top_k`` subjects enrolled on
+        ``watch_lists`` scoring >= ``threshold`` (inclusive: a score equal to it is a candidate), best first."""
         ...
 
     def existing_face_ids(self, face_ids: Sequence[str]) -> set[str]:
         """The subset of ``face_ids`` already stored."""
         ...
 
-    def delete_subject(self, subject_id: str, galleries: Sequence[str] | None = None) -> int:
-        """Erase every photo of ``subject_id`` (in ``galleries``, default all); returns how many were erased."""
+    def delete_subject(self, subject_id: str, watch_lists: Sequence[str] | None = None) -> int:
+        """Erase every photo of ``subject_id`` (on ``watch_lists``, default all); returns how many were erased."""
         ...
 
-    def count(self, galleries: Sequence[str] | None = None) -> int:
-        """Number of enrolled photos (in ``galleries``, default all)."""
+    def count(self, watch_lists: Sequence[str] | None = None) -> int:
+        """Number of enrolled photos (on ``watch_lists``, default all)."""
         ...
 
-    def list_subjects(self, galleries: Sequence[str] | None = None) -> list[SubjectSummary]:
-        """Every enrolled subject with its photo count, sorted by gallery then subject id."""
+    def list_subjects(self, watch_lists: Sequence[str] | None = None) -> list[SubjectSummary]:
+        """Every enrolled subject with its photo count per watch-list, sorted by watch-list then subject id."""
         ...
 
     def flush(self) -> None:
@@ -123,9 +127,10 @@ class Gallery(Protocol):
         ...
 
 
-def check_gallery_name(name: str) -> str:
-    if not GALLERY_NAME.fullmatch(name):  # fullmatch: "$" alone would let a trailing newline through
-        raise ValueError(f"gallery name {name!r} must match {GALLERY_NAME.pattern}")
+def check_watch_list_name(name: str) -> str:
+    """``name`` unchanged, or ``ValueError`` unless it matches :data:`WATCH_LIST_NAME`."""
+    if not WATCH_LIST_NAME.fullmatch(name):  # fullmatch: "$" alone would let a trailing newline through
+        raise ValueError(f"watch-list name {name!r} must match {WATCH_LIST_NAME.pattern}")
     return name
 
 
@@ -144,7 +149,7 @@ def check_subject_id(subject_id: str) -> str:
 
 def check_face(face: GalleryFace, dim: int | None) -> None:
     """Raise ``ValueError`` for a face that cannot be stored (:class:`GalleryMismatchError`: wrong dimension)."""
-    check_gallery_name(face.gallery)
+    check_watch_list_name(face.watch_list)
     check_subject_id(face.subject_id)
     if not face.face_id or len(face.face_id) > 128:
         raise ValueError(f"face id {face.face_id!r} must have 1 to 128 characters")
@@ -166,9 +171,10 @@ def normalise(vectors: npt.ArrayLike) -> Vectors:
     return out
 
 
-def enrol_face_id(gallery: str, subject_id: str, image_sha256: str) -> str:
-    """Deterministic id of the face enrolled from one image for one subject in one gallery (resumable enrolment)."""
-    digest = hashlib.sha256(f"{gallery}\x00{subject_id}\x00{image_sha256}".encode()).hexdigest()
+def enrol_face_id(watch_list: str, subject_id: str, image_sha256: str) -> str:
+    """Deterministic id of the face enrolled from one image for one subject on one watch-list (resumable
+    enrolment; unchanged by the rename from "gallery", so ids of earlier enrolments still match)."""
+    digest = hashlib.sha256(f"{watch_list}\x00{subject_id}\x00{image_sha256}".encode()).hexdigest()
     return f"gf_{digest[:40]}"
 
 
@@ -194,5 +200,5 @@ def rank_subjects(hits: Iterable[FaceHit], top_k: int, threshold: float) -> list
         held = best.get(hit.subject_id)
         if held is None or hit.score > held.score:
             best[hit.subject_id] = hit
-    ranked = sorted(best.values(), key=lambda h: (-h.score, h.subject_id, h.gallery))[:top_k]
-    return [SubjectHit(h.subject_id, h.gallery, h.score, h.face_id, h.source_ref) for h in ranked]
+    ranked = sorted(best.values(), key=lambda h: (-h.score, h.subject_id, h.watch_list))[:top_k]
+    return [SubjectHit(h.subject_id, h.watch_list, h.score, h.face_id, h.source_ref) for h in ranked]

@@ -23,11 +23,12 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from rfr.gallery import openset
 
 logger = logging.getLogger(__name__)
 
@@ -79,27 +80,30 @@ def rates(genuine: Scores, impostor: Scores, threshold: float) -> dict[str, floa
 
 
 def open_set(vectors: npt.NDArray[np.float32], labels: Labels, threshold: float, seed: int = 0) -> dict[str, Any]:
-    """Watch-list check: enrol the first photo of half the multi-photo identities, probe with everything else."""
+    """Watch-list check: enrol the first photo of half the multi-photo identities, probe with everything else.
+
+    The rates are :mod:`rfr.gallery.openset`'s (rank-1 identification rate, TPIR and FPIR at ``threshold``).
+    """
     ids = sorted({int(x) for x in labels})
     multi = [i for i in ids if np.sum(labels == i) >= 2]
     rng = np.random.default_rng(seed)
     enrolled = set(rng.permutation(multi)[: len(multi) // 2].tolist())
-    first = {i: int(np.flatnonzero(labels == i)[0]) for i in enrolled}
-    gallery_rows = np.array(sorted(first.values()), dtype=np.int64)
+    gallery_rows = np.array(sorted(int(np.flatnonzero(labels == i)[0]) for i in enrolled), dtype=np.int64)
     if len(gallery_rows) == 0:
         return {}
     probe_rows = np.array([r for r in range(len(labels)) if r not in set(gallery_rows.tolist())], dtype=np.int64)
     scores = vectors[probe_rows] @ vectors[gallery_rows].T
-    best = np.argmax(scores, axis=1)
-    best_score = scores[np.arange(len(probe_rows)), best]
-    best_label = labels[gallery_rows][best]
-    mated = np.isin(labels[probe_rows], list(enrolled))
-    hit = (best_label == labels[probe_rows]) & (best_score >= threshold)
+    subjects = [str(labels[g]) for g in gallery_rows]
+    searches = [openset.Search(str(labels[p]), int(labels[p]) in enrolled,
+                               openset.aggregate_by_subject(zip(subjects, row.tolist(), strict=True)))
+                for p, row in zip(probe_rows, scores, strict=True)]
+    mated, nonmated = openset.split_mated(searches)
+    point = openset.at_threshold(searches, threshold)
     return {
-        "enrolled_identities": len(enrolled), "mated_probes": int(mated.sum()), "non_mated_probes": int((~mated).sum()),
-        "rank1_at_threshold": float(hit[mated].mean()) if mated.any() else None,
-        "rank1_any_score": float((best_label == labels[probe_rows])[mated].mean()) if mated.any() else None,
-        "no_candidate_rate_non_mated": float((best_score[~mated] < threshold).mean()) if (~mated).any() else None,
+        "enrolled_identities": len(enrolled), "mated_probes": len(mated), "non_mated_probes": len(nonmated),
+        "rank1_at_threshold": point.tpir if mated else None,
+        "rank1_any_score": openset.rank_rate(mated, 1) if mated else None,
+        "no_candidate_rate_non_mated": 1.0 - point.fpir if nonmated else None,
     }
 
 
@@ -160,15 +164,3 @@ def _describe(data: LabelledVectors, genuine: Scores, impostor: Scores) -> dict[
         "impostor_score_median": float(np.median(impostor)) if len(impostor) else None,
         "impostor_score_p99_9": float(np.quantile(impostor, 0.999)) if len(impostor) else None,
     }
-
-
-def labelled_folder(root: Path, max_per_identity: int | None = None) -> dict[str, list[Path]]:
-    """``root/<identity>/<photo>``: identity -> sorted photo paths (at most ``max_per_identity``)."""
-    from rfr.gallery.enrol import IMAGE_SUFFIXES
-
-    out: dict[str, list[Path]] = {}
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        photos = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:max_per_identity]
-        if photos:
-            out[d.name] = photos
-    return out

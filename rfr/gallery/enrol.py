@@ -2,7 +2,7 @@
 
 Sources (:mod:`rfr.gallery.enrol_sources`): a folder per subject (``DIR/<subject_id>/<photo>``) or a CSV
 manifest (``subject_id,image_path[,metadata...]``). Every file and row ends in the report exactly once:
-``enrolled``, ``already_enrolled`` (in the gallery, or the same bytes twice for one subject), ``skipped`` (not a
+``enrolled``, ``already_enrolled`` (on the watch-list, or the same bytes twice for one subject), ``skipped`` (not a
 photo to enrol: unsupported format by content, hidden, nested folder, ...) or ``rejected`` (with its reason:
 invalid subject id, no face, shared photo, ...); a ``warning`` may come on top of ``enrolled``. Several photos
 per subject are kept, one face each (see :mod:`rfr.gallery.extraction` for photos with several faces).
@@ -11,14 +11,14 @@ One photo, one person: the same photo under two subject ids would put both on ev
 Refused (``shared_photo``) unless ``allow_shared_photo`` (then enrolled with a ``shared_photo`` warning):
 
 - the same bytes (sha256) given for two subject ids in one run: every copy is refused, each naming the others
-  (a copy already in the gallery stays there and counts as ``already_enrolled``);
+  (a copy already enrolled stays there and counts as ``already_enrolled``);
 - a photo whose embedding is near-identical (cosine >= :data:`SAME_PHOTO_COSINE`) to one of another subject,
-  already in the same gallery or earlier in the same batch: the newcomer is refused. The gallery does not store
+  already on the same watch-list or earlier in the same batch: the newcomer is refused. The gallery does not store
   the photo's sha256 (the face id hashes it with the subject), so this is how a photo enrolled in an earlier
   run is recognised; it also catches most re-saved copies.
 
-Resumable: a face's id is derived from (gallery, subject, sha256 of the image bytes), so a photo already in
-the gallery is skipped without decoding it, and a re-run after an interruption enrols only what is missing.
+Resumable: a face's id is derived from (watch-list, subject, sha256 of the image bytes), so a photo already on
+the watch-list is skipped without decoding it, and a re-run after an interruption enrols only what is missing.
 Embedding calls are batched (``batch_size`` photos per call).
 """
 
@@ -35,12 +35,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rfr.core.reasons import Reason
+from rfr.embedding.protocol import Embedder
 from rfr.gallery.base import (
     MAX_METADATA,
     Gallery,
     GalleryFace,
-    check_gallery_name,
     check_subject_id,
+    check_watch_list_name,
     enrol_face_id,
     normalise,
 )
@@ -59,7 +61,6 @@ from rfr.gallery.enrol_sources import (
 )
 from rfr.gallery.extraction import (
     Crop,
-    Embedder,
     ExtractionRejected,
     FaceExtractor,
     MultiFacePolicy,
@@ -73,9 +74,6 @@ __all__ = ["REQUIRED_COLUMNS", "EnrolItem", "EnrolReport", "EnrolSource", "Enrol
 
 logger = logging.getLogger(__name__)
 
-# Still selected by name by rfr.gallery.calibrate.labelled_folder only (calibration data, not enrolment):
-# enrolment decides by content (rfr.core.image_files).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 
 # Cosine at or above which two gallery photos are taken to be the same photo. Measured with this pipeline on LFW
 # (../shared/faces/lfw, the 232 identities with >= 4 photos, 1291 photos): the same bytes embedded in another
@@ -89,7 +87,7 @@ SAME_PHOTO_TOP_K = 3  # subjects asked of the gallery per photo: its own subject
 class EnrolReport:
     """Counts and per-file outcomes of one enrolment run (``files`` = enrolled + already + skipped + rejected)."""
 
-    gallery: str
+    watch_list: str
     model_id: str
     images: int = 0
     enrolled: int = 0
@@ -110,7 +108,7 @@ class EnrolReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "gallery": self.gallery, "model_id": self.model_id, "files": self.files, "images": self.images,
+            "watch_list": self.watch_list, "model_id": self.model_id, "files": self.files, "images": self.images,
             "enrolled": self.enrolled, "skipped_existing": self.skipped_existing, "skipped": len(self.skipped),
             "skipped_by_reason": _count(self.skipped), "rejected": len(self.rejected),
             "rejected_by_reason": self.reasons(), "warnings": len(self.warnings),
@@ -143,9 +141,10 @@ class _Pending:
 
 
 class Enroller:
-    """Runs items through extraction and embedding into a gallery (one embedding call per batch)."""
+    """Runs items through extraction and embedding onto one watch-list of a gallery (one embedding call per
+    batch)."""
 
-    def __init__(self, extractor: FaceExtractor, embedder: Embedder, gallery: Gallery, gallery_name: str, *,
+    def __init__(self, extractor: FaceExtractor, embedder: Embedder, gallery: Gallery, watch_list: str, *,
                  multi_face: MultiFacePolicy = "largest", batch_size: int = 32,
                  allow_shared_photo: bool = False) -> None:
         if embedder.model_id != gallery.model_id:
@@ -153,7 +152,7 @@ class Enroller:
         self.extractor = extractor
         self.embedder = embedder
         self.gallery = gallery
-        self.gallery_name = check_gallery_name(gallery_name)
+        self.watch_list = check_watch_list_name(watch_list)
         self.multi_face = multi_face
         self.batch_size = batch_size
         self.allow_shared_photo = allow_shared_photo
@@ -168,7 +167,7 @@ class Enroller:
 
     def run(self, items: Sequence[EnrolItem], progress: Callable[[int], None] | None = None) -> EnrolReport:
         """Enrol ``items`` (``batch_size`` per embedding call); ``progress`` gets the number of items done."""
-        report = EnrolReport(gallery=self.gallery_name, model_id=self.embedder.model_id)
+        report = EnrolReport(watch_list=self.watch_list, model_id=self.embedder.model_id)
         started = time.perf_counter()
         logger.info("hashing %d photo(s) to find one photo given for several subjects", len(items))
         self._shared = shared_photos(items)
@@ -180,8 +179,8 @@ class Enroller:
                 progress(len(chunk))
         self.gallery.flush()
         report.seconds = time.perf_counter() - started
-        logger.info("enrolment into %s: %d images, %d enrolled, %d already there, %d rejected %s",
-                    self.gallery_name, report.images, report.enrolled, report.skipped_existing, len(report.rejected),
+        logger.info("enrolment onto watch-list %s: %d images, %d enrolled, %d already there, %d rejected %s",
+                    self.watch_list, report.images, report.enrolled, report.skipped_existing, len(report.rejected),
                     report.reasons())
         return report
 
@@ -199,7 +198,7 @@ class Enroller:
         for p in fresh:
             if p.face_id in existing:
                 report.skipped_existing += 1
-                report.done.append(_problem(p.item, "already_enrolled", f"in gallery {self.gallery_name}"))
+                report.done.append(_problem(p.item, "already_enrolled", f"on watch-list {self.watch_list}"))
             elif self._shared_ok(p, report):
                 crop = self._extract(p, report)
                 if crop is not None:
@@ -218,9 +217,9 @@ class Enroller:
 
     def _shared_photo(self, item: EnrolItem, detail: str, report: EnrolReport) -> bool:
         if self.allow_shared_photo:
-            report.warnings.append(_problem(item, "shared_photo", detail + "; enrolled (--allow-shared-photo)"))
+            report.warnings.append(_problem(item, Reason.SHARED_PHOTO, detail + "; enrolled (--allow-shared-photo)"))
             return True
-        report.rejected.append(_problem(item, "shared_photo", detail + "; one photo is one person: fix the "
+        report.rejected.append(_problem(item, Reason.SHARED_PHOTO, detail + "; one photo is one person: fix the "
                                         "labels, or allow it explicitly (--allow-shared-photo)"))
         return False
 
@@ -231,7 +230,7 @@ class Enroller:
             report.rejected.append(_problem(p.item, exc.reason, exc.detail))
             return None
         if choice.warning:
-            report.warnings.append(_problem(p.item, "multiple_faces", choice.warning))
+            report.warnings.append(_problem(p.item, Reason.MULTIPLE_FACES, choice.warning))
         return choice.face.crop
 
     def _embed_and_add(self, kept: list[tuple[_Pending, Crop]], report: EnrolReport) -> None:
@@ -241,7 +240,7 @@ class Enroller:
         for (p, _), vector, twin in zip(kept, vectors, twins, strict=True):
             if twin is not None and not p.shared and not self._shared_photo(p.item, twin, report):
                 continue
-            faces.append(GalleryFace(face_id=p.face_id, subject_id=p.item.subject_id, gallery=self.gallery_name,
+            faces.append(GalleryFace(face_id=p.face_id, subject_id=p.item.subject_id, watch_list=self.watch_list,
                                      vector=vector, source_ref=p.item.source_ref, metadata=p.metadata))
         if not faces:
             return
@@ -252,7 +251,7 @@ class Enroller:
 
     def _twins(self, items: Sequence[EnrolItem], vectors: npt.NDArray[np.float32]) -> list[str | None]:
         """Per photo: the other subject it is near-identical to (gallery, or earlier in this batch), or None."""
-        hits = self.gallery.search(vectors, SAME_PHOTO_TOP_K, [self.gallery_name], SAME_PHOTO_COSINE)
+        hits = self.gallery.search(vectors, SAME_PHOTO_TOP_K, [self.watch_list], SAME_PHOTO_COSINE)
         unit = normalise(vectors)
         sims = unit @ unit.T
         out: list[str | None] = []
@@ -260,7 +259,7 @@ class Enroller:
             hit = next((h for h in hits[i] if h.subject_id != item.subject_id), None)
             if hit is not None:
                 out.append(f"near-identical (cosine {hit.score:.4f} >= {SAME_PHOTO_COSINE}) to {hit.source_ref} of "
-                           f"subject {hit.subject_id}, already in gallery {self.gallery_name}")
+                           f"subject {hit.subject_id}, already on watch-list {self.watch_list}")
                 continue
             j = next((j for j in range(i) if sims[i, j] >= SAME_PHOTO_COSINE
                       and items[j].subject_id != item.subject_id), None)
@@ -272,11 +271,11 @@ class Enroller:
         try:
             check_subject_id(item.subject_id)
         except ValueError as exc:
-            report.rejected.append(_problem(item, "invalid_subject_id", str(exc)))
+            report.rejected.append(_problem(item, Reason.INVALID_SUBJECT_ID, str(exc)))
             return None
         metadata = json.dumps(item.metadata, separators=(",", ":"), sort_keys=True) if item.metadata else ""
         if len(metadata) > MAX_METADATA:
-            report.rejected.append(_problem(item, "metadata_too_long",
+            report.rejected.append(_problem(item, Reason.METADATA_TOO_LONG,
                                             f"{len(metadata)} characters of JSON, at most {MAX_METADATA}"))
             return None
         try:
@@ -285,7 +284,7 @@ class Enroller:
             report.rejected.append(_problem(item, "unreadable", str(exc)))
             return None
         sha = hashlib.sha256(data).hexdigest()
-        return _Pending(item, enrol_face_id(self.gallery_name, item.subject_id, sha), sha, data, metadata)
+        return _Pending(item, enrol_face_id(self.watch_list, item.subject_id, sha), sha, data, metadata)
 
 
 def _chunks(items: Sequence[EnrolItem], size: int) -> Iterator[Sequence[EnrolItem]]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rfr.core.image_files import classify, walk
+from rfr.core.reasons import Reason
 from rfr.gallery.base import is_subject_id
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def _add_row(source: EnrolSource, manifest: Path, row: dict[str | None, str | li
                                        f"{given} field(s), the header has {width}", line))
         return
     if not ref:
-        source.rejected.append(Problem("", subject, "missing_image_path", "image_path is empty", line))
+        source.rejected.append(Problem("", subject, Reason.MISSING_IMAGE_PATH, "image_path is empty", line))
         return
     path = Path(ref) if Path(ref).is_absolute() else manifest.parent / ref
     found = classify(path, ref)

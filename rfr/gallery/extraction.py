@@ -20,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from rfr.core.errors import ReasonedError
+from rfr.core.reasons import Reason
+from rfr.embedding.protocol import Embedder
 
 if TYPE_CHECKING:
     from rfr.core.settings import Settings
@@ -56,16 +58,6 @@ class FaceExtractor(Protocol):
         ...
 
 
-class Embedder(Protocol):
-    """What enrolment needs of :class:`rfr.embedding.embedder.Embedder`."""
-
-    model_id: str
-    weights_sha256: str
-    dim: int
-
-    def embed(self, crops: np.ndarray) -> np.ndarray: ...
-
-
 @dataclass(frozen=True)
 class Choice:
     face: FaceCrop
@@ -77,12 +69,12 @@ def choose_face(extraction: Extraction, policy: MultiFacePolicy) -> Choice:
     ``multiple_faces``)."""
     if not extraction.faces:
         if extraction.gated:
-            raise ExtractionRejected("low_quality", ", ".join(sorted(set(extraction.gated))))
-        raise ExtractionRejected("no_face")
+            raise ExtractionRejected(Reason.LOW_QUALITY, ", ".join(sorted(set(extraction.gated))))
+        raise ExtractionRejected(Reason.NO_FACE)
     if len(extraction.faces) == 1:
         return Choice(extraction.faces[0])
     if policy == "reject":
-        raise ExtractionRejected("multiple_faces", f"{len(extraction.faces)} faces")
+        raise ExtractionRejected(Reason.MULTIPLE_FACES, f"{len(extraction.faces)} faces")
     largest = max(extraction.faces, key=lambda f: f.size)
     return Choice(largest, warning=f"multiple_faces: {len(extraction.faces)} faces, kept the largest")
 

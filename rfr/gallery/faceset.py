@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from rfr.embedding.protocol import Embedder
 from rfr.gallery.calibrate import LabelledVectors, Scores
-from rfr.gallery.extraction import Crop, Embedder, ExtractionRejected, FaceExtractor, MultiFacePolicy, choose_face
+from rfr.gallery.extraction import Crop, ExtractionRejected, FaceExtractor, MultiFacePolicy, choose_face
 
 logger = logging.getLogger(__name__)
 

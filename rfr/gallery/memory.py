@@ -22,7 +22,7 @@ from rfr.gallery.base import (
 
 
 class InMemoryGallery:
-    """Same semantics as the Milvus gallery (per-subject ranking, galleries, erasure), exact search."""
+    """Same semantics as the Milvus gallery (per-subject ranking, watch-lists, erasure), exact search."""
 
     def __init__(self, model_id: str, dim: int | None = None) -> None:
         self._model_id = model_id
@@ -48,21 +48,21 @@ class InMemoryGallery:
                 self._faces[face.face_id] = face
         return len(faces)
 
-    def search(self, vectors: Vectors, top_k: int, galleries: Sequence[str], threshold: float
+    def search(self, vectors: Vectors, top_k: int, watch_lists: Sequence[str], threshold: float
                ) -> list[list[SubjectHit]]:
         queries = normalise(vectors)
         with self._lock:
             self.search_calls += 1
             if self._dim is not None and len(queries) and queries.shape[1] != self._dim:
                 raise GalleryMismatchError(f"query dimension {queries.shape[1]}, gallery has {self._dim}")
-            faces = [f for f in self._faces.values() if f.gallery in set(galleries)]
+            faces = [f for f in self._faces.values() if f.watch_list in set(watch_lists)]
         if not faces:
             return [[] for _ in queries]
         matrix = normalise(np.stack([f.vector for f in faces]))
         scores = queries @ matrix.T
         out = []
         for row in scores:
-            hits = (FaceHit(f.face_id, f.subject_id, f.gallery, float(s), f.source_ref)
+            hits = (FaceHit(f.face_id, f.subject_id, f.watch_list, float(s), f.source_ref)
                     for f, s in zip(faces, row, strict=True))
             out.append(rank_subjects(hits, top_k, threshold))
         return out
@@ -71,26 +71,26 @@ class InMemoryGallery:
         with self._lock:
             return {f for f in face_ids if f in self._faces}
 
-    def delete_subject(self, subject_id: str, galleries: Sequence[str] | None = None) -> int:
+    def delete_subject(self, subject_id: str, watch_lists: Sequence[str] | None = None) -> int:
         check_subject_id(subject_id)
         with self._lock:
             doomed = [k for k, f in self._faces.items()
-                      if f.subject_id == subject_id and (galleries is None or f.gallery in galleries)]
+                      if f.subject_id == subject_id and (watch_lists is None or f.watch_list in watch_lists)]
             for k in doomed:
                 del self._faces[k]
         return len(doomed)
 
-    def count(self, galleries: Sequence[str] | None = None) -> int:
+    def count(self, watch_lists: Sequence[str] | None = None) -> int:
         with self._lock:
-            return sum(1 for f in self._faces.values() if galleries is None or f.gallery in galleries)
+            return sum(1 for f in self._faces.values() if watch_lists is None or f.watch_list in watch_lists)
 
-    def list_subjects(self, galleries: Sequence[str] | None = None) -> list[SubjectSummary]:
+    def list_subjects(self, watch_lists: Sequence[str] | None = None) -> list[SubjectSummary]:
         counts: dict[tuple[str, str], int] = {}
         with self._lock:
             for f in self._faces.values():
-                if galleries is None or f.gallery in galleries:
-                    counts[(f.gallery, f.subject_id)] = counts.get((f.gallery, f.subject_id), 0) + 1
-        return [SubjectSummary(subject_id=s, gallery=g, faces=n) for (g, s), n in sorted(counts.items())]
+                if watch_lists is None or f.watch_list in watch_lists:
+                    counts[(f.watch_list, f.subject_id)] = counts.get((f.watch_list, f.subject_id), 0) + 1
+        return [SubjectSummary(subject_id=s, watch_list=w, faces=n) for (w, s), n in sorted(counts.items())]
 
     def flush(self) -> None:
         return None

@@ -5,11 +5,11 @@ The same code serves the local milvus-lite server (``milvus-lite server``, the d
 (:func:`~rfr.gallery.base.collection_name`), with the model id and dimension recorded in the collection
 properties and checked on every open: embeddings of different models never mix.
 
-Each gallery name (watch-list) is its own partition (``g_<name>``), so a search restricted to some galleries
-runs the ANN index of those partitions only, with no filter inside the graph walk (an approximate index under
-a selective filter returns fewer hits; see benchmarks/bench_match.py). Results are grouped by subject in the
-engine (``group_by_field``), so ``top_k`` means distinct subjects. The collection is created with Strong
-consistency: an erased subject is gone from the very next search.
+Each watch-list is its own partition (``g_<name>``; :mod:`~rfr.gallery.milvus_schema` has the on-disk names), so a
+search restricted to some watch-lists runs the ANN index of those partitions only, with no filter inside the graph
+walk (an approximate index under a selective filter returns fewer hits; see benchmarks/bench_match.py). Results are
+grouped by subject in the engine (``group_by_field``), so ``top_k`` means distinct subjects. The collection is
+created with Strong consistency: an erased subject is gone from the very next search.
 """
 
 from __future__ import annotations
@@ -40,13 +40,14 @@ from rfr.gallery.base import (
     rank_subjects,
 )
 from rfr.gallery.milvus_schema import (
+    WATCH_LIST_FIELD,
     collection_schema,
     connect,
-    gallery_filter,
     index_params,
     partition_for,
     quote,
     search_params,
+    watch_list_filter,
 )
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ PROP_MODEL = "rfr.model_id"
 PROP_DIM = "rfr.dim"
 PROP_WEIGHTS = "rfr.weights_sha256"
 PARTITIONS_TTL_S = 10.0
-OUTPUT_FIELDS = ["subject_id", "gallery", "source_ref"]
+OUTPUT_FIELDS = ["subject_id", WATCH_LIST_FIELD, "source_ref"]
 
 
 class MilvusGallery:
@@ -171,7 +172,7 @@ class MilvusGallery:
                 self._open()
             by_partition: dict[str, list[dict[str, Any]]] = {}
             for face in faces:
-                by_partition.setdefault(partition_for(face.gallery), []).append(self._row(face))
+                by_partition.setdefault(partition_for(face.watch_list), []).append(self._row(face))
             with self._call("upsert") as client:
                 for partition, rows in by_partition.items():
                     if partition not in self._partitions:
@@ -190,13 +191,13 @@ class MilvusGallery:
 
     def _row(self, face: GalleryFace) -> dict[str, Any]:
         return {
-            "face_id": face.face_id, "subject_id": face.subject_id, "gallery": face.gallery,
+            "face_id": face.face_id, "subject_id": face.subject_id, WATCH_LIST_FIELD: face.watch_list,
             "source_ref": face.source_ref, "enrolled_at": int(face.enrolled_at.timestamp() * 1000),
             "model_id": self._model_id, "metadata": face.metadata,
             "vector": normalise(face.vector)[0].tolist(),
         }
 
-    def search(self, vectors: Vectors, top_k: int, galleries: Sequence[str], threshold: float
+    def search(self, vectors: Vectors, top_k: int, watch_lists: Sequence[str], threshold: float
                ) -> list[list[SubjectHit]]:
         queries = normalise(vectors)
         if len(queries) == 0:
@@ -208,7 +209,7 @@ class MilvusGallery:
             if queries.shape[1] != dim:
                 raise GalleryMismatchError(f"query dimension {queries.shape[1]}, gallery {self.collection} has {dim}")
             with self._call("search") as client:
-                partitions = self._existing_partitions(client, [partition_for(g) for g in galleries])
+                partitions = self._existing_partitions(client, [partition_for(w) for w in watch_lists])
                 if not partitions:
                     return [[] for _ in queries]
                 raw = client.search(
@@ -225,7 +226,7 @@ class MilvusGallery:
             yield FaceHit(
                 face_id=str(hit.get("face_id", hit.get("id"))),
                 subject_id=str(entity["subject_id"]),
-                gallery=str(entity["gallery"]),
+                watch_list=str(entity[WATCH_LIST_FIELD]),
                 score=float(hit["distance"]),
                 source_ref=str(entity.get("source_ref") or ""),
             )
@@ -240,9 +241,9 @@ class MilvusGallery:
                 rows = client.get(self.collection, ids=list(face_ids), output_fields=["face_id"])
         return {str(r["face_id"]) for r in rows}
 
-    def delete_subject(self, subject_id: str, galleries: Sequence[str] | None = None) -> int:
+    def delete_subject(self, subject_id: str, watch_lists: Sequence[str] | None = None) -> int:
         check_subject_id(subject_id)
-        expr = " and ".join(e for e in (f"subject_id == {quote(subject_id)}", gallery_filter(galleries)) if e)
+        expr = " and ".join(e for e in (f"subject_id == {quote(subject_id)}", watch_list_filter(watch_lists)) if e)
         with self._lock:
             if self._open() is None:
                 return 0
@@ -253,30 +254,32 @@ class MilvusGallery:
         logger.info("erased %d face(s) of one subject from %s", len(ids), self.collection)
         return len(ids)
 
-    def count(self, galleries: Sequence[str] | None = None) -> int:
+    def count(self, watch_lists: Sequence[str] | None = None) -> int:
         with self._lock:
             if self._open() is None:
                 return 0
             with self._call("count") as client:
-                rows = client.query(self.collection, filter=gallery_filter(galleries), output_fields=["count(*)"])
+                rows = client.query(self.collection, filter=watch_list_filter(watch_lists),
+                                    output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
-    def list_subjects(self, galleries: Sequence[str] | None = None) -> list[SubjectSummary]:
+    def list_subjects(self, watch_lists: Sequence[str] | None = None) -> list[SubjectSummary]:
         counts: dict[tuple[str, str], int] = {}
         with self._lock:
             if self._open() is None:
                 return []
             with self._call("list subjects") as client:
-                iterator = client.query_iterator(self.collection, batch_size=5000, filter=gallery_filter(galleries),
-                                                 output_fields=["subject_id", "gallery"])
+                iterator = client.query_iterator(self.collection, batch_size=5000,
+                                                 filter=watch_list_filter(watch_lists),
+                                                 output_fields=["subject_id", WATCH_LIST_FIELD])
                 try:
                     while batch := iterator.next():
                         for row in batch:
-                            key = (str(row["gallery"]), str(row["subject_id"]))
+                            key = (str(row[WATCH_LIST_FIELD]), str(row["subject_id"]))
                             counts[key] = counts.get(key, 0) + 1
                 finally:
                     iterator.close()
-        return [SubjectSummary(subject_id=s, gallery=g, faces=n) for (g, s), n in sorted(counts.items())]
+        return [SubjectSummary(subject_id=s, watch_list=w, faces=n) for (w, s), n in sorted(counts.items())]
 
     def flush(self) -> None:
         with self._lock:

@@ -1,4 +1,8 @@
-"""The gallery collection's schema, the client connection, and the index / search parameters for each index type."""
+"""The gallery collection's schema, the client connection, and the index / search parameters for each index type.
+
+On disk a watch-list is the partition ``g_<watch-list>`` and the scalar field ``gallery`` of each row: both keep
+the names they had before watch-lists were called so, and collections enrolled earlier are read unchanged.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ from typing import Any
 from pymilvus import CollectionSchema, DataType, MilvusClient
 
 from rfr.core.settings import MilvusSettings
-from rfr.gallery.base import check_gallery_name
+from rfr.gallery.base import check_watch_list_name
 
 PARTITION_PREFIX = "g_"
+WATCH_LIST_FIELD = "gallery"  # the row's watch-list (the stored name predates the term)
 
 GRPC_OPTIONS = {
     # pymilvus pings an idle channel every 10 s; a gRPC Python server (milvus-lite) answers that with GOAWAY
@@ -32,7 +37,7 @@ def collection_schema(dim: int) -> CollectionSchema:
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("face_id", DataType.VARCHAR, is_primary=True, max_length=128)
     schema.add_field("subject_id", DataType.VARCHAR, max_length=128)
-    schema.add_field("gallery", DataType.VARCHAR, max_length=64)
+    schema.add_field(WATCH_LIST_FIELD, DataType.VARCHAR, max_length=64)
     schema.add_field("source_ref", DataType.VARCHAR, max_length=1024)
     schema.add_field("enrolled_at", DataType.INT64)  # unix milliseconds
     schema.add_field("model_id", DataType.VARCHAR, max_length=128)
@@ -61,8 +66,9 @@ def search_params(settings: MilvusSettings, limit: int) -> dict[str, Any]:
     return {"metric_type": "COSINE", "params": {}}
 
 
-def partition_for(gallery: str) -> str:
-    return PARTITION_PREFIX + check_gallery_name(gallery)
+def partition_for(watch_list: str) -> str:
+    """The Milvus partition of ``watch_list``: ``g_<watch_list>`` (``ValueError`` for an invalid name)."""
+    return PARTITION_PREFIX + check_watch_list_name(watch_list)
 
 
 def quote(value: str) -> str:
@@ -70,7 +76,8 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def gallery_filter(galleries: Sequence[str] | None) -> str:
-    if galleries is None:
+def watch_list_filter(watch_lists: Sequence[str] | None) -> str:
+    """A Milvus filter keeping rows on ``watch_lists`` ("" for all; ``ValueError`` for an invalid name)."""
+    if watch_lists is None:
         return ""
-    return "gallery in [" + ", ".join(quote(check_gallery_name(g)) for g in galleries) + "]"
+    return f"{WATCH_LIST_FIELD} in [" + ", ".join(quote(check_watch_list_name(w)) for w in watch_lists) + "]"

@@ -10,7 +10,7 @@ import typer
 
 from rfr.core.logs import setup_logging
 from rfr.core.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
-from rfr.tools import demo, gallery_cli, submit
+from rfr.tools import configdoc, demo, gallery_cli, submit
 from rfr.tools.eval import cli as eval_cli
 from rfr.tools.procs import StackError
 
@@ -27,7 +27,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(topics_app, name="topics")
 
 # Each of these tool modules exposes a typer `app` whose commands join `rfr`.
-_SUB_APPS = (submit.app, gallery_cli.app, eval_cli.app, demo.app)
+_SUB_APPS = (submit.app, gallery_cli.app, eval_cli.app, demo.app, configdoc.app)
 
 
 def _settings() -> Settings:

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import typer
 
+from rfr.core.image_files import identity_folders
 from rfr.core.imaging import encode_jpeg
 from rfr.core.settings import Settings
 from rfr.tools.results import SubmissionResult
@@ -92,16 +93,10 @@ def faces_source(settings: Settings, explicit: Path | None, *, progress: bool = 
         ) from exc
 
 
-def list_identities(root: Path) -> dict[str, list[Path]]:
-    """Each identity folder under ``root`` (sorted) and its ``.jpg`` photos (sorted); folders without one left out."""
-    people = {p.name: sorted(p.glob("*.jpg")) for p in sorted(root.iterdir()) if p.is_dir()}
-    return {name: photos for name, photos in people.items() if photos}
-
-
 def pick_split(lfw: Path, identities: int, strangers: int, seed: int) -> tuple[list[list[Path]], list[Path]]:
     """(enrolled identities' photos, first = gallery photo), non-enrolled people's photos; seeded."""
     rng = np.random.default_rng(seed)
-    people = list_identities(lfw)
+    people = identity_folders(lfw)
     multi = [photos for photos in people.values() if len(photos) >= 2]
     singles = [photos[0] for photos in people.values() if len(photos) == 1]
     chosen = [multi[i] for i in sorted(rng.choice(len(multi), size=min(identities, len(multi)), replace=False))]
@@ -171,7 +166,7 @@ def submit(settings: Settings, probes: list[Probe]) -> None:
 def enrol(gallery: Path) -> None:
     typer.echo(f"enrolling the gallery from {gallery} …")
     # --allow-partial: a gallery photo without a usable face is reported per file, and the demo goes on
-    done = subprocess.run([sys.executable, "-m", "rfr", "enrol", str(gallery), "--gallery", "custody",
+    done = subprocess.run([sys.executable, "-m", "rfr", "enrol", str(gallery), "--watch-list", "custody",
                            "--no-progress", "--allow-partial"], check=False, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"enrolment failed:\n{done.stdout}\n{done.stderr}")
@@ -198,7 +193,7 @@ def show(probes: list[Probe], results: dict[str, SubmissionResult]) -> tuple[int
         for cl in lists:
             for c in cl.candidates[:3]:
                 mark = "  <- same person" if c.subject_id == p.truth else ""
-                typer.echo(f"    #{c.rank} {c.subject_id:32} score {c.score:.3f}  [{c.gallery}]{mark}")
+                typer.echo(f"    #{c.rank} {c.subject_id:32} score {c.score:.3f}  [{c.watch_list}]{mark}")
         if p.enrolled:
             n_enrolled += 1
             right += int(best == p.truth)

@@ -1,5 +1,8 @@
 """``rfr enrol``, ``rfr gallery list|count|delete`` and ``rfr calibrate``.
 
+The gallery (one Milvus collection per embedding model) is divided into watch-lists (``--watch-list``, e.g.
+``custody``); the match service searches those named by ``RFR_MATCH__WATCH_LISTS``.
+
 Every command talks to Milvus by URI (``settings.milvus.uri``, the milvus-lite server of ``rfr up`` by default);
 none opens a milvus-lite data file itself. Search results are candidates for trained human review, never
 identifications.
@@ -15,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from tqdm import tqdm  # type: ignore[import-untyped]
 
+from rfr.core.image_files import identity_folders
 from rfr.core.logs import setup_logging
 from rfr.core.settings import Settings, load_settings
 from rfr.gallery.base import GalleryError
@@ -26,7 +30,8 @@ app = typer.Typer(add_completion=False, help="Gallery enrolment, administration 
 gallery_app = typer.Typer(no_args_is_help=True, help="The enrolled gallery: list, count, erase a subject.")
 app.add_typer(gallery_app, name="gallery")
 
-GalleryOpt = Annotated[list[str] | None, typer.Option("--gallery", "-g", help="Gallery name(s); default: all.")]
+WatchListOpt = Annotated[list[str] | None, typer.Option("--watch-list", "-w",
+                                                        help="Watch-list name(s); default: all.")]
 DEFAULT_FMRS = (1e-2, 1e-3, 1e-4)
 
 
@@ -47,7 +52,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 def enrol(
     source: Annotated[Path, typer.Argument(help="A folder DIR/<subject_id>/<photo>, or a CSV manifest "
                                                 "(subject_id,image_path,metadata...).")],
-    gallery: Annotated[str, typer.Option("--gallery", "-g", help="Gallery (watch-list) name.")] = "custody",
+    watch_list: Annotated[str, typer.Option("--watch-list", "-w", help="Watch-list to enrol onto.")] = "custody",
     multi_face: Annotated[str | None, typer.Option(help="Photo with several faces: 'largest' (warn) or 'reject'. "
                                                         "Default: settings.match.enrol_multi_face.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Photos per embedding call (embed.batch_size).")] = None,
@@ -60,7 +65,7 @@ def enrol(
         "--allow-shared-photo", help="Enrol a photo also given (or already enrolled) for another subject id, "
                                      "with a warning, instead of refusing it.")] = False,
 ) -> None:
-    """Enrol labelled photos (several per subject) into the gallery; re-running skips what is already there.
+    """Enrol labelled photos (several per subject) onto a watch-list; re-running skips what is already there.
 
     Which files are photos is decided by their content, not their name (see rfr/gallery/enrol_sources.py).
 
@@ -84,10 +89,10 @@ def enrol(
     embedder = load_embedder(settings)
     target = open_gallery(settings, embedder.model_id, embedder.weights_sha256)
     extractor = PipelineExtractor(settings)
-    enroller = Enroller(extractor, embedder, target, gallery, multi_face=policy,
+    enroller = Enroller(extractor, embedder, target, watch_list, multi_face=policy,
                         batch_size=batch_size or settings.embed.batch_size, allow_shared_photo=allow_shared_photo)
     try:
-        with tqdm(total=len(found.items), unit="img", disable=not progress, desc=f"enrol {gallery}") as bar:
+        with tqdm(total=len(found.items), unit="img", disable=not progress, desc=f"enrol {watch_list}") as bar:
             result = enroller.run_source(found, progress=bar.update)
     except GalleryError as exc:
         raise _fail(f"gallery error: {exc} (is milvus running at {settings.milvus.uri}? `rfr up` starts one)") from exc
@@ -118,11 +123,12 @@ def enrol_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def enrol_summary_line(summary: dict[str, Any]) -> str:
-    """``enrol <gallery>: <n> file(s): <e> enrolled, <x> already enrolled, <s> skipped (...), <r> rejected (...)``."""
+    """``enrol <watch-list>: <n> file(s): <e> enrolled, <x> already enrolled, <s> skipped (...), <r> rejected
+    (...), <w> warning(s)``."""
     def by(reasons: dict[str, int]) -> str:
         return " (" + ", ".join(f"{k} {v}" for k, v in reasons.items()) + ")" if reasons else ""
 
-    return (f"enrol {summary['gallery']}: {summary['files']} file(s): {summary['enrolled']} enrolled, "
+    return (f"enrol {summary['watch_list']}: {summary['files']} file(s): {summary['enrolled']} enrolled, "
             f"{summary['skipped_existing']} already enrolled, {summary['skipped']} skipped"
             f"{by(summary['skipped_by_reason'])}, {summary['rejected']} rejected{by(summary['rejected_by_reason'])}, "
             f"{summary['warnings']} warning(s)")
@@ -154,29 +160,29 @@ def _print_enrol(summary: dict[str, Any], report: Path | None) -> None:
 
 
 @gallery_app.command("list")
-def gallery_list(galleries: GalleryOpt = None,
+def gallery_list(watch_lists: WatchListOpt = None,
                  as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False) -> None:
-    """Every enrolled subject, with its gallery and number of photos."""
+    """Every enrolled subject, with its watch-list and number of photos (a line per watch-list it is on)."""
     from rfr.gallery.milvus import open_gallery
 
     settings = _settings()
     try:
-        subjects = open_gallery(settings).list_subjects(galleries)
+        subjects = open_gallery(settings).list_subjects(watch_lists)
     except GalleryError as exc:
         raise _fail(f"gallery error: {exc}") from exc
     for s in subjects:
-        line = json.dumps({"gallery": s.gallery, "subject_id": s.subject_id, "faces": s.faces})
-        typer.echo(line if as_json else f"{s.gallery:<16} {s.subject_id:<40} {s.faces}")
+        line = json.dumps({"watch_list": s.watch_list, "subject_id": s.subject_id, "faces": s.faces})
+        typer.echo(line if as_json else f"{s.watch_list:<16} {s.subject_id:<40} {s.faces}")
 
 
 @gallery_app.command("count")
-def gallery_count(galleries: GalleryOpt = None) -> None:
-    """Number of enrolled photos."""
+def gallery_count(watch_lists: WatchListOpt = None) -> None:
+    """Number of enrolled photos (on the watch-lists given, default all)."""
     from rfr.gallery.milvus import open_gallery
 
     settings = _settings()
     try:
-        typer.echo(str(open_gallery(settings).count(galleries)))
+        typer.echo(str(open_gallery(settings).count(watch_lists)))
     except GalleryError as exc:
         raise _fail(f"gallery error: {exc}") from exc
 
@@ -184,18 +190,18 @@ def gallery_count(galleries: GalleryOpt = None) -> None:
 @gallery_app.command("delete")
 def gallery_delete(
     subject_id: Annotated[str, typer.Argument(help="Subject whose every photo is erased.")],
-    galleries: GalleryOpt = None,
+    watch_lists: WatchListOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Erase a subject: every vector of theirs (in every gallery, or only those given) is deleted."""
+    """Erase a subject: every vector of theirs (on every watch-list, or only those given) is deleted."""
     from rfr.gallery.milvus import open_gallery
 
     settings = _settings()
-    where = ", ".join(galleries) if galleries else "every gallery"
+    where = "watch-list(s) " + ", ".join(watch_lists) if watch_lists else "every watch-list"
     if not yes:
         typer.confirm(f"Erase every photo of {subject_id} from {where}?", abort=True)
     try:
-        erased = open_gallery(settings).delete_subject(subject_id, galleries)
+        erased = open_gallery(settings).delete_subject(subject_id, watch_lists)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     except GalleryError as exc:
@@ -230,7 +236,7 @@ def calibrate(
     extractor = PipelineExtractor(settings)
     try:
         if faces is not None:
-            photos = cal.labelled_folder(faces, max_per_identity)
+            photos = {k: v[:max_per_identity] for k, v in identity_folders(faces).items()}
             with tqdm(total=sum(map(len, photos.values())), unit="img", disable=not progress, desc="embed") as bar:
                 data, rejected = faceset.embed_labelled(photos, extractor, embedder, cache=cache,
                                                         batch_size=settings.embed.batch_size, progress=bar.update)

@@ -1,4 +1,12 @@
-"""Start, track and stop the local stack's processes (broker, milvus-lite server, services)."""
+"""Start, track and stop the local stack's processes (broker, milvus-lite server, services).
+
+Which process a recorded pid is, whether it still runs, and stopping it (with its children) are psutil's: a
+:class:`psutil.Process` checks before every signal that its pid was not reused, ``wait_procs`` waits with a timeout
+and reaps our own children, ``children`` finds what a process started. The state file records when each process
+started (psutil's ``create_time``, as seconds after boot so that no clock change moves it), so that a later
+``rfr down`` or ``rfr status``, in another process, tells the process ``rfr up`` started from a later one that got
+the same pid.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +14,15 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +39,10 @@ class ProcInfo:
     log: str
     port: int | None = None
     metrics_url: str | None = None
-    started_at: float = 0.0
-    start_ticks: int = 0  # /proc/<pid>/stat start time: tells our process from a later one with the same pid
+    started_at: float = 0.0  # wall clock when spawned, s since the epoch
+    # When the kernel started the process, s after boot (what no clock change moves): tells our process from a
+    # later one with the same pid. 0: unknown (then the pid alone counts).
+    started_after_boot_s: float = 0.0
 
 
 def tansu_binary() -> Path:
@@ -115,45 +127,119 @@ def spawn(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
         )
     logger.info("started %s (pid %s): %s", name, proc.pid, " ".join(argv))
-    info = ProcInfo(name, proc.pid, argv, str(log_path), port, metrics_url, time.time(), start_ticks(proc.pid))
+    info = ProcInfo(name, proc.pid, argv, str(log_path), port, metrics_url, time.time(),
+                    _started_after_boot(proc.pid))
     return info, proc
+
+
+# psutil's create_time() is the kernel's start time of the process (clock ticks after boot) plus the boot time,
+# which /proc/stat gives in whole seconds from the system clock: it moves when the clock is stepped or slewed. Less
+# that boot time, it is the start ticks again (tick = 1/SC_CLK_TCK s, 10 ms): equal for one process in any CLI run,
+# within float rounding (~1e-6 s at epoch magnitudes).
+_SAME_START_S = 0.02
+_EXITED = frozenset({psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD})
+
+
+def _after_boot(proc: psutil.Process) -> tuple[float, float]:
+    """When ``proc`` started, s after boot: its create_time() less the boot time read just before and just after
+    it (the one create_time() added is one of them, even if the clock moved the boot time in between)."""
+    before = psutil.boot_time()
+    created = proc.create_time()
+    return created - before, created - psutil.boot_time()
+
+
+def _started_after_boot(pid: int) -> float:
+    """When ``pid`` started, s after boot; 0.0 when it cannot be read."""
+    try:
+        return _after_boot(psutil.Process(pid))[0]
+    except psutil.Error:
+        return 0.0
+
+
+def _running(info: ProcInfo) -> psutil.Process | None:
+    """The process ``info`` recorded, while it runs; None when it exited (a zombie counts as exited) or when its
+    pid now belongs to a later process (start times more than :data:`_SAME_START_S` apart)."""
+    try:
+        proc = psutil.Process(info.pid)
+        if proc.status() in _EXITED:
+            return None
+        recorded = info.started_after_boot_s
+        if recorded and all(abs(t - recorded) > _SAME_START_S for t in _after_boot(proc)):
+            return None
+    except psutil.Error:  # NoSuchProcess (ZombieProcess is one), AccessDenied: not a process we can stop
+        return None
+    return proc
 
 
 def pid_alive(info: ProcInfo) -> bool:
     """True when ``info.pid`` still runs *the process we started* (guards against pid reuse)."""
-    fields = _stat_fields(info.pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return False
-    return not info.start_ticks or int(fields[19]) == info.start_ticks
+    return _running(info) is not None
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state first), or None when gone."""
+def _gone(proc: psutil.Process) -> bool:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()
+        return not proc.is_running() or proc.status() in _EXITED
+    except psutil.NoSuchProcess:
+        return True
 
 
-def start_ticks(pid: int) -> int:
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields else 0
+def _wait_all(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait up to ``timeout_s`` for ``procs`` to exit (reaping our own children; an unreaped zombie of another
+    parent counts as exited); return those still running."""
+    deadline = time.monotonic() + timeout_s
+    alive = [p for p in procs if not _gone(p)]
+    while alive and time.monotonic() < deadline:
+        _, alive = psutil.wait_procs(alive, timeout=min(0.1, deadline - time.monotonic()))
+        alive = [p for p in alive if not _gone(p)]
+    return alive
+
+
+def _signal_all(procs: list[psutil.Process], kill: bool) -> None:
+    for proc in procs:
+        try:
+            if kill:
+                proc.kill()
+            else:
+                proc.terminate()
+        except psutil.NoSuchProcess:  # exited meanwhile, or its pid was reused: psutil checks before signalling
+            continue
 
 
 def stop(info: ProcInfo, timeout_s: float = 20.0) -> bool:
-    """SIGTERM, wait, then SIGKILL; returns True when the process had to be killed."""
-    if not pid_alive(info):
+    """SIGTERM the process and wait up to ``timeout_s`` s, then SIGTERM whatever children it left and wait up to
+    the same deadline, then SIGKILL what still runs; returns True when something had to be killed."""
+    proc = _running(info)
+    if proc is None:
         return False
-    os.kill(info.pid, signal.SIGTERM)
+    try:
+        children = proc.children(recursive=True)  # before the parent exits and they are reparented
+    except psutil.NoSuchProcess:
+        children = []
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not pid_alive(info):
-            return False
-        time.sleep(0.1)
-    logger.warning("%s (pid %s) ignored SIGTERM for %.0fs; killing", info.name, info.pid, timeout_s)
-    os.kill(info.pid, signal.SIGKILL)
+    _signal_all([proc], kill=False)
+    alive = _wait_all([proc], timeout_s)
+    leftover = [c for c in children if not _gone(c)]
+    if leftover:
+        logger.info("%s (pid %s) left %d child process(es); terminating them", info.name, info.pid, len(leftover))
+        _signal_all(leftover, kill=False)
+    alive = _wait_all(alive + leftover, max(0.0, deadline - time.monotonic()))
+    if not alive:
+        return False
+    logger.warning("%s (pid %s) ignored SIGTERM for %.0fs; killing %s", info.name, info.pid, timeout_s,
+                   ", ".join(str(p.pid) for p in alive))
+    _signal_all(alive, kill=True)
+    _wait_all(alive, 5.0)
     return True
+
+
+def _from_json(item: dict[str, Any]) -> ProcInfo:
+    """A state-file entry; one written before psutil has ``start_ticks`` (the start time in clock ticks after boot,
+    from /proc/<pid>/stat) instead of ``started_after_boot_s``."""
+    item = dict(item)
+    ticks = item.pop("start_ticks", None)
+    if ticks and not item.get("started_after_boot_s"):
+        item["started_after_boot_s"] = int(ticks) / os.sysconf("SC_CLK_TCK")
+    return ProcInfo(**item)
 
 
 class StateFile:
@@ -165,7 +251,7 @@ class StateFile:
     def load(self) -> list[ProcInfo]:
         if not self.path.exists():
             return []
-        return [ProcInfo(**item) for item in json.loads(self.path.read_text())]
+        return [_from_json(item) for item in json.loads(self.path.read_text())]
 
     def save(self, procs: list[ProcInfo]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ def main() -> int:
         return EXIT_NO_MODEL
 
     def make_handler(s: Settings, topics: Topics) -> BatchHandler:
-        detector = MediaPipeDetector(model_path, s.detect)
+        detector = MediaPipeDetector(model_path, s.detect).load()
         return FrameHandler(s, topics, detector, FileBlobStore(s.blob_dir), DetectMetrics.create())
 
     spec = StageSpec(SERVICE, "rfr-detect", [FRAMES], settings.metrics.detect_port, batch_size=4, batch_timeout_ms=20)

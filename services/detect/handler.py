@@ -1,4 +1,7 @@
-"""The detect stage: FrameEvent -> one FaceEvent per usable face, and an outcome for the submitter."""
+"""The detect stage: FrameEvent -> one FaceEvent per usable face, and an outcome for the submitter.
+
+A FrameEvent of a schema version other than :data:`ACCEPTS` is dead-lettered (``unsupported_schema_version``).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,18 @@ from pydantic import ValidationError
 from rfr.core.blobstore import BlobCorrupt, BlobNotFound, BlobStore
 from rfr.core.imaging import ImageLimits, ImageRejected, decode_image
 from rfr.core.kafka import Output
-from rfr.core.schemas import Box, FaceEvent, FrameEvent, OutcomeEvent, OutcomeStatus, Point, decode
+from rfr.core.logs import ids
+from rfr.core.reasons import Reason
+from rfr.core.schemas import (
+    Box,
+    FaceEvent,
+    FrameEvent,
+    OutcomeEvent,
+    OutcomeStatus,
+    Point,
+    UnsupportedSchemaVersion,
+    decode,
+)
 from rfr.core.settings import Settings
 from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result
 from rfr.core.topics import Topics
@@ -23,7 +37,8 @@ from services.detect.metrics import DetectMetrics
 
 logger = logging.getLogger(__name__)
 
-OVER_MAX_FACES = "over_max_faces"
+ACCEPTS = frozenset({1})
+"""FrameEvent schema versions this stage reads."""
 
 
 class FrameHandler:
@@ -50,9 +65,11 @@ class FrameHandler:
 
     def handle(self, msg: Message) -> Result:
         try:
-            frame = decode(FrameEvent, msg.value())
+            frame = decode(FrameEvent, msg.value(), accepts=ACCEPTS)
+        except UnsupportedSchemaVersion as exc:
+            return PoisonMessage(exc.reason, exc.detail)
         except (ValidationError, ValueError) as exc:
-            return PoisonMessage("invalid_message", str(exc)[:500])
+            return PoisonMessage(Reason.INVALID_MESSAGE, str(exc)[:500])
         try:
             image = decode_image(self._image_bytes(frame), self.limits)
         except ImageRejected as exc:  # the stream loop sends the dead letter and the ``failed`` outcome
@@ -72,11 +89,11 @@ class FrameHandler:
         if frame.image is not None:
             return frame.image
         if frame.image_ref is None:
-            raise PoisonMessage("no_image", "frame carries neither image bytes nor an image_ref")
+            raise PoisonMessage(Reason.NO_IMAGE, "frame carries neither image bytes nor an image_ref")
         try:
             return self.blobs.get(frame.image_ref)
         except (BlobNotFound, BlobCorrupt, ValueError) as exc:
-            raise PoisonMessage("blob_unavailable", f"{frame.image_ref}: {exc}") from exc
+            raise PoisonMessage(Reason.BLOB_UNAVAILABLE, f"{frame.image_ref}: {exc}") from exc
         except OSError as exc:
             raise DependencyUnavailable("blobstore", f"blob store unreadable: {exc}") from exc
 
@@ -98,8 +115,8 @@ class FrameHandler:
         summary = f"{len(faces)} face(s) passed on"
         if findings.rejected:
             summary += f"; unusable {findings.rejection_summary()}"
-        if OVER_MAX_FACES in dropped:
-            summary += (f"; {dropped[OVER_MAX_FACES]} usable face(s) not searched: over the detect.max_faces "
+        if Reason.OVER_MAX_FACES in dropped:
+            summary += (f"; {dropped[Reason.OVER_MAX_FACES]} usable face(s) not searched: over the detect.max_faces "
                         f"guard of {self.settings.detect.max_faces}")
         out.append(self._outcome(OutcomeEvent.make(frame.submission_id, frame.meta.retailer_id,
                                                    OutcomeStatus.FACES_FOUND, detail=summary, faces=len(faces),
@@ -113,10 +130,10 @@ class FrameHandler:
         dropped = findings.rejection_counts()
         over = len(findings.accepted) - limit
         if over > 0:
-            dropped[OVER_MAX_FACES] = over
-            self.metrics.faces_dropped.labels(OVER_MAX_FACES).inc(over)
+            dropped[Reason.OVER_MAX_FACES] = over
+            self.metrics.faces_dropped.labels(Reason.OVER_MAX_FACES).inc(over)
             logger.warning("submission %s: %d usable face(s) over detect.max_faces=%d not searched",
-                           frame.submission_id, over, limit)
+                           frame.submission_id, over, limit, extra=ids(frame.submission_id))
         return findings.accepted[:limit], dropped
 
     def _face_output(self, frame: FrameEvent, index: int, total: int, face: FoundFace) -> Output:

@@ -1,11 +1,12 @@
 """The embed stage's batch handler: FaceEvents in, one forward pass per batch, EmbeddingEvents out.
 
-Each message is parsed and its crop decoded on its own; a bad one (invalid JSON, undecodable JPEG, wrong
-shape) becomes a :class:`PoisonMessage` for the dead-letter topic and the rest of the batch goes on. The good
-crops are embedded together in one forward pass. A failure of the model is raised as :class:`RetryableError`:
-the loop first asks :meth:`EmbedHandler.check_dependencies`, which embeds a plain grey canary crop. When the
-canary fails too, the model runtime itself is down (an outage, retried without limit); when it passes, the
-batch is tried again one face at a time, and a face that keeps failing is dead-lettered as ``retry_exhausted``.
+Each message is parsed and its crop decoded on its own; a bad one (invalid JSON, a FaceEvent schema version
+other than :data:`ACCEPTS`, undecodable JPEG, wrong shape) becomes a :class:`PoisonMessage` for the dead-letter
+topic and the rest of the batch goes on. The good crops are embedded together in one forward pass. A failure of
+the model is raised as :class:`RetryableError`: the loop first asks :meth:`EmbedHandler.check_dependencies`,
+which embeds a plain grey canary crop. When the canary fails too, the model runtime itself is down (an outage,
+retried without limit); when it passes, the batch is tried again one face at a time, and a face that keeps
+failing is dead-lettered as ``retry_exhausted``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 from pydantic import ValidationError
 
 from rfr.core.kafka import Output
-from rfr.core.schemas import EmbeddingEvent, FaceEvent, decode
+from rfr.core.reasons import Reason
+from rfr.core.schemas import EmbeddingEvent, FaceEvent, UnsupportedSchemaVersion, decode, template_bytes
 from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result, RetryableError
 from rfr.core.topics import Topics
 from rfr.embedding.embedder import CROP_SIZE, Embedder
@@ -31,16 +33,20 @@ from services.embed.metrics import EmbedMetrics
 logger = logging.getLogger(__name__)
 
 CANARY_GREY = 128  # a flat mid-grey crop: any working model embeds it to a finite vector
+ACCEPTS = frozenset({2})
+"""FaceEvent schema versions this stage reads (v2: FaceQuality.sharpness)."""
 
 
 def parse_face(msg: Message) -> tuple[FaceEvent, Crop]:
     """The FaceEvent in ``msg`` and its decoded crop, or PoisonMessage."""
     try:
-        event = decode(FaceEvent, msg.value())
+        event = decode(FaceEvent, msg.value(), accepts=ACCEPTS)
+    except UnsupportedSchemaVersion as exc:
+        raise PoisonMessage(exc.reason, exc.detail) from exc
     except (ValidationError, ValueError) as exc:
-        raise PoisonMessage("invalid_face_event", str(exc)[:500]) from exc
+        raise PoisonMessage(Reason.INVALID_FACE_EVENT, str(exc)[:500]) from exc
     if event.crop_size != CROP_SIZE:
-        raise PoisonMessage("bad_crop_shape", f"crop_size {event.crop_size}, the model takes {CROP_SIZE}")
+        raise PoisonMessage(Reason.BAD_CROP_SHAPE, f"crop_size {event.crop_size}, the model takes {CROP_SIZE}")
     try:
         return event, decode_crop(event.crop_jpeg, CROP_SIZE)
     except CropRejected as exc:
@@ -72,6 +78,12 @@ class EmbedHandler:
         self.topics = topics
         self.metrics = metrics
         self.clock = clock
+
+    def close(self) -> None:
+        """Free the model at shutdown (called by :func:`rfr.core.stage.run_stage`)."""
+        close = getattr(self.embedder, "close", None)
+        if callable(close):
+            close()
 
     def check_dependencies(self) -> None:
         """Embed one grey canary crop; :class:`DependencyUnavailable` ("model") when even that fails."""
@@ -120,7 +132,7 @@ class EmbedHandler:
 
     def _result(self, event: FaceEvent, vector: npt.NDArray[np.float32]) -> Result:
         if not np.isfinite(vector).all():
-            return PoisonMessage("non_finite_embedding", f"face {event.face_id} embedded to NaN/inf")
+            return PoisonMessage(Reason.NON_FINITE_EMBEDDING, f"face {event.face_id} embedded to NaN/inf")
         out = EmbeddingEvent(
             event_id=event.face_id,
             face_id=event.face_id,
@@ -130,7 +142,7 @@ class EmbedHandler:
             quality=event.quality,
             model_id=self.embedder.model_id,
             weights_sha256=self.embedder.weights_sha256,
-            vector=vector.tolist(),
+            template=template_bytes(vector),
         )
         self.metrics.faces.inc()
         return [Output(self.topics.embeddings, out.to_bytes(), key=event.submission_id, event_id=event.face_id)]

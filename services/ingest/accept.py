@@ -11,19 +11,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from pydantic import ValidationError
 
 from rfr.core.blobstore import BlobStore
 from rfr.core.errors import ReasonedError
+from rfr.core.ids import is_ident
 from rfr.core.imaging import DecodedImage, ImageLimits, ImageRejected, decode_image
 from rfr.core.kafka import Output
+from rfr.core.logs import ids
+from rfr.core.reasons import Reason
 from rfr.core.schemas import Channel, FrameEvent, OutcomeEvent, OutcomeStatus, SubmissionMeta, utcnow
 from rfr.core.topics import Topics
 from services.ingest.metrics import IngestMetrics
@@ -32,20 +33,14 @@ from services.ingest.store import State, SubmissionRecord, SubmissionStore
 logger = logging.getLogger(__name__)
 
 MAX_CLOCK_SKEW = timedelta(days=1)
-_IDENT = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")  # as rfr.core.schemas.Ident
 
 
 def valid_ident(text: str) -> bool:
-    return bool(_IDENT.match(text))
-
-
-class MetaReason(StrEnum):
-    MISSING_METADATA = "missing_metadata"
-    INVALID_METADATA = "invalid_metadata"
+    return is_ident(text)
 
 
 class Rejected(ReasonedError):
-    """A submission that will not be processed: ``reason`` is a RejectReason or a MetaReason."""
+    """A submission that will not be processed: ``reason`` is a :class:`rfr.core.reasons.Reason`."""
 
 
 @dataclass(frozen=True)
@@ -64,11 +59,11 @@ def parse_captured_at(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError as exc:
-        raise Rejected(MetaReason.INVALID_METADATA, f"captured_at {text[:64]!r} is not ISO 8601") from exc
+        raise Rejected(Reason.INVALID_METADATA, f"captured_at {text[:64]!r} is not ISO 8601") from exc
     if value.tzinfo is None:
-        raise Rejected(MetaReason.INVALID_METADATA, "captured_at needs a UTC offset (e.g. 'Z' or '+01:00')")
+        raise Rejected(Reason.INVALID_METADATA, "captured_at needs a UTC offset (e.g. 'Z' or '+01:00')")
     if value > utcnow() + MAX_CLOCK_SKEW:
-        raise Rejected(MetaReason.INVALID_METADATA, f"captured_at {text[:64]} is in the future")
+        raise Rejected(Reason.INVALID_METADATA, f"captured_at {text[:64]} is in the future")
     return value
 
 
@@ -78,7 +73,7 @@ def build_meta(raw: RawMeta, channel: Channel) -> SubmissionMeta:
                 "captured_at": raw.captured_at}
     missing = [name for name, value in required.items() if not (value and value.strip())]
     if missing:
-        raise Rejected(MetaReason.MISSING_METADATA, "missing " + ", ".join(missing))
+        raise Rejected(Reason.MISSING_METADATA, "missing " + ", ".join(missing))
     captured_at = parse_captured_at(raw.captured_at or "")
     try:
         return SubmissionMeta(retailer_id=(raw.retailer_id or "").strip(), store_id=(raw.store_id or "").strip(),
@@ -86,7 +81,7 @@ def build_meta(raw: RawMeta, channel: Channel) -> SubmissionMeta:
                               case_ref=(raw.case_ref or "").strip() or None, channel=channel)
     except ValidationError as exc:
         fields = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
-        raise Rejected(MetaReason.INVALID_METADATA, f"invalid {fields} (letters, digits and _.:@- only, "
+        raise Rejected(Reason.INVALID_METADATA, f"invalid {fields} (letters, digits and _.:@- only, "
                                                     "at most 128)") from exc
 
 
@@ -139,7 +134,8 @@ class Ingestor:
         if decoded.scale > 1 or decoded.warnings:
             logger.info("submission %s: %s decoded at 1/%d scale (%dx%d)%s", submission_id, decoded.format,
                         decoded.scale, decoded.width, decoded.height,
-                        f"; accepted with {', '.join(decoded.warnings)}" if decoded.warnings else "")
+                        f"; accepted with {', '.join(decoded.warnings)}" if decoded.warnings else "",
+                        extra=ids(submission_id))
         outcome = OutcomeEvent.make(submission_id, meta.retailer_id, OutcomeStatus.RECEIVED)
         outputs = [
             Output(self.topics.frames, frame.to_bytes(), key=meta.camera_key, event_id=frame.event_id),

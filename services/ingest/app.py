@@ -24,13 +24,11 @@ from fastapi.security import APIKeyHeader
 
 from rfr import __version__
 from rfr.core.kafka import DeliveryFailed, Output
+from rfr.core.reasons import Reason
 from rfr.core.schemas import Channel, SubmissionMeta, submission_id
-from services.ingest.accept import Accepted, Ingestor, MetaReason, RawMeta, Rejected, build_meta
+from services.ingest.accept import Accepted, Ingestor, RawMeta, Rejected, build_meta
 from services.ingest.auth import API_KEY_HEADER, ApiKeyRegistry
 from services.ingest.http_models import (
-    TOO_MANY_FILES,
-    UNAUTHORIZED,
-    UNSUPPORTED_MEDIA_TYPE,
     BodyLimit,
     ErrorBody,
     ErrorResponse,
@@ -78,11 +76,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            body = ErrorBody(reason=UNSUPPORTED_MEDIA_TYPE, message="send multipart/form-data")
+            body = ErrorBody(reason=Reason.UNSUPPORTED_MEDIA_TYPE, message="send multipart/form-data")
             return JSONResponse({"detail": body.model_dump(mode="json")}, status_code=415)
         errs = exc.errors()
         missing = [str(e["loc"][-1]) for e in errs if e.get("type") == "missing"]
-        reason = MetaReason.MISSING_METADATA if missing else MetaReason.INVALID_METADATA
+        reason = Reason.MISSING_METADATA if missing else Reason.INVALID_METADATA
         text = "missing " + ", ".join(missing) if missing else "; ".join(str(e.get("msg")) for e in errs)[:500]
         body = ErrorBody(reason=reason, message=text)
         return JSONResponse({"detail": body.model_dump(mode="json")}, status_code=422)
@@ -102,7 +100,7 @@ def create_app(ctx: HttpContext) -> FastAPI:
     def retailer(key: Annotated[str | None, Security(key_header)] = None) -> str:
         found = ctx.keys.retailer_for(key)
         if found is None:
-            exc = error(UNAUTHORIZED, "missing or unknown API key", status=401)
+            exc = error(Reason.UNAUTHORIZED, "missing or unknown API key", status=401)
             exc.headers = {"WWW-Authenticate": "ApiKey"}
             raise exc
         return found
@@ -120,7 +118,7 @@ def create_app(ctx: HttpContext) -> FastAPI:
     ) -> SubmitResponse:
         """Submit stills with the same metadata; returns a submission id per image."""
         if len(images) > ctx.max_files:
-            raise error(TOO_MANY_FILES, f"{len(images)} images; at most {ctx.max_files} per request")
+            raise error(Reason.TOO_MANY_FILES, f"{len(images)} images; at most {ctx.max_files} per request")
         return _submit(ctx, RawMeta(retailer_id, store_id, camera_id, captured_at, case_ref), images)
 
     @app.get("/v1/submissions/{submission_id}", response_model=StatusResponse, responses=_ERRORS)

@@ -18,13 +18,13 @@ import secrets
 import threading
 from pathlib import Path
 
+from rfr.core.ids import is_ident
 from rfr.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "rfr_"
 API_KEY_HEADER = "X-API-Key"
-_RETAILER = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -54,7 +54,7 @@ def parse_entries(text: str, origin: str) -> dict[str, str]:
         retailer, sep, digest = entry.rpartition(":")
         digest = digest.strip().lower()
         retailer = retailer.strip()
-        if not sep or not _RETAILER.match(retailer) or not _HEX64.match(digest):
+        if not sep or not is_ident(retailer) or not _HEX64.match(digest):
             raise ApiKeyConfigError(f"{origin} entry {n}: expected '<retailer_id>:<sha256 hex>'")
         if out.get(digest, retailer) != retailer:
             raise ApiKeyConfigError(f"{origin} entry {n}: this key hash already belongs to another retailer")
@@ -116,7 +116,7 @@ class ApiKeyRegistry:
 
 def make_entry(retailer_id: str) -> tuple[str, str]:
     """A new key for ``retailer_id``: (the secret, the ``retailer:hash`` entry to configure)."""
-    if not _RETAILER.match(retailer_id):
+    if not is_ident(retailer_id):
         raise ApiKeyConfigError(f"invalid retailer id {retailer_id!r} (letters, digits and _.:@- only)")
     secret = new_key()
     return secret, f"{retailer_id}:{hash_key(secret)}"

@@ -30,9 +30,11 @@ from collections.abc import Sequence
 from confluent_kafka import Message
 
 from rfr.core.kafka import header_dict_with_repeats
+from rfr.core.logs import ids
+from rfr.core.reasons import Reason
 from rfr.core.schemas import Channel, submission_id
 from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result
-from services.ingest.accept import Ingestor, MetaReason, RawMeta, Rejected, build_meta, valid_ident
+from services.ingest.accept import Ingestor, RawMeta, Rejected, build_meta, valid_ident
 from services.ingest.store import Claim, State, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -93,20 +95,20 @@ class SubmissionHandler:
         self.ingestor.received(self.channel, len(data))
         retailer = (raw.retailer_id or "").strip()
         if H_RETAILER in repeated:  # which retailer is it? nobody to attribute it to
-            return self._unattributable(MetaReason.INVALID_METADATA, _repeated_detail(repeated))
+            return self._unattributable(Reason.INVALID_METADATA, _repeated_detail(repeated))
         if not retailer:
-            return self._unattributable(MetaReason.MISSING_METADATA, f"header {H_RETAILER} is missing")
+            return self._unattributable(Reason.MISSING_METADATA, f"header {H_RETAILER} is missing")
         if not valid_ident(retailer):
-            return self._unattributable(MetaReason.INVALID_METADATA, f"header {H_RETAILER} is not a valid id")
+            return self._unattributable(Reason.INVALID_METADATA, f"header {H_RETAILER} is not a valid id")
         sid = submission_id(retailer, data)
         seen = self.ingestor.store.get(sid)
         if seen is not None and seen.state == State.RECEIVED and seen.source != source:
-            logger.info("duplicate submission %s (first from %s) dropped", sid, seen.source)
+            logger.info("duplicate submission %s (first from %s) dropped", sid, seen.source, extra=ids(sid))
             self.ingestor.count(self.channel, "duplicate")
             return []
         try:
             if repeated:
-                raise Rejected(MetaReason.INVALID_METADATA, _repeated_detail(repeated))
+                raise Rejected(Reason.INVALID_METADATA, _repeated_detail(repeated))
             meta = build_meta(raw, self.channel)
             accepted = self.ingestor.accept(sid, meta, data, source)
         except Rejected as exc:

@@ -9,28 +9,24 @@ from fastapi import HTTPException
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rfr.core.imaging import RejectReason
-from services.ingest.accept import MetaReason
+from rfr.core.reasons import Reason
 from services.ingest.store import SubmissionStatus
 
 logger = logging.getLogger(__name__)
 
-TOO_MANY_FILES = "too_many_files"
-UNAUTHORIZED = "unauthorized"
-UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 
 HTTP_STATUS: dict[str, int] = {
-    RejectReason.TOO_LARGE_BYTES: 413,
-    RejectReason.TOO_MANY_PIXELS: 413,
-    TOO_MANY_FILES: 413,
-    RejectReason.UNSUPPORTED_FORMAT: 415,
-    UNSUPPORTED_MEDIA_TYPE: 415,
-    RejectReason.EMPTY: 422,
-    RejectReason.CORRUPT: 422,
-    RejectReason.TRUNCATED: 422,
-    RejectReason.ZERO_SIZE: 422,
-    MetaReason.MISSING_METADATA: 422,
-    MetaReason.INVALID_METADATA: 422,
+    Reason.TOO_LARGE_BYTES: 413,
+    Reason.TOO_MANY_PIXELS: 413,
+    Reason.TOO_MANY_FILES: 413,
+    Reason.UNSUPPORTED_FORMAT: 415,
+    Reason.UNSUPPORTED_MEDIA_TYPE: 415,
+    Reason.EMPTY: 422,
+    Reason.CORRUPT: 422,
+    Reason.TRUNCATED: 422,
+    Reason.ZERO_SIZE: 422,
+    Reason.MISSING_METADATA: 422,
+    Reason.INVALID_METADATA: 422,
 }
 
 
@@ -130,13 +126,13 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise error(RejectReason.TOO_LARGE_BYTES, f"request body over {self.max_bytes} bytes")
+                    raise error(Reason.TOO_LARGE_BYTES, f"request body over {self.max_bytes} bytes")
             return message
 
         await self.app(scope, limited, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = ErrorResponse(detail=ErrorBody(reason=RejectReason.TOO_LARGE_BYTES,
+        body = ErrorResponse(detail=ErrorBody(reason=Reason.TOO_LARGE_BYTES,
                                               message=f"request body over {self.max_bytes} bytes"))
         payload = body.model_dump_json().encode()
         await send({"type": "http.response.start", "status": 413,

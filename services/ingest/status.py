@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from confluent_kafka import Message
 from pydantic import ValidationError
 
-from rfr.core.schemas import OutcomeEvent, decode
+from rfr.core.reasons import Reason
+from rfr.core.schemas import OutcomeEvent, UnsupportedSchemaVersion, decode
 from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result
 from services.ingest.metrics import IngestMetrics
 from services.ingest.store import StoreUnavailable, SubmissionStore
@@ -22,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 STATUS_SERVICE = "ingest_status"
 STATUS_GROUP = "rfr-ingest-status"
+ACCEPTS = frozenset({1})  # OutcomeEvent schema versions this consumer reads
 
 
 class StatusHandler:
@@ -39,9 +41,11 @@ class StatusHandler:
 
     def handle(self, msg: Message) -> Result:
         try:
-            event = decode(OutcomeEvent, msg.value())
+            event = decode(OutcomeEvent, msg.value(), accepts=ACCEPTS)
+        except UnsupportedSchemaVersion as exc:
+            return PoisonMessage(exc.reason, exc.detail)
         except (ValidationError, ValueError) as exc:
-            return PoisonMessage("invalid_outcome_event", str(exc)[:500])
+            return PoisonMessage(Reason.INVALID_OUTCOME_EVENT, str(exc)[:500])
         if self.store.apply_outcome(event):
             self.metrics.status_updates.labels(event.status.value).inc()
         return []

@@ -1,11 +1,12 @@
 """The match stage: EmbeddingEvents in, one CandidateList per probe face and an OutcomeEvent out.
 
 One gallery search call per consumed batch. Every CandidateList records the threshold, ``top_k``, the
-galleries searched and the model id; when nothing scores at or above the threshold it is an explicit
+watch-lists searched and the model id; when nothing scores at or above the threshold it is an explicit
 ``no_candidate`` list. Candidate lists are for trained human review and are never phrased as an
 identification; the OutcomeEvent for the submitter names no one.
 
-Bad input goes to the dead-letter topic: an undecodable message (``invalid_message``), an embedding of another
+Bad input goes to the dead-letter topic: an undecodable message (``invalid_message``), an EmbeddingEvent of a
+schema version other than :data:`ACCEPTS` (``unsupported_schema_version``), an embedding of another
 model than the gallery's (``model_mismatch``), a vector of the wrong dimension (``dim_mismatch``) or a zero /
 non-finite vector (``invalid_vector``). A gallery that cannot be reached, or that does not fit the embeddings
 (a deployment fault), raises :class:`DependencyUnavailable`: the loop rewinds and retries the batch with backoff
@@ -24,7 +25,17 @@ import pydantic
 from confluent_kafka import Message
 
 from rfr.core.kafka import Output
-from rfr.core.schemas import Candidate, CandidateList, EmbeddingEvent, OutcomeEvent, OutcomeStatus, decode, utcnow
+from rfr.core.reasons import Reason
+from rfr.core.schemas import (
+    Candidate,
+    CandidateList,
+    EmbeddingEvent,
+    OutcomeEvent,
+    OutcomeStatus,
+    UnsupportedSchemaVersion,
+    decode,
+    utcnow,
+)
 from rfr.core.settings import MatchSettings
 from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result
 from rfr.core.topics import Topics
@@ -36,6 +47,8 @@ logger = logging.getLogger(__name__)
 PASSED_DETAIL = "possible candidates passed to trained human reviewers (not an identification)"
 NO_CANDIDATE_DETAIL = "no gallery candidate at or above the review threshold"
 GALLERY = "gallery"  # the dependency's name in rfr_match_dependency_retries_total
+ACCEPTS = frozenset({2})
+"""EmbeddingEvent schema versions this stage reads (v2: the template as float32 bytes)."""
 
 
 class MatchHandler:
@@ -78,26 +91,29 @@ class MatchHandler:
 
     def _parse(self, msg: Message, dim: int | None) -> EmbeddingEvent:
         try:
-            event = decode(EmbeddingEvent, msg.value())
+            event = decode(EmbeddingEvent, msg.value(), accepts=ACCEPTS)
+        except UnsupportedSchemaVersion as exc:
+            raise PoisonMessage(exc.reason, exc.detail) from exc
         except (pydantic.ValidationError, ValueError) as exc:
-            raise PoisonMessage("invalid_message", str(exc)[:500]) from exc
+            raise PoisonMessage(Reason.INVALID_MESSAGE, str(exc)[:500]) from exc
         if event.model_id != self.gallery.model_id:
-            raise PoisonMessage("model_mismatch",
+            raise PoisonMessage(Reason.MODEL_MISMATCH,
                                 f"embedding model {event.model_id!r}, gallery model {self.gallery.model_id!r}")
-        if dim is not None and len(event.vector) != dim:
-            raise PoisonMessage("dim_mismatch", f"vector of {len(event.vector)} values, gallery dimension {dim}")
-        vector = np.asarray(event.vector, dtype=np.float32)
+        if dim is not None and event.dim != dim:
+            raise PoisonMessage(Reason.DIM_MISMATCH, f"template of {event.dim} values, gallery dimension {dim}")
+        vector = event.vector
         if not np.all(np.isfinite(vector)) or not np.any(vector):
-            raise PoisonMessage("invalid_vector", "zero or non-finite embedding")
+            raise PoisonMessage(Reason.INVALID_VECTOR, "zero or non-finite embedding")
         return event
 
     def _search(self, events: list[EmbeddingEvent], dim: int | None) -> list[list[SubjectHit]]:
         if dim is None:  # nothing enrolled for this model yet
             return [[] for _ in events]
-        vectors = np.asarray([e.vector for e in events], dtype=np.float32)
+        vectors = np.stack([e.vector for e in events])
         started = time.perf_counter()
         try:
-            found = self.gallery.search(vectors, self.settings.top_k, self.settings.galleries, self.settings.threshold)
+            found = self.gallery.search(vectors, self.settings.top_k, self.settings.watch_lists,
+                                       self.settings.threshold)
         except GalleryMismatchError as exc:
             logger.error("gallery does not fit the embeddings (fix the deployment): %s", exc)
             raise DependencyUnavailable(GALLERY, str(exc)) from exc
@@ -109,7 +125,7 @@ class MatchHandler:
 
     def _outputs(self, event: EmbeddingEvent, hits: list[SubjectHit], searched_at: datetime) -> list[Output]:
         candidates = [
-            Candidate(rank=rank, subject_id=h.subject_id, score=round(h.score, 6), gallery=h.gallery,
+            Candidate(rank=rank, subject_id=h.subject_id, score=round(h.score, 6), watch_list=h.watch_list,
                       gallery_face_id=h.face_id, source_ref=h.source_ref or None)
             for rank, h in enumerate(hits, start=1)
         ]
@@ -117,7 +133,7 @@ class MatchHandler:
         result = CandidateList(
             event_id=event.face_id, face_id=event.face_id, submission_id=event.submission_id, meta=event.meta,
             received_at=event.received_at, searched_at=searched_at, outcome=outcome, candidates=candidates,
-            threshold=self.settings.threshold, top_k=self.settings.top_k, galleries=list(self.settings.galleries),
+            threshold=self.settings.threshold, top_k=self.settings.top_k, watch_lists=list(self.settings.watch_lists),
             model_id=self.gallery.model_id, quality=event.quality,
         )
         status = OutcomeStatus.PASSED_FOR_REVIEW if candidates else OutcomeStatus.NO_CANDIDATE

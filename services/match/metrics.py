@@ -34,7 +34,7 @@ class MatchMetrics:
                                      buckets=SEARCH_BUCKETS, registry=registry),
             candidates=Histogram("rfr_match_candidates_per_probe", "Candidate subjects above threshold per probe face",
                                  buckets=CANDIDATE_BUCKETS, registry=registry),
-            gallery_faces=Gauge("rfr_match_gallery_faces", "Enrolled gallery photos searched (all galleries "
+            gallery_faces=Gauge("rfr_match_gallery_faces", "Enrolled gallery photos searched (all watch-lists "
                                 "of this model)", registry=registry),
             end_to_end_seconds=Histogram("rfr_match_end_to_end_seconds",
                                          "Seconds from the still's receipt (FrameEvent.received_at) to its candidate "

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stackutil import free_stack_settings
+from support.stack import free_stack_settings
 
 from rfr.core.settings import Settings
 from rfr.tools import stack

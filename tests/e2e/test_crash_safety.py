@@ -10,15 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stackutil import rfr_cli
+from support.stack import rfr_cli
 
 from rfr.core.schemas import submission_id
 from rfr.core.settings import Settings
 from rfr.tools import procs, stack
 from rfr.tools.demo import Probe, cctv_still, submit
 from rfr.tools.results import ResultCollector
-
-pytestmark = pytest.mark.e2e
 
 STILLS_PER_ROUND = 12
 

@@ -7,15 +7,12 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-from stackutil import rfr_cli
+from support.stack import rfr_cli
 
 from rfr.core.schemas import submission_id
 from rfr.core.settings import Settings
 from rfr.tools.demo import Probe, cctv_still, pick_split, prepare, submit
 from rfr.tools.results import ResultCollector
-
-pytestmark = pytest.mark.e2e
 
 IDENTITIES, STRANGERS, FACE_PX, LEVEL, SEED = 40, 15, 64, "mild", 11
 # Floors set from measurement on this seeded split (mild CCTV, 64 px faces, threshold 0.60): rank-1 measured
@@ -39,9 +36,11 @@ def _collect(settings: Settings, probes: list[Probe], name: str) -> ResultCollec
 def test_enrol_submit_and_rank(live_stack: Settings, lfw_dir: Path) -> None:
     gallery, probes = prepare(live_stack, lfw_dir, IDENTITIES, STRANGERS, FACE_PX, LEVEL, SEED)
     before = int(rfr_cli(live_stack, "gallery", "count").stdout)  # other e2e modules share the stack
-    enrolled = rfr_cli(live_stack, "enrol", str(gallery), "--no-progress", "--allow-partial")
+    enrolled = rfr_cli(live_stack, "enrol", str(gallery), "--watch-list", "custody", "--no-progress",
+                       "--allow-partial")
     assert enrolled.returncode == 0, enrolled.stderr
     report = json.loads(enrolled.stdout[enrolled.stdout.index("{"):])
+    assert report["watch_list"] == "custody" and live_stack.match.watch_lists == ["custody"]
     assert report["enrolled"] + report["rejected"] == IDENTITIES
     assert report["enrolled"] >= IDENTITIES - 2
     after = rfr_cli(live_stack, "gallery", "count")
@@ -62,6 +61,7 @@ def test_enrol_submit_and_rank(live_stack: Settings, lfw_dir: Path) -> None:
         res = results[p.submission_id]
         for cl in res.lists.values():
             assert cl.threshold == live_stack.match.threshold and cl.model_id
+            assert cl.watch_lists == ["custody"] and all(c.watch_list == "custody" for c in cl.candidates)
             assert all(c.score >= cl.threshold for c in cl.candidates)
             assert [c.rank for c in cl.candidates] == list(range(1, len(cl.candidates) + 1))
             assert "not an identification" in cl.notice

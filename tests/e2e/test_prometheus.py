@@ -21,8 +21,6 @@ from rfr.tools import procs
 from rfr.tools.demo import Probe, cctv_still, submit
 from rfr.tools.results import ResultCollector
 
-pytestmark = pytest.mark.e2e
-
 TOOLS = Path(os.environ.get("RFR_TOOLS_DIR", Path.home() / ".cache" / "rfr-tools"))
 REPO = Path(__file__).resolve().parents[2]
 

@@ -29,8 +29,6 @@ from rfr.core.metrics import StageMetrics, build_info
 from rfr.core.settings import KafkaSettings, MetricsSettings, Settings
 from rfr.core.topics import ALL_TOPICS, EMBEDDINGS, FACES, FRAMES, SUBMISSIONS, topic_specs
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROM = DEPLOY / "prometheus"

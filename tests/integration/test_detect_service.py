@@ -1,9 +1,11 @@
 """`python -m services.detect` against the real broker with the real MediaPipe model: frames in, face events out,
-an explicit no-face outcome for an empty scene, a dead letter (and a `failed` outcome) for a corrupt frame."""
+an explicit no-face outcome for an empty scene, a dead letter (and a `failed` outcome) for a corrupt frame and for a
+frame of a schema version detect does not read, and the ``rfr-event-id`` header on every record produced."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sys
@@ -13,7 +15,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from rfr.core import kafka
 from rfr.core.kafka import DeliveryTracker, Output
@@ -22,8 +23,6 @@ from rfr.core.settings import KafkaSettings
 from rfr.core.topics import Topics
 from rfr.tools import procs
 from rfr.tools.degrade import place_in_scene, synthetic_background
-
-pytestmark = pytest.mark.integration
 
 
 def _jpeg(rgb: np.ndarray) -> bytes:
@@ -56,6 +55,8 @@ def test_frames_to_faces_and_no_face(kafka_settings: KafkaSettings, model_dir: P
     tracker = DeliveryTracker(kafka.make_producer(kafka_settings))
     tracker.produce(Output(topics.frames, f.to_bytes(), key="r1/s1/c1", event_id=s) for s, f in frames.items())
     tracker.produce([Output(topics.frames, b"not json at all", key="r1/s1/c1")])
+    future = json.loads(frames["sub_face"].to_bytes()) | {"schema_version": 2, "submission_id": "sub_future"}
+    tracker.produce([Output(topics.frames, json.dumps(future).encode(), key="r1/s1/c1")])
     tracker.flush()
 
     env = dict(os.environ, RFR_KAFKA__BOOTSTRAP_SERVERS=kafka_settings.bootstrap_servers,
@@ -64,37 +65,44 @@ def test_frames_to_faces_and_no_face(kafka_settings: KafkaSettings, model_dir: P
                RFR_METRICS__DETECT_PORT=str(procs.free_port()), RFR_BLOB_DIR=str(tmp_path / "blobs"))
     info, proc = procs.spawn("detect", [sys.executable, "-m", "services.detect"], tmp_path, env)
     try:
-        got = _read(kafka_settings, [topics.faces, topics.outcomes, topics.deadletter], want=6, timeout_s=120)
+        got = _read(kafka_settings, [topics.faces, topics.outcomes, topics.deadletter], want=8, timeout_s=120)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, Path(info.log).read_text()[-2000:]
 
-    faces = [decode(FaceEvent, v) for t, v in got if t == topics.faces]
+    faces = [decode(FaceEvent, v) for t, v, _ in got if t == topics.faces]
     outcomes = {decode(OutcomeEvent, v).submission_id: decode(OutcomeEvent, v)
-                for t, v in got if t == topics.outcomes}
-    letters = [decode(DeadLetter, v) for t, v in got if t == topics.deadletter]
+                for t, v, _ in got if t == topics.outcomes}
+    letters = [decode(DeadLetter, v) for t, v, _ in got if t == topics.deadletter]
     assert [f.submission_id for f in faces] == ["sub_face"]
     face = faces[0]
     assert face.face_id == "sub_face:f0" and face.quality.face_px > 60 and len(face.keypoints) == 6
+    assert face.schema_version == 2 and face.quality.sharpness > 0
     crop = cv2.imdecode(np.frombuffer(face.crop_jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert crop is not None and crop.shape == (160, 160, 3)
     assert outcomes["sub_face"].status == OutcomeStatus.FACES_FOUND and outcomes["sub_face"].faces == 1
     assert outcomes["sub_empty"].status == OutcomeStatus.NO_FACE
     assert outcomes["sub_corrupt"].status == OutcomeStatus.FAILED
-    assert sorted(dl.reason.split(":")[0] for dl in letters) == ["invalid_message", "truncated"]
+    assert outcomes["sub_future"].status == OutcomeStatus.FAILED
+    assert sorted(dl.reason.split(":")[0] for dl in letters) == ["invalid_message", "truncated",
+                                                                 "unsupported_schema_version"]
     assert any(dl.payload == b"not json at all" for dl in letters)
+    for topic, value, headers in got:  # consumers drop duplicates on this header: every record has it
+        assert headers.get(kafka.EVENT_ID_HEADER) == json.loads(value)["event_id"], topic
 
 
-def _read(ks: KafkaSettings, topics: list[str], want: int, timeout_s: float) -> list[tuple[str, bytes]]:
+def _read(ks: KafkaSettings, topics: list[str], want: int, timeout_s: float
+          ) -> list[tuple[str, bytes, dict[str, str]]]:
+    """(topic, value, headers) of the records on ``topics``, until ``want`` of them or ``timeout_s``."""
     consumer = kafka.make_consumer(ks, "detect-test-reader")
     consumer.subscribe(topics)
-    got: list[tuple[str, bytes]] = []
+    got: list[tuple[str, bytes, dict[str, str]]] = []
     deadline = time.monotonic() + timeout_s
     try:
         while len(got) < want and time.monotonic() < deadline:
             msg = consumer.poll(1.0)
             if msg is not None and msg.error() is None:
-                got.append((msg.topic() or "", msg.value() or b""))
+                got.append((msg.topic() or "", msg.value() or b"", kafka.header_dict(msg)))
     finally:
         consumer.close()
     return got

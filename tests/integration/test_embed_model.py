@@ -16,8 +16,6 @@ from rfr.embedding.embedder import load_embedder
 from rfr.embedding.samples import centre_crop, lfw_people
 from rfr.models import facenet_weights_path
 
-pytestmark = pytest.mark.integration
-
 PEOPLE = 40
 RecordProperty = Callable[[str, object], None]
 

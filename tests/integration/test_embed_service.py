@@ -1,7 +1,9 @@
-"""`python -m services.embed` against the real broker with the real model: embeddings out, poison to dead letters."""
+"""`python -m services.embed` against the real broker with the real model: embeddings out, poison (and a FaceEvent of
+an old schema version) to dead letters, the ``rfr-event-id`` header on every record produced."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,18 +14,25 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 
 from rfr.core import kafka
 from rfr.core.imaging import encode_jpeg
-from rfr.core.schemas import Box, DeadLetter, EmbeddingEvent, FaceEvent, FaceQuality, Point, SubmissionMeta, decode
+from rfr.core.schemas import (
+    Box,
+    DeadLetter,
+    EmbeddingEvent,
+    FaceEvent,
+    FaceQuality,
+    OutcomeEvent,
+    Point,
+    SubmissionMeta,
+    decode,
+)
 from rfr.core.settings import EmbedSettings, KafkaSettings
 from rfr.core.topics import Topics
 from rfr.embedding.embedder import CROP_SIZE, load_embedder
 from rfr.face.crops import decode_crop
 from rfr.tools import procs
-
-pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUBMISSION = "sub_embedintegration"
@@ -36,7 +45,8 @@ def face_event(index: int, crop_jpeg: bytes) -> FaceEvent:
         event_id=f"{SUBMISSION}:f{index}", face_id=f"{SUBMISSION}:f{index}", submission_id=SUBMISSION,
         face_index=index, faces_in_frame=6, meta=meta, received_at=now,
         box=Box(x=0, y=0, width=80, height=80), keypoints=[Point(x=1, y=1)],
-        quality=FaceQuality(face_px=80, score=0.9, blur=50, eye_distance_px=30, pose_ok=True), crop_jpeg=crop_jpeg,
+        quality=FaceQuality(face_px=80, score=0.9, sharpness=50, eye_distance_px=30, pose_ok=True),
+        crop_jpeg=crop_jpeg,
     )
 
 
@@ -52,10 +62,13 @@ def service_env(ks: KafkaSettings, model_dir: Path, metrics_port: int) -> dict[s
                 RFR_MODEL_DIR=str(model_dir), RFR_METRICS__EMBED_PORT=str(metrics_port), RFR_EMBED__DEVICE="cpu")
 
 
-def collect(ks: KafkaSettings, topics: list[str], want: int, timeout_s: float) -> list[tuple[str, bytes, str]]:
+Record = tuple[str, bytes, str, dict[str, str]]  # topic, value, key, headers
+
+
+def collect(ks: KafkaSettings, topics: list[str], want: int, timeout_s: float) -> list[Record]:
     consumer = kafka.make_consumer(ks, "embed-test-reader")
     consumer.subscribe(topics)
-    got: list[tuple[str, bytes, str]] = []
+    got: list[Record] = []
     deadline = time.monotonic() + timeout_s
     try:
         while len(got) < want and time.monotonic() < deadline:
@@ -63,10 +76,18 @@ def collect(ks: KafkaSettings, topics: list[str], want: int, timeout_s: float) -
             if msg is None or msg.error() is not None:
                 continue
             key = msg.key()
-            got.append((msg.topic() or "", msg.value() or b"", key.decode() if isinstance(key, bytes) else ""))
+            got.append((msg.topic() or "", msg.value() or b"", key.decode() if isinstance(key, bytes) else "",
+                        kafka.header_dict(msg)))
     finally:
         consumer.close()
     return got
+
+
+def version_1(event: FaceEvent) -> bytes:
+    """``event`` as the v1 schema wrote it: FaceQuality's ``sharpness`` was called ``blur``."""
+    raw = json.loads(event.to_bytes())
+    quality = {k: v for k, v in raw["quality"].items() if k != "sharpness"}
+    return json.dumps(raw | {"schema_version": 1, "quality": quality | {"schema_version": 1, "blur": 50.0}}).encode()
 
 
 def test_service_embeds_and_dead_letters_poison(kafka_settings: KafkaSettings, model_dir: Path,
@@ -80,6 +101,7 @@ def test_service_embeds_and_dead_letters_poison(kafka_settings: KafkaSettings, m
         face_event(3, crop_jpeg(3, size=112)).to_bytes(),  # wrong shape
         b'{"event_id": "truncated',  # invalid JSON
         good[5].to_bytes(),  # after the poison, on the same partition: it must still flow
+        version_1(face_event(6, crop_jpeg(6))),  # an old schema version: refused, not guessed at
     ]
     tracker = kafka.DeliveryTracker(kafka.make_producer(kafka_settings))
     tracker.produce(kafka.Output(topics.faces, raw, key=SUBMISSION) for raw in inputs)
@@ -90,7 +112,7 @@ def test_service_embeds_and_dead_letters_poison(kafka_settings: KafkaSettings, m
     proc = subprocess.Popen([sys.executable, "-m", "services.embed"], cwd=REPO_ROOT, stdout=log,
                             stderr=subprocess.STDOUT, env=service_env(kafka_settings, model_dir, port))
     try:
-        got = collect(kafka_settings, [topics.embeddings, topics.deadletter], want=6, timeout_s=120)
+        got = collect(kafka_settings, [topics.embeddings, topics.deadletter, topics.outcomes], want=10, timeout_s=120)
         metrics_text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -99,13 +121,19 @@ def test_service_embeds_and_dead_letters_poison(kafka_settings: KafkaSettings, m
     output = (tmp_path / "embed.log").read_text(errors="replace")
     assert rc == 0, output
 
-    embeddings = [decode(EmbeddingEvent, raw) for topic, raw, _ in got if topic == topics.embeddings]
-    letters = [decode(DeadLetter, raw) for topic, raw, _ in got if topic == topics.deadletter]
+    embeddings = [decode(EmbeddingEvent, raw) for topic, raw, _, _ in got if topic == topics.embeddings]
+    letters = [decode(DeadLetter, raw) for topic, raw, _, _ in got if topic == topics.deadletter]
+    failed = [decode(OutcomeEvent, raw) for topic, raw, _, _ in got if topic == topics.outcomes]
     assert sorted(e.face_id for e in embeddings) == sorted(e.face_id for e in good.values()), output
-    assert all(key == SUBMISSION for topic, _, key in got if topic == topics.embeddings)
-    assert sorted(d.offset for d in letters) == [1, 3, 4]
-    assert {d.offset: d.payload for d in letters} == {1: inputs[1], 3: inputs[3], 4: inputs[4]}
+    assert all(key == SUBMISSION for topic, _, key, _ in got if topic == topics.embeddings)
+    assert sorted(d.offset for d in letters) == [1, 3, 4, 6]
+    assert {d.offset: d.payload for d in letters} == {1: inputs[1], 3: inputs[3], 4: inputs[4], 6: inputs[6]}
     assert all(d.service == "embed" and d.source_topic == topics.faces for d in letters)
+    old = next(d for d in letters if d.offset == 6)
+    assert old.reason == "unsupported_schema_version: got 1, accepts 2 (FaceEvent)"
+    assert sorted(o.face_id or "" for o in failed) == [f"{SUBMISSION}:f{i}" for i in (1, 3, 6)]  # JSON ones
+    for topic, raw, _, headers in got:  # consumers drop duplicates on this header: every record has it
+        assert headers.get(kafka.EVENT_ID_HEADER) == json.loads(raw)["event_id"], topic
 
     reference = load_embedder(EmbedSettings(device="cpu"), model_dir)
     crops = np.stack([decode_crop(good[int(e.face_id.rsplit("f", 1)[1])].crop_jpeg, CROP_SIZE) for e in embeddings])
@@ -113,6 +141,7 @@ def test_service_embeds_and_dead_letters_poison(kafka_settings: KafkaSettings, m
     for event, vector in zip(embeddings, expected, strict=True):
         assert event.model_id == "facenet-casia-webface" == reference.model_id
         assert event.weights_sha256 == reference.weights_sha256
+        assert event.vector.dtype == np.float32 and event.vector.shape == (512,)
         assert float(np.dot(event.vector, vector)) > 0.999  # same model, same preprocessing as in process
     assert "rfr_embed_faces_total 3.0" in metrics_text
     assert 'model_id="facenet-casia-webface"' in metrics_text and "rfr_embed_model_info" in metrics_text

@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 import pytest
 from confluent_kafka import Message
+from support.kafka import FakeMsg
 
-from rfr.core.schemas import CandidateList, EmbeddingEvent, FaceQuality, SubmissionMeta, decode
+from rfr.core.schemas import CandidateList, EmbeddingEvent, FaceQuality, SubmissionMeta, decode, template_bytes
 from rfr.core.settings import MatchSettings, MilvusSettings, Settings
 from rfr.core.topics import Topics
 from rfr.gallery.calibrate import split_identities
@@ -29,8 +30,6 @@ from rfr.gallery.faceset import embed_paths
 from rfr.gallery.milvus import MilvusGallery
 from services.match.handler import MatchHandler
 
-pytestmark = pytest.mark.integration
-
 ENROLLED = 100
 NOT_ENROLLED = 100
 PROBES_PER_ID = 3
@@ -38,14 +37,6 @@ PROBES_PER_ID = 3
 # 97 of 97 non-mated probes (docs/calibration.md). Floors leave room for the sampling error of ~150 probes.
 RANK1_FLOOR = 0.70
 NO_MATCH_FLOOR = 0.95
-
-
-class _Msg:
-    def __init__(self, value: bytes) -> None:
-        self._value = value
-
-    def value(self) -> bytes:
-        return self._value
 
 
 def lfw_split(lfw: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
@@ -79,14 +70,14 @@ def world(lfw_dir: Path, model_dir: Path, milvus_uri: str) -> Iterator[dict[str,
 
 def search(world: dict[str, Any], rows: Sequence[int]) -> list[CandidateList]:
     gallery: MilvusGallery = world["gallery"]
-    match = MatchSettings(galleries=["custody"])
+    match = MatchSettings(watch_lists=["custody"])
     handler = MatchHandler(gallery, match, Topics("t"))
     meta = SubmissionMeta(retailer_id="r", store_id="s", camera_id="c", captured_at=datetime.now(UTC))
-    quality = FaceQuality(face_px=60, score=0.9, blur=50, eye_distance_px=25, pose_ok=True)
+    quality = FaceQuality(face_px=60, score=0.9, sharpness=50, eye_distance_px=25, pose_ok=True)
     events = [EmbeddingEvent(event_id=f"sub_{k}:f0", face_id=f"sub_{k}:f0", submission_id=f"sub_{k}", meta=meta,
                              received_at=datetime.now(UTC), quality=quality, model_id=gallery.model_id,
-                             weights_sha256="x", vector=world["embedded"].vectors[k].tolist()) for k in rows]
-    results = handler.handle_batch(cast(Sequence[Message], [_Msg(e.to_bytes()) for e in events]))
+                             weights_sha256="x", template=template_bytes(world["embedded"].vectors[k])) for k in rows]
+    results = handler.handle_batch(cast(Sequence[Message], [FakeMsg(e.to_bytes()) for e in events]))
     lists = []
     for res in results:
         assert isinstance(res, list), res

@@ -6,12 +6,9 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.integration
+from support.stack import run_rfr
 
 RANK1_FLOOR = 0.8
 """Measured rank-1 on this split (10 enrolled, 10 non-enrolled identities, seed 0): 0.94 (15 of 16 mated probes;
@@ -19,9 +16,7 @@ the 16th was gated). The floor leaves room for precision and hardware difference
 
 
 def _rfr(args: list[str], model_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, RFR_MODEL_DIR=str(model_dir), RFR_LOG_LEVEL="WARNING")
-    return subprocess.run([sys.executable, "-m", "rfr", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return run_rfr(args, dict(os.environ, RFR_MODEL_DIR=str(model_dir), RFR_LOG_LEVEL="WARNING"), timeout)
 
 
 def test_eval_on_a_tiny_lfw_split(lfw_dir: Path, model_dir: Path, milvus_uri: str, tmp_path: Path) -> None:

@@ -17,8 +17,6 @@ import torch
 
 from rfr.models import facenet_weights_path, read_manifest, verify_model_file
 
-pytestmark = pytest.mark.integration
-
 Floats = npt.NDArray[np.float32]
 CROP_PX = 80  # centre crop of the 150x150 LFW images (faces ~60-80 px wide), resized to 160x160
 IDENTITIES = 8

@@ -1,22 +1,26 @@
-"""The Milvus gallery through a real milvus-lite server: search, galleries, erasure, model checks, outages."""
+"""The Milvus gallery through a real milvus-lite server: search, watch-lists, the threshold, erasure, model checks,
+outages."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pymilvus import MilvusClient
+from support.kafka import FakeMsg
 
-from rfr.core.settings import MilvusSettings
+from rfr.core.schemas import CandidateList, EmbeddingEvent, FaceQuality, SubmissionMeta, decode, template_bytes
+from rfr.core.settings import MatchSettings, MilvusSettings
+from rfr.core.topics import Topics
 from rfr.gallery.base import GalleryFace, GalleryMismatchError, GalleryUnavailableError, SubjectHit
 from rfr.gallery.milvus import PROP_MODEL, MilvusGallery
 from rfr.tools import procs
-
-pytestmark = pytest.mark.integration
+from services.match.handler import MatchHandler
 
 DIM = 32
 
@@ -41,38 +45,80 @@ def people(n: int, per: int, noise: float = 0.15, seed: int = 0) -> tuple[np.nda
     return centres, photos
 
 
-def enrol(g: MilvusGallery, photos: np.ndarray, per: int, gallery: str = "custody", prefix: str = "s") -> None:
-    g.add([GalleryFace(f"{gallery}-{i}", f"{prefix}{i // per}", gallery, v, f"{i}.jpg") for i, v in enumerate(photos)])
+def enrol(g: MilvusGallery, photos: np.ndarray, per: int, watch_list: str = "custody", prefix: str = "s") -> None:
+    g.add([GalleryFace(f"{watch_list}-{i}", f"{prefix}{i // per}", watch_list, v, f"{i}.jpg")
+           for i, v in enumerate(photos)])
 
 
-def test_search_ranks_subjects_and_respects_galleries_and_threshold(gallery: MilvusGallery) -> None:
+def test_search_ranks_subjects_and_respects_watch_lists_and_threshold(gallery: MilvusGallery) -> None:
     centres, photos = people(30, 3)
     enrol(gallery, photos, 3)
     _, others = people(5, 1, seed=9)
-    enrol(gallery, others, 1, gallery="other", prefix="o")
+    enrol(gallery, others, 1, watch_list="other", prefix="o")
     gallery.flush()
     assert gallery.dim() == DIM and gallery.count() == 95 and gallery.count(["other"]) == 5
-    found = gallery.search(centres[:10], top_k=3, galleries=["custody"], threshold=0.5)
+    found = gallery.search(centres[:10], top_k=3, watch_lists=["custody"], threshold=0.5)
     assert [hits[0].subject_id for hits in found] == [f"s{i}" for i in range(10)]
     for hits in found:
         assert len({h.subject_id for h in hits}) == len(hits)  # one entry per subject
-        assert all(h.score >= 0.5 and h.gallery == "custody" for h in hits)
+        assert all(h.score >= 0.5 and h.watch_list == "custody" for h in hits)
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    [other] = gallery.search(others[:1], top_k=3, galleries=["custody"], threshold=0.9)
-    assert other == []  # that person is only in the "other" gallery
-    [both] = gallery.search(others[:1], top_k=3, galleries=["custody", "other"], threshold=0.9)
-    assert both[0].subject_id == "o0" and both[0].gallery == "other"
-    assert gallery.search(centres[:1], top_k=3, galleries=["nonexistent"], threshold=0.0) == [[]]
+    [other] = gallery.search(others[:1], top_k=3, watch_lists=["custody"], threshold=0.9)
+    assert other == []  # that person is only on the "other" watch-list
+    [both] = gallery.search(others[:1], top_k=3, watch_lists=["custody", "other"], threshold=0.9)
+    assert both[0].subject_id == "o0" and both[0].watch_list == "other"
+    assert gallery.search(centres[:1], top_k=3, watch_lists=["nonexistent"], threshold=0.0) == [[]]
+
+
+# The unit probe (1/2, 1/2, 1/2, 1/2, 0, ...) against the unit vector e0: cosine exactly 1/2 in float32, whatever
+# the order of the sums, so "at the threshold" is exact and not an approximation.
+HALF_PROBE = np.array([0.5] * 4 + [0.0] * (DIM - 4), dtype=np.float32)
+
+
+def _at_and_below(gallery: MilvusGallery) -> None:
+    below = np.zeros(DIM, np.float32)
+    below[0], below[4] = 0.9998, float(np.sqrt(1 - 0.9998**2))  # cosine with the probe: 0.4999
+    gallery.add([GalleryFace("a1", "alice", "custody", np.eye(DIM, dtype=np.float32)[0]),
+                 GalleryFace("b1", "bob", "custody", below)])
+    gallery.flush()
+
+
+def test_a_score_exactly_at_the_threshold_is_a_candidate_and_just_below_is_not(gallery: MilvusGallery) -> None:
+    _at_and_below(gallery)
+    [at] = gallery.search(HALF_PROBE[None, :], top_k=5, watch_lists=["custody"], threshold=0.5)
+    assert [(h.subject_id, h.score) for h in at] == [("alice", 0.5)]  # >=: alice is in, bob (0.4999) is not
+    [above] = gallery.search(HALF_PROBE[None, :], top_k=5, watch_lists=["custody"],
+                             threshold=float(np.nextafter(0.5, 1.0)))
+    assert above == []  # alice's 0.5 is now just below the threshold
+    [both] = gallery.search(HALF_PROBE[None, :], top_k=5, watch_lists=["custody"], threshold=0.49)
+    assert [h.subject_id for h in both] == ["alice", "bob"]
+
+
+def test_the_match_stage_on_milvus_lists_a_candidate_at_the_threshold(gallery: MilvusGallery) -> None:
+    _at_and_below(gallery)
+    meta = SubmissionMeta(retailer_id="r1", store_id="s1", camera_id="c1", captured_at=datetime.now(UTC))
+    probe = EmbeddingEvent(event_id="sub_t:f0", face_id="sub_t:f0", submission_id="sub_t", meta=meta,
+                           received_at=datetime.now(UTC), model_id="facenet-test", weights_sha256="ab",
+                           quality=FaceQuality(face_px=64, score=0.9, sharpness=300, eye_distance_px=26, pose_ok=True),
+                           template=template_bytes(HALF_PROBE))
+    lists = []
+    for threshold in (0.5, float(np.nextafter(0.5, 1.0))):
+        handler = MatchHandler(gallery, MatchSettings(threshold=threshold, watch_lists=["custody"]), Topics("t"))
+        [result] = handler.handle_batch([FakeMsg(probe.to_bytes())])  # type: ignore[list-item]
+        assert isinstance(result, list)
+        lists.append(decode(CandidateList, result[0].value))
+    assert [(c.subject_id, c.score, c.watch_list) for c in lists[0].candidates] == [("alice", 0.5, "custody")]
+    assert lists[1].outcome == "no_candidate" and lists[1].candidates == []
 
 
 def test_erasure_removes_every_photo_of_a_subject(gallery: MilvusGallery) -> None:
     centres, photos = people(10, 4)
     enrol(gallery, photos, 4)
-    enrol(gallery, photos[:4], 4, gallery="other")  # s0 is on two watch-lists
-    assert {(s.gallery, s.subject_id, s.faces) for s in gallery.list_subjects()} >= {("custody", "s0", 4),
-                                                                                     ("other", "s0", 4)}
+    enrol(gallery, photos[:4], 4, watch_list="other")  # s0 is on two watch-lists
+    assert {(s.watch_list, s.subject_id, s.faces) for s in gallery.list_subjects()} >= {("custody", "s0", 4),
+                                                                                        ("other", "s0", 4)}
     assert gallery.delete_subject("s0") == 8
-    found = gallery.search(centres, top_k=10, galleries=["custody", "other"], threshold=-1.0)
+    found = gallery.search(centres, top_k=10, watch_lists=["custody", "other"], threshold=-1.0)
     assert all(h.subject_id != "s0" for hits in found for h in hits)
     assert gallery.count() == 36
     assert "s0" not in {s.subject_id for s in gallery.list_subjects()}

@@ -5,12 +5,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pytest
-from data.ingest_corpus import heic, jpeg, pattern, tiff
-from data.ingest_kafka import on, read_until
 from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client import CollectorRegistry
+from support.broker import on, read_until
+from support.stills import heic, jpeg, pattern, tiff
 from typer.testing import CliRunner
 
 from rfr.core.blobstore import FileBlobStore
@@ -28,8 +27,6 @@ from services.ingest.metrics import IngestMetrics
 from services.ingest.publish import Publisher
 from services.ingest.service import start_http
 from services.ingest.store import SqliteSubmissionStore
-
-pytestmark = pytest.mark.integration
 
 KEY_A, KEY_B = "rfr_integration-key-a-0123456789", "rfr_integration-key-b-0123456789"
 FORM = {"store_id": "st-1", "camera_id": "cam-1", "captured_at": "2024-05-01T13:45:07Z"}

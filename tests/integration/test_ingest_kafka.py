@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-from data.ingest_corpus import bad_cases, good_cases, jpeg
-from data.ingest_kafka import on, read_until
 from prometheus_client import CollectorRegistry
+from support.broker import on, read_until
+from support.stills import bad_cases, good_cases, jpeg
 
 from rfr.core.blobstore import FileBlobStore
 from rfr.core.imaging import ImageLimits
@@ -24,17 +23,17 @@ from services.ingest.metrics import IngestMetrics
 from services.ingest.service import GROUP, SERVICE
 from services.ingest.store import SqliteSubmissionStore
 
-pytestmark = pytest.mark.integration
-
 MAX_BYTES = 1 << 20
 WHEN = "2024-05-01T13:45:07Z"
 
 
-def run_ingest(kafka: KafkaSettings, tmp: Path, expected: int, timeout_s: float = 90.0) -> Ingestor:
-    """Run the Kafka channel as `python -m services.ingest` does, until ``expected`` messages were handled."""
+def run_ingest(kafka: KafkaSettings, tmp: Path, expected: int, registry: CollectorRegistry,
+               timeout_s: float = 90.0) -> Ingestor:
+    """Run the Kafka channel as `python -m services.ingest` does, until ``expected`` messages were handled; its
+    metrics go to ``registry``."""
     topics = Topics.from_settings(kafka)
     ingestor = Ingestor(topics, SqliteSubmissionStore(tmp / "ingest.db"), FileBlobStore(tmp / "blobs"),
-                        IngestMetrics.create(CollectorRegistry()), ImageLimits(max_bytes=MAX_BYTES), 50_000)
+                        IngestMetrics.create(registry), ImageLimits(max_bytes=MAX_BYTES), 50_000)
     processor = StreamProcessor(
         StreamConfig(SERVICE, [topics.submissions], topics.deadletter, batch_size=8, batch_timeout_s=0.05),
         make_consumer(kafka, GROUP), DeliveryTracker(make_producer(kafka)), SubmissionHandler(ingestor),
@@ -70,7 +69,8 @@ def test_good_frames_and_bad_dead_letters_in_one_run(kafka_settings: KafkaSettin
     assert producer.flush(30) == 0
     producer.close()
 
-    ingestor = run_ingest(kafka_settings, tmp_path, len(sent))
+    registry = CollectorRegistry()
+    run_ingest(kafka_settings, tmp_path, len(sent), registry)
 
     n_bad = len(bads) + 1
     records = read_until(kafka_settings, [topics.frames, topics.deadletter, topics.outcomes],
@@ -96,4 +96,4 @@ def test_good_frames_and_bad_dead_letters_in_one_run(kafka_settings: KafkaSettin
     outcomes = [decode(OutcomeEvent, r.value) for r in on(topics.outcomes, records)]
     assert sum(o.status == OutcomeStatus.RECEIVED for o in outcomes) == len(goods)
     assert sum(o.status == OutcomeStatus.REJECTED for o in outcomes) == len(bads)
-    assert ingestor.metrics.submissions.labels("kafka", "duplicate")._value.get() == 1
+    assert registry.get_sample_value("rfr_ingest_submissions_total", {"channel": "kafka", "outcome": "duplicate"}) == 1

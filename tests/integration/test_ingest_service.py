@@ -12,9 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
-from data.ingest_corpus import jpeg
-from data.ingest_kafka import on, read_until
+from support.broker import on, read_until
+from support.stills import jpeg
 
 from rfr.core.kafka import make_producer
 from rfr.core.schemas import FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
@@ -23,8 +22,6 @@ from rfr.core.topics import Topics
 from rfr.tools import procs
 from services.ingest.auth import hash_key
 from services.ingest.handler import submission_headers
-
-pytestmark = pytest.mark.integration
 
 KEY = "rfr_service-test-key-0123456789abcdef"
 

@@ -9,8 +9,6 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.mark.parametrize("argv", [
     [sys.executable, "-m", "rfr", "restart", "match"],

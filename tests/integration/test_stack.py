@@ -8,20 +8,17 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from pymilvus import MilvusClient
+from support.stack import run_rfr
 
 from rfr.core import kafka
 from rfr.core.settings import KafkaSettings
 from rfr.core.topics import ALL_TOPICS
 from rfr.tools import procs
 
-pytestmark = pytest.mark.integration
-
 
 def _rfr(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rfr", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return run_rfr(args, env, timeout)
 
 
 def test_up_status_down_servers_only(tmp_path: Path) -> None:
@@ -85,7 +82,10 @@ def test_service_waits_for_a_late_broker_and_recovers(tmp_path: Path) -> None:
         assert "not reachable yet" in log and "retrying in" in log
     finally:
         service_proc.terminate()
-        assert service_proc.wait(30) == 0  # graceful SIGTERM exit
-        if broker_proc is not None:
-            broker_proc.terminate()
-            broker_proc.wait(10)
+        try:
+            exit_code = service_proc.wait(30)
+        finally:  # the broker goes even when the service did not stop in time
+            if broker_proc is not None:
+                broker_proc.terminate()
+                broker_proc.wait(10)
+    assert exit_code == 0  # graceful SIGTERM exit

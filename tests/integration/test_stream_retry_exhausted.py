@@ -8,9 +8,8 @@ import json
 import time
 from collections.abc import Sequence
 
-import pytest
 from confluent_kafka import Message, TopicPartition
-from data.ingest_kafka import on, read_until
+from support.broker import on, read_until
 
 from rfr.core import kafka
 from rfr.core.kafka import DeliveryTracker, Output
@@ -19,8 +18,6 @@ from rfr.core.settings import KafkaSettings, Settings, StreamSettings
 from rfr.core.stage import StageSpec, build_processor
 from rfr.core.stream import Result, RetryableError
 from rfr.core.topics import FACES, Topics
-
-pytestmark = pytest.mark.integration
 
 MAX_ATTEMPTS = 3
 

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from rfr.core.reasons import Reason
 from rfr.core.settings import DetectSettings
 from rfr.face import align, detector, quality
 from rfr.face.detector import Detection, MediaPipeDetector
@@ -213,16 +214,16 @@ def test_align_without_keypoints_uses_box() -> None:
 # --- quality and gate ---------------------------------------------------------------------------------------
 
 
-def test_blur_variance_drops_with_blur() -> None:
+def test_sharpness_drops_with_blur() -> None:
     cells = np.indices((160, 160)) // 20
     checker = ((cells[0] + cells[1]) % 2 * 255).astype(np.uint8)
     sharp = np.dstack([checker] * 3)
     soft = np.asarray(cv2.GaussianBlur(sharp, (0, 0), 8), dtype=np.uint8)
-    assert quality.blur_variance(sharp) > 10 * quality.blur_variance(soft)
+    assert quality.sharpness(sharp) > 10 * quality.sharpness(soft)
     # measured at 32x32: upscaling a small crop does not by itself make it look blurred
     upscaled = np.asarray(cv2.resize(sharp[::5, ::5], (160, 160), interpolation=cv2.INTER_CUBIC), dtype=np.uint8)
-    assert quality.blur_variance(upscaled) > 0.3 * quality.blur_variance(sharp)  # at 160x160: 0.03
-    assert quality.blur_variance(np.full((160, 160, 3), 90, np.uint8)) == 0.0
+    assert quality.sharpness(upscaled) > 0.3 * quality.sharpness(sharp)  # at 160x160: 0.03
+    assert quality.sharpness(np.full((160, 160, 3), 90, np.uint8)) == 0.0
 
 
 def test_pose_checks() -> None:
@@ -240,14 +241,14 @@ def test_pose_checks() -> None:
     assert not quality.pose_ok(Detection(frontal.box, 0.9, tuple(kp[:2])))
 
 
-def test_assess_reports_size_score_blur_and_eyes() -> None:
+def test_assess_reports_size_score_sharpness_and_eyes() -> None:
     det = face_detection((100, 100), 40, score=0.83)
     crop = np.random.default_rng(2).integers(0, 255, (160, 160, 3), dtype=np.uint8)
     q = quality.assess(det, crop)
     assert q.face_px == pytest.approx(det.box[2])
     assert q.score == pytest.approx(0.83)
     assert q.eye_distance_px == pytest.approx(40)
-    assert q.blur == pytest.approx(quality.blur_variance(crop))
+    assert q.sharpness == pytest.approx(quality.sharpness(crop))
     assert q.pose_ok
 
 
@@ -255,16 +256,18 @@ def test_assess_reports_size_score_blur_and_eyes() -> None:
     ("changes", "reason"),
     [
         ({}, None),
-        ({"face_px": 20.0}, quality.REJECT_TOO_SMALL),
-        ({"score": 0.3}, quality.REJECT_LOW_SCORE),
-        ({"pose_ok": False}, quality.REJECT_BAD_POSE),
-        ({"blur": 1.0}, quality.REJECT_BLURRY),
-        ({"face_px": 20.0, "blur": 1.0}, quality.REJECT_TOO_SMALL),
+        ({"face_px": 20.0}, Reason.TOO_SMALL),
+        ({"score": 0.3}, Reason.LOW_SCORE),
+        ({"pose_ok": False}, Reason.BAD_POSE),
+        ({"sharpness": 1.0}, Reason.BLURRY),
+        ({"sharpness": DetectSettings().gate_min_sharpness}, None),  # at the gate: sharp enough
+        ({"face_px": 20.0, "sharpness": 1.0}, Reason.TOO_SMALL),
     ],
 )
 def test_gate(changes: dict[str, object], reason: str | None) -> None:
     from rfr.core.schemas import FaceQuality
 
     settings = DetectSettings()
-    good = {"face_px": 64.0, "score": 0.9, "blur": settings.gate_min_blur + 1, "eye_distance_px": 26.0, "pose_ok": True}
+    good = {"face_px": 64.0, "score": 0.9, "sharpness": settings.gate_min_sharpness + 1, "eye_distance_px": 26.0,
+            "pose_ok": True}
     assert quality.gate(FaceQuality.model_validate({**good, **changes}), settings) == reason

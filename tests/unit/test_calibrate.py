@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rfr.core.image_files import identity_folders
 from rfr.gallery.calibrate import (
     LabelledVectors,
     calibrate_folder,
     calibrate_pairs,
-    labelled_folder,
     open_set,
     pair_scores,
     rates,
@@ -93,13 +93,16 @@ def test_calibrate_pairs_with_an_evaluation_split() -> None:
     assert point["calibration"]["fmr"] <= 0.01 and "evaluation" in point
 
 
-def test_read_pairs_and_labelled_folder(tmp_path: Path) -> None:
+def test_read_pairs_and_identity_folders(tmp_path: Path) -> None:
     (tmp_path / "pairs.csv").write_text("path_a,path_b,same,split\na.jpg,b.jpg,1,evaluation\na.jpg,c.jpg,0,\n")
     pairs = read_pairs(tmp_path / "pairs.csv")
     assert [(p.a.name, p.same, p.split) for p in pairs] == [("a.jpg", True, "evaluation"),
                                                              ("a.jpg", False, "calibration")]
-    for rel in ("x/1.jpg", "x/2.jpg", "x/3.jpg", "y/1.png", "z/readme.txt"):
+    jpeg, png = b"\xff\xd8\xff\xe0" + bytes(60), b"\x89PNG\r\n\x1a\n" + bytes(56)
+    files = {"x/1.jpg": jpeg, "x/2.jfif": jpeg, "x/3.JPG": jpeg, "y/1.png": png, "y/fake.jpg": b"not an image",
+             "z/readme.txt": b"notes", ".hidden/1.jpg": jpeg}
+    for rel, data in files.items():
         (tmp_path / "faces" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "faces" / rel).write_bytes(b"")
-    photos = labelled_folder(tmp_path / "faces", max_per_identity=2)
-    assert {k: len(v) for k, v in photos.items()} == {"x": 2, "y": 1}
+        (tmp_path / "faces" / rel).write_bytes(data)
+    photos = identity_folders(tmp_path / "faces")  # by content, not by name
+    assert {k: [p.name for p in v] for k, v in photos.items()} == {"x": ["1.jpg", "2.jfif", "3.JPG"], "y": ["1.png"]}

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from rfr.core.image_files import identity_folders
 from rfr.core.settings import DatasetsSettings, Settings
 from rfr.tools import demo
 from rfr.tools.datasets import DatasetIntegrityError, DatasetUnavailableError, fetch_lfw
@@ -117,7 +118,7 @@ def test_download_is_verified_extracted_cached_and_feeds_the_demo(tmp_path: Path
     root = demo.faces_source(settings, None, progress=False)
 
     assert root == tmp_path / "models" / "datasets" / "lfw"
-    people = demo.list_identities(root)
+    people = identity_folders(root)
     assert {name: len(photos) for name, photos in people.items()} == PEOPLE
     assert people["Cy_Example"][0].name == "Cy_Example_0001.jpg"
     photo = cv2.imread(str(people["Ada_Example"][1]))
@@ -161,7 +162,7 @@ def test_an_archive_escaping_its_folder_is_refused(tmp_path: Path, server: Serve
 def test_the_next_mirror_is_tried_when_one_fails(tmp_path: Path, server: Server) -> None:
     urls = [closed_port_url(), f"{server.base}/missing.tgz", f"{server.base}/lfw.tgz"]
     root = fetch_lfw(tmp_path, urls, SHA256, progress=False)
-    assert set(demo.list_identities(root)) == set(PEOPLE)
+    assert set(identity_folders(root)) == set(PEOPLE)
     assert server.hits == Counter({"/missing.tgz": 1, "/lfw.tgz": 1})
 
 

@@ -4,44 +4,28 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 import pytest
 from prometheus_client import CollectorRegistry
+from support.faces import GridDetector
+from support.kafka import FakeMsg
 
 from rfr.core.blobstore import FileBlobStore
+from rfr.core.reasons import Reason
 from rfr.core.schemas import FaceEvent, FrameEvent, OutcomeEvent, OutcomeStatus, SubmissionMeta, decode
 from rfr.core.settings import DetectSettings, Settings
 from rfr.core.topics import Topics
-from rfr.face.detector import Detection
-from services.detect.handler import OVER_MAX_FACES, FrameHandler
+from services.detect.handler import FrameHandler
 from services.detect.metrics import DetectMetrics
-from tests.unit.test_stream import FakeMsg
 
 WIDTH, HEIGHT, CELL, FACE = 1200, 750, 150, 64
 TOPICS = Topics("t")
-
-
-class GridDetector:
-    """``n`` frontal faces laid out on a grid of 150 px cells (8 x 5 fit a 1200 x 750 still)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def detect(self, image_rgb: npt.NDArray[np.uint8]) -> list[Detection]:
-        found = []
-        for i in range(self.n):
-            x, y = (i % (WIDTH // CELL)) * CELL + 40, (i // (WIDTH // CELL)) * CELL + 40
-            eyes_y = y + 0.4 * FACE
-            points = ((x + 0.3 * FACE, eyes_y), (x + 0.7 * FACE, eyes_y), (x + 0.5 * FACE, y + 0.6 * FACE),
-                      (x + 0.5 * FACE, y + 0.8 * FACE), (x, eyes_y), (x + FACE, eyes_y))
-            found.append(Detection((float(x), float(y), float(FACE), float(FACE)), 0.9, points))
-        return found
 
 
 def _frame_msg(declared_width: int = WIDTH) -> FakeMsg:
@@ -60,7 +44,8 @@ def _frame_msg(declared_width: int = WIDTH) -> FakeMsg:
 def _run(n_faces: int, detect: DetectSettings, tmp_path: Path) -> tuple[list[FaceEvent], OutcomeEvent,
                                                                          CollectorRegistry]:
     registry = CollectorRegistry()
-    handler = FrameHandler(Settings(detect=detect), TOPICS, GridDetector(n_faces), FileBlobStore(tmp_path),
+    detector = GridDetector(n_faces, WIDTH, CELL, FACE)
+    handler = FrameHandler(Settings(detect=detect), TOPICS, detector, FileBlobStore(tmp_path),
                            DetectMetrics.create(registry))
     [result] = handler.handle_batch([_frame_msg()])
     assert isinstance(result, list)
@@ -73,7 +58,7 @@ def test_forty_people_in_one_still_are_all_searched_by_default(tmp_path: Path) -
     faces, outcome, registry = _run(40, DetectSettings(), tmp_path)
     assert len(faces) == 40 and {f.faces_in_frame for f in faces} == {40}
     assert (outcome.status, outcome.faces, outcome.dropped) == (OutcomeStatus.FACES_FOUND, 40, {})
-    assert registry.get_sample_value("rfr_detect_faces_dropped_total", {"reason": OVER_MAX_FACES}) is None
+    assert registry.get_sample_value("rfr_detect_faces_dropped_total", {"reason": Reason.OVER_MAX_FACES}) is None
 
 
 def test_faces_over_the_guard_are_reported_in_the_outcome_metric_and_log(
@@ -81,9 +66,9 @@ def test_faces_over_the_guard_are_reported_in_the_outcome_metric_and_log(
     with caplog.at_level(logging.WARNING, logger="services.detect.handler"):
         faces, outcome, registry = _run(40, DetectSettings(max_faces=32), tmp_path)
     assert len(faces) == 32
-    assert outcome.faces == 32 and outcome.dropped == {OVER_MAX_FACES: 8}
+    assert outcome.faces == 32 and outcome.dropped == {Reason.OVER_MAX_FACES: 8}
     assert "8 usable face(s) not searched" in outcome.detail and "max_faces guard of 32" in outcome.detail
-    assert registry.get_sample_value("rfr_detect_faces_dropped_total", {"reason": OVER_MAX_FACES}) == 8.0
+    assert registry.get_sample_value("rfr_detect_faces_dropped_total", {"reason": Reason.OVER_MAX_FACES}) == 8.0
     assert any("sub_crowd: 8 usable face(s) over detect.max_faces=32" in r.getMessage() for r in caplog.records)
 
 
@@ -91,6 +76,23 @@ def test_quality_gate_rejections_are_counted_by_reason_in_the_outcome(tmp_path: 
     faces, outcome, _ = _run(3, DetectSettings(gate_min_face_px=FACE + 1), tmp_path)  # every face too small
     assert faces == []
     assert (outcome.status, outcome.faces, outcome.dropped) == (OutcomeStatus.NO_FACE, 0, {"too_small": 3})
+
+
+def test_a_frame_of_an_unaccepted_schema_version_is_refused(tmp_path: Path) -> None:
+    from rfr.core.stream import PoisonMessage
+
+    handler = FrameHandler(Settings(), TOPICS, GridDetector(1), FileBlobStore(tmp_path), DetectMetrics.create(
+        CollectorRegistry()))
+    raw = json.loads(_frame_msg().value() or b"")
+    [result] = handler.handle_batch([FakeMsg(json.dumps(raw | {"schema_version": 2}).encode(), 0)])
+    assert isinstance(result, PoisonMessage) and result.reason == "unsupported_schema_version"
+    assert result.detail == "got 2, accepts 1 (FrameEvent)"
+
+
+def test_faces_carry_sharpness_in_a_version_2_face_event(tmp_path: Path) -> None:
+    faces, _, _ = _run(1, DetectSettings(), tmp_path)
+    assert faces[0].schema_version == 2 and faces[0].quality.schema_version == 2
+    assert faces[0].quality.sharpness >= DetectSettings().gate_min_sharpness  # passed the gate
 
 
 def test_a_frame_decoded_otherwise_than_ingest_recorded_is_refused(tmp_path: Path) -> None:

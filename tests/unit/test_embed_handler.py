@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -9,8 +10,10 @@ from typing import Any, cast
 import cv2
 import numpy as np
 import pytest
-from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, Message
+from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
+from support.faces import FakeEmbedder
+from support.kafka import FakeMsg
 
 from rfr.core.schemas import Box, EmbeddingEvent, FaceEvent, FaceQuality, Point, SubmissionMeta, decode
 from rfr.core.stream import PoisonMessage, RetryableError
@@ -22,47 +25,6 @@ from services.embed.metrics import EmbedMetrics
 
 RECEIVED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 NOW = RECEIVED.timestamp() + 10.0
-
-
-class FakeMessage:
-    """The parts of ``confluent_kafka.Message`` the handler reads."""
-
-    def __init__(self, value: bytes | None, offset: int, ts_ms: int | None = None) -> None:
-        self._value = value
-        self._offset = offset
-        self._ts = (TIMESTAMP_CREATE_TIME, ts_ms) if ts_ms is not None else (TIMESTAMP_NOT_AVAILABLE, 0)
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def timestamp(self) -> tuple[int, int]:
-        return self._ts
-
-    def offset(self) -> int:
-        return self._offset
-
-
-class FakeEmbedder:
-    """Deterministic vectors from the crop's mean colour; counts forward passes."""
-
-    model_id = "facenet-fake"
-    weights_sha256 = "ab" * 32
-    dim = 512
-
-    def __init__(self, fail: bool = False, nan_rows: Sequence[int] = ()) -> None:
-        self.calls: list[int] = []
-        self.fail = fail
-        self.nan_rows = list(nan_rows)
-
-    def embed(self, crops: np.ndarray) -> np.ndarray:
-        self.calls.append(len(crops))
-        if self.fail:
-            raise RuntimeError("device lost")
-        out = np.zeros((len(crops), self.dim), dtype=np.float32)
-        out[:, :3] = crops.reshape(len(crops), -1, 3).mean(axis=1) + 1.0
-        out /= np.linalg.norm(out, axis=1, keepdims=True)
-        out[self.nan_rows] = np.nan
-        return out
 
 
 def jpeg_of(rgb: np.ndarray) -> bytes:
@@ -77,7 +39,7 @@ def face_event(index: int, crop_jpeg: bytes, submission: str = "sub_abc") -> Fac
         event_id=f"{submission}:f{index}", face_id=f"{submission}:f{index}", submission_id=submission,
         face_index=index, faces_in_frame=4, meta=meta, received_at=RECEIVED,
         box=Box(x=1, y=2, width=60, height=60), keypoints=[Point(x=3, y=4)],
-        quality=FaceQuality(face_px=60, score=0.9, blur=40, eye_distance_px=20, pose_ok=True),
+        quality=FaceQuality(face_px=60, score=0.9, sharpness=40, eye_distance_px=20, pose_ok=True),
         crop_jpeg=crop_jpeg,
     )
 
@@ -91,7 +53,7 @@ def make_handler(embedder: FakeEmbedder) -> tuple[EmbedHandler, CollectorRegistr
     return EmbedHandler(embedder, Topics("ns"), EmbedMetrics.create(registry), clock=lambda: NOW), registry
 
 
-def run(handler: EmbedHandler, msgs: list[FakeMessage]) -> list[Any]:
+def run(handler: EmbedHandler, msgs: list[FakeMsg]) -> list[Any]:
     return handler.handle_batch(cast(Sequence[Message], msgs))
 
 
@@ -103,10 +65,10 @@ def test_decode_crop_returns_rgb() -> None:
 
 
 def test_good_batch_is_one_forward_pass_with_keys_ids_and_model() -> None:
-    embedder = FakeEmbedder()
+    embedder = FakeEmbedder("colour")
     handler, registry = make_handler(embedder)
     colours = [(250, 0, 0), (0, 250, 0), (0, 0, 250)]
-    msgs = [FakeMessage(face_event(i, jpeg_of(solid(c))).to_bytes(), i) for i, c in enumerate(colours)]
+    msgs = [FakeMsg(face_event(i, jpeg_of(solid(c))).to_bytes(), i) for i, c in enumerate(colours)]
     results = run(handler, msgs)
     assert embedder.calls == [3]
     for i, result in enumerate(results):
@@ -136,33 +98,55 @@ def test_good_batch_is_one_forward_pass_with_keys_ids_and_model() -> None:
     ],
 )
 def test_poison_is_rejected_alone(payload: bytes | None, reason: str) -> None:
-    embedder = FakeEmbedder()
+    embedder = FakeEmbedder("colour")
     handler, _ = make_handler(embedder)
     good = face_event(0, jpeg_of(solid((120, 60, 30)))).to_bytes()
-    results = run(handler, [FakeMessage(good, 0), FakeMessage(payload, 1), FakeMessage(good, 2)])
+    results = run(handler, [FakeMsg(good, 0), FakeMsg(payload, 1), FakeMsg(good, 2)])
     assert isinstance(results[1], PoisonMessage) and results[1].reason == reason
     assert isinstance(results[0], list) and isinstance(results[2], list)
     assert embedder.calls == [2]
 
 
+def test_a_version_1_face_event_is_refused_as_unsupported() -> None:
+    embedder = FakeEmbedder("colour")
+    handler, _ = make_handler(embedder)
+    raw = json.loads(face_event(0, jpeg_of(solid((120, 60, 30)))).to_bytes())
+    raw["schema_version"] = 1
+    raw["quality"] = {k: v for k, v in raw["quality"].items() if k != "sharpness"} | {
+        "schema_version": 1, "blur": 40.0}  # v1 called sharpness "blur"
+    [result] = run(handler, [FakeMsg(json.dumps(raw).encode(), 0)])
+    assert isinstance(result, PoisonMessage) and result.reason == "unsupported_schema_version"
+    assert result.detail == "got 1, accepts 2 (FaceEvent)"
+    assert embedder.calls == []
+
+
+def test_the_embedding_travels_as_float32_bytes() -> None:
+    handler, _ = make_handler(FakeEmbedder("colour"))
+    [[out]] = run(handler, [FakeMsg(face_event(0, jpeg_of(solid((250, 0, 0)))).to_bytes(), 0)])
+    raw = json.loads(out.value)
+    assert raw["schema_version"] == 2 and "vector" not in raw and raw["quality"]["sharpness"] == 40.0
+    event = decode(EmbeddingEvent, out.value)
+    assert len(event.template) == 4 * 512 and event.vector.dtype == np.float32
+
+
 def test_all_poison_skips_the_model() -> None:
-    embedder = FakeEmbedder()
+    embedder = FakeEmbedder("colour")
     handler, registry = make_handler(embedder)
-    results = run(handler, [FakeMessage(b"[]", 0), FakeMessage(b"x", 1)])
+    results = run(handler, [FakeMsg(b"[]", 0), FakeMsg(b"x", 1)])
     assert all(isinstance(r, PoisonMessage) for r in results)
     assert embedder.calls == []
     assert registry.get_sample_value("rfr_embed_faces_total") == 0
 
 
 def test_model_failure_retries_the_batch_instead_of_dead_lettering() -> None:
-    handler, _ = make_handler(FakeEmbedder(fail=True))
+    handler, _ = make_handler(FakeEmbedder("colour", fail=True))
     with pytest.raises(RetryableError, match="device lost"):
-        run(handler, [FakeMessage(face_event(0, jpeg_of(solid((1, 2, 3)))).to_bytes(), 0)])
+        run(handler, [FakeMsg(face_event(0, jpeg_of(solid((1, 2, 3)))).to_bytes(), 0)])
 
 
 def test_non_finite_vector_is_poison_for_that_face_only() -> None:
-    handler, registry = make_handler(FakeEmbedder(nan_rows=[1]))
-    msgs = [FakeMessage(face_event(i, jpeg_of(solid((50 * i, 0, 0)))).to_bytes(), i) for i in range(3)]
+    handler, registry = make_handler(FakeEmbedder("colour", nan_rows=[1]))
+    msgs = [FakeMsg(face_event(i, jpeg_of(solid((50 * i, 0, 0)))).to_bytes(), i) for i in range(3)]
     results = run(handler, msgs)
     assert isinstance(results[1], PoisonMessage) and results[1].reason == "non_finite_embedding"
     assert isinstance(results[0], list) and isinstance(results[2], list)
@@ -170,9 +154,9 @@ def test_non_finite_vector_is_poison_for_that_face_only() -> None:
 
 
 def test_queue_wait_uses_kafka_timestamp_else_received_at() -> None:
-    handler, registry = make_handler(FakeEmbedder())
+    handler, registry = make_handler(FakeEmbedder("colour"))
     crop = face_event(0, jpeg_of(solid((1, 2, 3)))).to_bytes()
-    run(handler, [FakeMessage(crop, 0, ts_ms=int((NOW - 2.0) * 1000)), FakeMessage(crop, 1)])
+    run(handler, [FakeMsg(crop, 0, timestamp_ms=int((NOW - 2.0) * 1000)), FakeMsg(crop, 1)])
     assert registry.get_sample_value("rfr_embed_queue_wait_seconds_count") == 2
     total = registry.get_sample_value("rfr_embed_queue_wait_seconds_sum")
     assert total is not None and total == pytest.approx(2.0 + 10.0, abs=1e-3)

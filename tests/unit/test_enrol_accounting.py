@@ -1,19 +1,17 @@
 """`rfr enrol` accounts for every file and row (issue 12, parts 2 and 6): formats by content, layout rules, manifest
 rows by line number, exit codes, one photo under two subject ids, subject ids with surrounding spaces.
 
-Fakes (tests/data/enrol_fakes.py): a fake photo is JPEG magic + a script (``face:<n>``: one face of grey level n,
+Fakes (tests/support/faces.py): a fake photo is JPEG magic + a script (``face:<n>``: one face of grey level n,
 embedded one-hot, so two photos of one level are the same face); real image bytes are one face each."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pytest
-from data.enrol_fakes import MODEL, FakeEmbedder, FakeExtractor, cli_gallery, write
-from data.ingest_corpus import heic, jpeg, pattern, tiff
-from PIL import Image
+from support.faces import MODEL, FakeEmbedder, FakeExtractor, write
+from support.stills import gif, heic, jpeg, tiff
 from typer.testing import CliRunner
 
 from rfr.gallery.base import check_subject_id
@@ -21,14 +19,7 @@ from rfr.gallery.enrol import Enroller, scan_folder, scan_manifest
 from rfr.gallery.memory import InMemoryGallery
 from rfr.tools.gallery_cli import app
 
-__all__ = ["cli_gallery"]  # a fixture, used by name
 runner = CliRunner()
-
-
-def gif() -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(pattern(32, 24, seed=5)).save(out, format="GIF")
-    return out.getvalue()
 
 
 @pytest.fixture

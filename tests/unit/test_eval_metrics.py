@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from rfr.tools.eval import metrics as m
-from rfr.tools.eval.metrics import Search
+from rfr.gallery import openset as m
+from rfr.gallery.openset import Search
 
 
 def mated(subject: str, *cands: tuple[str, float]) -> Search:

@@ -18,7 +18,7 @@ def _tree(root: Path, counts: dict[str, int]) -> Path:
     for name, n in counts.items():
         (root / name).mkdir(parents=True)
         for i in range(n):
-            (root / name / f"{name}_{i + 1:04d}.jpg").write_bytes(b"x")
+            (root / name / f"{name}_{i + 1:04d}.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(60))  # JPEG by content
     return root
 
 
@@ -67,7 +67,7 @@ def test_option_parsers() -> None:
 def _outcome(subject: str, mated: bool, half: str, cands: tuple[tuple[str, float], ...], cond: str = ORIGINAL,
              failure: str | None = None) -> ProbeOutcome:
     return ProbeOutcome(f"{subject}/{len(cands)}{half}", subject, mated, half, cond, cands, failure,
-                        face_px=None if failure else 60.0, blur=None if failure else 100.0)
+                        face_px=None if failure else 60.0, sharpness=None if failure else 100.0)
 
 
 def test_report_files_and_numbers(tmp_path: Path) -> None:

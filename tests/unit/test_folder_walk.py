@@ -3,32 +3,21 @@ against the ingest HTTP app in-process (real decoding; the Kafka publisher is a 
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from data.ingest_corpus import heic, jpeg, pattern, tiff
-from data.ingest_fakes import FakePublisher, make_ingestor
 from fastapi.testclient import TestClient
-from PIL import Image
+from support.ingest import submit_client
+from support.stills import gif, heic, jpeg, tiff
 from typer.testing import CliRunner
 
 from rfr.core.image_files import SkipReason, count_reasons, scan, walk
 from rfr.core.schemas import submission_id
 from rfr.tools import submit as cli
-from services.ingest.app import HttpContext, create_app
-from services.ingest.auth import ApiKeyRegistry, hash_key
 
 KEY = "rfr_walk-test-key-0123456789abcdef"
-
-
-def gif() -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(pattern(32, 24, seed=5)).save(out, format="GIF")
-    return out.getvalue()
 
 
 @pytest.fixture
@@ -95,16 +84,7 @@ def test_scan_names_a_file_reached_twice_once_and_refuses_a_missing_path(odd_fol
 # --- rfr submit --------------------------------------------------------------------------------------------------
 @pytest.fixture
 def app_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TestClient:
-    ctx = HttpContext(make_ingestor(tmp_path / "svc"), ApiKeyRegistry(f"shop-w:{hash_key(KEY)}"),
-                      FakePublisher(), max_files=4, max_request_bytes=1 << 22)
-    client = TestClient(create_app(ctx))
-
-    def fake_client(**kw: Any) -> TestClient:
-        client.headers.update(kw.get("headers", {}))
-        return client
-
-    monkeypatch.setattr(httpx, "Client", fake_client)
-    return client
+    return submit_client(tmp_path, monkeypatch, "shop-w", KEY)
 
 
 def submit(*paths: Path, extra: tuple[str, ...] = ()) -> Any:

@@ -7,7 +7,9 @@ import io
 import cv2
 import numpy as np
 import pytest
-from data.ingest_corpus import (
+from PIL import Image, ImageFile, ImageOps
+from pillow_heif.as_plugin import HeifImageFile
+from support.stills import (
     Case,
     bad_cases,
     encode,
@@ -18,8 +20,6 @@ from data.ingest_corpus import (
     png_raw,
     with_exif_orientation,
 )
-from PIL import Image, ImageFile, ImageOps
-from pillow_heif.as_plugin import HeifImageFile
 
 from rfr.core import imaging
 from rfr.core.imaging import (

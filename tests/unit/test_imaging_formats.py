@@ -9,7 +9,9 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 import pytest
-from data.ingest_corpus import (
+from PIL import Image, ImageFile, ImageOps
+from pillow_heif.as_plugin import HeifImageFile
+from support.stills import (
     encode,
     heic,
     heic_with_size,
@@ -22,8 +24,6 @@ from data.ingest_corpus import (
     tiff_with_size,
     with_exif_orientation,
 )
-from PIL import Image, ImageFile, ImageOps
-from pillow_heif.as_plugin import HeifImageFile
 
 from rfr.core import imaging
 from rfr.core.imaging import ImageLimits, ImageRejected, decode_image, sniff_format

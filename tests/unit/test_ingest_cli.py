@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from data.ingest_corpus import jpeg
-from data.ingest_fakes import FakePublisher, make_ingestor
 from fastapi.testclient import TestClient
+from support.ingest import submit_client
+from support.stills import jpeg
 from typer.testing import CliRunner
 
 from rfr.core.schemas import submission_id
 from rfr.tools import submit as cli
-from services.ingest.app import HttpContext, create_app
-from services.ingest.auth import ApiKeyRegistry, hash_key
 
 KEY = "rfr_cli-test-key-0123456789abcdef"
 
@@ -32,16 +29,7 @@ def folder(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def app_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TestClient:
-    ctx = HttpContext(make_ingestor(tmp_path / "svc"), ApiKeyRegistry(f"shop-c:{hash_key(KEY)}"),
-                      FakePublisher(), max_files=4, max_request_bytes=1 << 22)
-    client = TestClient(create_app(ctx))
-
-    def fake_client(**kw: Any) -> TestClient:
-        client.headers.update(kw.get("headers", {}))
-        return client
-
-    monkeypatch.setattr(cli.httpx, "Client", fake_client)
-    return client
+    return submit_client(tmp_path, monkeypatch, "shop-c", KEY)
 
 
 def test_collect_files_walks_folders_for_images(folder: Path) -> None:

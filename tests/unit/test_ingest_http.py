@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from data.ingest_corpus import Case, bad_cases, good_cases, heic, jpeg, tiff
-from data.ingest_fakes import FakePublisher, make_ingestor, sample
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from support.ingest import make_ingestor
+from support.kafka import FakePublisher
+from support.metrics import sample
+from support.stills import Case, bad_cases, good_cases, heic, jpeg, tiff
 
 from rfr.core.schemas import FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
 from services.ingest.app import HttpContext, create_app
@@ -21,11 +24,11 @@ EXPECTED_STATUS = {"too_large_bytes": 413, "too_many_pixels": 413, "unsupported_
 
 
 @pytest.fixture
-def ctx(tmp_path: Path) -> HttpContext:
+def ctx(tmp_path: Path, registry: CollectorRegistry) -> HttpContext:
     from rfr.core.imaging import ImageLimits
 
     keys = ApiKeyRegistry(f"shop-a:{hash_key(KEY_A)},shop-b:{hash_key(KEY_B)}")
-    ingestor = make_ingestor(tmp_path, ImageLimits(max_bytes=MAX_BYTES), inline_max_bytes=20_000)
+    ingestor = make_ingestor(tmp_path, ImageLimits(max_bytes=MAX_BYTES), inline_max_bytes=20_000, registry=registry)
     return HttpContext(ingestor, keys, FakePublisher(), max_files=10, max_request_bytes=4 * MAX_BYTES)
 
 
@@ -52,7 +55,8 @@ def test_keys_are_required(client: TestClient) -> None:
         assert client.get("/v1/submissions/sub_x", headers={"X-API-Key": key or ""}).status_code == 401
 
 
-def test_upload_returns_ids_and_produces_frames(client: TestClient, ctx: HttpContext) -> None:
+def test_upload_returns_ids_and_produces_frames(client: TestClient, ctx: HttpContext, registry: CollectorRegistry
+                                                ) -> None:
     images = [jpeg(64, 48, seed=1), jpeg(64, 48, seed=2), jpeg(400, 300, seed=3, quality=98)]
     resp = post(client, [(f"{i}.jpg", d, "image/jpeg") for i, d in enumerate(images)])
     assert resp.status_code == 202, resp.text
@@ -65,7 +69,7 @@ def test_upload_returns_ids_and_produces_frames(client: TestClient, ctx: HttpCon
     assert frames[2].image is None and frames[2].image_ref  # over inline_max_bytes: claim check
     outcomes = [decode(OutcomeEvent, o.value) for o in sent(ctx) if o.topic.endswith("outcomes.v1")]
     assert {o.status for o in outcomes} == {OutcomeStatus.RECEIVED} and len(outcomes) == 3
-    assert sample(ctx.ingestor.metrics.submissions, channel="http", outcome="accepted") == 3
+    assert sample(registry, "rfr_ingest_submissions_total", channel="http", outcome="accepted") == 3
 
 
 def test_status_is_private_to_the_retailer(client: TestClient, ctx: HttpContext) -> None:
@@ -95,7 +99,8 @@ def test_duplicate_is_not_processed_twice(client: TestClient, ctx: HttpContext) 
 
 
 @pytest.mark.parametrize("case", bad_cases(MAX_BYTES), ids=lambda c: c.name)
-def test_bad_input_gets_the_right_status(client: TestClient, ctx: HttpContext, case: Case) -> None:
+def test_bad_input_gets_the_right_status(client: TestClient, ctx: HttpContext, registry: CollectorRegistry,
+                                         case: Case) -> None:
     resp = post(client, [(case.filename, case.data, case.content_type)])
     assert resp.status_code == EXPECTED_STATUS.get(case.reason, 422), resp.text
     detail = resp.json()["detail"]
@@ -105,7 +110,7 @@ def test_bad_input_gets_the_right_status(client: TestClient, ctx: HttpContext, c
     if case.reason != "too_large_bytes":
         st = client.get(f"/v1/submissions/{sid}", headers={"X-API-Key": KEY_A}).json()
         assert (st["status"], st["reason"]) == ("rejected", case.reason)
-    assert sample(ctx.ingestor.metrics.rejections, reason=case.reason) == 1
+    assert sample(registry, "rfr_ingest_rejections_total", reason=case.reason) == 1
 
 
 def test_one_bad_image_means_none_is_processed(client: TestClient, ctx: HttpContext) -> None:

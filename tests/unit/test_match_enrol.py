@@ -1,4 +1,4 @@
-"""Enrolment with a fake face extractor and embedder (tests/data/enrol_fakes.py): sources, rejections, several
+"""Enrolment with a fake face extractor and embedder (tests/support/faces.py): sources, rejections, several
 faces, resumability, and the typer commands (enrol, gallery list|count|delete) wired to those fakes and the
 in-memory gallery."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data.enrol_fakes import MODEL, FakeEmbedder, FakeExtractor, cli_gallery, crop, write
+from support.faces import MODEL, FakeEmbedder, FakeExtractor, crop, write
 from typer.testing import CliRunner
 
 from rfr.gallery.base import GalleryFace
@@ -17,8 +17,6 @@ from rfr.gallery.enrol import Enroller, items_from, items_from_folder, items_fro
 from rfr.gallery.extraction import Extraction, ExtractionRejected, FaceCrop, choose_face
 from rfr.gallery.memory import InMemoryGallery
 from rfr.tools.gallery_cli import app
-
-__all__ = ["cli_gallery"]  # a fixture, used by name
 
 
 @pytest.fixture
@@ -61,7 +59,7 @@ def test_enrol_reports_rejections_keeps_largest_face_and_batches(folder: Path) -
     assert report.enrolled == 3 and gallery.count() == 3
     assert report.reasons() == {"corrupt": 1, "invalid_subject_id": 1, "low_quality": 1, "no_face": 1}
     assert [w.source_ref for w in report.warnings] == ["bob/1.jpg"]
-    assert embedder.batches == [2, 1]  # one embedding call per chunk with faces
+    assert embedder.calls == [2, 1]  # one embedding call per chunk with faces
     [bob] = [f for f in gallery._faces.values() if f.subject_id == "bob"]
     assert int(np.argmax(bob.vector)) == 4  # the larger face (level 4), not level 3
     assert {s.subject_id: s.faces for s in gallery.list_subjects()} == {"alice": 2, "bob": 1}
@@ -104,8 +102,8 @@ def test_choose_face() -> None:
     one = Extraction([FaceCrop(crop(1), 10.0)])
     assert choose_face(one, "reject").warning is None
     with pytest.raises(ExtractionRejected) as err:
-        choose_face(Extraction([], gated=["blur", "blur", "small"]), "largest")
-    assert (err.value.reason, err.value.detail) == ("low_quality", "blur, small")
+        choose_face(Extraction([], gated=["blurry", "blurry", "too_small"]), "largest")
+    assert (err.value.reason, err.value.detail) == ("low_quality", "blurry, too_small")
 
 
 # --- the CLI ---------------------------------------------------------------------------------------------------
@@ -115,19 +113,24 @@ runner = CliRunner()
 def test_enrol_then_list_count_delete(cli_gallery: InMemoryGallery, tmp_path: Path) -> None:
     root = write(tmp_path / "in", {"alice/1.jpg": "face:1", "alice/2.jpg": "face:2", "bob/1.jpg": "none"})
     report = tmp_path / "report.json"
-    args = ["enrol", str(root), "--gallery", "custody", "--no-progress", "--report", str(report)]
+    args = ["enrol", str(root), "--watch-list", "custody", "--no-progress", "--report", str(report)]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output  # bob's photo was rejected: not a complete run
     assert "rejected  no_face" in result.output
     assert json.loads(report.read_text())["enrolled"] == 2
+    assert json.loads(report.read_text())["watch_list"] == "custody"
     again = runner.invoke(app, [*args, "--allow-partial"])
     assert again.exit_code == 0, again.output
     assert json.loads(report.read_text())["skipped_existing"] == 2
 
     listed = runner.invoke(app, ["gallery", "list", "--json"])
     assert [json.loads(line) for line in listed.output.splitlines()] == [
-        {"gallery": "custody", "subject_id": "alice", "faces": 2}]
+        {"watch_list": "custody", "subject_id": "alice", "faces": 2}]
     assert runner.invoke(app, ["gallery", "count"]).output.strip() == "2"
+    assert runner.invoke(app, ["gallery", "count", "--watch-list", "custody"]).output.strip() == "2"
+    assert runner.invoke(app, ["gallery", "count", "-w", "wanted"]).output.strip() == "0"
+    elsewhere = runner.invoke(app, ["gallery", "delete", "alice", "--watch-list", "wanted", "--yes"])
+    assert elsewhere.exit_code == 1 and "from watch-list(s) wanted" in elsewhere.output and cli_gallery.count() == 2
 
     erased = runner.invoke(app, ["gallery", "delete", "alice", "--yes"])
     assert erased.exit_code == 0 and "erased 2 photo(s)" in erased.output

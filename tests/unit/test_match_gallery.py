@@ -22,7 +22,7 @@ from rfr.gallery.base import (
 )
 from rfr.gallery.memory import InMemoryGallery
 from rfr.gallery.milvus import MilvusGallery
-from rfr.gallery.milvus_schema import gallery_filter, partition_for
+from rfr.gallery.milvus_schema import partition_for, watch_list_filter
 
 
 def unit(*values: float, dim: int = 8) -> np.ndarray:
@@ -31,8 +31,9 @@ def unit(*values: float, dim: int = 8) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def face(face_id: str, subject: str, vector: np.ndarray, gallery: str = "custody") -> GalleryFace:
-    return GalleryFace(face_id=face_id, subject_id=subject, gallery=gallery, vector=vector, source_ref=f"{face_id}.jpg")
+def face(face_id: str, subject: str, vector: np.ndarray, watch_list: str = "custody") -> GalleryFace:
+    return GalleryFace(face_id=face_id, subject_id=subject, watch_list=watch_list, vector=vector,
+                       source_ref=f"{face_id}.jpg")
 
 
 def test_rank_subjects_keeps_best_photo_per_subject_and_applies_threshold() -> None:
@@ -46,6 +47,10 @@ def test_rank_subjects_keeps_best_photo_per_subject_and_applies_threshold() -> N
         ("alice", "a2", 0.90), ("bob", "b1", 0.80), ("dave", "d1", 0.80)]
     assert [h.subject_id for h in rank_subjects(hits, top_k=2, threshold=0.0)] == ["alice", "bob"]
     assert rank_subjects(hits, top_k=5, threshold=0.95) == []
+    # inclusive: a score equal to the threshold is a candidate, one just below it is not
+    assert [h.subject_id for h in rank_subjects(hits, top_k=5, threshold=0.80)] == ["alice", "bob", "dave"]
+    assert [h.subject_id for h in rank_subjects(hits, top_k=5, threshold=float(np.nextafter(0.80, 1.0)))] == [
+        "alice"]
 
 
 def test_collection_name_is_valid_and_separates_models_that_sanitise_alike() -> None:
@@ -57,8 +62,10 @@ def test_collection_name_is_valid_and_separates_models_that_sanitise_alike() -> 
         collection_name("bad prefix!", "m")
 
 
-def test_enrol_face_id_is_deterministic_and_distinguishes_gallery_and_subject() -> None:
+def test_enrol_face_id_is_deterministic_and_distinguishes_watch_list_and_subject() -> None:
     fid = enrol_face_id("custody", "alice", "ab" * 32)
+    # unchanged by the gallery -> watch-list rename, so re-runs still match what was enrolled before it
+    assert fid == "gf_7c69bfe9692006cefa9cc37e566ff583b7164633"
     assert fid == enrol_face_id("custody", "alice", "ab" * 32)
     assert fid != enrol_face_id("other", "alice", "ab" * 32)
     assert fid != enrol_face_id("custody", "bob", "ab" * 32)
@@ -72,8 +79,8 @@ def test_check_face_rejects_bad_records() -> None:
         check_face(good, 16)
     with pytest.raises(ValueError, match="subject id"):
         check_face(face("f1", "al ice", unit(1.0)), 8)
-    with pytest.raises(ValueError, match="gallery name"):
-        check_face(face("f1", "alice", unit(1.0), gallery="bad-name"), 8)
+    with pytest.raises(ValueError, match="watch-list name"):
+        check_face(face("f1", "alice", unit(1.0), watch_list="bad-name"), 8)
     with pytest.raises(ValueError, match="zero or not finite"):
         check_face(face("f1", "alice", np.zeros(8, np.float32)), 8)
 
@@ -84,33 +91,33 @@ def test_normalise_rows() -> None:
     assert out.dtype == np.float32
 
 
-def test_in_memory_gallery_search_galleries_erasure_and_listing() -> None:
+def test_in_memory_gallery_search_watch_lists_erasure_and_listing() -> None:
     g = InMemoryGallery("m")
     g.add([face("a1", "alice", unit(1, 0)), face("a2", "alice", unit(1, 0.2)), face("b1", "bob", unit(0, 1)),
-           face("c1", "carol", unit(1, 0.1), gallery="other")])
+           face("c1", "carol", unit(1, 0.1), watch_list="other")])
     assert g.dim() == 8
     assert g.count() == 4
     assert g.count(["custody"]) == 3
-    [hits] = g.search(unit(1, 0.05)[None, :], top_k=5, galleries=["custody"], threshold=0.5)
+    [hits] = g.search(unit(1, 0.05)[None, :], top_k=5, watch_lists=["custody"], threshold=0.5)
     assert [h.subject_id for h in hits] == ["alice"]
-    [both] = g.search(unit(1, 0.05)[None, :], top_k=5, galleries=["custody", "other"], threshold=0.5)
+    [both] = g.search(unit(1, 0.05)[None, :], top_k=5, watch_lists=["custody", "other"], threshold=0.5)
     assert {h.subject_id for h in both} == {"alice", "carol"}
-    assert [(s.gallery, s.subject_id, s.faces) for s in g.list_subjects()] == [
+    assert [(s.watch_list, s.subject_id, s.faces) for s in g.list_subjects()] == [
         ("custody", "alice", 2), ("custody", "bob", 1), ("other", "carol", 1)]
     assert g.existing_face_ids(["a1", "zz"]) == {"a1"}
     assert g.delete_subject("alice") == 2
-    [after] = g.search(unit(1, 0.05)[None, :], top_k=5, galleries=["custody"], threshold=-1.0)
+    [after] = g.search(unit(1, 0.05)[None, :], top_k=5, watch_lists=["custody"], threshold=-1.0)
     assert "alice" not in {h.subject_id for h in after}
     with pytest.raises(GalleryMismatchError):
-        g.search(np.ones((1, 4), np.float32), top_k=1, galleries=["custody"], threshold=0.0)
+        g.search(np.ones((1, 4), np.float32), top_k=1, watch_lists=["custody"], threshold=0.0)
 
 
-def test_gallery_filter_and_partition_names() -> None:
-    assert gallery_filter(None) == ""
-    assert gallery_filter(["custody", "b2"]) == 'gallery in ["custody", "b2"]'
+def test_watch_list_filter_and_partition_names_keep_the_on_disk_names() -> None:
+    assert watch_list_filter(None) == ""
+    assert watch_list_filter(["custody", "b2"]) == 'gallery in ["custody", "b2"]'  # the stored field's name
     assert partition_for("custody") == "g_custody"
     with pytest.raises(ValueError):
-        gallery_filter(['x"] or 1 == 1 or gallery in ["'])
+        watch_list_filter(['x"] or 1 == 1 or gallery in ["'])
 
 
 class _DownClient:
@@ -124,7 +131,7 @@ class _DownClient:
 def test_milvus_failures_surface_as_gallery_unavailable() -> None:
     g = MilvusGallery(MilvusSettings(uri="http://127.0.0.1:9"), "m", client_factory=_DownClient)
     with pytest.raises(GalleryUnavailableError, match="describe collection"):
-        g.search(unit(1.0)[None, :], top_k=1, galleries=["custody"], threshold=0.0)
+        g.search(unit(1.0)[None, :], top_k=1, watch_lists=["custody"], threshold=0.0)
     with pytest.raises(GalleryUnavailableError):
         g.count()
 

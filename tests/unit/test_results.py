@@ -6,17 +6,17 @@ from rfr.core.schemas import Candidate, CandidateList, FaceQuality, OutcomeEvent
 from rfr.tools.results import SubmissionResult
 
 META = SubmissionMeta(retailer_id="r", store_id="s", camera_id="c", captured_at=datetime(2026, 1, 1, tzinfo=UTC))
-Q = FaceQuality(face_px=60, score=0.9, blur=300, eye_distance_px=20, pose_ok=True)
+Q = FaceQuality(face_px=60, score=0.9, sharpness=300, eye_distance_px=20, pose_ok=True)
 
 
 def _list(face: str, scores: dict[str, float]) -> CandidateList:
     ranked = sorted(scores.items(), key=lambda kv: -kv[1])
-    cands = [Candidate(rank=i + 1, subject_id=s, score=v, gallery="custody", gallery_face_id=f"{s}-0")
+    cands = [Candidate(rank=i + 1, subject_id=s, score=v, watch_list="custody", gallery_face_id=f"{s}-0")
              for i, (s, v) in enumerate(ranked)]
     now = datetime.now(UTC)
     return CandidateList(event_id=face, face_id=face, submission_id="sub", meta=META, received_at=now,
                          searched_at=now, outcome="candidates" if cands else "no_candidate", candidates=cands,
-                         threshold=0.6, top_k=5, galleries=["custody"], model_id="m", quality=Q)
+                         threshold=0.6, top_k=5, watch_lists=["custody"], model_id="m", quality=Q)
 
 
 def _outcome(status: OutcomeStatus, face: str | None = None, **kw: object) -> OutcomeEvent:

@@ -3,24 +3,32 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from rfr.core.schemas import (
     Box,
+    Candidate,
     CandidateList,
     DeadLetter,
+    EmbeddingEvent,
+    FaceEvent,
     FaceQuality,
     FrameEvent,
+    Message,
     OutcomeEvent,
     OutcomeStatus,
+    Point,
     SubmissionMeta,
+    UnsupportedSchemaVersion,
     decode,
     submission_id,
+    template_bytes,
 )
 
 META = SubmissionMeta(retailer_id="r1", store_id="s1", camera_id="c1", captured_at=datetime(2026, 1, 2, tzinfo=UTC))
-QUALITY = FaceQuality(face_px=48.0, score=0.9, blur=120.0, eye_distance_px=20.0, pose_ok=True)
+QUALITY = FaceQuality(face_px=48.0, score=0.9, sharpness=120.0, eye_distance_px=20.0, pose_ok=True)
 
 
 def _frame(**kw: object) -> FrameEvent:
@@ -41,7 +49,7 @@ def test_frame_round_trip_keeps_bytes() -> None:
 def test_candidate_list_round_trip() -> None:
     cl = CandidateList(event_id="f", face_id="f", submission_id="s", meta=META, received_at=datetime.now(UTC),
                        searched_at=datetime.now(UTC), outcome="no_candidate", candidates=[], threshold=0.5, top_k=5,
-                       galleries=["custody"], model_id="m", quality=QUALITY)
+                       watch_lists=["custody"], model_id="m", quality=QUALITY)
     back = decode(CandidateList, cl.to_bytes())
     assert back == cl
     assert "not an identification" in back.notice
@@ -54,12 +62,73 @@ def test_unknown_fields_are_rejected() -> None:
         decode(FrameEvent, json.dumps(raw).encode())
 
 
-@pytest.mark.parametrize("version", [0, 2, "1", None])
-def test_other_schema_versions_are_rejected(version: object) -> None:
+@pytest.mark.parametrize("version", [0, 2, "1", None, True])
+def test_other_schema_versions_are_refused_with_their_own_reason(version: object) -> None:
     raw = json.loads(_frame().to_bytes())
     raw["schema_version"] = version
-    with pytest.raises(ValidationError, match="schema_version"):
+    with pytest.raises(UnsupportedSchemaVersion) as refused:
         decode(FrameEvent, json.dumps(raw).encode())
+    assert refused.value.reason == "unsupported_schema_version"
+    assert str(refused.value) == f"unsupported_schema_version: got {version!r}, accepts 1 (FrameEvent)"
+    assert isinstance(refused.value, ValueError)  # callers treating every malformed message alike still catch it
+
+
+def test_each_class_declares_its_version() -> None:
+    v2: set[type[Message]] = {FaceQuality, FaceEvent, EmbeddingEvent, Candidate, CandidateList}
+    v1: set[type[Message]] = {SubmissionMeta, FrameEvent, Box, Point, OutcomeEvent, DeadLetter}
+    assert {cls.version() for cls in v2} == {2} and {cls.version() for cls in v1} == {1}
+    assert set(Message.__subclasses__()) == v1 | v2  # a new message class must be placed in one of them
+    for cls in v1 | v2:
+        assert "schema_version" in cls.__annotations__, f"{cls.__name__} must declare its own schema_version"
+
+
+def test_a_consumer_refuses_a_version_it_does_not_accept_even_when_the_class_parses_it() -> None:
+    raw = _frame().to_bytes()
+    with pytest.raises(UnsupportedSchemaVersion, match=r"got 1, accepts 2, 3 \(FrameEvent\)"):
+        decode(FrameEvent, raw, accepts={2, 3})
+    assert decode(FrameEvent, raw, accepts={1}).schema_version == 1
+
+
+def test_a_malformed_message_of_an_accepted_version_stays_a_validation_error() -> None:
+    raw = json.loads(_frame().to_bytes())
+    raw["width"] = -1
+    with pytest.raises(ValidationError, match="width"):
+        decode(FrameEvent, json.dumps(raw).encode())
+    del raw["schema_version"]  # no version: read as the class's own
+    raw["width"] = 4
+    assert decode(FrameEvent, json.dumps(raw).encode()).schema_version == 1
+
+
+def _embedding(template: bytes) -> EmbeddingEvent:
+    return EmbeddingEvent(event_id="f", face_id="f", submission_id="s", meta=META, received_at=datetime.now(UTC),
+                          quality=QUALITY, model_id="m", weights_sha256="ab", template=template)
+
+
+def test_embedding_template_is_little_endian_float32_bytes() -> None:
+    vector = np.linspace(-1, 1, 512, dtype=np.float32)
+    event = _embedding(template_bytes(vector))
+    assert event.template == vector.astype("<f4").tobytes() and event.dim == 512
+    back = decode(EmbeddingEvent, event.to_bytes())
+    assert back.vector.dtype == np.float32 and back.vector.shape == (512,)
+    assert np.array_equal(back.vector, vector)  # exact: no decimal round trip
+    assert b'"vector"' not in event.to_bytes() and b'"sharpness":120.0' in event.to_bytes()
+
+
+@pytest.mark.parametrize(("values", "why"), [
+    (np.zeros(15, np.float32).tobytes(), "at least 64 bytes"),  # 15 values: under the 16..4096 range
+    (np.zeros(4097, np.float32).tobytes(), "at most 16384 bytes"),
+    (np.zeros(16, np.float32).tobytes() + b"\x00\x00", "whole number of float32 values"),
+])
+def test_embedding_template_length_is_checked(values: bytes, why: str) -> None:
+    with pytest.raises(ValidationError, match=why):
+        _embedding(values)
+    assert _embedding(np.zeros(16, np.float32).tobytes()).dim == 16
+    assert _embedding(np.zeros(4096, np.float32).tobytes()).dim == 4096
+
+
+def test_template_bytes_wants_one_vector() -> None:
+    with pytest.raises(ValueError, match="one vector"):
+        template_bytes(np.zeros((2, 16), np.float32))
 
 
 def test_missing_message_and_garbage_are_rejected() -> None:

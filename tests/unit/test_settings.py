@@ -22,13 +22,13 @@ def test_nested_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RFR_MILVUS__URI", "http://milvus:19530")
     monkeypatch.setenv("RFR_MODEL_DIR", "/models")
     monkeypatch.setenv("RFR_EMBED__BATCH_SIZE", "64")
-    monkeypatch.setenv("RFR_MATCH__GALLERIES", '["custody", "wanted"]')
+    monkeypatch.setenv("RFR_MATCH__WATCH_LISTS", '["custody", "wanted"]')
     s = load_settings()
     assert s.kafka.bootstrap_servers == "kafka-0:9092,kafka-1:9092"
     assert s.milvus.uri == "http://milvus:19530"
     assert s.model_dir == Path("/models")
     assert s.embed.batch_size == 64
-    assert s.match.galleries == ["custody", "wanted"]
+    assert s.match.watch_lists == ["custody", "wanted"]
 
 
 def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,7 +83,7 @@ def test_settings_env_reproduces_settings(monkeypatch: pytest.MonkeyPatch, tmp_p
     from rfr.tools.stack import settings_env
 
     s = Settings(kafka={"bootstrap_servers": "k:1", "sasl_password": "pw"},  # type: ignore[arg-type]
-                 match={"galleries": ["custody", "wanted"], "top_k": 7},  # type: ignore[arg-type]
+                 match={"watch_lists": ["custody", "wanted"], "top_k": 7},  # type: ignore[arg-type]
                  model_dir=tmp_path / "m", blob_dir=tmp_path / "b",
                  stack={"state_dir": tmp_path / "s"})  # type: ignore[arg-type]
     env = settings_env(s)

@@ -7,84 +7,12 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from support.kafka import FakeConsumer, FakeMsg, FakeProducer
 
 from rfr.core.kafka import DeliveryTracker, Output
 from rfr.core.metrics import StageMetrics
 from rfr.core.schemas import DeadLetter, decode
 from rfr.core.stream import PoisonMessage, Result, RetryableError, StreamConfig, StreamProcessor
-
-
-class FakeMsg:
-    def __init__(self, value: bytes, offset: int, partition: int = 0, topic: str = "in") -> None:
-        self._v, self._o, self._p, self._t = value, offset, partition, topic
-
-    def value(self) -> bytes:
-        return self._v
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def offset(self) -> int:
-        return self._o
-
-    def partition(self) -> int:
-        return self._p
-
-    def topic(self) -> str:
-        return self._t
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return [("h", b"v")]
-
-    def error(self) -> None:
-        return None
-
-
-class FakeConsumer:
-    def __init__(self, batches: list[list[FakeMsg]]) -> None:
-        self.batches = batches
-        self.commits: list[list[tuple[str, int, int]]] = []
-        self.seeks: list[tuple[str, int, int]] = []
-        self.consumed_timeouts: list[float] = []
-
-    def poll(self, timeout: float) -> FakeMsg | None:
-        """The first message of the next batch; ``consume`` then hands out the rest of it."""
-        if not self.batches:
-            return None
-        return self.batches[0].pop(0)
-
-    def consume(self, n: int, timeout: float) -> list[FakeMsg]:
-        self.consumed_timeouts.append(timeout)
-        rest = self.batches.pop(0)[:n] if self.batches else []
-        return rest
-
-    def commit(self, offsets: list[Any], asynchronous: bool) -> None:
-        assert asynchronous is False
-        self.commits.append([(o.topic, o.partition, o.offset) for o in offsets])
-
-    def seek(self, tp: Any) -> None:
-        self.seeks.append((tp.topic, tp.partition, tp.offset))
-
-
-class FakeProducer:
-    def __init__(self, fail: bool = False) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-        self.fail = fail
-        self._cbs: list[Any] = []
-
-    def produce(self, topic: str, value: bytes, key: Any, headers: Any, on_delivery: Any) -> None:
-        self.sent.append((topic, value))
-        self._cbs.append((on_delivery, topic))
-
-    def flush(self, timeout: float) -> int:
-        for cb, topic in self._cbs:
-            msg = type("M", (), {"topic": lambda self, t=topic: t})()
-            cb("broker down" if self.fail else None, msg)
-        self._cbs = []
-        return 0
-
-    def poll(self, t: float) -> int:
-        return 0
 
 
 class Upper:
@@ -125,7 +53,7 @@ def test_idle_stream_makes_no_batch() -> None:
 
 
 def test_poison_goes_to_dead_letter_and_partition_flows() -> None:
-    consumer = FakeConsumer([[FakeMsg(b"a", 0), FakeMsg(b"poison", 1), FakeMsg(b"b", 2)]])
+    consumer = FakeConsumer([[FakeMsg(b"a", 0), FakeMsg(b"poison", 1, headers=[("h", b"v")]), FakeMsg(b"b", 2)]])
     producer = FakeProducer()
     _proc(consumer, producer, Upper()).step()
     topics = [t for t, _ in producer.sent]

@@ -1,6 +1,6 @@
 """Bounded retries in the stream loop: a failure that repeats on the same offsets is isolated and dead-lettered
 as ``retry_exhausted``; a dependency outage is retried without limit; every dead letter of a pipeline event comes
-with a ``failed`` outcome naming its submission and face. Fakes of the consumer that re-deliver after a seek."""
+with a ``failed`` outcome naming its submission and face. A fake consumer that re-delivers after a seek."""
 
 from __future__ import annotations
 
@@ -9,47 +9,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from support.kafka import FakeProducer, LogConsumer
 
 from rfr.core.kafka import DeliveryTracker, Output
 from rfr.core.metrics import StageMetrics
 from rfr.core.schemas import DeadLetter, OutcomeEvent, OutcomeStatus, decode
 from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result, RetryableError, StreamConfig, StreamProcessor
-from tests.unit.test_stream import FakeMsg, FakeProducer
 
 MAX_ATTEMPTS = 3
-
-
-class LogConsumer:
-    """One partition's log; ``seek`` moves the read position back, as a real consumer does."""
-
-    def __init__(self, values: list[bytes], batch: int = 8) -> None:
-        self.log = [FakeMsg(v, i) for i, v in enumerate(values)]
-        self.pos = 0
-        self.batch = batch
-        self.commits: list[int] = []
-        self.seeks: list[int] = []
-
-    def poll(self, timeout: float) -> FakeMsg | None:
-        if self.pos >= len(self.log):
-            return None
-        self.pos += 1
-        return self.log[self.pos - 1]
-
-    def consume(self, n: int, timeout: float) -> list[FakeMsg]:
-        out = self.log[self.pos : self.pos + min(n, self.batch - 1)]
-        self.pos += len(out)
-        return out
-
-    def commit(self, offsets: list[Any], asynchronous: bool) -> None:
-        self.commits.extend(o.offset for o in offsets)
-
-    def seek(self, tp: Any) -> None:
-        self.seeks.append(tp.offset)
-        self.pos = tp.offset
-
-    @property
-    def committed(self) -> int:
-        return max(self.commits, default=0)
 
 
 def _event(sub: str, face: str | None = None) -> bytes:

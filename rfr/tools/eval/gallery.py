@@ -9,7 +9,6 @@ semantics (per-subject ranking), for quick runs without a server.
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from rfr.core.ids import to_ident
 from rfr.core.settings import MilvusSettings
 from rfr.tools import procs
 
@@ -26,13 +26,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 GalleryKind = Literal["milvus", "memory"]
-EVAL_GALLERY = "eval"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@\-]")
+EVAL_WATCH_LIST = "eval"  # the watch-list an evaluation enrols onto and searches
 
 
 def subject_id_for(identity: str) -> str:
     """A gallery-safe subject id for a folder name (unsafe characters become ``_``; at most 128 characters)."""
-    return _UNSAFE.sub("_", identity)[:128] or "_"
+    return to_ident(identity)
 
 
 @contextmanager

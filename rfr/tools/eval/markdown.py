@@ -72,7 +72,8 @@ def _recommendation(report: dict[str, Any]) -> list[str]:
 
 def _quality(report: dict[str, Any]) -> list[str]:
     lines: list[str] = []
-    for key, title in (("by_face_px", "face width in pixels"), ("by_blur", "blur (variance of Laplacian, crop)")):
+    for key, title in (("by_face_px", "face width in pixels"),
+                       ("by_sharpness", "sharpness (variance of Laplacian, crop)")):
         names = list(report["conditions"])
         bins = report["conditions"][names[0]]["quality"][key]
         labels = [f"[{_edge(b['lo'], '-inf')}, {_edge(b['hi'], 'inf')})" for b in bins]

@@ -70,7 +70,7 @@ def _quality(report: dict[str, Any], path: Path) -> None:
     fig, axes = _figure(2)
     names = list(report["conditions"])
     width = 0.8 / max(1, len(names))
-    panels = ((axes[0], "by_face_px", "face width (px)"), (axes[1], "by_blur", "blur (var. of Laplacian)"))
+    panels = ((axes[0], "by_face_px", "face width (px)"), (axes[1], "by_sharpness", "sharpness (var. of Laplacian)"))
     for ax, key, title in panels:
         labels: list[str] = []
         for k, name in enumerate(names):

@@ -26,7 +26,7 @@ from rfr.core.imaging import ImageLimits, ImageRejected, decode_image
 from rfr.core.schemas import Box, FaceQuality
 from rfr.face.align import align_face
 from rfr.face.faces import FaceFindings, FoundFace, RejectedFace, find_faces
-from rfr.tools.eval.metrics import Candidates, Search, aggregate_by_subject
+from rfr.gallery.openset import Candidates, Search, aggregate_by_subject
 from rfr.tools.eval.scenes import FaceBox, background_pool, encode_png, make_scene, scene_rng
 from rfr.tools.eval.splits import Probe
 
@@ -61,7 +61,7 @@ class ProbeOutcome:
     candidates: Candidates = ()
     failure: str | None = None
     face_px: float | None = None
-    blur: float | None = None
+    sharpness: float | None = None
     ungated_candidates: Candidates = ()
 
     def search(self) -> Search:
@@ -133,7 +133,7 @@ class ProbeRunner:
     detect_settings: DetectSettings
     embedder: Embedder
     gallery: Gallery
-    gallery_name: str
+    watch_list: str
     subjects: dict[str, str]  # identity -> subject id
     top_k: int
     limits: ImageLimits = field(default_factory=ImageLimits)
@@ -156,7 +156,7 @@ class ProbeRunner:
         vectors = np.asarray(self.embedder.embed(np.stack([p.crop for p in faced if p.crop is not None])), np.float32)
         times.embed += (time.perf_counter() - started) * deployed / len(faced)
         started = time.perf_counter()
-        rows = self.gallery.search(vectors, self.top_k, [self.gallery_name], -1.0)
+        rows = self.gallery.search(vectors, self.top_k, [self.watch_list], -1.0)
         times.search += (time.perf_counter() - started) * deployed / len(faced)
         return [aggregate_by_subject(((h.subject_id, h.score) for h in row), self.top_k) for row in rows]
 
@@ -166,7 +166,7 @@ class ProbeRunner:
             sample_id=probe.sample.sample_id, subject=self.subjects[probe.sample.identity], mated=probe.mated,
             half=probe.half, condition=condition.name, candidates=found if pending.failure is None else (),
             failure=pending.failure, face_px=quality.face_px if quality else None,
-            blur=quality.blur if quality else None, ungated_candidates=found,
+            sharpness=quality.sharpness if quality else None, ungated_candidates=found,
         )
 
     def _find(self, probe: Probe, condition: Condition, times: StageTimes) -> _Pending:

@@ -6,7 +6,7 @@
 Per condition (the probe photos as they are, then each degradation level): rank-k identification rates, the
 detection / quality-gate failure rates, TPIR at fixed FPIR on all probes (in-sample), the threshold calibrated
 on the CALIBRATION half and its TPIR/FPIR on the disjoint EVALUATION half, the DET curve, rank-1 by face
-size and blur, and the rates had the quality gate let every detected face through (``ungated``). The
+size and sharpness, and the rates had the quality gate let every detected face through (``ungated``). The
 threshold to ship is the highest of the per-condition calibrated thresholds at the target FPIR, so that FPIR
 stays at or below the target in every condition measured.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from rfr.tools.eval import metrics as m
+from rfr.gallery import openset as m
 from rfr.tools.eval.probes import FAILURES, ORIGINAL, ProbeOutcome
 from rfr.tools.eval.runner import EvalRun
 from rfr.tools.eval.splits import CALIBRATION, EVALUATION
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
 FACE_PX_EDGES = (0.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0, math.inf)
-BLUR_EDGES = (0.0, 50.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0, math.inf)  # 150 = the default blur gate
+SHARPNESS_EDGES = (0.0, 50.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0, math.inf)  # 150: gate_min_sharpness
 DET_POINTS = 400
 SCORE_EDGES = np.round(np.arange(-1.0, 1.0001, 0.025), 3)
 
@@ -79,14 +79,14 @@ def _calibrations(outcomes: Sequence[ProbeOutcome], targets: Sequence[float]) ->
 
 
 def _quality(outcomes: Sequence[ProbeOutcome]) -> dict[str, Any]:
-    faced = [o for o in outcomes if o.mated and o.face_px is not None and o.blur is not None]
+    faced = [o for o in outcomes if o.mated and o.face_px is not None and o.sharpness is not None]
     hits = [m.mate_rank(o.ungated_search()) == 1 for o in faced]
     gated = [o.failure is not None for o in faced]
     return {
         "population": "mated probes with a detected face, each searched whether or not the quality gate let it "
                       "through; rate = rank-1 identification rate; gated = how many of them the gate rejects",
         "by_face_px": _bins([o.face_px or 0.0 for o in faced], hits, gated, FACE_PX_EDGES),
-        "by_blur": _bins([o.blur or 0.0 for o in faced], hits, gated, BLUR_EDGES),
+        "by_sharpness": _bins([o.sharpness or 0.0 for o in faced], hits, gated, SHARPNESS_EDGES),
     }
 
 

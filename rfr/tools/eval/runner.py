@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rfr.core.imaging import ImageLimits
 from rfr.core.settings import Settings
-from rfr.tools.eval.gallery import EVAL_GALLERY, GalleryKind, open_eval_gallery, subject_id_for
+from rfr.tools.eval.gallery import EVAL_WATCH_LIST, GalleryKind, open_eval_gallery, subject_id_for
 from rfr.tools.eval.probes import ORIGINAL, Condition, ProbeOutcome, ProbeRunner, StageTimes
 from rfr.tools.eval.splits import Probe, Split
 
@@ -90,7 +90,7 @@ def enrol(settings: Settings, split: Split, gallery: Gallery, embedder: FacenetE
     items = [EnrolItem(subject_id_for(s.identity), s.path, s.sample_id) for s in split.gallery]
     extractor = PipelineExtractor(settings)
     try:
-        report = Enroller(extractor, embedder, gallery, EVAL_GALLERY, multi_face="largest",
+        report = Enroller(extractor, embedder, gallery, EVAL_WATCH_LIST, multi_face="largest",
                           batch_size=batch_size).run(items)
     finally:
         extractor.close()
@@ -115,7 +115,7 @@ def run_eval(settings: Settings, split: Split, options: EvalOptions, progress: P
         logger.info("enrolled %s of %s gallery images", run.enrolment["enrolled"], run.enrolment["images"])
         with MediaPipeDetector(detector_model_path(settings.model_dir), settings.detect) as detector:
             runner = ProbeRunner(
-                detector, settings.detect, embedder, gallery, EVAL_GALLERY,
+                detector, settings.detect, embedder, gallery, EVAL_WATCH_LIST,
                 {p.sample.identity: subject_id_for(p.sample.identity) for p in split.probes},
                 top_k=max(options.ranks), limits=ImageLimits.from_settings(settings.ingest),
             )

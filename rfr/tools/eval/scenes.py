@@ -97,11 +97,9 @@ class DegradeJob:
 
 
 def _images(root: Path) -> Iterator[Path]:
-    from rfr.tools.eval.splits import IMAGE_SUFFIXES
+    from rfr.core.image_files import walk
 
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            yield path
+    yield from (f.path for f in walk(root) if f.is_image)
 
 
 TRUTH_FIELDS = ("scene", "source", "level", "face_px", "box_x", "box_y", "box_w", "box_h", "seed", "framed")

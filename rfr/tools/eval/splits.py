@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rfr.core.image_files import identity_folders
+
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 CALIBRATION = "calibration"
 EVALUATION = "evaluation"
 
@@ -72,18 +73,6 @@ class Split:
         }
 
 
-def list_identities(root: Path) -> dict[str, list[Path]]:
-    """``root/<identity>/<image>`` -> {identity: sorted image paths}; identities without images are left out."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"no such folder: {root}")
-    found: dict[str, list[Path]] = {}
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        images = sorted(p for p in sub.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if images:
-            found[sub.name] = images
-    return found
-
-
 def half_of(identity: str, seed: int) -> str:
     """CALIBRATION or EVALUATION, from a seeded hash of the identity (stable across runs and machines)."""
     digest = hashlib.sha256(f"{seed}:{identity}".encode()).digest()
@@ -91,8 +80,8 @@ def half_of(identity: str, seed: int) -> str:
 
 
 def from_folders(gallery_dir: Path, probes_dir: Path, seed: int = 0, max_probes_per_id: int | None = None) -> Split:
-    gallery_ids = list_identities(gallery_dir)
-    probe_ids = list_identities(probes_dir)
+    gallery_ids = identity_folders(gallery_dir)
+    probe_ids = identity_folders(probes_dir)
     if not gallery_ids:
         raise ValueError(f"no identity folders with images under {gallery_dir}")
     if not probe_ids:
@@ -124,7 +113,7 @@ def _pick(rng: np.random.Generator, pool: Sequence[str], n: int | None) -> list[
 
 
 def from_labelled(root: Path, plan: LabelledPlan) -> Split:
-    ids = list_identities(root)
+    ids = identity_folders(root)
     rng = np.random.default_rng(plan.seed)
     everyone = sorted(ids)
     held_out = set(_pick(rng, everyone, plan.nonmated))

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from rfr.core.image_files import identity_folders
 from rfr.core.imaging import ImageLimits, decode_image, encode_jpeg
 from rfr.core.progress import summarize
 from rfr.core.schemas import CandidateList, OutcomeEvent, decode, submission_id
@@ -39,7 +40,6 @@ from rfr.core.topics import Topics
 from rfr.tools import procs
 from rfr.tools.degrade import place_in_scene
 from rfr.tools.eval.gallery import subject_id_for
-from rfr.tools.eval.splits import list_identities
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def local_stack(env: dict[str, str]) -> Iterator[None]:
 
 def pick_people(faces_dir: Path, n: int, seed: int) -> list[tuple[str, Path, Path]]:
     """(identity, gallery photo, probe photo) for ``n`` identities with two or more photos."""
-    ids = {k: v for k, v in list_identities(faces_dir).items() if len(v) >= 2}
+    ids = {k: v for k, v in identity_folders(faces_dir).items() if len(v) >= 2}
     names = sorted(ids)
     chosen = sorted(np.random.default_rng(seed).choice(len(names), size=min(n, len(names)), replace=False))
     return [(names[i], ids[names[i]][0], ids[names[i]][1]) for i in chosen]

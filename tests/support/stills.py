@@ -1,7 +1,4 @@
-"""Good and bad stills for the ingest and imaging tests, generated in code (nothing binary is committed).
-
-Import as ``from data.ingest_corpus import ...`` (pytest puts ``tests/`` on ``sys.path``).
-"""
+"""Good and bad stills in every format the pipeline meets, generated in code (nothing binary is committed)."""
 
 from __future__ import annotations
 
@@ -41,6 +38,13 @@ def encode(rgb: np.ndarray, ext: str, **params: int) -> bytes:
 
 def jpeg(width: int = 64, height: int = 48, seed: int = 0, quality: int = 90) -> bytes:
     return encode(pattern(width, height, seed), ".jpg", quality=quality)
+
+
+def gif(width: int = 32, height: int = 24, seed: int = 5) -> bytes:
+    """A GIF of :func:`pattern`: an image format no still is accepted in."""
+    out = io.BytesIO()
+    Image.fromarray(pattern(width, height, seed)).save(out, format="GIF")
+    return out.getvalue()
 
 
 def with_exif_orientation(rgb: np.ndarray, fmt: str, orientation: int) -> bytes:
@@ -155,7 +159,7 @@ def jpeg_with_size(width: int, height: int) -> bytes:
 class Case:
     name: str
     data: bytes
-    reason: str  # the RejectReason the still must get
+    reason: str  # the rfr.core.reasons.Reason the still must get
     filename: str = "still.jpg"
     content_type: str = "image/jpeg"
 

@@ -1,4 +1,4 @@
-"""Helpers for tests that run the whole local stack (imported by conftest and tests)."""
+"""The ``rfr`` CLI run as a user runs it, and the whole local stack on free loopback ports."""
 
 from __future__ import annotations
 
@@ -24,8 +24,12 @@ def free_stack_settings(state_dir: Path, model_dir: Path) -> Settings:
     )
 
 
-def rfr_cli(settings: Settings, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run the `rfr` CLI against ``settings`` (as a user would, with the RFR_ environment)."""
-    env = dict(os.environ) | stack.settings_env(settings)
+def run_rfr(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the `rfr` CLI in a fresh interpreter with the environment ``env``; its output is captured."""
     return subprocess.run([sys.executable, "-m", "rfr", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+def rfr_cli(settings: Settings, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the `rfr` CLI against ``settings`` (as a user would, with the RFR_ environment)."""
+    return run_rfr(list(args), dict(os.environ) | stack.settings_env(settings), timeout)

@@ -1,4 +1,4 @@
-"""Helpers for the ingest integration tests on the real broker (import as ``from data.ingest_kafka import ...``)."""
+"""Reading topics of a real broker from the beginning, for the integration tests."""
 
 from __future__ import annotations
 
