@@ -29,7 +29,7 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rfr.core.schemas import Box  # noqa: E402
+from rfr.core.geometry import Box  # noqa: E402
 from rfr.core.settings import DetectSettings, load_settings  # noqa: E402
 from rfr.face.detector import STRATEGIES, MediaPipeDetector, iou, tile_sizes  # noqa: E402
 from rfr.tools.degrade import LFW_FACE_FRACTION, place_in_scene  # noqa: E402
@@ -71,11 +71,10 @@ def make_samples(faces: list[npt.NDArray[np.uint8]], sizes: list[int], scene: tu
     return samples
 
 
-def away_from_photo(box: tuple[float, float, float, float], truth: Box) -> bool:
+def away_from_photo(box: Box, truth: Box) -> bool:
     """A detection whose centre lies outside the pasted photo (which may hold other real faces)."""
     half = 0.5 / LFW_FACE_FRACTION * truth.width
-    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
-    tx, ty = truth.x + truth.width / 2, truth.y + truth.height / 2
+    (cx, cy), (tx, ty) = box.centre, truth.centre
     return abs(cx - tx) > half or abs(cy - ty) > half
 
 
@@ -90,7 +89,7 @@ def run_strategy(model: Path, settings: DetectSettings, strategy: str, samples: 
             t0 = time.perf_counter()
             found = det.detect(s.scene)
             times.append((time.perf_counter() - t0) * 1000)
-            truth = (s.box.x, s.box.y, s.box.width, s.box.height)
+            truth = s.box
             hits.setdefault(s.face_px, []).append(any(iou(truth, d.box) >= IOU_MATCH for d in found))
             false += sum(1 for d in found if iou(truth, d.box) < IOU_MATCH and away_from_photo(d.box, s.box))
         calls = det.model_calls

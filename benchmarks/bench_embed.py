@@ -37,8 +37,9 @@ from prometheus_client import CollectorRegistry
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from rfr.core.geometry import Box  # noqa: E402
 from rfr.core.imaging import encode_jpeg  # noqa: E402
-from rfr.core.schemas import Box, FaceEvent, FaceQuality, Point, SubmissionMeta  # noqa: E402
+from rfr.core.schemas import FaceEvent, FaceQuality, Point, SubmissionMeta  # noqa: E402
 from rfr.core.settings import EmbedSettings, load_settings  # noqa: E402
 from rfr.core.topics import Topics  # noqa: E402
 from rfr.embedding.device import Runtime, cpu_flags, cpu_has_fast_bf16  # noqa: E402

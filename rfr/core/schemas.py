@@ -30,6 +30,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from rfr.core.errors import ReasonedError
+from rfr.core.geometry import Box
 from rfr.core.reasons import Reason
 
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@\-]+$")]
@@ -175,14 +176,6 @@ class FrameEvent(Message):
     decode_warnings: tuple[str, ...] = Field(
         default=(), description="What was accepted although unusual, e.g. 'jpeg_missing_eoi' (complete scan data, "
         "no end-of-image marker) or 'tiff_pages: N pages, the first was decoded'.")
-
-
-class Box(Message):
-    schema_version: Literal[1] = 1
-    x: float
-    y: float
-    width: float
-    height: float
 
 
 class Point(Message):

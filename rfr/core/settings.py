@@ -6,14 +6,14 @@ environment at import time.
 
 from __future__ import annotations
 
-import difflib
 import sys
 from pathlib import Path
-from typing import Literal, get_args, get_origin
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rfr.core.settings_errors import SettingsError, describe_errors
 
 
 class _Group(BaseModel):
@@ -406,10 +406,6 @@ class Settings(BaseSettings):
     datasets: DatasetsSettings = DatasetsSettings()
 
 
-class SettingsError(ValueError):
-    """The environment holds an invalid setting; the message names each variable, what it allows and a hint."""
-
-
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment (``RFR_*``), with keyword overrides for tests and CLIs.
 
@@ -418,7 +414,7 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise SettingsError(describe_errors(exc)) from None
+        raise SettingsError(describe_errors(exc, Settings)) from None
 
 
 EXIT_BAD_SETTINGS = 2
@@ -432,52 +428,3 @@ def settings_or_exit(program: str) -> Settings:
     except SettingsError as exc:
         print(f"{program}: invalid settings\n{exc}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_SETTINGS) from None
-
-
-def describe_errors(exc: ValidationError) -> str:
-    """``RFR_MATCH__THRESHOLD=60: Input should be less than or equal to 1 (allowed: -1 to 1). <description>``."""
-    lines = []
-    for err in exc.errors():
-        loc = [str(part) for part in err["loc"]]
-        name = "RFR_" + "__".join(loc).upper()
-        field = _field(loc)
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{name}: no such setting{_did_you_mean(loc)}")
-            continue
-        value = f"={err['input']!s:.60}" if isinstance(err.get("input"), str | int | float) else ""
-        allowed = f" (allowed: {allowed_values(field)})" if field is not None and allowed_values(field) else ""
-        hint = f" {field.description}" if field is not None and field.description else ""
-        lines.append(f"{name}{value}: {err['msg']}{allowed}.{hint}")
-    return "\n".join(lines)
-
-
-def _field(loc: list[str]) -> FieldInfo | None:
-    model: type[BaseModel] = Settings
-    info: FieldInfo | None = None
-    for part in loc:
-        info = model.model_fields.get(part)
-        if info is None:
-            return None
-        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
-            model = info.annotation
-    return info
-
-
-def allowed_values(field: FieldInfo) -> str:
-    """The choices of a Literal, or the bounds of a number (``>= -1.0 and <= 1.0``); empty when unconstrained."""
-    if get_origin(field.annotation) is Literal:
-        return ", ".join(map(str, get_args(field.annotation)))
-    bounds = []
-    for meta in field.metadata:
-        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
-            if getattr(meta, attr, None) is not None:
-                bounds.append(f"{sign} {getattr(meta, attr)}")
-    return " and ".join(bounds)
-
-
-def _did_you_mean(loc: list[str]) -> str:
-    parent = _field(loc[:-1]) if len(loc) > 1 else None
-    names = list(parent.annotation.model_fields) if parent is not None and isinstance(parent.annotation, type) \
-        and issubclass(parent.annotation, BaseModel) else list(Settings.model_fields)
-    close = difflib.get_close_matches(loc[-1], names, n=1)
-    return f"; did you mean RFR_{'__'.join([*loc[:-1], close[0]]).upper()}?" if close else ""

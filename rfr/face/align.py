@@ -14,16 +14,14 @@ square similarity crop without the stretch only 0.940 / 4.46.
 
 from __future__ import annotations
 
-import logging
 import math
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from rfr.core.geometry import Box
 from rfr.face.detector import Detection
-
-logger = logging.getLogger(__name__)
 
 MTCNN_TEMPLATE: tuple[tuple[float, float], ...] = ((0.26, 0.386), (0.74, 0.386), (0.5, 0.59), (0.5, 0.773))
 """Right eye, left eye, nose tip, mouth (MediaPipe keypoints) as fractions of the MTCNN box (x, y)."""
@@ -80,7 +78,7 @@ def _keypoint_matrix(keypoints: tuple[tuple[float, float], ...]) -> AffineMatrix
     return fit_similarity(src, template, np.asarray(KEYPOINT_WEIGHTS, dtype=np.float64))
 
 
-def _box_matrix(box: tuple[float, float, float, float]) -> AffineMatrix:
+def _box_matrix(box: Box) -> AffineMatrix:
     """Fallback without keypoints: estimate the MTCNN box from the MediaPipe box."""
     x, y, w, h = box
     width = w / MEDIAPIPE_TO_MTCNN_BOX[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from rfr.core.geometry import Box
 from rfr.core.settings import DetectSettings
 
 if TYPE_CHECKING:
@@ -48,7 +50,6 @@ puts on plain texture when it sees a small tile."""
 FIXED_STRATEGIES: dict[str, int | None] = {"full": None, "tiles540": 540, "tiles360": 360, "tiles256": 256}
 STRATEGIES: tuple[str, ...] = (*FIXED_STRATEGIES, "auto")
 
-Box = tuple[float, float, float, float]
 Point = tuple[float, float]
 
 
@@ -61,6 +62,10 @@ class Detection:
     box: Box
     score: float
     keypoints: tuple[Point, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.box, Box):  # an (x, y, w, h) sequence, as MediaPipe and tests give it
+            object.__setattr__(self, "box", Box.of(self.box))
 
 
 class Detector(Protocol):
@@ -124,12 +129,9 @@ def tile_grid(width: int, height: int, tile: int, overlap: float) -> list[Tile]:
     return [Tile(x, y, tw, th) for y in _starts(height, tile, stride) for x in _starts(width, tile, stride)]
 
 
-def iou(a: Box, b: Box) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+def iou(a: Box | Sequence[float], b: Box | Sequence[float]) -> float:
+    """Intersection over union of two boxes (:meth:`rfr.core.geometry.Box.iou`)."""
+    return Box.of(a).iou(Box.of(b))
 
 
 def nms(detections: list[Detection], iou_threshold: float) -> list[Detection]:
@@ -137,14 +139,15 @@ def nms(detections: list[Detection], iou_threshold: float) -> list[Detection]:
     guard applies after the quality gate, and reports what it drops."""
     kept: list[Detection] = []
     for det in sorted(detections, key=lambda d: d.score, reverse=True):
-        if all(iou(det.box, k.box) <= iou_threshold for k in kept):
+        if all(det.box.iou(k.box) <= iou_threshold for k in kept):
             kept.append(det)
     return kept
 
 
 def _cut_by_inner_edge(box: Box, tile: Tile, width: int, height: int) -> bool:
     margin = EDGE_MARGIN * max(tile.w, tile.h)
-    x0, y0, x1, y1 = box[0] - tile.x, box[1] - tile.y, box[0] + box[2] - tile.x, box[1] + box[3] - tile.y
+    x0, y0 = box.x - tile.x, box.y - tile.y
+    x1, y1 = x0 + box.width, y0 + box.height
     return (
         (tile.x > 0 and x0 < margin)
         or (tile.y > 0 and y0 < margin)
@@ -157,7 +160,7 @@ def _to_detection(raw: MpDetection, tile: Tile, in_w: int, in_h: int) -> Detecti
     """Map a Tasks detection on an ``in_w`` x ``in_h`` model input made from ``tile`` to image pixels."""
     sx, sy = tile.w / in_w, tile.h / in_h
     bb = raw.bounding_box
-    box = (tile.x + bb.origin_x * sx, tile.y + bb.origin_y * sy, bb.width * sx, bb.height * sy)
+    box = Box(tile.x + bb.origin_x * sx, tile.y + bb.origin_y * sy, bb.width * sx, bb.height * sy)
     points = tuple((tile.x + (kp.x or 0.0) * tile.w, tile.y + (kp.y or 0.0) * tile.h) for kp in raw.keypoints or [])
     score = float(raw.categories[0].score or 0.0) if raw.categories else 0.0
     return Detection(box=box, score=score, keypoints=points)
@@ -232,7 +235,7 @@ class MediaPipeDetector:
                 found.extend(
                     d
                     for d in self._run(image_rgb, tile)
-                    if d.box[2] <= max_face and not _cut_by_inner_edge(d.box, tile, width, height)
+                    if d.box.width <= max_face and not _cut_by_inner_edge(d.box, tile, width, height)
                 )
         return nms(found, self.settings.nms_iou)
 

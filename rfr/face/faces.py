@@ -6,7 +6,6 @@ probe photo of the same face go through exactly the same code.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,8 +16,6 @@ from rfr.core.settings import DetectSettings
 from rfr.face.align import align_face
 from rfr.face.detector import Detection, Detector
 from rfr.face.quality import assess, gate
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ hard        0.00  0.01  0.04  0.09  0.20  0.50  0.65
 
 from __future__ import annotations
 
-import logging
 import math
 
 import cv2
@@ -35,9 +34,6 @@ from rfr.core.reasons import Reason
 from rfr.core.schemas import FaceQuality
 from rfr.core.settings import DetectSettings
 from rfr.face.detector import Detection, Point
-
-logger = logging.getLogger(__name__)
-
 
 SHARPNESS_SCALE_PX = 32
 """Side of the square the aligned crop is reduced to before its Laplacian variance is taken."""
@@ -102,7 +98,7 @@ def pose_ok(detection: Detection) -> bool:
     span = nose[0] / iod
     if not NOSE_SPAN[0] <= span <= NOSE_SPAN[1]:
         return False
-    box_w = detection.box[2]
+    box_w = detection.box.width
     if box_w > 0 and iod / box_w < MIN_EYES_OVER_BOX:
         return False
     return bool(mouth[1] / iod <= MAX_EYE_MOUTH_OVER_EYES)
@@ -115,7 +111,7 @@ def assess(detection: Detection, crop_rgb: npt.NDArray[np.uint8]) -> FaceQuality
     degradation generator and the recall measurements).
     """
     return FaceQuality(
-        face_px=float(detection.box[2]),
+        face_px=float(detection.box.width),
         score=float(detection.score),
         sharpness=sharpness(crop_rgb),
         eye_distance_px=eye_distance(detection.keypoints),

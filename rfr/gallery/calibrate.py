@@ -20,7 +20,6 @@ threshold, and the photos of the other half (not enrolled) should find no candid
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,8 +28,6 @@ import numpy as np
 import numpy.typing as npt
 
 from rfr.gallery import openset
-
-logger = logging.getLogger(__name__)
 
 Scores = npt.NDArray[np.float64]
 Labels = npt.NDArray[np.int64]

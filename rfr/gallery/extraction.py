@@ -11,7 +11,6 @@ the photo. Choose ``reject`` where a wrong face in the gallery costs more than a
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -26,7 +25,6 @@ from rfr.embedding.protocol import Embedder
 if TYPE_CHECKING:
     from rfr.core.settings import Settings
 
-logger = logging.getLogger(__name__)
 
 MultiFacePolicy = Literal["largest", "reject"]
 Crop = npt.NDArray[np.uint8]

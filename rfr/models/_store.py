@@ -12,15 +12,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
-
-logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 _CHUNK = 1 << 20

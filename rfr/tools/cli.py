@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Annotated
 
 import typer
 
 from rfr.core.logs import setup_logging
-from rfr.core.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
+from rfr.core.settings import EXIT_BAD_SETTINGS, Settings, load_settings
+from rfr.core.settings_errors import SettingsError
 from rfr.tools import configdoc, demo, gallery_cli, submit
 from rfr.tools.eval import cli as eval_cli
 from rfr.tools.procs import StackError
-
-logger = logging.getLogger(__name__)
 
 app = typer.Typer(
     no_args_is_help=True,

@@ -22,7 +22,8 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
-from rfr.core.settings import Settings, allowed_values
+from rfr.core.settings import Settings
+from rfr.core.settings_errors import allowed_values
 
 DOC_PATH = Path("docs/configuration.md")
 REGENERATE = "python -m rfr.tools.configdoc"
@@ -152,7 +153,7 @@ def _home_relative(path: Path) -> str:
 
 
 def allowed_text(field: FieldInfo) -> str:
-    """Literal choices or number bounds (:func:`rfr.core.settings.allowed_values`), plus booleans, string
+    """Literal choices or number bounds (:func:`rfr.core.settings_errors.allowed_values`), plus booleans, string
     patterns and length limits."""
     parts = [", ".join(f"`{v}`" for v in allowed_values(field).split(", "))] if allowed_values(field) else []
     if field.annotation is bool:

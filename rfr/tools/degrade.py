@@ -26,17 +26,14 @@ box (``LFW_FACE_FRACTION``); the detector finds mild faces of 32 px and up in 10
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from rfr.core.geometry import Box
 from rfr.core.imaging import encode_jpeg
-from rfr.core.schemas import Box
-
-logger = logging.getLogger(__name__)
 
 Image = npt.NDArray[np.uint8]
 

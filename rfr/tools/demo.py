@@ -7,7 +7,6 @@ photos of those people and of people who are not enrolled over Kafka, prints eve
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -28,8 +27,6 @@ from rfr.core.image_files import identity_folders
 from rfr.core.imaging import encode_jpeg
 from rfr.core.settings import Settings
 from rfr.tools.results import SubmissionResult
-
-logger = logging.getLogger(__name__)
 
 app = typer.Typer(add_completion=False)
 

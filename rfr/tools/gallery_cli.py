@@ -24,8 +24,6 @@ from rfr.core.settings import Settings, load_settings
 from rfr.gallery.base import GalleryError
 from rfr.gallery.extraction import MultiFacePolicy
 
-logger = logging.getLogger(__name__)
-
 app = typer.Typer(add_completion=False, help="Gallery enrolment, administration and threshold calibration.")
 gallery_app = typer.Typer(no_args_is_help=True, help="The enrolled gallery: list, count, erase a subject.")
 app.add_typer(gallery_app, name="gallery")

@@ -7,7 +7,6 @@ list itself (it travels on the matches topic beside the outcome), since that is 
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from rfr.core.progress import Progress, summarize
 from rfr.core.schemas import CandidateList, OutcomeEvent, OutcomeStatus, decode
 from rfr.core.settings import KafkaSettings
 from rfr.core.topics import Topics
-
-logger = logging.getLogger(__name__)
 
 _SEARCHED = (OutcomeStatus.PASSED_FOR_REVIEW, OutcomeStatus.NO_CANDIDATE)
 

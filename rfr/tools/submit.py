@@ -25,7 +25,6 @@ no file was found at all; 2 when the service refused the key or could not be rea
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,8 +39,6 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from rfr.core.image_files import FoundFile, SkipReason, scan
 from rfr.core.settings import load_settings
 from services.ingest.auth import API_KEY_HEADER, ApiKeyConfigError, add_key, keys_file
-
-logger = logging.getLogger(__name__)
 
 app = typer.Typer(add_completion=False, help="Submit stills to the ingest service.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the ingest HTTP channel.")

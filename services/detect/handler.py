@@ -18,7 +18,6 @@ from rfr.core.kafka import Output
 from rfr.core.logs import ids
 from rfr.core.reasons import Reason
 from rfr.core.schemas import (
-    Box,
     FaceEvent,
     FrameEvent,
     OutcomeEvent,
@@ -137,7 +136,6 @@ class FrameHandler:
         return findings.accepted[:limit], dropped
 
     def _face_output(self, frame: FrameEvent, index: int, total: int, face: FoundFace) -> Output:
-        x, y, w, h = face.detection.box
         face_id = f"{frame.submission_id}:f{index}"
         event = FaceEvent(
             event_id=face_id,
@@ -147,7 +145,7 @@ class FrameHandler:
             faces_in_frame=total,
             meta=frame.meta,
             received_at=frame.received_at,
-            box=Box(x=x, y=y, width=w, height=h),
+            box=face.detection.box,
             keypoints=[Point(x=px, y=py) for px, py in face.detection.keypoints],
             quality=face.quality,
             crop_jpeg=encode_crop(face.crop),

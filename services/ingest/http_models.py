@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
 from fastapi import HTTPException
@@ -11,9 +10,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rfr.core.reasons import Reason
 from services.ingest.store import SubmissionStatus
-
-logger = logging.getLogger(__name__)
-
 
 HTTP_STATUS: dict[str, int] = {
     Reason.TOO_LARGE_BYTES: 413,

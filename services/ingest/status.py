@@ -7,7 +7,6 @@ skipped (the store already has them). Outcome events never name a candidate, so 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from confluent_kafka import Message
@@ -18,8 +17,6 @@ from rfr.core.schemas import OutcomeEvent, UnsupportedSchemaVersion, decode
 from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result
 from services.ingest.metrics import IngestMetrics
 from services.ingest.store import StoreUnavailable, SubmissionStore
-
-logger = logging.getLogger(__name__)
 
 STATUS_SERVICE = "ingest_status"
 STATUS_GROUP = "rfr-ingest-status"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -27,8 +26,6 @@ from typing import Any, Protocol
 from rfr.core import progress
 from rfr.core.progress import Progress
 from rfr.core.schemas import OutcomeEvent, OutcomeStatus
-
-logger = logging.getLogger(__name__)
 
 
 class StoreUnavailable(RuntimeError):

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from rfr.core.schemas import Box
+from rfr.core.geometry import Box
 from rfr.core.settings import DetectSettings
 from rfr.face.align import align_face
 from rfr.face.detector import Detection, MediaPipeDetector, iou

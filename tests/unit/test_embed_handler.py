@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry
 from support.faces import FakeEmbedder
 from support.kafka import FakeMsg
 
-from rfr.core.schemas import Box, EmbeddingEvent, FaceEvent, FaceQuality, Point, SubmissionMeta, decode
+from rfr.core.geometry import Box
+from rfr.core.schemas import EmbeddingEvent, FaceEvent, FaceQuality, Point, SubmissionMeta, decode
 from rfr.core.stream import PoisonMessage, RetryableError
 from rfr.core.topics import Topics
 from rfr.embedding.embedder import CROP_SIZE

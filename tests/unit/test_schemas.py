@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from rfr.core.geometry import Box
 from rfr.core.schemas import (
-    Box,
     Candidate,
     CandidateList,
     DeadLetter,
@@ -75,7 +75,7 @@ def test_other_schema_versions_are_refused_with_their_own_reason(version: object
 
 def test_each_class_declares_its_version() -> None:
     v2: set[type[Message]] = {FaceQuality, FaceEvent, EmbeddingEvent, Candidate, CandidateList}
-    v1: set[type[Message]] = {SubmissionMeta, FrameEvent, Box, Point, OutcomeEvent, DeadLetter}
+    v1: set[type[Message]] = {SubmissionMeta, FrameEvent, Point, OutcomeEvent, DeadLetter}
     assert {cls.version() for cls in v2} == {2} and {cls.version() for cls in v1} == {1}
     assert set(Message.__subclasses__()) == v1 | v2  # a new message class must be placed in one of them
     for cls in v1 | v2:
@@ -133,15 +133,29 @@ def test_template_bytes_wants_one_vector() -> None:
 
 def test_missing_message_and_garbage_are_rejected() -> None:
     with pytest.raises(ValueError, match="empty message"):
-        decode(Box, None)
+        decode(Point, None)
     with pytest.raises(ValidationError):
-        decode(Box, b"\x00not json")
+        decode(Point, b"\x00not json")
 
 
-def test_messages_are_frozen() -> None:
+def test_messages_and_boxes_are_frozen() -> None:
+    point = Point(x=1, y=2)
+    with pytest.raises(ValidationError):
+        point.x = 5  # type: ignore[misc]
     box = Box(x=1, y=2, width=3, height=4)
-    with pytest.raises(ValidationError):
+    with pytest.raises(AttributeError):
         box.x = 5  # type: ignore[misc]
+    assert tuple(box) == (1, 2, 3, 4) and box[2] == 3 and box.area == 12
+
+
+def test_a_face_box_travels_as_a_plain_object() -> None:
+    face = FaceEvent(event_id="s:f0", face_id="s:f0", submission_id="s", face_index=0, faces_in_frame=1, meta=META,
+                     received_at=datetime.now(UTC), box=Box(10.5, 20, 64, 64), keypoints=[Point(x=1, y=2)],
+                     quality=QUALITY, crop_jpeg=b"\xff\xd8")
+    event = json.loads(face.to_bytes())
+    assert event["box"] == {"x": 10.5, "y": 20.0, "width": 64.0, "height": 64.0}
+    assert set(event["box"]) == {"x", "y", "width", "height"}
+    assert decode(FaceEvent, json.dumps(event).encode(), accepts={2}).box == Box(10.5, 20, 64, 64)
 
 
 def test_ids_reject_injection() -> None:

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from rfr.core.settings import Settings, SettingsError, load_settings, settings_or_exit
+from rfr.core.settings import Settings, load_settings, settings_or_exit
+from rfr.core.settings_errors import SettingsError
 
 
 def test_defaults_are_loopback_and_local() -> None:

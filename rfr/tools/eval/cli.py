@@ -5,15 +5,12 @@ Mounted on the ``rfr`` command by :mod:`rfr.tools.cli`; nothing heavy is importe
 
 from __future__ import annotations
 
-import logging
 import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-
-logger = logging.getLogger(__name__)
 
 app = typer.Typer(add_completion=False, help="Evaluation: accuracy, calibration and speed on labelled faces.")
 
@@ -130,14 +127,15 @@ def degrade_command(
     if not frame:
         count = degrade_folder(src, out, job, None, limits)
     else:
+        from rfr.core.geometry import Box
         from rfr.face.detector import MediaPipeDetector
         from rfr.models import detector_model_path
 
         with MediaPipeDetector(detector_model_path(settings.model_dir), settings.detect, "full") as detector:
 
-            def locate(photo: object) -> tuple[float, float, float, float] | None:
+            def locate(photo: object) -> Box | None:
                 found = detector.detect(photo)  # type: ignore[arg-type]
-                return max((d.box for d in found), key=lambda b: b[2] * b[3]) if found else None
+                return max((d.box for d in found), key=lambda b: b.area) if found else None
 
             count = degrade_folder(src, out, job, locate, limits)
     typer.echo(f"wrote {count} {job.level} scenes ({job.face_px:g} px faces) to {out} (truth.csv has the boxes)")

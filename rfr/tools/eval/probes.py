@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from rfr.core.geometry import Box
 from rfr.core.imaging import ImageLimits, ImageRejected, decode_image
-from rfr.core.schemas import Box, FaceQuality
+from rfr.core.schemas import FaceQuality
 from rfr.face.align import align_face
 from rfr.face.faces import FaceFindings, FoundFace, RejectedFace, find_faces
 from rfr.gallery.openset import Candidates, Search, aggregate_by_subject
-from rfr.tools.eval.scenes import FaceBox, background_pool, encode_png, make_scene, scene_rng
+from rfr.tools.eval.scenes import background_pool, encode_png, make_scene, scene_rng
 from rfr.tools.eval.splits import Probe
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ class ProbeRunner:
     subjects: dict[str, str]  # identity -> subject id
     top_k: int
     limits: ImageLimits = field(default_factory=ImageLimits)
-    framing: dict[str, FaceBox | None] = field(default_factory=dict)  # sample id -> face box in the photo
+    framing: dict[str, Box | None] = field(default_factory=dict)  # sample id -> face box in the photo
 
     def run(self, probes: Sequence[Probe], condition: Condition, times: StageTimes) -> list[ProbeOutcome]:
         pending = [self._find(p, condition, times) for p in probes]
@@ -216,17 +217,16 @@ class ProbeRunner:
         return encode_png(scene), truth
 
 
-def _near(box: tuple[float, float, float, float], truth: Box) -> float:
+def _near(box: Box, truth: Box) -> float:
     """Distance between the centres of a detection box and the true face box, in true face widths."""
-    dx = box[0] + box[2] / 2 - (truth.x + truth.width / 2)
-    dy = box[1] + box[3] / 2 - (truth.y + truth.height / 2)
-    return float(np.hypot(dx, dy)) / max(1.0, truth.width)
+    (cx, cy), (tx, ty) = box.centre, truth.centre
+    return float(np.hypot(cx - tx, cy - ty)) / max(1.0, truth.width)
 
 
 def _pick(faces: Sequence[Face], truth: Box | None, max_offset: float) -> Face | None:
     """Nearest to the known face (within ``max_offset`` face widths), or the largest when none is known."""
     if truth is None:
-        return max(faces, key=lambda f: f.detection.box[2] * f.detection.box[3], default=None)
+        return max(faces, key=lambda f: f.detection.box.area, default=None)
     near = [f for f in faces if _near(f.detection.box, truth) <= max_offset]
     return min(near, key=lambda f: _near(f.detection.box, truth), default=None)
 

@@ -19,15 +19,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from rfr.core.geometry import Box
 from rfr.core.imaging import ImageLimits, decode_image
-from rfr.core.schemas import Box
 from rfr.tools.degrade import LEVELS, LFW_FACE_CENTER, LFW_FACE_FRACTION, place_in_scene, synthetic_background
 
 logger = logging.getLogger(__name__)
 
 Image = np.ndarray
-FaceBox = tuple[float, float, float, float]  # x, y, w, h in photo pixels
-FaceLocator = Callable[[Image], FaceBox | None]
+FaceLocator = Callable[[Image], Box | None]
 
 
 def parse_scene(text: str) -> tuple[int, int]:
@@ -55,7 +54,7 @@ def scene_rng(seed: int, level: str, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
 
-def frame_like_lfw(photo: Image, box: FaceBox | None) -> Image:
+def frame_like_lfw(photo: Image, box: Box | None) -> Image:
     """A square crop of ``photo`` in which the face has the LFW framing (padded by edge replication)."""
     if box is None:
         return photo
@@ -69,7 +68,7 @@ def frame_like_lfw(photo: Image, box: FaceBox | None) -> Image:
     return np.ascontiguousarray(padded[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side])
 
 
-def make_scene(photo: Image, face_box: FaceBox | None, level: str, face_px: float, scene_size: tuple[int, int],
+def make_scene(photo: Image, face_box: Box | None, level: str, face_px: float, scene_size: tuple[int, int],
                rng: np.random.Generator, background: Image | None = None) -> tuple[Image, Box]:
     """The degraded scene (RGB) and the true face box in it (on ``background``, else on a fresh texture)."""
     return place_in_scene(frame_like_lfw(photo, face_box), face_px, scene_size, level, rng, background=background)
