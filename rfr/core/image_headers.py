@@ -1,14 +1,38 @@
 """Image headers read without a decoder: the format from the magic bytes, the declared size, and whether the
 stream is complete. :mod:`rfr.core.imaging` runs these checks before any pixel is decoded (see its module doc).
 
-JPEG, PNG, WebP and BMP headers are parsed here; TIFF and HEIC/HEIF ones by Pillow's lazy open, which reads the
-header and the directories but no pixel data (:mod:`rfr.core.pillow_stills`).
+Which parts Pillow reads, and why the rest is read by hand:
+
+* PNG and BMP: Pillow's reader classes (``PIL.PngImagePlugin.PngImageFile``, ``PIL.BmpImagePlugin.BmpImageFile``)
+  constructed on the bytes, which parse the header (PNG: the chunks up to the first IDAT, checksums verified) and
+  decode nothing. About 7 µs more per image than by hand, under 1% of decoding it (``docs/benchmarks.md``). Not
+  ``Image.open``: its own decompression-bomb limit would refuse a large image before RFR's configurable limits, with
+  their "resize the still" hints (:func:`rfr.core.imaging.check_limits`), decide. Pillow calls a zero-sized or
+  cut-off header "not identified by this driver", so when it refuses one a small fallback
+  (:mod:`rfr.core.png_bmp_refusals`) reads the declared size and the file's end to keep the reasons ``zero_size``,
+  ``truncated`` and ``corrupt``. OpenCV still decodes the pixels.
+* TIFF and HEIC/HEIF: Pillow's lazy open, which reads the header and the directories but no pixel data
+  (:mod:`rfr.core.pillow_stills`).
+* JPEG, by hand: the segment walk up to the first scan. Pillow stops at the first scan marker without reading the
+  scan header, so it cannot tell a single-scan baseline JPEG (decodable at reduced scale) from a progressive one,
+  nor say where the scan starts for the end-of-image check; ``Image.open`` also refuses a 16000 x 12000 baseline
+  JPEG that RFR decodes at 1/4 scale.
+* WebP, by hand: Pillow's WebP open is not lazy. It hands the whole file to libwebp's animation decoder, which
+  reserves the full canvas before any limit runs (618 MB for a 144 kB WebP declaring 9000 x 9000), and is some
+  hundreds of times slower (``webp_canvas``, ``pillow_lazy_open_us`` in ``benchmarks/bench_ingest.py``).
+* By hand for every format: the format from the magic bytes (:func:`sniff_format`), and every completeness check
+  (:func:`check_complete`): the JPEG end-of-image marker after the scan and its scan structure, the PNG end chunk
+  (IEND), the WebP RIFF size field, the BMP file size, the TIFF strips or tiles and the HEIF boxes.
 """
 
 from __future__ import annotations
 
+import io
 import struct
+import zlib
 from dataclasses import dataclass, replace
+
+from PIL import BmpImagePlugin, ImageFile, PngImagePlugin
 
 from rfr.core.errors import ReasonedError
 from rfr.core.jpeg_structure import SOF_MARKERS, STANDALONE_MARKERS, missing_only_eoi
@@ -25,6 +49,13 @@ _HEVC_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", 
 _HEIF_BRANDS = frozenset({b"mif1", b"msf1"})
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # TIFF 6.0 and BigTIFF, both byte orders
 SUPPORTED = "JPEG, PNG, WebP, BMP, TIFF or HEIC"
+_PILLOW_READERS: dict[str, type[ImageFile.ImageFile]] = {"png": PngImagePlugin.PngImageFile,
+                                                         "bmp": BmpImagePlugin.BmpImageFile}
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+# What Pillow's readers raise on a header they refuse ("not identified by this driver", "broken PNG file",
+# "Truncated File Read", "Unsupported BMP header type", "Truncated IHDR chunk"...).
+_PILLOW_REFUSED = (SyntaxError, OSError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError,
+                   zlib.error)
 
 # What common unsupported bytes are, to name them when refusing (prefix -> name).
 _KNOWN: tuple[tuple[bytes, str], ...] = (
@@ -136,23 +167,6 @@ def _jpeg_scan(data: bytes) -> ImageHeader:
         i += length
 
 
-def _png_header(data: bytes) -> ImageHeader:
-    _need(data, 33, "PNG")
-    if data[12:16] != b"IHDR":
-        raise ImageRejected(Reason.CORRUPT, "PNG does not start with IHDR")
-    width, height = struct.unpack_from(">II", data, 16)
-    colour_type = data[25]
-    alpha = colour_type in (4, 6)
-    pos = 33  # look for a transparency chunk before the image data
-    while not alpha and pos + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind in (b"IDAT", b"IEND"):
-            break
-        alpha = kind == b"tRNS"
-        pos += 12 + length
-    return ImageHeader("png", width, height, alpha)
-
-
 def _webp_header(data: bytes) -> ImageHeader:
     _need(data, 16, "WebP")
     kind = data[12:16]
@@ -176,18 +190,18 @@ def _webp_header(data: bytes) -> ImageHeader:
     raise ImageRejected(Reason.CORRUPT, f"unknown WebP chunk {kind!r}")
 
 
-def _bmp_header(data: bytes) -> ImageHeader:
-    _need(data, 26, "BMP")
-    dib = struct.unpack_from("<I", data, 14)[0]
-    if dib == 12:
-        w, h = struct.unpack_from("<HH", data, 18)
-    elif dib >= 40:
-        w, h = struct.unpack_from("<ii", data, 18)
-    else:
-        raise ImageRejected(Reason.CORRUPT, f"BMP info header of {dib} bytes")
-    if w < 0:
-        raise ImageRejected(Reason.CORRUPT, f"BMP width {w}")
-    return ImageHeader("bmp", w, abs(h))
+def _pillow_header(data: bytes, fmt: str) -> ImageHeader:
+    """PNG and BMP: the header as Pillow's reader class parses it, no pixel decoded (see the module doc)."""
+    try:
+        im = _PILLOW_READERS[fmt](io.BytesIO(data))
+    except _PILLOW_REFUSED as exc:
+        from rfr.core.png_bmp_refusals import refusal
+
+        raise refusal(data, fmt, exc) from exc
+    # Not closed: it owns no file, and is freed on return. A BMP's alpha stays the decoder's, as before (OpenCV
+    # drops it); a PNG's (alpha channel or tRNS chunk) is composited over white.
+    alpha = fmt == "png" and (im.mode in _ALPHA_MODES or "transparency" in im.info)
+    return ImageHeader(fmt, im.width, im.height, alpha)
 
 
 def read_header(data: bytes) -> ImageHeader:
@@ -195,12 +209,10 @@ def read_header(data: bytes) -> ImageHeader:
     fmt = sniff_format(data)
     if fmt == "jpeg":
         return _jpeg_scan(data)
-    if fmt == "png":
-        return _png_header(data)
     if fmt == "webp":
         return _webp_header(data)
-    if fmt == "bmp":
-        return _bmp_header(data)
+    if fmt in ("png", "bmp"):
+        return _pillow_header(data, fmt)
     if fmt is not None:  # tiff, heic, heif
         from rfr.core.pillow_stills import pillow_header
 

@@ -6,7 +6,7 @@ with a machine-readable ``reason``. The checks, in order, each before any pixel 
 1. ``empty`` / ``too_large_bytes``: the byte count against :attr:`ImageLimits.max_bytes`.
 2. ``unsupported_format``: the format is sniffed from the magic bytes (JPEG, PNG, WebP, BMP, TIFF, HEIC/HEIF),
    never from a file name or a declared content type; the refusal names what the bytes seem to be (GIF, PDF...).
-3. ``truncated`` / ``corrupt``: the header is read for width and height by Pillow's lazy open, which decodes no
+3. ``truncated`` / ``corrupt``: the header is read for width and height by Pillow's format readers, which decode no
    pixel (PNG and BMP: :mod:`rfr.core.image_headers`; TIFF and HEIC: :mod:`rfr.core.pillow_stills`), or by hand
    where Pillow does not do the job (JPEG's segment walk, WebP: :mod:`rfr.core.image_headers` says why).
 4. ``zero_size`` / ``too_many_pixels``: each side against ``max_side`` and width x height against ``max_pixels``,

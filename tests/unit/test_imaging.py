@@ -137,8 +137,15 @@ def test_trailing_bytes_after_a_complete_jpeg_are_tolerated() -> None:
     assert decode_image(data, LIMITS).width == 32
 
 
-def test_header_is_read_without_pillow_or_opencv() -> None:
+def test_png_bmp_headers_are_read_by_pillow_readers_without_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_decoding(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("no pixel decoder (nor Image.open, with its own size limit) may run for a header")
+
+    monkeypatch.setattr(imaging.cv2, "imdecode", no_decoding)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)  # Pillow's pixel decode
+    monkeypatch.setattr(Image, "open", no_decoding)  # PNG, BMP: the reader classes, not Image.open
     assert read_header(png_raw(20_000, 10, b"")).width == 20_000
+    assert read_header(png_raw(20_000, 20_000, b"")).height == 20_000  # over Pillow's own bomb limit: ours decide
     webp = encode(pattern(30, 20), ".webp")
     assert (read_header(webp).width, read_header(webp).height) == (30, 20)
     bmp = encode(pattern(30, 20), ".bmp")
