@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from rfr.core.ids import IDENT_PATTERN, is_ident
+
 Vectors = npt.NDArray[np.float32]
+H = TypeVar("H")
 
 WATCH_LIST_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
-SUBJECT_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 MAX_SOURCE_REF = 1024
 MAX_METADATA = 4096
 
@@ -136,14 +138,14 @@ def check_watch_list_name(name: str) -> str:
 
 def is_subject_id(subject_id: str) -> bool:
     """Whether ``subject_id`` is valid as written: nothing is stripped or repaired."""
-    return SUBJECT_ID.fullmatch(subject_id) is not None
+    return is_ident(subject_id)
 
 
 def check_subject_id(subject_id: str) -> str:
     """``subject_id`` unchanged, or ``ValueError`` saying why (surrounding white space is named as such)."""
     if not is_subject_id(subject_id):
         hint = " (it has leading or trailing white space)" if subject_id != subject_id.strip() else ""
-        raise ValueError(f"subject id {subject_id!r} must match {SUBJECT_ID.pattern}{hint}")
+        raise ValueError(f"subject id {subject_id!r} must match {IDENT_PATTERN}{hint}")
     return subject_id
 
 
@@ -191,14 +193,20 @@ def collection_name(prefix: str, model_id: str) -> str:
     return name
 
 
-def rank_subjects(hits: Iterable[FaceHit], top_k: int, threshold: float) -> list[SubjectHit]:
-    """Best photo per subject scoring >= ``threshold``, ranked by score (ties: subject id), top ``top_k``."""
-    best: dict[str, FaceHit] = {}
+def best_per_subject(hits: Iterable[H], subject: Callable[[H], str], score: Callable[[H], float]) -> list[H]:
+    """One hit per subject, its highest-scoring one (the first of equal ones), best first, ties by subject id:
+    the rule by which a search of several photos per subject becomes a candidate list (the match service and
+    :func:`rfr.gallery.openset.aggregate_by_subject` alike)."""
+    best: dict[str, H] = {}
     for hit in hits:
-        if hit.score < threshold:
-            continue
-        held = best.get(hit.subject_id)
-        if held is None or hit.score > held.score:
-            best[hit.subject_id] = hit
-    ranked = sorted(best.values(), key=lambda h: (-h.score, h.subject_id, h.watch_list))[:top_k]
+        held = best.get(subject(hit))
+        if held is None or score(hit) > score(held):
+            best[subject(hit)] = hit
+    return sorted(best.values(), key=lambda h: (-score(h), subject(h)))
+
+
+def rank_subjects(hits: Iterable[FaceHit], top_k: int, threshold: float) -> list[SubjectHit]:
+    """Best photo per subject scoring >= ``threshold`` (:func:`best_per_subject`), top ``top_k``."""
+    passing = (h for h in hits if h.score >= threshold)
+    ranked = best_per_subject(passing, lambda h: h.subject_id, lambda h: h.score)[:top_k]
     return [SubjectHit(h.subject_id, h.watch_list, h.score, h.face_id, h.source_ref) for h in ranked]

@@ -21,9 +21,12 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 import numpy.typing as npt
+
+from rfr.gallery.base import best_per_subject
 
 NO_SCORE = -math.inf
 """The score of a search with no candidate (or of a mate that is not in the list)."""
@@ -42,11 +45,7 @@ class Search:
 
 def aggregate_by_subject(hits: Iterable[tuple[str, float]], limit: int | None = None) -> Candidates:
     """Template hits -> one candidate per subject with its best score, best first (ties by subject id)."""
-    best: dict[str, float] = {}
-    for subject, score in hits:
-        if subject not in best or score > best[subject]:
-            best[subject] = float(score)
-    ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))
+    ranked = [(subject, float(score)) for subject, score in best_per_subject(hits, itemgetter(0), itemgetter(1))]
     return tuple(ranked if limit is None else ranked[:limit])
 
 
