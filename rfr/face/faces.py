@@ -41,7 +41,7 @@ class FaceFindings:
         """Faces the quality gate turned away, by reason."""
         counts: dict[str, int] = {}
         for r in self.rejected:
-            counts[r.reason] = counts.get(r.reason, 0) + 1
+            counts[str(r.reason)] = counts.get(str(r.reason), 0) + 1
         return dict(sorted(counts.items()))
 
     def rejection_summary(self) -> str:

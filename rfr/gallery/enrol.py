@@ -122,7 +122,7 @@ class EnrolReport:
 def _count(problems: Sequence[Problem]) -> dict[str, int]:
     out: dict[str, int] = {}
     for p in problems:
-        out[p.reason] = out.get(p.reason, 0) + 1
+        out[str(p.reason)] = out.get(str(p.reason), 0) + 1  # the plain value, also for a Reason
     return dict(sorted(out.items()))
 
 
