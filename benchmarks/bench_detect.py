@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rfr.core.geometry import Box  # noqa: E402
+from rfr.core.image_files import identity_folders  # noqa: E402
 from rfr.core.settings import DetectSettings, load_settings  # noqa: E402
 from rfr.face.detector import STRATEGIES, MediaPipeDetector, iou, tile_sizes  # noqa: E402
 from rfr.tools.degrade import LFW_FACE_FRACTION, place_in_scene  # noqa: E402
@@ -47,13 +48,14 @@ class Sample:
 
 def lfw_faces(faces_dir: Path, n: int, seed: int) -> list[npt.NDArray[np.uint8]]:
     """The first photo of ``n`` identities drawn with ``seed``."""
-    people = sorted(p for p in faces_dir.iterdir() if p.is_dir())
+    people = list(identity_folders(faces_dir).items())
     chosen = np.random.default_rng(seed).choice(len(people), size=min(n, len(people)), replace=False)
     out = []
     for i in sorted(chosen):
-        bgr = cv2.imread(str(sorted(people[i].glob("*.jpg"))[0]))
+        name, photos = people[i]
+        bgr = cv2.imread(str(photos[0]))
         if bgr is None:
-            raise RuntimeError(f"cannot read a photo of {people[i].name}")
+            raise RuntimeError(f"cannot read a photo of {name}")
         out.append(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8))
     return out
 

@@ -47,6 +47,10 @@ class BlobStore(Protocol):
         """Remove the blob; deleting an absent blob is not an error."""
         ...
 
+    def check(self) -> None:
+        """Raise ``OSError`` when the store cannot be written or read now (the stages' dependency check)."""
+        ...
+
 
 def blob_ref(data: bytes) -> str:
     return REF_PREFIX + hashlib.sha256(data).hexdigest()
@@ -69,6 +73,12 @@ class FileBlobStore:
     def path(self, ref: str) -> Path:
         digest = _digest(ref)
         return self.root / digest[:2] / digest[2:4] / digest
+
+    def check(self) -> None:
+        """Write and remove a probe file under ``root``: ``OSError`` when it is missing, read-only or full."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.root, prefix=".check-"):
+            pass
 
     def put(self, data: bytes) -> str:
         ref = blob_ref(data)

@@ -9,6 +9,7 @@ an event that fails validation still gets its outcome as long as its identifiers
 
 from __future__ import annotations
 
+import hashlib
 import json
 import traceback
 
@@ -30,10 +31,13 @@ def reason_of(exc: Exception) -> tuple[str, str]:
     return f"unhandled:{type(exc).__name__}", "".join(traceback.format_exception_only(exc)).strip()
 
 
-def dead_letter(service: str, msg: Message, exc: Exception, topic: str) -> Output:
+def dead_letter(service: str, msg: Message, exc: Exception, topic: str, max_bytes: int | None = None) -> Output:
     """The dead-letter message for ``msg``: reason, error type, origin, headers and the original bytes.
 
     The reason also travels as the ``rfr-reason`` header (the stage's dead-letter metric is labelled with it).
+    When the letter would exceed ``max_bytes`` (the topic's message limit: the payload travels base64, 4/3 of its
+    size) it goes without the payload, whose size and sha256 the reason then names, so the broker never refuses
+    it and the partition never stalls on it; the payload stays at its origin (topic, partition, offset).
     """
     reason, text = reason_of(exc)
     source = msg.topic() or "?"
@@ -49,9 +53,15 @@ def dead_letter(service: str, msg: Message, exc: Exception, topic: str) -> Outpu
         headers=header_dict(msg),
         payload=_as_bytes(msg.value()),
     )
-    return Output(
-        topic=topic, value=letter.to_bytes(), key=msg.key(), event_id=letter.event_id, headers={"rfr-reason": reason}
-    )
+    value = letter.to_bytes()
+    if max_bytes is not None and len(value) > max_bytes and letter.payload:
+        data = letter.payload
+        note = (f" [payload of {len(data)} bytes (sha256 {hashlib.sha256(data).hexdigest()}) not kept: the letter "
+                f"would exceed the {max_bytes}-byte message limit; it is at its origin]")
+        letter = letter.model_copy(update={"payload": None, "reason": letter.reason[: MAX_REASON_CHARS - len(note)]
+                                           + note})
+        value = letter.to_bytes()
+    return Output(topic=topic, value=value, key=msg.key(), event_id=letter.event_id, headers={"rfr-reason": reason})
 
 
 def _as_bytes(value: str | bytes | None) -> bytes | None:

@@ -181,7 +181,8 @@ class DeliveryTracker:
             self.permanent = self.permanent or code in PERMANENT_DELIVERY_ERRORS
 
     def produce(self, outputs: Iterable[Output]) -> int:
-        """Queue every output; a message the client refuses outright (too large, say) is a permanent failure."""
+        """Queue every output; a message the client refuses for what it is (too large, say) is a permanent
+        failure, any other refusal (unknown topic, a fatal client state) a transient one."""
         n = 0
         for out in outputs:
             try:
@@ -189,7 +190,9 @@ class DeliveryTracker:
             except KafkaException as exc:
                 self.producer.flush(10.0)  # settle what was queued before it; the batch is retried as a whole
                 self.errors, self.permanent = [], False
-                raise DeliveryFailed(f"{out.topic}: {exc}", permanent=True) from exc
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                permanent = error is not None and error.code() in PERMANENT_DELIVERY_ERRORS
+                raise DeliveryFailed(f"{out.topic}: {exc}", permanent=permanent) from exc
             n += 1
         return n
 

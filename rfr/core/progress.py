@@ -83,7 +83,7 @@ def summarize(outcomes: Iterable[OutcomeFacts]) -> Progress:
     if passed:
         status = OutcomeStatus.PASSED_FOR_REVIEW
     elif final:
-        status = OutcomeStatus.NO_CANDIDATE if no_candidate or not failed else OutcomeStatus.FAILED
+        status = OutcomeStatus.FAILED if failed else OutcomeStatus.NO_CANDIDATE  # a face never searched: not 'nobody'
     elif faces is not None:
         status = OutcomeStatus.FACES_FOUND
     else:

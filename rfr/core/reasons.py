@@ -27,6 +27,7 @@ class Reason(StrEnum):
     TOO_MANY_FILES = "too_many_files"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     UNAUTHORIZED = "unauthorized"
+    UNAVAILABLE = "unavailable"  # the submission store does not answer: retry later (HTTP 503)
     # one face (rfr.face.quality's gate, detect's resource guard)
     TOO_SMALL = "too_small"
     LOW_SCORE = "low_score"

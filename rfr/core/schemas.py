@@ -20,6 +20,7 @@ table and which stage reads which version.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Collection
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -31,9 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from rfr.core.errors import ReasonedError
 from rfr.core.geometry import Box
+from rfr.core.ids import IDENT_PATTERN
 from rfr.core.reasons import Reason
 
-Ident = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@\-]+$")]
+Ident = Annotated[str, StringConstraints(pattern=IDENT_PATTERN)]  # the one identifier rule (rfr.core.ids)
 
 TEMPLATE_DTYPE = np.dtype("<f4")
 """Wire dtype of an embedding template: little-endian IEEE-754 float32, 4 bytes per value."""
@@ -212,6 +214,24 @@ class FaceEvent(Message):
     quality: FaceQuality
     crop_jpeg: bytes
     crop_size: int = 160
+
+    @field_validator("box", mode="before")
+    @classmethod
+    def _box_is_exact(cls, value: object) -> object:
+        """The box as strictly as every other field: exactly x, y, width, height; finite; no negative size."""
+        if isinstance(value, dict) and set(value) != _BOX_FIELDS:
+            raise ValueError(f"box has fields {sorted(value)}, expected {sorted(_BOX_FIELDS)}")
+        if isinstance(value, dict):
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()):
+                raise ValueError(f"box values must be numbers, got {value}")
+            value = Box(**{k: float(v) for k, v in value.items()})
+        box = value
+        if isinstance(box, Box) and not (all(math.isfinite(v) for v in box) and box.width >= 0 <= box.height):
+            raise ValueError(f"box {tuple(box)} is not finite with a non-negative size")
+        return box
+
+
+_BOX_FIELDS = frozenset({"x", "y", "width", "height"})
 
 
 def template_bytes(vector: npt.ArrayLike) -> bytes:

@@ -324,8 +324,9 @@ class StreamSettings(_Group):
     """The at-least-once loop every stage runs (rfr/core/stream.py)."""
 
     max_attempts: int = Field(
-        default=5, ge=1, le=100,
-        description="Tries of one message that keeps failing while every dependency is up; then it is "
+        default=5, ge=2, le=100,
+        description="Tries of one message that keeps failing while every dependency is up, counting its batch's "
+        "failed try (so at least 2: a message is always tried alone before it is blamed); then it is "
         "dead-lettered with reason retry_exhausted and the partition flows. A dependency outage is retried "
         "without limit (`rfr_<service>_dependency_retries_total`, alert RfrDependencyOutage).",
     )

@@ -60,7 +60,14 @@ def allowed_values(field: FieldInfo) -> str:
     return " and ".join(bounds)
 
 
+# Settings renamed in a release: the old variable gets the new name as its hint ("group.old" -> new field).
+RENAMED = {"detect.gate_min_blur": "gate_min_sharpness", "match.galleries": "watch_lists"}
+
+
 def _did_you_mean(root: type[BaseModel], loc: list[str]) -> str:
+    renamed = RENAMED.get(".".join(loc))
+    if renamed is not None:
+        return f"; it was renamed RFR_{'__'.join([*loc[:-1], renamed]).upper()}"
     parent = _field(root, loc[:-1]) if len(loc) > 1 else None
     names = list(parent.annotation.model_fields) if parent is not None and isinstance(parent.annotation, type) \
         and issubclass(parent.annotation, BaseModel) else list(root.model_fields)

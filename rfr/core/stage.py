@@ -43,6 +43,7 @@ def build_processor(settings: Settings, spec: StageSpec, topics: Topics, handler
             max_backoff_s=settings.stream.max_backoff_s,
             max_attempts=settings.stream.max_attempts,
             outcomes_topic=topics.outcomes if spec.failed_outcomes else None,
+            max_message_bytes=settings.kafka.message_max_bytes,
         ),
         kafka.make_consumer(settings.kafka, spec.group),
         kafka.DeliveryTracker(kafka.make_producer(settings.kafka)),

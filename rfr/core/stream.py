@@ -79,6 +79,14 @@ class ChecksDependencies(Protocol):
         ...
 
 
+@runtime_checkable
+class ReportsFailures(Protocol):
+    def failure_outputs(self, msg: Message, detail: str) -> list[Output]:
+        """What to produce beside the dead letter of ``msg`` (its ``failed`` outcome), for a handler whose input
+        is not a pipeline event that :func:`rfr.core.deadletters.failed_outcome` can read (ingest's raw stills)."""
+        ...
+
+
 @dataclass
 class StreamConfig:
     service: str
@@ -90,6 +98,7 @@ class StreamConfig:
     max_backoff_s: float = 30.0
     max_attempts: int = 5
     outcomes_topic: str | None = None  # where the ``failed`` outcome of a dead-lettered event goes
+    max_message_bytes: int | None = None  # the broker's limit: a larger dead letter goes without its payload
 
 
 Key = tuple[str, int, int]
@@ -267,7 +276,8 @@ class StreamProcessor:
 
     def _rejected(self, msg: Message, exc: Exception) -> list[Output]:
         """The dead letter for ``msg``, and beside it the handler's outputs or the ``failed`` outcome."""
-        letter = dead_letter(self.config.service, msg, exc, self.config.deadletter_topic)
+        letter = dead_letter(self.config.service, msg, exc, self.config.deadletter_topic,
+                             self.config.max_message_bytes)
         self.metrics.deadletters.labels(letter.headers["rfr-reason"]).inc()
         submission, face, _ = event_ids(msg.value())
         logger.warning("dead-lettered %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), exc,
@@ -276,6 +286,8 @@ class StreamProcessor:
             return [letter, *exc.outputs]
         if self.config.outcomes_topic is None:
             return [letter]
+        if isinstance(self.handler, ReportsFailures):
+            return [letter, *self.handler.failure_outputs(msg, reason_of(exc)[1])]
         outcome = failed_outcome(msg.value(), reason_of(exc)[1], self.config.outcomes_topic)
         if outcome is None:
             logger.warning("%s[%s]@%s names no submission: no failed outcome can be sent for it",

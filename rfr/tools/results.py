@@ -7,6 +7,7 @@ list itself (it travels on the matches topic beside the outcome), since that is 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,7 +20,11 @@ from rfr.core.schemas import CandidateList, OutcomeEvent, OutcomeStatus, decode
 from rfr.core.settings import KafkaSettings
 from rfr.core.topics import Topics
 
+logger = logging.getLogger(__name__)
+
 _SEARCHED = (OutcomeStatus.PASSED_FOR_REVIEW, OutcomeStatus.NO_CANDIDATE)
+ACCEPTS_LISTS = frozenset({2})  # CandidateList schema versions this reader understands
+ACCEPTS_OUTCOMES = frozenset({1})  # OutcomeEvent schema versions
 
 
 @dataclass
@@ -67,6 +72,7 @@ class ResultCollector:
     results: dict[str, SubmissionResult] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     duplicates: int = 0
+    unreadable: int = 0
     _consumer: Consumer | None = None
 
     def _topics(self) -> list[str]:
@@ -84,12 +90,16 @@ class ResultCollector:
                 self.duplicates += 1
                 return
             self.seen.add(event_id)
-        if msg.topic() == self._topics()[0]:
-            cl = decode(CandidateList, msg.value())
-            self._result(cl.submission_id).lists[cl.face_id] = cl
-        else:
-            oe = decode(OutcomeEvent, msg.value())
-            self._result(oe.submission_id).outcomes.append(oe)
+        try:
+            if msg.topic() == self._topics()[0]:
+                cl = decode(CandidateList, msg.value(), accepts=ACCEPTS_LISTS)
+                self._result(cl.submission_id).lists[cl.face_id] = cl
+            else:
+                oe = decode(OutcomeEvent, msg.value(), accepts=ACCEPTS_OUTCOMES)
+                self._result(oe.submission_id).outcomes.append(oe)
+        except ValueError as exc:  # another version, or not an event at all: counted, never fatal to the reader
+            self.unreadable += 1
+            logger.warning("%s[%s]@%s unreadable: %s", msg.topic(), msg.partition(), msg.offset(), exc)
 
     def wait_for(self, submission_ids: Iterable[str], timeout_s: float) -> bool:
         """Consume until every submission is final or the time is up; True when all are final."""

@@ -27,7 +27,7 @@ from rfr.core.schemas import (
     decode,
 )
 from rfr.core.settings import Settings
-from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result
+from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result, RetryableError
 from rfr.core.topics import Topics
 from rfr.face.crops import encode_crop
 from rfr.face.detector import Detector
@@ -77,7 +77,7 @@ class FrameHandler:
             return exc
         if (image.scale, image.width, image.height) != (frame.decode_scale, frame.width, frame.height):
             return PoisonMessage(  # ingest and detect must share RFR_INGEST__* limits, or boxes change meaning
-                "decode_mismatch", f"decoded at 1/{image.scale} to {image.width}x{image.height}, ingest recorded "
+                Reason.DECODE_MISMATCH, f"decoded at 1/{image.scale} to {image.width}x{image.height}, ingest recorded "
                 f"1/{frame.decode_scale} and {frame.width}x{frame.height}: align RFR_INGEST__MAX_PIXELS")
         started = time.perf_counter()
         findings = find_faces(image.rgb, self.detector, self.settings.detect)
@@ -93,8 +93,15 @@ class FrameHandler:
             return self.blobs.get(frame.image_ref)
         except (BlobNotFound, BlobCorrupt, ValueError) as exc:
             raise PoisonMessage(Reason.BLOB_UNAVAILABLE, f"{frame.image_ref}: {exc}") from exc
+        except OSError as exc:  # retried; an outage only when check_dependencies finds the store down
+            raise RetryableError(f"blob {frame.image_ref} unreadable: {exc}") from exc
+
+    def check_dependencies(self) -> None:
+        """:class:`DependencyUnavailable` ("blobstore") when the blob store cannot be used at all."""
+        try:
+            self.blobs.check()
         except OSError as exc:
-            raise DependencyUnavailable("blobstore", f"blob store unreadable: {exc}") from exc
+            raise DependencyUnavailable("blobstore", f"blob store unusable: {exc}") from exc
 
     def _outcome(self, outcome: OutcomeEvent) -> Output:
         return Output(self.topics.outcomes, outcome.to_bytes(), key=outcome.submission_id, event_id=outcome.event_id)

@@ -76,9 +76,10 @@ def build_meta(raw: RawMeta, channel: Channel) -> SubmissionMeta:
         raise Rejected(Reason.MISSING_METADATA, "missing " + ", ".join(missing))
     captured_at = parse_captured_at(raw.captured_at or "")
     try:
-        return SubmissionMeta(retailer_id=(raw.retailer_id or "").strip(), store_id=(raw.store_id or "").strip(),
-                              camera_id=(raw.camera_id or "").strip(), captured_at=captured_at,
-                              case_ref=(raw.case_ref or "").strip() or None, channel=channel)
+        # ids are taken as given: one with a space, even a trailing one, is invalid, never stripped (rfr.core.ids)
+        return SubmissionMeta(retailer_id=raw.retailer_id or "", store_id=raw.store_id or "",
+                              camera_id=raw.camera_id or "", captured_at=captured_at,
+                              case_ref=raw.case_ref or None, channel=channel)
     except ValidationError as exc:
         fields = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
         raise Rejected(Reason.INVALID_METADATA, f"invalid {fields} (letters, digits and _.:@- only, "

@@ -88,7 +88,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailable)
     async def store_down(_request: Request, exc: StoreUnavailable) -> JSONResponse:
         logger.error("submission store unavailable: %s", exc)
-        body = ErrorBody(reason="unavailable", message="submission store unavailable; retry later")
+        body = ErrorBody(reason=Reason.UNAVAILABLE, message="submission store unavailable; retry later")
         return JSONResponse({"detail": body.model_dump(mode="json")}, status_code=503)
 
 

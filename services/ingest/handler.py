@@ -29,11 +29,11 @@ from collections.abc import Sequence
 
 from confluent_kafka import Message
 
-from rfr.core.kafka import header_dict_with_repeats
+from rfr.core.kafka import Output, header_dict_with_repeats
 from rfr.core.logs import ids
 from rfr.core.reasons import Reason
-from rfr.core.schemas import Channel, submission_id
-from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result
+from rfr.core.schemas import Channel, OutcomeEvent, OutcomeStatus, submission_id
+from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result, RetryableError
 from services.ingest.accept import Ingestor, RawMeta, Rejected, build_meta, valid_ident
 from services.ingest.store import Claim, State, StoreUnavailable
 
@@ -81,6 +81,29 @@ class SubmissionHandler:
         except StoreUnavailable as exc:  # not the messages' fault: retry the batch
             raise DependencyUnavailable("submission_store", str(exc)) from exc
 
+    def failure_outputs(self, msg: Message, detail: str) -> list[Output]:
+        """The ``failed`` outcome of a still whose handling failed after it could not be rejected in the normal way
+        (``retry_exhausted``, an unexpected error): its submission is named from the retailer header and the bytes,
+        exactly as :meth:`handle` names it; none when the retailer header is unusable (nobody to tell)."""
+        headers, repeated = header_dict_with_repeats(msg, HEADER_PREFIX)
+        retailer = raw_meta(headers).retailer_id or ""
+        if H_RETAILER in repeated or not valid_ident(retailer):
+            return []
+        sid = submission_id(retailer, msg.value() or b"")
+        outcome = OutcomeEvent.make(sid, retailer, OutcomeStatus.FAILED, detail=detail[:500])
+        return [Output(self.ingestor.topics.outcomes, outcome.to_bytes(), key=sid, event_id=outcome.event_id)]
+
+    def check_dependencies(self) -> None:
+        """:class:`DependencyUnavailable` when the submission store or the blob store cannot be used at all."""
+        try:
+            self.ingestor.store.get("sub_dependency_check")
+        except StoreUnavailable as exc:
+            raise DependencyUnavailable("submission_store", str(exc)) from exc
+        try:
+            self.ingestor.blobs.check()
+        except OSError as exc:
+            raise DependencyUnavailable("blobstore", f"blob store unusable: {exc}") from exc
+
     def _unattributable(self, reason: str, detail: str) -> PoisonMessage:
         """No usable retailer id: dead-letter it, with nobody to tell and nothing to record."""
         self.ingestor.metrics.rejections.labels(reason).inc()
@@ -93,7 +116,7 @@ class SubmissionHandler:
         headers, repeated = header_dict_with_repeats(msg, HEADER_PREFIX)
         raw = raw_meta(headers)
         self.ingestor.received(self.channel, len(data))
-        retailer = (raw.retailer_id or "").strip()
+        retailer = raw.retailer_id or ""
         if H_RETAILER in repeated:  # which retailer is it? nobody to attribute it to
             return self._unattributable(Reason.INVALID_METADATA, _repeated_detail(repeated))
         if not retailer:
@@ -114,8 +137,8 @@ class SubmissionHandler:
         except Rejected as exc:
             outputs = self.ingestor.reject(sid, raw, self.channel, source, exc)
             return PoisonMessage(exc.reason, exc.detail, outputs=outputs)
-        except OSError as exc:  # the blob store: not this message's fault
-            raise DependencyUnavailable("blobstore", f"blob store unavailable: {exc}") from exc
+        except OSError as exc:  # writing the claim-check blob failed: retried, bounded unless the store is down
+            raise RetryableError(f"blob store write failed: {exc}") from exc
         claim = self.ingestor.store.claim(accepted.record)
         if claim == Claim.DUPLICATE:
             self.ingestor.count(self.channel, "duplicate")

@@ -1,4 +1,5 @@
-"""Both models follow the one lifecycle (rfr.models.lifecycle.Model): load once, close, load again, model_id."""
+"""Both models follow the one lifecycle (rfr.models.lifecycle.Model): built once by load(), freed by close(),
+built again by the next load(), and named by model_id."""
 
 from __future__ import annotations
 
@@ -19,14 +20,23 @@ def test_detector_and_embedder_load_once_close_and_load_again(model_dir: Path) -
     grey = np.full((1, 160, 160, 3), 128, np.uint8)
     for model in (detector, embedder):
         assert isinstance(model, Model) and model.model_id
-        assert model.load() is model and model.load() is model  # idempotent: built once
+    assert detector.model_id == "mediapipe-blazeface:face_detection_short_range"
+
+    assert detector.load() is detector and embedder.load() is embedder
+    graph, network = detector._task, embedder._model  # the native objects load() built
+    assert graph is not None and network is not None
+    detector.load(), embedder.load()
+    assert detector._task is graph and embedder._model is network  # idempotent: nothing built twice
     first = embedder.embed(grey)
     detector.detect(grey[0])
     calls = detector.model_calls
-    for model in (detector, embedder):
-        model.close()
-    assert detector.load() is detector and embedder.load() is embedder  # built again after close
-    np.testing.assert_allclose(embedder.embed(grey), first, atol=1e-6)
+
+    detector.close(), embedder.close()
+    assert detector._task is None and embedder._model is None  # freed
+    detector.load(), embedder.load()
+    assert detector._task is not None and detector._task is not graph  # built again, a new graph
+    assert embedder._model is not None and embedder._model is not network
+    np.testing.assert_allclose(embedder.embed(grey), first, atol=1e-6)  # the same weights
     detector.detect(grey[0])
     assert detector.model_calls == calls + 1
     detector.close()

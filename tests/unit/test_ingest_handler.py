@@ -183,3 +183,16 @@ def test_repeated_headers_outside_the_rfr_set_are_ignored(tmp_path: Path) -> Non
     extra = [("traceparent", b"00-a-b-01"), ("traceparent", b"00-c-d-01")]
     [result] = handler(tmp_path).handle_batch([FakeMsg(jpeg(seed=33), headers=[*HEADERS, *extra])])
     assert isinstance(result, list) and len(result) == 2
+
+
+def test_a_still_that_fails_unexpectedly_gets_a_failed_outcome_named_like_its_submission(tmp_path: Path) -> None:
+    """The stream loop asks ingest for the outcome of a still it dead-letters itself (retry_exhausted, a bug):
+    ingest names it from the retailer header and the bytes, as it names every submission."""
+    data = b"\xff\xd8\xff\xe0 still bytes"
+    [out] = handler(tmp_path).failure_outputs(FakeMsg(data, headers=HEADERS), "retry_exhausted: 5 tries")
+    outcome = decode(OutcomeEvent, out.value)
+    assert out.topic == "t.rfr.outcomes.v1" and out.event_id == outcome.event_id
+    assert (outcome.submission_id, outcome.retailer_id) == (submission_id("shop-1", data), "shop-1")
+    assert outcome.status == OutcomeStatus.FAILED and outcome.detail == "retry_exhausted: 5 tries"
+    nobody = [(k, v) for k, v in HEADERS if k != H_RETAILER]
+    assert handler(tmp_path).failure_outputs(FakeMsg(data, headers=nobody), "x") == []  # nobody to tell

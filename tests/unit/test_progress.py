@@ -26,7 +26,8 @@ def _o(status: OutcomeStatus, face: str | None = None, **kw: object) -> OutcomeE
     ([_o(S.FACES_FOUND, faces=2), _o(S.PASSED_FOR_REVIEW, "f1")], "passed_for_review", False),
     ([_o(S.FACES_FOUND, faces=2), _o(S.PASSED_FOR_REVIEW, "f1"), _o(S.FAILED, "f0")], "passed_for_review", True),
     ([_o(S.FACES_FOUND, faces=2), _o(S.FAILED, "f0"), _o(S.FAILED, "f1")], "failed", True),
-    ([_o(S.FACES_FOUND, faces=2), _o(S.FAILED, "f0"), _o(S.NO_CANDIDATE, "f1")], "no_candidate", True),
+    # a face that was never searched must not read as "searched, nobody matched"
+    ([_o(S.FACES_FOUND, faces=2), _o(S.FAILED, "f0"), _o(S.NO_CANDIDATE, "f1")], "failed", True),
     # per-face outcomes before detect's count (another partition's order): never final without the count
     ([_o(S.NO_CANDIDATE, "f0")], "received", False),
 ])

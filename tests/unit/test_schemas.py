@@ -156,6 +156,13 @@ def test_a_face_box_travels_as_a_plain_object() -> None:
     assert event["box"] == {"x": 10.5, "y": 20.0, "width": 64.0, "height": 64.0}
     assert set(event["box"]) == {"x", "y", "width", "height"}
     assert decode(FaceEvent, json.dumps(event).encode(), accepts={2}).box == Box(10.5, 20, 64, 64)
+    for bad in ({"x": 1, "y": 2, "width": 3}, {"x": 1, "y": 2, "width": 3, "height": 4, "schema_version": 1},
+                {"x": 1, "y": 2, "width": -3, "height": 4}, {"x": "1", "y": 2, "width": 3, "height": 4}):
+        with pytest.raises(ValidationError, match="box"):
+            decode(FaceEvent, json.dumps(event | {"box": bad}).encode(), accepts={2})
+    with pytest.raises(ValidationError, match="finite"):
+        decode(FaceEvent, json.dumps(event | {"box": {"x": 1, "y": 2, "width": 3, "height": 4}})
+               .replace("4}", "NaN}").encode(), accepts={2})
 
 
 def test_ids_reject_injection() -> None:

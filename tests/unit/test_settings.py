@@ -45,6 +45,16 @@ def test_unknown_nested_field_is_rejected_with_a_suggestion(monkeypatch: pytest.
         load_settings()
 
 
+def test_a_renamed_setting_names_its_new_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RFR_DETECT__GATE_MIN_BLUR", "150")
+    monkeypatch.setenv("RFR_MATCH__GALLERIES", '["custody"]')
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    text = str(caught.value)
+    assert "RFR_DETECT__GATE_MIN_BLUR: no such setting; it was renamed RFR_DETECT__GATE_MIN_SHARPNESS" in text
+    assert "RFR_MATCH__GALLERIES: no such setting; it was renamed RFR_MATCH__WATCH_LISTS" in text
+
+
 def test_a_percentage_threshold_names_the_variable_the_range_and_the_unit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RFR_MATCH__THRESHOLD", "60")
     monkeypatch.setenv("RFR_EMBED__DEVICE", "gpu")

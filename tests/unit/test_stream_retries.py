@@ -4,10 +4,12 @@ with a ``failed`` outcome naming its submission and face. A fake consumer that r
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 from support.kafka import FakeProducer, LogConsumer
 
@@ -34,9 +36,11 @@ class Flaky:
         self.deps_up = deps_up
         self.calls: list[int] = []
         self.checks = 0
+        self.bad_tries = 0
 
     def handle_batch(self, messages: Sequence[Any]) -> list[Result]:
         self.calls.append(len(messages))
+        self.bad_tries += sum(b"bad" in m.value() for m in messages)
         if self.error is not None and any(b"bad" in m.value() for m in messages):
             raise self.error
         return [[Output("out", m.value())] for m in messages]
@@ -87,6 +91,7 @@ def test_a_message_that_always_fails_is_dead_lettered_as_retry_exhausted_and_the
     assert "retry_exhausted" in outcome.detail
     # one whole-batch try, then the bad message alone until its attempts are spent
     assert handler.calls.count(1) >= MAX_ATTEMPTS - 1
+    assert handler.bad_tries == MAX_ATTEMPTS  # bounded: tried exactly max_attempts times, never again
     assert registry.get_sample_value("rfr_test_deadletters_total", {"reason": "retry_exhausted"}) == 1.0
 
 
@@ -150,3 +155,58 @@ def test_poison_and_unhandled_dead_letters_come_with_a_failed_outcome_naming_the
     assert "ZeroDivisionError" in outcomes[1].detail
     assert len([t for t, _ in producer.sent if t == "dlq"]) == 3  # the non-JSON one too, without an outcome
     assert consumer.committed == 4
+
+
+class Refusing(FakeProducer):
+    """The client refuses any message holding ``huge`` outright, as librdkafka does with one over its limit."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__()
+        self.code = code
+
+    def produce(self, topic: str, value: bytes, key: Any = None, headers: Any = None, on_delivery: Any = None
+                ) -> None:
+        if b"huge" in value and topic == "out":
+            raise KafkaException(KafkaError(self.code))
+        super().produce(topic, value, key, headers, on_delivery)
+
+
+def test_an_output_the_broker_refuses_for_its_size_is_charged_and_dead_lettered() -> None:
+    consumer = LogConsumer([_event("s1"), _event("huge"), _event("s3")])
+    producer, registry = Refusing(KafkaError.MSG_SIZE_TOO_LARGE), CollectorRegistry()
+    _drain(_proc(consumer, Flaky(None), producer, registry))
+    assert consumer.committed == 3
+    [letter] = [decode(DeadLetter, v) for t, v in producer.sent if t == "dlq"]
+    assert letter.offset == 1 and letter.reason.startswith("retry_exhausted")
+    assert [v for t, v in producer.sent if t == "out"].count(_event("s3")) >= 1
+
+
+def test_any_other_refusal_by_the_client_is_a_kafka_outage() -> None:
+    consumer, registry = LogConsumer([_event("huge")]), CollectorRegistry()
+    proc = _proc(consumer, Flaky(None), Refusing(KafkaError._TRANSPORT), registry)
+    for _ in range(3 * MAX_ATTEMPTS):
+        proc.step()
+    assert consumer.committed == 0  # never dead-lettered: retried for as long as it lasts
+    assert registry.get_sample_value("rfr_test_dependency_retries_total", {"dependency": "kafka"}) == 3 * MAX_ATTEMPTS
+
+
+def test_a_dead_letter_over_the_message_limit_goes_without_its_payload() -> None:
+    payload = json.dumps({"submission_id": "sub_big", "meta": {"retailer_id": "r1"}, "pad": "x" * 3000}).encode()
+    consumer, producer = LogConsumer([payload, _event("s2")]), FakeProducer()
+
+    class Poison:
+        def handle_batch(self, messages: Sequence[Any]) -> list[Result]:
+            return [PoisonMessage("corrupt", "bad bytes") if b"pad" in m.value() else [] for m in messages]
+
+    cfg = StreamConfig("test", ["in"], "dlq", batch_size=8, retry_backoff_s=0.0, outcomes_topic="outcomes",
+                       max_message_bytes=2000)
+    proc = StreamProcessor(cfg, consumer, DeliveryTracker(producer), Poison(),  # type: ignore[arg-type]
+                           StageMetrics.create("test", CollectorRegistry()))
+    _drain(proc)
+    [raw] = [v for t, v in producer.sent if t == "dlq"]
+    letter = decode(DeadLetter, raw)
+    assert len(raw) <= 2000 and letter.payload is None
+    assert f"payload of {len(payload)} bytes" in letter.reason and hashlib.sha256(payload).hexdigest() in letter.reason
+    assert consumer.committed == 2  # the partition flows
+    [outcome] = [decode(OutcomeEvent, v) for t, v in producer.sent if t == "outcomes"]
+    assert outcome.submission_id == "sub_big" and outcome.status == OutcomeStatus.FAILED

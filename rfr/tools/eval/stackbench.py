@@ -40,6 +40,7 @@ from rfr.core.topics import Topics
 from rfr.tools import procs
 from rfr.tools.degrade import place_in_scene
 from rfr.tools.eval.gallery import subject_id_for
+from rfr.tools.results import ACCEPTS_LISTS, ACCEPTS_OUTCOMES
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,7 @@ class OutcomeTracker:
         self.consumer.subscribe([self.outcomes, self.matches])
         self.by_submission: dict[str, list[OutcomeEvent]] = {}
         self.final_at: dict[str, float] = {}
+        self.unreadable = 0
         self.top1: dict[str, set[str]] = {}  # submission id -> the rank-1 subject of each face with candidates
 
     def wait_assigned(self, timeout_s: float = 60.0) -> None:
@@ -152,12 +154,16 @@ class OutcomeTracker:
         for msg in self.consumer.consume(500, timeout_s):
             if msg.error() is not None:
                 continue
-            if msg.topic() == self.matches:
-                found = decode(CandidateList, msg.value())
-                if found.candidates:
-                    self.top1.setdefault(found.submission_id, set()).add(found.candidates[0].subject_id)
-            else:
-                self._apply(decode(OutcomeEvent, msg.value()), time.time())
+            try:
+                if msg.topic() == self.matches:
+                    found = decode(CandidateList, msg.value(), accepts=ACCEPTS_LISTS)
+                    if found.candidates:
+                        self.top1.setdefault(found.submission_id, set()).add(found.candidates[0].subject_id)
+                else:
+                    self._apply(decode(OutcomeEvent, msg.value(), accepts=ACCEPTS_OUTCOMES), time.time())
+            except ValueError as exc:  # another version or not an event: counted, the benchmark goes on
+                self.unreadable += 1
+                logger.warning("unreadable %s record: %s", msg.topic(), exc)
 
     def _apply(self, ev: OutcomeEvent, now: float) -> None:
         outcomes = self.by_submission.setdefault(ev.submission_id, [])
