@@ -11,7 +11,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
-from support.kafka import FakeProducer, LogConsumer
+from support.kafka import FakeMsg, FakeProducer, LogConsumer
 
 from rfr.core.kafka import DeliveryTracker, Output
 from rfr.core.metrics import StageMetrics
@@ -210,3 +210,52 @@ def test_a_dead_letter_over_the_message_limit_goes_without_its_payload() -> None
     assert consumer.committed == 2  # the partition flows
     [outcome] = [decode(OutcomeEvent, v) for t, v in producer.sent if t == "outcomes"]
     assert outcome.submission_id == "sub_big" and outcome.status == OutcomeStatus.FAILED
+
+
+class TwoPartitions:
+    """Two partitions' logs handed out interleaved (p0, p1, p0, ...); a seek moves one partition back."""
+
+    def __init__(self, logs: dict[int, list[bytes]]) -> None:
+        self.logs = {p: [FakeMsg(v, i, partition=p) for i, v in enumerate(vs)] for p, vs in logs.items()}
+        self.pos = dict.fromkeys(logs, 0)
+        self.committed: dict[int, int] = dict.fromkeys(logs, 0)
+
+    def _next(self) -> FakeMsg | None:
+        for p in sorted(self.pos, key=lambda q: self.pos[q]):
+            if self.pos[p] < len(self.logs[p]):
+                self.pos[p] += 1
+                return self.logs[p][self.pos[p] - 1]
+        return None
+
+    def poll(self, timeout: float) -> FakeMsg | None:
+        return self._next()
+
+    def consume(self, n: int, timeout: float) -> list[FakeMsg]:
+        out = []
+        while len(out) < min(n, 5) and (m := self._next()) is not None:
+            out.append(m)
+        return out
+
+    def commit(self, offsets: list[Any], asynchronous: bool) -> None:
+        for o in offsets:
+            assert o.offset >= self.committed[o.partition], "a commit never moves back"
+            self.committed[o.partition] = o.offset
+
+    def seek(self, tp: Any) -> None:
+        self.pos[tp.partition] = tp.offset
+
+
+def test_retrying_one_partition_keeps_the_other_flowing_and_every_offset_is_committed_once_done() -> None:
+    logs = {0: [_event("a0"), _event("bad"), _event("a2"), _event("a3")], 1: [_event(f"b{i}") for i in range(4)]}
+    consumer, producer = TwoPartitions(logs), FakeProducer()
+    proc = _proc(consumer, Flaky(RetryableError("fails on this one")), producer)  # type: ignore[arg-type]
+    for _ in range(40):
+        proc.step()
+        if consumer.committed == {0: 4, 1: 4}:
+            break
+    assert consumer.committed == {0: 4, 1: 4}
+    out = [v for t, v in producer.sent if t == "out"]
+    assert {v for v in out} == {_event(s) for s in ("a0", "a2", "a3", "b0", "b1", "b2", "b3")}
+    assert out.index(_event("a3")) > out.index(_event("a2"))  # partition order kept
+    [letter] = [decode(DeadLetter, v) for t, v in producer.sent if t == "dlq"]
+    assert (letter.partition, letter.offset) == (0, 1)
