@@ -10,6 +10,7 @@ import typer
 from rfr.core.logs import setup_logging
 from rfr.core.settings import EXIT_BAD_SETTINGS, Settings, load_settings
 from rfr.core.settings_errors import SettingsError
+from rfr.core.topics import Topics
 from rfr.tools import configdoc, demo, gallery_cli, submit
 from rfr.tools.eval import cli as eval_cli
 from rfr.tools.procs import StackError
@@ -43,6 +44,9 @@ def up(no_services: Annotated[bool, typer.Option(help="Start only the broker and
     started = stack.up(settings, services=() if no_services else stack.SERVICES)
     for info in started:
         typer.echo(f"{info.name:8} pid {info.pid:<7} {info.metrics_url or f'127.0.0.1:{info.port}'}  log {info.log}")
+    if any(info.name == "ingest" for info in started):
+        typer.echo(f"submissions: HTTP http://{settings.ingest.http_host}:{settings.ingest.http_port}/v1/submissions "
+                   f"(OpenAPI at /docs), Kafka topic {Topics.from_settings(settings.kafka).submissions}")
 
 
 @app.command()

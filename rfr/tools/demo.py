@@ -112,12 +112,20 @@ def cctv_still(photo: Path, face_px: int, level: str, rng: np.random.Generator) 
     return encode_jpeg(scene, 85)
 
 
-def prepare(settings: Settings, lfw: Path, identities: int, strangers: int, face_px: int, level: str,
+def demo_settings(settings: Settings) -> Settings:
+    """The demo's own stack under ``<state dir>/demo/stack`` (its gallery, blobs and logs), so the demo never
+    enrols its people into the gallery of the user's own stack; it is cleared at the next demo."""
+    work = settings.stack.state_dir.resolve() / "demo"
+    return settings.model_copy(update={"stack": settings.stack.model_copy(update={"state_dir": work / "stack"}),
+                                       "blob_dir": work / "blobs"})
+
+
+def prepare(work: Path, lfw: Path, identities: int, strangers: int, face_px: int, level: str,
             seed: int) -> tuple[Path, list[Probe]]:
+    """The demo's gallery folder (``work/gallery``, cleared first) and its probe stills."""
     from rfr.core.schemas import submission_id
 
-    work = settings.stack.state_dir.resolve() / "demo"
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work / "gallery", ignore_errors=True)
     gallery = work / "gallery"
     enrolled, others = pick_split(lfw, identities, strangers, seed)
     rng = np.random.default_rng(seed)
@@ -160,11 +168,14 @@ def submit(settings: Settings, probes: list[Probe]) -> None:
     tracker.flush()
 
 
-def enrol(gallery: Path) -> None:
+def enrol(settings: Settings, gallery: Path) -> None:
+    from rfr.tools import stack
+
     typer.echo(f"enrolling the gallery from {gallery} …")
     # --allow-partial: a gallery photo without a usable face is reported per file, and the demo goes on
     done = subprocess.run([sys.executable, "-m", "rfr", "enrol", str(gallery), "--watch-list", "custody",
-                           "--no-progress", "--allow-partial"], check=False, capture_output=True, text=True)
+                           "--no-progress", "--allow-partial"], check=False, capture_output=True, text=True,
+                          env=stack.service_env(settings, stack.plan(settings)))
     if done.returncode != 0:
         raise RuntimeError(f"enrolment failed:\n{done.stdout}\n{done.stderr}")
     summary = done.stdout[done.stdout.find("{"):] if "{" in done.stdout else "{}"
@@ -225,11 +236,14 @@ def demo(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     fetch_models(settings.model_dir)
-    gallery, probes = prepare(settings, lfw, identities, strangers, face_px, level, seed)
+    work = settings.stack.state_dir.resolve() / "demo"
+    shutil.rmtree(work, ignore_errors=True)  # the last demo's stack and gallery
+    settings = demo_settings(settings)
+    gallery, probes = prepare(work, lfw, identities, strangers, face_px, level, seed)
     typer.echo(f"{len(probes)} CCTV-like stills ({face_px}px faces, {level}) of {identities} enrolled and "
                f"{strangers} non-enrolled people, from {lfw}")
     with running_stack(settings):
-        enrol(gallery)
+        enrol(settings, gallery)
         collector = ResultCollector(settings.kafka, f"rfr-demo-{int(time.time())}")
         started = time.monotonic()
         submit(settings, probes)

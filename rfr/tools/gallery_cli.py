@@ -46,6 +46,18 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _checked(watch_lists: list[str] | None) -> list[str] | None:
+    """The watch-list names given, or a usage error (exit 2) naming the first invalid one."""
+    from rfr.gallery.base import check_watch_list_name
+
+    try:
+        for name in watch_lists or []:
+            check_watch_list_name(name)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    return watch_lists
+
+
 @app.command()
 def enrol(
     source: Annotated[Path, typer.Argument(help="A folder DIR/<subject_id>/<photo>, or a CSV manifest "
@@ -76,6 +88,10 @@ def enrol(
     from rfr.gallery.milvus import open_gallery
 
     settings = _settings()
+    _checked([watch_list])
+    if watch_list not in settings.match.watch_lists:
+        typer.echo(f"note: the match service searches {', '.join(settings.match.watch_lists)} "
+                   f"(RFR_MATCH__WATCH_LISTS), not {watch_list}", err=True)
     chosen = multi_face or settings.match.enrol_multi_face
     if chosen not in ("largest", "reject"):
         raise _fail(f"--multi-face must be 'largest' or 'reject', not {chosen!r}")
@@ -165,7 +181,7 @@ def gallery_list(watch_lists: WatchListOpt = None,
 
     settings = _settings()
     try:
-        subjects = open_gallery(settings).list_subjects(watch_lists)
+        subjects = open_gallery(settings).list_subjects(_checked(watch_lists))
     except GalleryError as exc:
         raise _fail(f"gallery error: {exc}") from exc
     for s in subjects:
@@ -180,7 +196,7 @@ def gallery_count(watch_lists: WatchListOpt = None) -> None:
 
     settings = _settings()
     try:
-        typer.echo(str(open_gallery(settings).count(watch_lists)))
+        typer.echo(str(open_gallery(settings).count(_checked(watch_lists))))
     except GalleryError as exc:
         raise _fail(f"gallery error: {exc}") from exc
 
@@ -195,6 +211,7 @@ def gallery_delete(
     from rfr.gallery.milvus import open_gallery
 
     settings = _settings()
+    _checked(watch_lists)
     where = "watch-list(s) " + ", ".join(watch_lists) if watch_lists else "every watch-list"
     if not yes:
         typer.confirm(f"Erase every photo of {subject_id} from {where}?", abort=True)

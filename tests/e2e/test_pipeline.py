@@ -33,8 +33,8 @@ def _collect(settings: Settings, probes: list[Probe], name: str) -> ResultCollec
     return collector
 
 
-def test_enrol_submit_and_rank(live_stack: Settings, lfw_dir: Path) -> None:
-    gallery, probes = prepare(live_stack, lfw_dir, IDENTITIES, STRANGERS, FACE_PX, LEVEL, SEED)
+def test_enrol_submit_and_rank(live_stack: Settings, lfw_dir: Path, tmp_path: Path) -> None:
+    gallery, probes = prepare(tmp_path, lfw_dir, IDENTITIES, STRANGERS, FACE_PX, LEVEL, SEED)
     before = int(rfr_cli(live_stack, "gallery", "count").stdout)  # other e2e modules share the stack
     enrolled = rfr_cli(live_stack, "enrol", str(gallery), "--watch-list", "custody", "--no-progress",
                        "--allow-partial")

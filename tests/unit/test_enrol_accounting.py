@@ -154,3 +154,14 @@ def test_enrol_cli_refuses_a_shared_photo_unless_allowed(cli_gallery: InMemoryGa
     allowed = runner.invoke(app, ["enrol", str(root), "--no-progress", "--allow-shared-photo"])
     assert allowed.exit_code == 0 and allowed.stdout.count("warning   shared_photo") == 2
     assert cli_gallery.count() == 2
+
+
+@pytest.mark.parametrize("args", [["enrol", "SOURCE", "--watch-list", "bad-name", "--no-progress"],
+                                  ["gallery", "count", "--watch-list", "bad-name"],
+                                  ["gallery", "list", "--watch-list", "bad-name"],
+                                  ["gallery", "delete", "someone", "--watch-list", "bad-name", "--yes"]])
+def test_an_invalid_watch_list_name_is_a_usage_error_not_a_traceback(args: list[str], issue_folder: Path) -> None:
+    result = runner.invoke(app, [str(issue_folder) if a == "SOURCE" else a for a in args])
+    assert result.exit_code == 2, result.output
+    assert "watch-list name 'bad-name' must match" in result.output
+    assert isinstance(result.exception, SystemExit)  # a clean exit, no traceback
