@@ -54,6 +54,14 @@ class RawMeta:
     case_ref: str | None = None
 
 
+def _captured_at_or_none(text: str | None) -> datetime | None:
+    """``captured_at`` for the record of a rejected still: the value when it is valid, else None."""
+    try:
+        return parse_captured_at(text) if text else None
+    except Rejected:
+        return None
+
+
 def parse_captured_at(text: str) -> datetime:
     """ISO 8601 with a UTC offset (``2024-05-01T13:45:00Z``), not in the future."""
     try:
@@ -146,6 +154,7 @@ class Ingestor:
             submission_id=submission_id, retailer_id=meta.retailer_id, channel=meta.channel.value, source=source,
             received_at=now, store_id=meta.store_id, camera_id=meta.camera_id, captured_at=meta.captured_at,
             case_ref=meta.case_ref, width=decoded.width, height=decoded.height, size_bytes=len(data),
+            decode_scale=decoded.scale, decode_warnings=",".join(decoded.warnings) or None,
         )
         return Accepted(submission_id, decoded, frame, outputs, record)
 
@@ -153,11 +162,12 @@ class Ingestor:
         """Record the rejection and count it; return the ``rejected`` outcome to produce."""
         self.metrics.rejections.labels(exc.reason).inc()
         self.metrics.submissions.labels(channel.value, "rejected").inc()
-        retailer = (raw.retailer_id or "").strip()
+        retailer = raw.retailer_id or ""
         record = SubmissionRecord(
             submission_id=submission_id, retailer_id=retailer, channel=channel.value, source=source,
             received_at=utcnow(), state=State.REJECTED, reason=exc.reason, detail=exc.detail[:500],
             store_id=_clip(raw.store_id), camera_id=_clip(raw.camera_id), case_ref=_clip(raw.case_ref),
+            captured_at=_captured_at_or_none(raw.captured_at),
         )
         self.store.reject(record)
         outcome = OutcomeEvent.make(submission_id, retailer, OutcomeStatus.REJECTED,

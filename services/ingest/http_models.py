@@ -69,6 +69,10 @@ class StatusResponse(BaseModel):
     faces_passed_for_review: int = 0
     faces_no_candidate: int = 0
     faces_failed: int = Field(0, description="Faces whose search failed (each has a dead letter).")
+    decode_scale: int | None = Field(None, description="The still was decoded at 1/decode_scale of its size "
+                                                       "(a large JPEG), so face sizes refer to that.")
+    decode_warnings: list[str] = Field(default_factory=list, description="What was accepted although unusual, "
+                                                                         "e.g. jpeg_missing_eoi.")
     faces_dropped: dict[str, int] = Field(
         default_factory=dict,
         description="Faces detected but not searched, by reason: the quality gate's, and over_max_faces.",
@@ -88,7 +92,9 @@ class StatusResponse(BaseModel):
         return cls(submission_id=r.submission_id, status=st.status, reason=r.reason, detail=r.detail,
                    final=p.final, faces=p.faces, faces_passed_for_review=p.faces_passed_for_review,
                    faces_no_candidate=p.faces_no_candidate, faces_failed=p.faces_failed,
-                   faces_dropped=p.faces_dropped, channel=r.channel, store_id=r.store_id,
+                   faces_dropped=p.faces_dropped, decode_scale=r.decode_scale,
+                   decode_warnings=r.decode_warnings.split(",") if r.decode_warnings else [],
+                   channel=r.channel, store_id=r.store_id,
                    camera_id=r.camera_id, captured_at=r.captured_at, case_ref=r.case_ref,
                    received_at=r.received_at, updated_at=st.updated_at)
 

@@ -60,6 +60,8 @@ class SubmissionRecord:
     width: int | None = None
     height: int | None = None
     size_bytes: int | None = None
+    decode_scale: int | None = None  # the still was decoded at 1/decode_scale (rfr.core.imaging)
+    decode_warnings: str | None = None  # what was accepted although unusual, comma-separated (jpeg_missing_eoi)
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS submissions (
     submission_id TEXT PRIMARY KEY, retailer_id TEXT NOT NULL, channel TEXT NOT NULL, source TEXT NOT NULL,
     received_at TEXT NOT NULL, state TEXT NOT NULL, reason TEXT, detail TEXT, store_id TEXT, camera_id TEXT,
-    captured_at TEXT, case_ref TEXT, width INTEGER, height INTEGER, size_bytes INTEGER
+    captured_at TEXT, case_ref TEXT, width INTEGER, height INTEGER, size_bytes INTEGER, decode_scale INTEGER,
+    decode_warnings TEXT
 );
 CREATE TABLE IF NOT EXISTS outcomes (
     event_id TEXT PRIMARY KEY, submission_id TEXT NOT NULL, status TEXT NOT NULL, faces INTEGER,
@@ -174,9 +177,16 @@ class SqliteSubmissionStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(outcomes)")}
-        if "dropped" not in columns:  # a store written before faces_dropped was recorded
-            self._db.execute("ALTER TABLE outcomes ADD COLUMN dropped TEXT")
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a store written by an earlier release up to date (columns added since, all nullable)."""
+        added = {"outcomes": {"dropped": "TEXT"}, "submissions": {"decode_scale": "INTEGER", "decode_warnings": "TEXT"}}
+        for table, wanted in added.items():
+            columns = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in wanted.items():
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def get(self, submission_id: str) -> SubmissionRecord | None:
         with self._locked() as db:

@@ -76,6 +76,7 @@ def test_bad_still_is_poison_with_a_rejected_outcome(tmp_path: Path, registry: C
     assert outcome.status == OutcomeStatus.REJECTED and outcome.detail.startswith(reason)
     st = h.ingestor.store.status(submission_id("shop-1", data))
     assert st is not None and st.status == "rejected" and st.record.reason == reason
+    assert st.record.captured_at is not None and st.record.captured_at.isoformat().startswith("2024-05-01T13:45:07")
     assert sample(registry, "rfr_ingest_rejections_total", reason=reason) == 1
 
 

@@ -201,3 +201,7 @@ def test_a_large_jpeg_upload_is_received_at_reduced_scale(tmp_path: Path) -> Non
     assert [(it["width"], it["height"]) for it in resp.json()["submissions"]] == [(200, 150), (120, 80)]
     frames = [decode(FrameEvent, o.value) for o in sent(ctx) if o.topic.endswith("frames.v1")]
     assert [(f.decode_scale, f.decode_warnings) for f in frames] == [(2, ()), (1, ("jpeg_missing_eoi",))]
+    client = TestClient(create_app(ctx))
+    statuses = [client.get(f"/v1/submissions/{it['submission_id']}", headers={"X-API-Key": KEY_A}).json()
+                for it in resp.json()["submissions"]]
+    assert [(s["decode_scale"], s["decode_warnings"]) for s in statuses] == [(2, []), (1, ["jpeg_missing_eoi"])]

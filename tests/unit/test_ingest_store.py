@@ -96,10 +96,15 @@ def test_a_store_written_before_dropped_was_recorded_is_upgraded(tmp_path: Path)
 
     old = sqlite3.connect(tmp_path / "old.db")
     old.executescript("CREATE TABLE outcomes (event_id TEXT PRIMARY KEY, submission_id TEXT NOT NULL, "
-                      "status TEXT NOT NULL, faces INTEGER, face_id TEXT, at TEXT NOT NULL);")
+                      "status TEXT NOT NULL, faces INTEGER, face_id TEXT, at TEXT NOT NULL);"
+                      "CREATE TABLE submissions (submission_id TEXT PRIMARY KEY, retailer_id TEXT NOT NULL, "
+                      "channel TEXT NOT NULL, source TEXT NOT NULL, received_at TEXT NOT NULL, state TEXT NOT NULL, "
+                      "reason TEXT, detail TEXT, store_id TEXT, camera_id TEXT, captured_at TEXT, case_ref TEXT, "
+                      "width INTEGER, height INTEGER, size_bytes INTEGER);")
     old.close()
     store = SqliteSubmissionStore(tmp_path / "old.db")
     store.claim(rec())
     assert store.apply_outcome(outcome(OutcomeStatus.FACES_FOUND, faces=1, dropped={"too_small": 1}))
     st = store.status("sub_1")
     assert st is not None and st.progress.faces_dropped == {"too_small": 1}
+    assert (st.record.decode_scale, st.record.decode_warnings) == (None, None)  # the new columns, empty
