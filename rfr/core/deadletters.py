@@ -72,7 +72,10 @@ def _ident(value: object) -> str | None:
     return value if isinstance(value, str) and is_ident(value) else None
 
 
-def event_ids(payload: bytes | str | None) -> tuple[str | None, str | None, str | None]:
+EventIds = tuple[str | None, str | None, str | None]  # submission_id, face_id, meta.retailer_id
+
+
+def event_ids(payload: bytes | str | None) -> EventIds:
     """(``submission_id``, ``face_id``, ``meta.retailer_id``) read leniently from a pipeline event's JSON; each
     None when absent or not a valid id (:func:`rfr.core.ids.is_ident`)."""
     try:
@@ -86,14 +89,15 @@ def event_ids(payload: bytes | str | None) -> tuple[str | None, str | None, str 
     return _ident(data.get("submission_id")), _ident(data.get("face_id")), retailer
 
 
-def failed_outcome(payload: bytes | str | None, detail: str, outcomes_topic: str) -> Output | None:
+def failed_outcome(event: EventIds, detail: str, outcomes_topic: str) -> Output | None:
     """The ``failed`` outcome for a dead-lettered pipeline event, or None when it names no submission.
 
-    ``payload`` is the event's JSON as consumed. The outcome names ``submission_id``, the face (``face_id``) when
-    the event is a face-level one, and the retailer (``meta.retailer_id``); its ``detail`` is ``detail`` (the
-    dead letter's reason text, see :func:`reason_of`) cut to 500 characters. It repeats nothing else of the payload.
+    ``event`` is what :func:`event_ids` read from the event as consumed. The outcome names ``submission_id``, the
+    face (``face_id``) when the event is a face-level one, and the retailer (``meta.retailer_id``); its ``detail``
+    is ``detail`` (the dead letter's reason text, see :func:`reason_of`) cut to 500 characters. It repeats nothing
+    else of the payload.
     """
-    submission, face, retailer = event_ids(payload)
+    submission, face, retailer = event
     if submission is None or retailer is None:
         return None
     outcome = OutcomeEvent.make(submission, retailer, OutcomeStatus.FAILED, face_id=face,

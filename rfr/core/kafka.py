@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer as _Consumer
@@ -207,16 +207,16 @@ class DeliveryTracker:
             raise DeliveryFailed("; ".join(errors[:5]), permanent=permanent and not remaining)
 
 
-def header_dict(msg: Message) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _header_pairs(msg: Message) -> Iterator[tuple[str, str | None]]:
+    """Every header of ``msg`` in order, values as text (UTF-8, undecodable bytes replaced) or None."""
     raw = msg.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    for k, v in pairs:
-        if isinstance(v, bytes):
-            out[k] = v.decode("utf-8", errors="replace")
-        elif v is not None:
-            out[k] = str(v)
-    return out
+    for k, v in raw.items() if isinstance(raw, dict) else raw:
+        yield k, v.decode("utf-8", errors="replace") if isinstance(v, bytes) else None if v is None else str(v)
+
+
+def header_dict(msg: Message) -> dict[str, str]:
+    """Headers with a value as {name: value}; a repeated name keeps its last value."""
+    return {k: v for k, v in _header_pairs(msg) if v is not None}
 
 
 def header_dict_with_repeats(msg: Message, prefix: str) -> tuple[dict[str, str], dict[str, int]]:
@@ -225,15 +225,9 @@ def header_dict_with_repeats(msg: Message, prefix: str) -> tuple[dict[str, str],
     refuse metadata that names one field twice (:func:`header_dict` silently keeps the last value)."""
     out: dict[str, str] = {}
     counts: dict[str, int] = {}
-    raw = msg.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    for k, v in pairs:
+    for k, v in _header_pairs(msg):
         if k.lower().startswith(prefix.lower()):
             counts[k.lower()] = counts.get(k.lower(), 0) + 1
-        if k in out:
-            continue
-        if isinstance(v, bytes):
-            out[k] = v.decode("utf-8", errors="replace")
-        elif v is not None:
-            out[k] = str(v)
+        if v is not None:
+            out.setdefault(k, v)
     return out, {k: n for k, n in counts.items() if n > 1}

@@ -279,16 +279,17 @@ class StreamProcessor:
         letter = dead_letter(self.config.service, msg, exc, self.config.deadletter_topic,
                              self.config.max_message_bytes)
         self.metrics.deadletters.labels(letter.headers["rfr-reason"]).inc()
-        submission, face, _ = event_ids(msg.value())
+        event = event_ids(msg.value())  # read once: for the log line and the failed outcome
         logger.warning("dead-lettered %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), exc,
-                       extra=ids(submission, face, topic=msg.topic(), partition=msg.partition(), offset=msg.offset()))
+                       extra=ids(event[0], event[1], topic=msg.topic(), partition=msg.partition(), offset=msg.offset()))
         if isinstance(exc, PoisonMessage) and exc.outputs:
             return [letter, *exc.outputs]
         if self.config.outcomes_topic is None:
             return [letter]
+        detail = reason_of(exc)[1]
         if isinstance(self.handler, ReportsFailures):
-            return [letter, *self.handler.failure_outputs(msg, reason_of(exc)[1])]
-        outcome = failed_outcome(msg.value(), reason_of(exc)[1], self.config.outcomes_topic)
+            return [letter, *self.handler.failure_outputs(msg, detail)]
+        outcome = failed_outcome(event, detail, self.config.outcomes_topic)
         if outcome is None:
             logger.warning("%s[%s]@%s names no submission: no failed outcome can be sent for it",
                            msg.topic(), msg.partition(), msg.offset())
