@@ -16,7 +16,7 @@ python3 deploy/render_prometheusrule.py --check
 
 echo "== Kubernetes: kustomize build + strict schema validation (CRDs: checked structurally by the tests)"
 if command -v kubectl > /dev/null; then
-  for target in deploy/k8s deploy/k8s/overlays/gpu-embed; do
+  for target in deploy/k8s deploy/k8s/overlays/gpu-embed deploy/k8s/tools; do
     kubectl kustomize "$target" | "$TOOLS/venv/bin/kubernetes-validate" --strict --quiet --no-warn -k 1.30.0 -
     echo "$target: valid"
   done
@@ -27,7 +27,7 @@ fi
 echo "== compose: compose-spec schema, and docker compose config where the plugin exists"
 "$TOOLS/venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec deploy/compose/compose.yaml
 if docker compose version > /dev/null 2>&1; then
-  GRAFANA_ADMIN_PASSWORD="${GRAFANA_ADMIN_PASSWORD:-validate}" docker compose -f deploy/compose/compose.yaml config --quiet
+  GRAFANA_ADMIN_PASSWORD="${GRAFANA_ADMIN_PASSWORD:-validate}" POSTGRES_PASSWORD="${POSTGRES_PASSWORD:-validate}" docker compose -f deploy/compose/compose.yaml config --quiet
   echo "docker compose config: valid"
 else
   echo "docker compose plugin not found: skipped"

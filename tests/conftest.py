@@ -17,7 +17,7 @@ from rfr.core import kafka
 from rfr.core.settings import KafkaSettings
 from rfr.tools import procs
 
-pytest_plugins = ["support.fixtures"]
+pytest_plugins = ["support.fixtures", "support.databases"]  # databases: postgres_server, database_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

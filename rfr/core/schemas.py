@@ -12,9 +12,11 @@ accepted versions (default: the class's own) and refuses any other with :class:`
 (reason ``unsupported_schema_version``, e.g. ``got 1, accepts 2``), which the stages dead-letter.
 
 Version 2 (FaceQuality, FaceEvent, EmbeddingEvent, Candidate, CandidateList): ``blur`` became ``sharpness``,
-the embedding travels as float32 bytes (``template``), ``gallery(ies)`` became ``watch_list(s)``; every other
-class is at version 1. Each class's docstring says what its version changed; docs/design.md (wire format) has the
-table and which stage reads which version.
+the embedding travels as float32 bytes (``template``), ``gallery(ies)`` became ``watch_list(s)``. Version 3
+(FaceEvent, EmbeddingEvent, CandidateList): the probe travels with its still's blob reference, its box and crop to
+the review service, which keeps cases and re-searches unsolved probes; every other class is at version 1. Each
+class's docstring says what its version changed; docs/design.md (wire format) has the table and which stage reads
+which version.
 """
 
 from __future__ import annotations
@@ -199,9 +201,9 @@ class FaceQuality(Message):
 
 
 class FaceEvent(Message):
-    """One usable face of a still (schema v2: its FaceQuality is v2)."""
+    """One usable face of a still (schema v3: adds ``still_ref``; v2: its FaceQuality is v2)."""
 
-    schema_version: Literal[2] = 2
+    schema_version: Literal[3] = 3
     event_id: str
     face_id: str
     submission_id: str
@@ -214,21 +216,28 @@ class FaceEvent(Message):
     quality: FaceQuality
     crop_jpeg: bytes
     crop_size: int = 160
+    still_ref: str | None = Field(
+        default=None, description="Blob-store reference (sha256:<hex>) of the submitted still, kept for review "
+        "until retention purges it; None when the still was not kept.")
 
     @field_validator("box", mode="before")
     @classmethod
     def _box_is_exact(cls, value: object) -> object:
-        """The box as strictly as every other field: exactly x, y, width, height; finite; no negative size."""
-        if isinstance(value, dict) and set(value) != _BOX_FIELDS:
-            raise ValueError(f"box has fields {sorted(value)}, expected {sorted(_BOX_FIELDS)}")
-        if isinstance(value, dict):
-            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()):
-                raise ValueError(f"box values must be numbers, got {value}")
-            value = Box(**{k: float(v) for k, v in value.items()})
-        box = value
-        if isinstance(box, Box) and not (all(math.isfinite(v) for v in box) and box.width >= 0 <= box.height):
-            raise ValueError(f"box {tuple(box)} is not finite with a non-negative size")
-        return box
+        return _exact_box(value)
+
+
+def _exact_box(value: object) -> object:
+    """The box as strictly as every other field: exactly x, y, width, height; finite; no negative size."""
+    if isinstance(value, dict) and set(value) != _BOX_FIELDS:
+        raise ValueError(f"box has fields {sorted(value)}, expected {sorted(_BOX_FIELDS)}")
+    if isinstance(value, dict):
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()):
+            raise ValueError(f"box values must be numbers, got {value}")
+        value = Box(**{k: float(v) for k, v in value.items()})
+    box = value
+    if isinstance(box, Box) and not (all(math.isfinite(v) for v in box) and box.width >= 0 <= box.height):
+        raise ValueError(f"box {tuple(box)} is not finite with a non-negative size")
+    return box
 
 
 _BOX_FIELDS = frozenset({"x", "y", "width", "height"})
@@ -242,15 +251,32 @@ def template_bytes(vector: npt.ArrayLike) -> bytes:
     return arr.tobytes()
 
 
+def _check_template(value: bytes) -> bytes:
+    if len(value) % TEMPLATE_DTYPE.itemsize:
+        raise ValueError(f"template of {len(value)} bytes is not a whole number of float32 values")
+    return value
+
+
+def template_vector(template: bytes) -> npt.NDArray[np.float32]:
+    """Wire template bytes as a read-only float32 array of shape ``(len // 4,)`` (native byte order)."""
+    return np.frombuffer(template, dtype=TEMPLATE_DTYPE).astype(np.float32, copy=False)
+
+
+Template = Annotated[bytes, Field(
+    min_length=TEMPLATE_MIN_DIM * TEMPLATE_DTYPE.itemsize, max_length=TEMPLATE_MAX_DIM * TEMPLATE_DTYPE.itemsize,
+    description="Embedding as little-endian float32 bytes (base64 in JSON); dimension = len / 4.")]
+
+
 class EmbeddingEvent(Message):
-    """The template (embedding) of one probe face (schema v2).
+    """The template (embedding) of one probe face (schema v3: adds the probe's ``still_ref``, ``box`` and
+    ``crop_jpeg`` for the review service; v2: the template as float32 bytes).
 
     ``template`` is the vector as little-endian float32 bytes (:data:`TEMPLATE_DTYPE`; URL-safe base64 in JSON), of
     ``TEMPLATE_MIN_DIM``..``TEMPLATE_MAX_DIM`` values; :attr:`vector` gives it as a numpy array. v1 carried a
     JSON list of floats in ``vector`` (11 kB for 512 values, against 2.7 kB of base64 now).
     """
 
-    schema_version: Literal[2] = 2
+    schema_version: Literal[3] = 3
     event_id: str
     face_id: str
     submission_id: str
@@ -259,16 +285,13 @@ class EmbeddingEvent(Message):
     quality: FaceQuality
     model_id: str
     weights_sha256: str
-    template: bytes = Field(
-        min_length=TEMPLATE_MIN_DIM * TEMPLATE_DTYPE.itemsize, max_length=TEMPLATE_MAX_DIM * TEMPLATE_DTYPE.itemsize,
-        description="Embedding as little-endian float32 bytes (base64 in JSON); dimension = len / 4.")
+    template: Template
+    still_ref: str | None = Field(default=None, description="Blob-store reference of the submitted still.")
+    box: Box = Field(description="The face box in the still's pixels.")
+    crop_jpeg: bytes = Field(description="The aligned face crop (JPEG) that was embedded.")
 
-    @field_validator("template")
-    @classmethod
-    def _whole_floats(cls, value: bytes) -> bytes:
-        if len(value) % TEMPLATE_DTYPE.itemsize:
-            raise ValueError(f"template of {len(value)} bytes is not a whole number of float32 values")
-        return value
+    _whole_floats = field_validator("template")(_check_template)
+    _exact = field_validator("box", mode="before")(_exact_box)
 
     @property
     def dim(self) -> int:
@@ -278,7 +301,7 @@ class EmbeddingEvent(Message):
     @property
     def vector(self) -> npt.NDArray[np.float32]:
         """The template as a read-only float32 array of shape ``(dim,)`` (native byte order)."""
-        return np.frombuffer(self.template, dtype=TEMPLATE_DTYPE).astype(np.float32, copy=False)
+        return template_vector(self.template)
 
 
 class Candidate(Message):
@@ -293,11 +316,30 @@ class Candidate(Message):
     source_ref: str | None = None
 
 
-class CandidateList(Message):
-    """Candidates for human review (schema v2; v1 called ``watch_lists`` ``galleries``). A list is never an
-    identification."""
+class Probe(Message):
+    """The probe face a candidate list was searched with, as the review service keeps it (schema v1)."""
 
-    schema_version: Literal[2] = 2
+    schema_version: Literal[1] = 1
+    still_ref: str | None = Field(description="Blob-store reference (sha256:<hex>) of the still; None: not kept.")
+    box: Box = Field(description="The face box in the still's pixels.")
+    crop_jpeg: bytes = Field(description="The aligned face crop (JPEG) that was searched.")
+    template: Template
+
+    _whole_floats = field_validator("template")(_check_template)
+    _exact = field_validator("box", mode="before")(_exact_box)
+
+    @property
+    def vector(self) -> npt.NDArray[np.float32]:
+        """The template as a float32 array of shape ``(dim,)``."""
+        return template_vector(self.template)
+
+
+class CandidateList(Message):
+    """Candidates for human review (schema v3: adds ``search_started_at``, the ``probe``, and ``trigger`` /
+    ``re_search_of`` for re-searches of unsolved probes; v2: ``galleries`` became ``watch_lists``). A list is never
+    an identification."""
+
+    schema_version: Literal[3] = 3
     event_id: str
     face_id: str
     submission_id: str
@@ -312,6 +354,12 @@ class CandidateList(Message):
     model_id: str
     quality: FaceQuality
     notice: str = "Possible candidates for trained human review; not an identification."
+    search_started_at: datetime = Field(description="When the gallery search started (searched_at: ended).")
+    probe: Probe
+    trigger: Literal["submission", "re_search"] = Field(
+        default="submission", description="submission: the still's own search; re_search: a later search of an "
+        "unsolved probe against newly enrolled subjects.")
+    re_search_of: str | None = Field(default=None, description="re_search: the GalleryChange event_id behind it.")
 
 
 class OutcomeStatus(StrEnum):
@@ -369,3 +417,82 @@ class DeadLetter(Message):
     headers: dict[str, str] = Field(default_factory=dict)
     payload: bytes | None = None
     at: datetime = Field(default_factory=utcnow)
+
+
+class GalleryFaceRecord(Message):
+    """One photo of a gallery change (schema v1)."""
+
+    schema_version: Literal[1] = 1
+    face_id: str = Field(description="The gallery face id (rfr.gallery.base.enrol_face_id).")
+    subject_id: str
+    photo_ref: str | None = Field(
+        default=None, description="Blob-store reference (sha256:<hex>) of the enrolled photo, kept so that "
+        "reviewers can see a candidate beside the probe; None when not kept.")
+    source_ref: str = ""
+    template: bytes | None = Field(
+        default=None, description="enrolled: the photo's template, little-endian float32 bytes (the review service "
+        "re-searches unsolved probes against new enrolments only).")
+
+    @field_validator("template")
+    @classmethod
+    def _whole_floats(cls, value: bytes | None) -> bytes | None:
+        return None if value is None else _check_template(value)
+
+
+GALLERY_CHANGE_MAX_FACES = 200
+"""Most photos in one GalleryChange (512-d templates: ~0.6 MB of JSON, under Kafka's default 1 MB message)."""
+
+
+class GalleryChange(Message):
+    """Photos enrolled on, or erased from, a watch-list (schema v1), on ``rfr.gallery.v1``. Published by
+    ``rfr enrol`` and ``rfr gallery delete``; the review service audits it, keeps the photos viewable and
+    re-searches unsolved probes against new enrolments."""
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    action: Literal["enrolled", "erased"]
+    watch_list: str
+    model_id: str
+    at: datetime = Field(default_factory=utcnow)
+    actor: str = Field(description="Who made the change (user name, or cli:<os user>).")
+    reason: str = Field(default="", description="Why: the authority or reference for the change.")
+    faces: list[GalleryFaceRecord] = Field(min_length=1, max_length=GALLERY_CHANGE_MAX_FACES)
+
+
+DecisionOutcome = Literal["lead", "no_lead"]
+
+
+class ReviewerDecision(Message):
+    """One reviewer's decision on a case, as published (schema v1)."""
+
+    schema_version: Literal[1] = 1
+    reviewer: str
+    role: str
+    stage: Literal["first", "verification", "supervisor"]
+    outcome: DecisionOutcome
+    lead_subject_id: str | None = None
+    decided_at: datetime
+
+
+class DecisionEvent(Message):
+    """The final decision on one review case (schema v1), on ``rfr.decisions.v1`` for case systems. A lead is a
+    line of enquiry confirmed by trained reviewers (two, unless two-person verification is off); a candidate list is
+    never an identification."""
+
+    schema_version: Literal[1] = 1
+    event_id: str = Field(description="case-<case_id>:final: one final decision per case.")
+    case_id: int
+    case_ref: str | None = None
+    face_id: str
+    submission_id: str
+    retailer_id: str
+    outcome: DecisionOutcome
+    lead: Candidate | None = Field(default=None, description="lead: the candidate decided on.")
+    decisions: list[ReviewerDecision]
+    two_person: bool
+    decided_at: datetime
+    searched_at: datetime
+    threshold: float
+    model_id: str
+    notice: str = ("A lead for investigation confirmed by trained reviewers; a candidate list is never an "
+                   "identification.")

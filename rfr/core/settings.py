@@ -6,11 +6,13 @@ environment at import time.
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rfr.core.settings_errors import SettingsError, describe_errors
@@ -128,6 +130,7 @@ class MetricsSettings(_Group):
     detect_port: int = Field(default=9402, description="TCP port of the detect service's /metrics; 0: none.")
     embed_port: int = Field(default=9403, description="TCP port of the embed service's /metrics; 0: none.")
     match_port: int = Field(default=9404, description="TCP port of the match service's /metrics; 0: none.")
+    review_port: int = Field(default=9405, description="TCP port of the review service's /metrics; 0: none.")
 
 
 class IngestSettings(_Group):
@@ -161,9 +164,15 @@ class IngestSettings(_Group):
     api_keys: str = Field(
         default="", description="'retailer:sha256hex,...' pairs (hashed keys), in addition to api_keys_file."
     )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the submission store behind the status API and the "
+        "de-duplication of stills, e.g. `postgresql+psycopg://user:pw@host/db`: one PostgreSQL database shared by "
+        "every ingest replica (the tables are created or migrated on start). Unset: the SQLite file at db_path.",
+    )
     db_path: Path | None = Field(
-        default=None, description="SQLite file of the submission store behind the status API (one ingest "
-        "instance per file). Unset: `<stack.state_dir>/ingest.db`.",
+        default=None, description="SQLite file of the submission store when database_url is unset (ingest "
+        "instances on one host share it; replicas on several hosts need database_url). Unset: "
+        "`<stack.state_dir>/ingest.db`.",
     )
     max_files_per_request: int = Field(
         default=64, ge=1, description="Most images in one HTTP POST; more: the request is refused (too_many_files)."
@@ -320,6 +329,56 @@ class MatchSettings(_Group):
     )
 
 
+class ReviewSettings(_Group):
+    """The review service: cases made from candidate lists, two-person decisions, the audit log and its API
+    (services/review/, rfr/review/)."""
+
+    http_host: str = Field(
+        default="127.0.0.1", description="Address the review API listens on (0.0.0.0 in a container).")
+    http_port: int = Field(default=8090, description="TCP port of the review API (OpenAPI at /docs).")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the review store, e.g. "
+        "`postgresql+psycopg://rfr:secret@db:5432/rfr` at scale. Unset: SQLite file `<stack.state_dir>/review.db`.",
+    )
+    two_person: bool = Field(
+        default=True, description="Two-person verification: a lead stands only when a second reviewer, blind to the "
+        "first decision, reaches the same one; disagreements go to a supervisor (EU AI Act Art 14(5)). Turning it "
+        "off is a policy change and is audited.",
+    )
+    secret_file: Path | None = Field(
+        default=None, description="File of the review service's secret key (32 random bytes, created mode 0600 on "
+        "first use): signs audit checkpoints and session tokens; `rfr audit verify` needs the same file. Unset: "
+        "`<stack.state_dir>/review-secret`.",
+    )
+    checkpoint_every: int = Field(
+        default=100, ge=1, description="Audit entries between two signed checkpoints (count + head hash).")
+    checkpoint_interval_s: float = Field(
+        default=300.0, gt=0, description="Seconds between signed audit checkpoints written by the service even "
+        "when fewer than checkpoint_every entries were added.",
+    )
+    session_ttl_s: float = Field(default=8 * 3600.0, gt=0, description="Lifetime of a login session, seconds.")
+    batch_size: int = Field(default=64, ge=1, description="Most candidate lists consumed as one batch (one commit).")
+    re_search: bool = Field(
+        default=True, description="Search unsolved probes within retention again against each new enrolment.")
+    publish_interval_s: float = Field(
+        default=1.0, gt=0, description="Seconds between two passes of the decision publisher (rfr.decisions.v1).")
+
+
+class RetentionSettings(_Group):
+    """How long probe stills, crops and templates are kept (rfr/review/retention.py); `rfr retention run` does one
+    pass, the review service one every interval_s. Case and decision records and the audit log are kept."""
+
+    no_candidate_days: float = Field(
+        default=31.0, gt=0, description="Days a probe with no candidate (and no case) is kept after its search.")
+    no_lead_days: float = Field(
+        default=31.0, gt=0, description="Days a case closed as no_lead keeps its probe after the final decision.")
+    pending_days: float = Field(
+        default=90.0, gt=0, description="Days an undecided case is kept; then it expires and its probe is purged.")
+    closed_lead_days: float = Field(
+        default=365.0, gt=0, description="Days a lead keeps its probe after its case is closed (kept while open).")
+    interval_s: float = Field(default=3600.0, gt=0, description="Seconds between two retention passes of the service.")
+
+
 class StreamSettings(_Group):
     """The at-least-once loop every stage runs (rfr/core/stream.py)."""
 
@@ -405,6 +464,45 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     stream: StreamSettings = StreamSettings()
     datasets: DatasetsSettings = DatasetsSettings()
+    review: ReviewSettings = ReviewSettings()
+    retention: RetentionSettings = RetentionSettings()
+
+    @model_validator(mode="after")
+    def _topics_within_retention(self) -> Settings:
+        """Topics carry stills and crops: none may keep them longer than the shortest purge of ``retention``."""
+        shortest = min(self.retention.no_candidate_days, self.retention.no_lead_days, self.retention.pending_days)
+        longest = self.kafka.retention_ms * 4 / 86_400_000  # dead letters are kept four times longer
+        if longest > shortest:
+            raise ValueError(f"kafka.retention_ms keeps images {longest:g} days on the dead-letter topic (4 x "
+                             f"retention_ms), longer than the shortest retention purge ({shortest:g} days): lower "
+                             "RFR_KAFKA__RETENTION_MS or raise the retention.* days")
+        return self
+
+
+def review_database_url(settings: Settings) -> str:
+    """The review store's SQLAlchemy URL: ``review.database_url``, else SQLite under ``stack.state_dir``."""
+    if settings.review.database_url:
+        return settings.review.database_url
+    return f"sqlite:///{(settings.stack.state_dir / 'review.db').resolve()}"
+
+
+def review_secret_path(settings: Settings) -> Path:
+    return settings.review.secret_file or settings.stack.state_dir / "review-secret"
+
+
+def review_secret(settings: Settings, create: bool = True) -> bytes:
+    """The review secret key (32 bytes): read from ``review.secret_file``; created (mode 0600) when absent and
+    ``create``. Raises ``OSError`` when it cannot be read or made, ``ValueError`` when shorter than 32 bytes."""
+    path = review_secret_path(settings)
+    if not path.exists() and create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+    key = path.read_bytes()
+    if len(key) < 32:
+        raise ValueError(f"review secret {path} holds {len(key)} bytes; at least 32 are needed")
+    return key
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -13,8 +13,13 @@ EMBEDDINGS = "rfr.embeddings.v1"
 MATCHES = "rfr.matches.v1"
 OUTCOMES = "rfr.outcomes.v1"
 DEADLETTER = "rfr.deadletter.v1"
+GALLERY = "rfr.gallery.v1"
+DECISIONS = "rfr.decisions.v1"
 
-ALL_TOPICS: tuple[str, ...] = (SUBMISSIONS, FRAMES, FACES, EMBEDDINGS, MATCHES, OUTCOMES, DEADLETTER)
+ALL_TOPICS: tuple[str, ...] = (SUBMISSIONS, FRAMES, FACES, EMBEDDINGS, MATCHES, OUTCOMES, DEADLETTER, GALLERY,
+                               DECISIONS)
+LONG_KEPT: tuple[str, ...] = (DEADLETTER, DECISIONS)
+"""Kept four times longer than the stream: dead letters wait for a person, decisions for case systems."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,14 @@ class Topics:
     def deadletter(self) -> str:
         return self.name(DEADLETTER)
 
+    @property
+    def gallery(self) -> str:
+        return self.name(GALLERY)
+
+    @property
+    def decisions(self) -> str:
+        return self.name(DECISIONS)
+
     @classmethod
     def from_settings(cls, kafka: KafkaSettings) -> Topics:
         return cls(namespace=kafka.topic_namespace)
@@ -79,8 +92,8 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
     specs = []
     for base in ALL_TOPICS:
         config = dict(base_config)
-        if base == DEADLETTER:
-            # Dead letters wait for a person: keep them four times longer than the stream.
+        if base in LONG_KEPT:
+            # The settings check that this stays within the shortest purge of retention.* (images in dead letters).
             config["retention.ms"] = str(kafka.retention_ms * 4)
         specs.append(TopicSpec(topics.name(base), kafka.partitions, kafka.replication_factor, config))
     return specs

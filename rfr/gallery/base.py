@@ -112,6 +112,11 @@ class Gallery(Protocol):
         """The subset of ``face_ids`` already stored."""
         ...
 
+    def subject_faces(self, subject_id: str, watch_lists: Sequence[str] | None = None) -> list[tuple[str, str]]:
+        """Every photo of ``subject_id`` (on ``watch_lists``, default all) as ``(face_id, watch_list)``, sorted:
+        what :meth:`delete_subject` would erase (read first, to tell the review service which faces go)."""
+        ...
+
     def delete_subject(self, subject_id: str, watch_lists: Sequence[str] | None = None) -> int:
         """Erase every photo of ``subject_id`` (on ``watch_lists``, default all); returns how many were erased."""
         ...

@@ -20,6 +20,13 @@ Refused (``shared_photo``) unless ``allow_shared_photo`` (then enrolled with a `
 Resumable: a face's id is derived from (watch-list, subject, sha256 of the image bytes), so a photo already on
 the watch-list is skipped without decoding it, and a re-run after an interruption enrols only what is missing.
 Embedding calls are batched (``batch_size`` photos per call).
+
+Photos are kept: with a blob store (``photos``), each enrolled photo's bytes are stored content-addressed
+(``sha256:<hex>``) before its face enters the gallery, so that reviewers can see a candidate beside the probe. The
+report lists the photos enrolled in the run (``EnrolReport.faces``: ids, photo reference, template) for
+:func:`rfr.gallery.changes.gallery_changes` to tell the review service. With ``embed_existing``, photos already on
+the watch-list are decoded and embedded again (not written to the gallery again; the pipeline is deterministic,
+so the template is the one enrolled) and listed too, marked ``existing``: for announcing an earlier enrolment.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rfr.core.blobstore import BlobStore
 from rfr.core.reasons import Reason
 from rfr.embedding.protocol import Embedder
 from rfr.gallery.base import (
@@ -68,8 +76,8 @@ from rfr.gallery.extraction import (
     embed_crops,
 )
 
-__all__ = ["REQUIRED_COLUMNS", "EnrolItem", "EnrolReport", "EnrolSource", "Enroller", "Problem", "items_from",
-           "items_from_folder", "items_from_manifest", "scan_folder", "scan_manifest", "scan_source",
+__all__ = ["REQUIRED_COLUMNS", "EnrolItem", "EnrolReport", "EnrolSource", "EnrolledFace", "Enroller", "Problem",
+           "items_from", "items_from_folder", "items_from_manifest", "scan_folder", "scan_manifest", "scan_source",
            "shared_photos"]
 
 logger = logging.getLogger(__name__)
@@ -81,6 +89,21 @@ logger = logging.getLogger(__name__)
 # person: at most 0.953 over 3437 pairs (99.9th percentile 0.934).
 SAME_PHOTO_COSINE = 0.99
 SAME_PHOTO_TOP_K = 3  # subjects asked of the gallery per photo: its own subject may hold the best hit
+
+
+@dataclass(frozen=True)
+class EnrolledFace:
+    """One photo on the watch-list after a run: ``vector`` is its float32 template (dim,) as embedded;
+    ``photo_ref`` its blob reference (None without a blob store); ``existing``: it was enrolled before this run
+    (listed only with ``embed_existing``)."""
+
+    face_id: str
+    subject_id: str
+    watch_list: str
+    photo_ref: str | None
+    source_ref: str
+    vector: npt.NDArray[np.float32]
+    existing: bool = False
 
 
 @dataclass
@@ -98,6 +121,7 @@ class EnrolReport:
     done: list[Problem] = field(default_factory=list)  # reason "enrolled" or "already_enrolled", one per file
     subjects: set[str] = field(default_factory=set)
     seconds: float = 0.0
+    faces: list[EnrolledFace] = field(default_factory=list)  # enrolled now (and existing, with embed_existing)
 
     @property
     def files(self) -> int:
@@ -112,7 +136,8 @@ class EnrolReport:
             "enrolled": self.enrolled, "skipped_existing": self.skipped_existing, "skipped": len(self.skipped),
             "skipped_by_reason": _count(self.skipped), "rejected": len(self.rejected),
             "rejected_by_reason": self.reasons(), "warnings": len(self.warnings),
-            "subjects_enrolled": len(self.subjects), "seconds": round(self.seconds, 3),
+            "subjects_enrolled": len(self.subjects), "photos_kept": sum(1 for f in self.faces if f.photo_ref),
+            "seconds": round(self.seconds, 3),
             "images_per_s": round(self.images / self.seconds, 2) if self.seconds > 0 else None,
             "rejections": [asdict(p) for p in self.rejected], "warning_list": [asdict(p) for p in self.warnings],
             "skips": [asdict(p) for p in self.skipped], "done_list": [asdict(p) for p in self.done],
@@ -140,13 +165,22 @@ class _Pending:
     shared: bool = False  # the same bytes are given for another subject in this run (already reported)
 
 
+@dataclass
+class _Kept:
+    pending: _Pending
+    crop: Crop
+    existing: bool = False  # already on the watch-list: embedded again to be listed, not written again
+
+
 class Enroller:
     """Runs items through extraction and embedding onto one watch-list of a gallery (one embedding call per
-    batch)."""
+    batch). ``photos``: where each enrolled photo's bytes are kept (``OSError`` from it stops the run before the
+    face enters the gallery); ``embed_existing``: list photos already enrolled in the report as well."""
 
     def __init__(self, extractor: FaceExtractor, embedder: Embedder, gallery: Gallery, watch_list: str, *,
                  multi_face: MultiFacePolicy = "largest", batch_size: int = 32,
-                 allow_shared_photo: bool = False) -> None:
+                 allow_shared_photo: bool = False, photos: BlobStore | None = None,
+                 embed_existing: bool = False) -> None:
         if embedder.model_id != gallery.model_id:
             raise ValueError(f"embedder model {embedder.model_id!r} but gallery model {gallery.model_id!r}")
         self.extractor = extractor
@@ -156,6 +190,8 @@ class Enroller:
         self.multi_face = multi_face
         self.batch_size = batch_size
         self.allow_shared_photo = allow_shared_photo
+        self.photos = photos
+        self.embed_existing = embed_existing
         self._shared: dict[str, dict[str, str]] = {}
 
     def run_source(self, source: EnrolSource, progress: Callable[[int], None] | None = None) -> EnrolReport:
@@ -194,15 +230,18 @@ class Enroller:
                 seen[p.face_id] = p.item.source_ref
                 fresh.append(p)
         existing = self.gallery.existing_face_ids([p.face_id for p in fresh])
-        kept: list[tuple[_Pending, Crop]] = []
+        kept: list[_Kept] = []
         for p in fresh:
             if p.face_id in existing:
                 report.skipped_existing += 1
                 report.done.append(_problem(p.item, "already_enrolled", f"on watch-list {self.watch_list}"))
+                crop = self._extract_existing(p, report) if self.embed_existing else None
+                if crop is not None:
+                    kept.append(_Kept(p, crop, existing=True))
             elif self._shared_ok(p, report):
                 crop = self._extract(p, report)
                 if crop is not None:
-                    kept.append((p, crop))
+                    kept.append(_Kept(p, crop))
         if kept:
             self._embed_and_add(kept, report)
 
@@ -233,21 +272,44 @@ class Enroller:
             report.warnings.append(_problem(p.item, Reason.MULTIPLE_FACES, choice.warning))
         return choice.face.crop
 
-    def _embed_and_add(self, kept: list[tuple[_Pending, Crop]], report: EnrolReport) -> None:
-        vectors = embed_crops(self.embedder, [crop for _, crop in kept])
-        twins = self._twins([p.item for p, _ in kept], vectors)
-        faces = []
-        for (p, _), vector, twin in zip(kept, vectors, twins, strict=True):
-            if twin is not None and not p.shared and not self._shared_photo(p.item, twin, report):
+    def _extract_existing(self, p: _Pending, report: EnrolReport) -> Crop | None:
+        """The crop of a photo already enrolled (its largest face: the one either policy enrolled), or None with
+        a ``not_listed`` warning; the file stays counted as already enrolled."""
+        try:
+            return choose_face(self.extractor.extract(p.data), "largest").face.crop
+        except ExtractionRejected as exc:
+            report.warnings.append(_problem(p.item, "not_listed", f"already enrolled, but no face to embed again "
+                                            f"now ({exc.reason}: {exc.detail}); not announced"))
+            return None
+
+    def _embed_and_add(self, kept: list[_Kept], report: EnrolReport) -> None:
+        vectors = embed_crops(self.embedder, [k.crop for k in kept])
+        new = [i for i, k in enumerate(kept) if not k.existing]
+        twins = dict(zip(new, self._twins([kept[i].pending.item for i in new], vectors[new]), strict=True)
+                     ) if new else {}
+        listed: list[EnrolledFace] = []
+        for i, k in enumerate(kept):
+            twin = twins.get(i)
+            if twin is not None and not k.pending.shared and not self._shared_photo(k.pending.item, twin, report):
                 continue
-            faces.append(GalleryFace(face_id=p.face_id, subject_id=p.item.subject_id, watch_list=self.watch_list,
-                                     vector=vector, source_ref=p.item.source_ref, metadata=p.metadata))
-        if not faces:
-            return
-        report.enrolled += self.gallery.add(faces)
-        report.subjects.update(f.subject_id for f in faces)
-        by_id = {p.face_id: p.item for p, _ in kept}
-        report.done.extend(_problem(by_id[f.face_id], "enrolled", f"subject {f.subject_id}") for f in faces)
+            listed.append(self._listed(k, vectors[i]))  # the photo is kept before its face enters the gallery
+        metadata = {k.pending.face_id: k.pending.metadata for k in kept}
+        faces = [GalleryFace(face_id=f.face_id, subject_id=f.subject_id, watch_list=self.watch_list, vector=f.vector,
+                             source_ref=f.source_ref, metadata=metadata[f.face_id]) for f in listed if not f.existing]
+        if faces:
+            report.enrolled += self.gallery.add(faces)
+            report.subjects.update(f.subject_id for f in faces)
+            by_id = {k.pending.face_id: k.pending.item for k in kept}
+            report.done.extend(_problem(by_id[f.face_id], "enrolled", f"subject {f.subject_id}") for f in faces)
+        report.faces.extend(listed)
+
+    def _listed(self, kept: _Kept, vector: npt.NDArray[np.float32]) -> EnrolledFace:
+        """The report's record of one photo, its bytes put in the blob store (when there is one)."""
+        p = kept.pending
+        ref = self.photos.put(p.data) if self.photos is not None else None
+        return EnrolledFace(face_id=p.face_id, subject_id=p.item.subject_id, watch_list=self.watch_list,
+                            photo_ref=ref, source_ref=p.item.source_ref,
+                            vector=np.asarray(vector, dtype=np.float32), existing=kept.existing)
 
     def _twins(self, items: Sequence[EnrolItem], vectors: npt.NDArray[np.float32]) -> list[str | None]:
         """Per photo: the other subject it is near-identical to (gallery, or earlier in this batch), or None."""

@@ -71,6 +71,12 @@ class InMemoryGallery:
         with self._lock:
             return {f for f in face_ids if f in self._faces}
 
+    def subject_faces(self, subject_id: str, watch_lists: Sequence[str] | None = None) -> list[tuple[str, str]]:
+        check_subject_id(subject_id)
+        with self._lock:
+            return sorted((k, f.watch_list) for k, f in self._faces.items()
+                          if f.subject_id == subject_id and (watch_lists is None or f.watch_list in watch_lists))
+
     def delete_subject(self, subject_id: str, watch_lists: Sequence[str] | None = None) -> int:
         check_subject_id(subject_id)
         with self._lock:

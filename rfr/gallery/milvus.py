@@ -241,9 +241,17 @@ class MilvusGallery:
                 rows = client.get(self.collection, ids=list(face_ids), output_fields=["face_id"])
         return {str(r["face_id"]) for r in rows}
 
+    def subject_faces(self, subject_id: str, watch_lists: Sequence[str] | None = None) -> list[tuple[str, str]]:
+        expr = _subject_filter(subject_id, watch_lists)
+        with self._lock:
+            if self._open() is None:
+                return []
+            with self._call("query subject") as client:
+                rows = client.query(self.collection, filter=expr, output_fields=["face_id", WATCH_LIST_FIELD])
+        return sorted((str(r["face_id"]), str(r[WATCH_LIST_FIELD])) for r in rows)
+
     def delete_subject(self, subject_id: str, watch_lists: Sequence[str] | None = None) -> int:
-        check_subject_id(subject_id)
-        expr = " and ".join(e for e in (f"subject_id == {quote(subject_id)}", watch_list_filter(watch_lists)) if e)
+        expr = _subject_filter(subject_id, watch_lists)
         with self._lock:
             if self._open() is None:
                 return 0
@@ -300,6 +308,12 @@ class MilvusGallery:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+def _subject_filter(subject_id: str, watch_lists: Sequence[str] | None) -> str:
+    """The Milvus filter of one subject's photos (on ``watch_lists``, default all); ``ValueError`` for a bad id."""
+    check_subject_id(subject_id)
+    return " and ".join(e for e in (f"subject_id == {quote(subject_id)}", watch_list_filter(watch_lists)) if e)
 
 
 def gallery_model_id(settings: Settings) -> str:

@@ -11,7 +11,7 @@ from rfr.core.logs import setup_logging
 from rfr.core.settings import EXIT_BAD_SETTINGS, Settings, load_settings
 from rfr.core.settings_errors import SettingsError
 from rfr.core.topics import Topics
-from rfr.tools import configdoc, demo, gallery_cli, submit
+from rfr.tools import configdoc, demo, gallery_cli, review_cli, submit
 from rfr.tools.eval import cli as eval_cli
 from rfr.tools.procs import StackError
 
@@ -26,7 +26,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(topics_app, name="topics")
 
 # Each of these tool modules exposes a typer `app` whose commands join `rfr`.
-_SUB_APPS = (submit.app, gallery_cli.app, eval_cli.app, demo.app, configdoc.app)
+_SUB_APPS = (submit.app, gallery_cli.app, eval_cli.app, demo.app, configdoc.app, review_cli.app)
 
 
 def _settings() -> Settings:
@@ -37,7 +37,7 @@ def _settings() -> Settings:
 
 @app.command()
 def up(no_services: Annotated[bool, typer.Option(help="Start only the broker and milvus-lite.")] = False) -> None:
-    """Start the local stack on 127.0.0.1: broker, milvus-lite server and the four services."""
+    """Start the local stack on 127.0.0.1: broker, milvus-lite server and the five services."""
     from rfr.tools import stack
 
     settings = _settings()
@@ -47,6 +47,9 @@ def up(no_services: Annotated[bool, typer.Option(help="Start only the broker and
     if any(info.name == "ingest" for info in started):
         typer.echo(f"submissions: HTTP http://{settings.ingest.http_host}:{settings.ingest.http_port}/v1/submissions "
                    f"(OpenAPI at /docs), Kafka topic {Topics.from_settings(settings.kafka).submissions}")
+    if any(info.name == "review" for info in started):
+        typer.echo(f"review: API http://{settings.review.http_host}:{settings.review.http_port}/v1 (OpenAPI at /docs); "
+                   "add reviewers with `rfr review user-add`")
 
 
 @app.command()
@@ -59,7 +62,7 @@ def down() -> None:
 
 
 @app.command()
-def restart(service: Annotated[str, typer.Argument(help="ingest, detect, embed or match")]) -> None:
+def restart(service: Annotated[str, typer.Argument(help="ingest, detect, embed, match or review")]) -> None:
     """Restart one service of the running local stack."""
     from rfr.tools import stack
 

@@ -146,7 +146,7 @@ def prepare(work: Path, lfw: Path, identities: int, strangers: int, face_px: int
 def running_stack(settings: Settings) -> Iterator[None]:
     from rfr.tools import stack
 
-    typer.echo("starting broker, milvus-lite and the four services on 127.0.0.1 …")
+    typer.echo("starting broker, milvus-lite and the five services on 127.0.0.1 …")
     stack.up(settings)
     try:
         yield

@@ -6,6 +6,12 @@ The gallery (one Milvus collection per embedding model) is divided into watch-li
 Every command talks to Milvus by URI (``settings.milvus.uri``, the milvus-lite server of ``rfr up`` by default);
 none opens a milvus-lite data file itself. Search results are candidates for trained human review, never
 identifications.
+
+The review service is told of every change (``rfr.gallery.v1``, :mod:`rfr.tools.gallery_events`): ``rfr enrol``
+keeps each enrolled photo in the blob store (``blob_dir``, content-addressed) and announces the photos it
+enrolled, with their templates, so that reviewers see a candidate's photo and unsolved probes are searched again
+against them; ``rfr gallery delete`` announces the erasure. A failed announcement exits 1 and says how to repeat
+it; ``--no-announce`` enrols or erases without telling the review service (offline).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from tqdm import tqdm  # type: ignore[import-untyped]
@@ -24,12 +30,20 @@ from rfr.core.settings import Settings, load_settings
 from rfr.gallery.base import GalleryError
 from rfr.gallery.extraction import MultiFacePolicy
 
+if TYPE_CHECKING:
+    from rfr.gallery.enrol import Enroller
+    from rfr.gallery.extraction import PipelineExtractor
+
 app = typer.Typer(add_completion=False, help="Gallery enrolment, administration and threshold calibration.")
 gallery_app = typer.Typer(no_args_is_help=True, help="The enrolled gallery: list, count, erase a subject.")
 app.add_typer(gallery_app, name="gallery")
 
 WatchListOpt = Annotated[list[str] | None, typer.Option("--watch-list", "-w",
                                                         help="Watch-list name(s); default: all.")]
+ReasonOpt = Annotated[str, typer.Option(help="Why: the authority or reference for this change, kept in the review "
+                                              "service's audit log with who ran it.")]
+AnnounceOpt = Annotated[bool, typer.Option("--announce/--no-announce", help="Tell the review service "
+                                           "(rfr.gallery.v1; needs the broker); --no-announce works offline.")]
 DEFAULT_FMRS = (1e-2, 1e-3, 1e-4)
 
 
@@ -74,6 +88,12 @@ def enrol(
     allow_shared_photo: Annotated[bool, typer.Option(
         "--allow-shared-photo", help="Enrol a photo also given (or already enrolled) for another subject id, "
                                      "with a warning, instead of refusing it.")] = False,
+    reason: ReasonOpt = "",
+    announce: AnnounceOpt = True,
+    announce_existing: Annotated[bool, typer.Option(
+        "--announce-existing", help="Also announce the photos already enrolled (each is decoded and embedded again "
+                                    "for its template, and kept in the blob store): after an announcement failed, "
+                                    "or for photos enrolled offline or before the review service.")] = False,
 ) -> None:
     """Enrol labelled photos (several per subject) onto a watch-list; re-running skips what is already there.
 
@@ -81,11 +101,13 @@ def enrol(
 
     Output: a line per file or manifest row (enrolled, existing, skipped, rejected, warning), then a summary.
 
-    Exit 0 when every file was enrolled or already there, else 1 (see --allow-partial); 2 for a usage error.
+    Each enrolled photo is kept in the blob store (blob_dir) and announced to the review service (rfr.gallery.v1).
+
+    Exit 0 when every file was enrolled or already there and the review service was told, else 1 (see
+    --allow-partial); 2 for a usage error.
     """
-    from rfr.gallery.enrol import Enroller, scan_source
-    from rfr.gallery.extraction import PipelineExtractor, load_embedder
-    from rfr.gallery.milvus import open_gallery
+    from rfr.gallery.enrol import scan_source
+    from rfr.tools.gallery_events import tell_enrolment
 
     settings = _settings()
     _checked([watch_list])
@@ -95,28 +117,55 @@ def enrol(
     chosen = multi_face or settings.match.enrol_multi_face
     if chosen not in ("largest", "reject"):
         raise _fail(f"--multi-face must be 'largest' or 'reject', not {chosen!r}")
-    policy: MultiFacePolicy = "reject" if chosen == "reject" else "largest"
+    if announce_existing and not announce:
+        raise _fail("--announce-existing and --no-announce contradict each other")
     try:
         found = scan_source(source)
     except (OSError, ValueError) as exc:
         raise _fail(f"cannot read {source}: {exc}") from exc
-    embedder = load_embedder(settings)
-    target = open_gallery(settings, embedder.model_id, embedder.weights_sha256)
-    extractor = PipelineExtractor(settings)
-    enroller = Enroller(extractor, embedder, target, watch_list, multi_face=policy,
-                        batch_size=batch_size or settings.embed.batch_size, allow_shared_photo=allow_shared_photo)
+    enroller, extractor = _enroller(settings, watch_list, "reject" if chosen == "reject" else "largest",
+                                    batch_size, allow_shared_photo, announce_existing)
+    unannounced = " (photos enrolled before it were not announced: run again with --announce-existing)"
     try:
         with tqdm(total=len(found.items), unit="img", disable=not progress, desc=f"enrol {watch_list}") as bar:
             result = enroller.run_source(found, progress=bar.update)
     except GalleryError as exc:
-        raise _fail(f"gallery error: {exc} (is milvus running at {settings.milvus.uri}? `rfr up` starts one)") from exc
+        raise _fail(f"gallery error: {exc} (is milvus running at {settings.milvus.uri}? `rfr up` starts one)"
+                    f"{unannounced if announce else ''}") from exc
+    except OSError as exc:
+        raise _fail(f"error: {exc}{unannounced if announce else ''}", 1) from exc
     finally:
         extractor.close()
     summary = result.to_dict()
     _print_enrol(summary, report)
     code = enrol_exit_code(summary, allow_partial)
+    told = tell_enrolment(settings, result, reason, announce=announce, existing=announce_existing)
     if code:
         raise _fail(_why_not_zero(summary, source), code)
+    if not told:
+        raise typer.Exit(1)
+
+
+def _enroller(settings: Settings, watch_list: str, policy: MultiFacePolicy, batch_size: int | None,
+              allow_shared_photo: bool, embed_existing: bool) -> tuple[Enroller, PipelineExtractor]:
+    """The enroller of ``rfr enrol`` and its extractor (to close): the real extractor and embedder, the gallery at
+    ``milvus.uri``, photos kept in ``blob_dir`` (exit 1 when it cannot be written)."""
+    from rfr.core.blobstore import FileBlobStore
+    from rfr.gallery.enrol import Enroller
+    from rfr.gallery.extraction import PipelineExtractor, load_embedder
+    from rfr.gallery.milvus import open_gallery
+
+    photos = FileBlobStore(settings.blob_dir)
+    try:
+        photos.check()
+    except OSError as exc:
+        raise _fail(f"cannot keep the photos in {settings.blob_dir} (blob_dir): {exc}", 1) from exc
+    embedder = load_embedder(settings)
+    target = open_gallery(settings, embedder.model_id, embedder.weights_sha256)
+    extractor = PipelineExtractor(settings)
+    return Enroller(extractor, embedder, target, watch_list, multi_face=policy,
+                    batch_size=batch_size or settings.embed.batch_size, allow_shared_photo=allow_shared_photo,
+                    photos=photos, embed_existing=embed_existing), extractor
 
 
 STATUS_OF = {"enrolled": "enrolled", "already_enrolled": "existing"}
@@ -206,22 +255,41 @@ def gallery_delete(
     subject_id: Annotated[str, typer.Argument(help="Subject whose every photo is erased.")],
     watch_lists: WatchListOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    reason: ReasonOpt = "",
+    announce: AnnounceOpt = True,
 ) -> None:
-    """Erase a subject: every vector of theirs (on every watch-list, or only those given) is deleted."""
+    """Erase a subject: every vector of theirs (on every watch-list, or only those given) is deleted.
+
+    The review service is told first (rfr.gallery.v1), then the photos are erased: when it cannot be told, nothing
+    is erased (exit 1), so running the command again completes both; --no-announce erases from the gallery alone.
+    """
+    from rfr.gallery.changes import erasure_changes
     from rfr.gallery.milvus import open_gallery
+    from rfr.tools import gallery_events
 
     settings = _settings()
     _checked(watch_lists)
     where = "watch-list(s) " + ", ".join(watch_lists) if watch_lists else "every watch-list"
     if not yes:
         typer.confirm(f"Erase every photo of {subject_id} from {where}?", abort=True)
+    gallery = open_gallery(settings)
     try:
-        erased = open_gallery(settings).delete_subject(subject_id, watch_lists)
+        faces = gallery.subject_faces(subject_id, watch_lists)
+        changes = erasure_changes(subject_id, faces, gallery.model_id, gallery_events.cli_actor(), reason)
+        if announce and changes and not gallery_events.announce_or_explain(
+                settings, changes, gallery_events.not_told_erased(subject_id)):
+            raise typer.Exit(1)
+        erased = gallery.delete_subject(subject_id, watch_lists)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     except GalleryError as exc:
         raise _fail(f"gallery error: {exc}") from exc
     typer.echo(f"erased {erased} photo(s) of {subject_id} from {where}")
+    topic = gallery_events.gallery_topic(settings)
+    if changes:
+        typer.echo(f"announced the erasure of {len(faces)} photo(s) to the review service ({topic})" if announce
+                   else f"not announced (--no-announce): the review service ({topic}) still shows these photos",
+                   err=True)
     if erased == 0:
         raise typer.Exit(1)
 

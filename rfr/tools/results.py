@@ -23,7 +23,7 @@ from rfr.core.topics import Topics
 logger = logging.getLogger(__name__)
 
 _SEARCHED = (OutcomeStatus.PASSED_FOR_REVIEW, OutcomeStatus.NO_CANDIDATE)
-ACCEPTS_LISTS = frozenset({2})  # CandidateList schema versions this reader understands
+ACCEPTS_LISTS = frozenset({3})  # CandidateList schema versions this reader understands
 ACCEPTS_OUTCOMES = frozenset({1})  # OutcomeEvent schema versions
 
 

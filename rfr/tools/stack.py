@@ -22,7 +22,7 @@ from rfr.tools import procs
 
 logger = logging.getLogger(__name__)
 
-SERVICES = ("ingest", "detect", "embed", "match")
+SERVICES = ("ingest", "detect", "embed", "match", "review")
 
 
 @dataclass(frozen=True)

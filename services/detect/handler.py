@@ -157,5 +157,6 @@ class FrameHandler:
             quality=face.quality,
             crop_jpeg=encode_crop(face.crop),
             crop_size=int(face.crop.shape[0]),
+            still_ref=frame.image_ref,
         )
         return Output(self.topics.faces, event.to_bytes(), key=frame.submission_id, event_id=face_id)

@@ -33,8 +33,8 @@ from services.embed.metrics import EmbedMetrics
 logger = logging.getLogger(__name__)
 
 CANARY_GREY = 128  # a flat mid-grey crop: any working model embeds it to a finite vector
-ACCEPTS = frozenset({2})
-"""FaceEvent schema versions this stage reads (v2: FaceQuality.sharpness)."""
+ACCEPTS = frozenset({3})
+"""FaceEvent schema versions this stage reads (v3: the still's blob reference for review)."""
 
 
 def parse_face(msg: Message) -> tuple[FaceEvent, Crop]:
@@ -143,6 +143,9 @@ class EmbedHandler:
             model_id=self.embedder.model_id,
             weights_sha256=self.embedder.weights_sha256,
             template=template_bytes(vector),
+            still_ref=event.still_ref,
+            box=event.box,
+            crop_jpeg=event.crop_jpeg,
         )
         self.metrics.faces.inc()
         return [Output(self.topics.embeddings, out.to_bytes(), key=event.submission_id, event_id=event.face_id)]

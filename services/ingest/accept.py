@@ -111,13 +111,15 @@ class Ingestor:
     """Turns validated submissions into frame events; one per process, shared by the channels."""
 
     def __init__(self, topics: Topics, store: SubmissionStore, blobs: BlobStore, metrics: IngestMetrics,
-                 limits: ImageLimits, inline_max_bytes: int, decode_slots: int | None = None) -> None:
+                 limits: ImageLimits, inline_max_bytes: int, decode_slots: int | None = None,
+                 keep_stills: bool = True) -> None:
         self.topics = topics
         self.store = store
         self.blobs = blobs
         self.metrics = metrics
         self.limits = limits
         self.inline_max_bytes = inline_max_bytes
+        self.keep_stills = keep_stills
         # Decoding is CPU- and memory-bound (up to max_pixels x 3 bytes each): no more at once than cores.
         self._slots = threading.BoundedSemaphore(decode_slots or os.cpu_count() or 2)
 
@@ -132,10 +134,16 @@ class Ingestor:
                 self.metrics.decode_seconds.observe(time.perf_counter() - started)
 
     def accept(self, submission_id: str, meta: SubmissionMeta, data: bytes, source: str) -> Accepted:
-        """Decode and build the outputs; raises Rejected. The blob store is written when the still is large."""
+        """Decode and build the outputs; raises Rejected (``OSError`` when the blob store cannot be written).
+
+        The still goes to the blob store when it is large (the event carries only ``image_ref``) and, with
+        ``keep_stills``, always: the review service shows it beside the candidates until retention purges it (a
+        small still then travels inline and by reference)."""
         decoded = self.decode(data)
         now = utcnow()
-        image, ref = (data, None) if len(data) <= self.inline_max_bytes else (None, self.blobs.put(data))
+        inline = len(data) <= self.inline_max_bytes
+        ref = self.blobs.put(data) if self.keep_stills or not inline else None
+        image = data if inline else None
         frame = FrameEvent(event_id=submission_id, submission_id=submission_id, meta=meta, received_at=now,
                            content_type=decoded.content_type, width=decoded.width, height=decoded.height,
                            size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), image=image,

@@ -6,7 +6,8 @@
 * the status consumer: :class:`StatusHandler` on the outcomes topic (group ``rfr-ingest-status``, a thread).
 
 When the Kafka loop stops (signal), the HTTP server and the status consumer are stopped too. Exit codes:
-0 clean stop, 2 bad API key configuration, 3 the HTTP port could not be opened.
+0 clean stop, 2 bad API key configuration, 3 the HTTP port could not be opened, 4 the submission store
+(``settings.ingest.database_url``, else the SQLite file ``db_path``) could not be opened or migrated.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import uvicorn
 
-from rfr.core import kafka
+from rfr.core import db, kafka
 from rfr.core.blobstore import FileBlobStore
 from rfr.core.imaging import ImageLimits
 from rfr.core.logs import setup_logging
@@ -35,7 +36,7 @@ from services.ingest.handler import SubmissionHandler
 from services.ingest.metrics import IngestMetrics
 from services.ingest.publish import Publisher
 from services.ingest.status import STATUS_GROUP, STATUS_SERVICE, StatusHandler
-from services.ingest.store import SqliteSubmissionStore
+from services.ingest.store import SqlSubmissionStore, StoreUnavailable, SubmissionStore
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +44,17 @@ SERVICE = "ingest"
 GROUP = "rfr-ingest"
 EXIT_BAD_KEYS = 2
 EXIT_NO_HTTP = 3
+EXIT_NO_STORE = 4
 
 
 def db_path(settings: Settings) -> Path:
+    """The SQLite file of the submission store when no ``database_url`` is set."""
     return settings.ingest.db_path or settings.stack.state_dir / "ingest.db"
+
+
+def store_url(settings: Settings) -> str:
+    """The submission store's database: ``settings.ingest.database_url``, else the SQLite file :func:`db_path`."""
+    return settings.ingest.database_url or db.sqlite_url(db_path(settings))
 
 
 def stage_spec(settings: Settings) -> StageSpec:
@@ -54,7 +62,7 @@ def stage_spec(settings: Settings) -> StageSpec:
                      batch_size=settings.ingest.batch_size, batch_timeout_ms=50)
 
 
-def build_ingestor(settings: Settings, topics: Topics, store: SqliteSubmissionStore,
+def build_ingestor(settings: Settings, topics: Topics, store: SubmissionStore,
                    metrics: IngestMetrics) -> Ingestor:
     limits = ImageLimits.from_settings(settings.ingest)
     return Ingestor(topics, store, FileBlobStore(settings.blob_dir), metrics, limits, settings.ingest.inline_max_bytes)
@@ -120,8 +128,12 @@ def main() -> int:
     if not len(keys):
         logger.warning("no API keys configured: the HTTP channel will refuse every request "
                        "(create one with `rfr api-keys create RETAILER`)")
+    try:
+        store = SqlSubmissionStore(store_url(settings))
+    except (StoreUnavailable, ValueError, OSError) as exc:
+        logger.error("ingest cannot start: submission store: %s", exc)
+        return EXIT_NO_STORE
     metrics = IngestMetrics.create()
-    store = SqliteSubmissionStore(db_path(settings))
     topics = Topics.from_settings(settings.kafka)
     ingestor = build_ingestor(settings, topics, store, metrics)
     kafka.prepare_broker(settings.kafka)

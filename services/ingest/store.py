@@ -5,17 +5,22 @@ still) and ``outcomes`` (the OutcomeEvents of detect and match, one row per ``ev
 event changes nothing). The status a submitter sees is derived from both by :func:`summarize`. Nothing here
 ever holds a candidate identity: outcome events carry none.
 
-:class:`SubmissionStore` is the interface; :class:`SqliteSubmissionStore` (``settings.ingest.db_path``) serves
-one ingest process. Several ingest instances need one shared store behind the same interface (each instance's
-status consumer sees only its share of the outcome partitions).
+:class:`SubmissionStore` is the interface; :class:`SqlSubmissionStore` implements it on SQLAlchemy Core, on a
+SQLite file (the default, ``settings.ingest.db_path``: one ingest host) or on PostgreSQL
+(``settings.ingest.database_url``), which several ingest replicas share: each claim is one atomic
+``INSERT ... ON CONFLICT`` statement, so two replicas handed the same still agree on which one processes it, and
+each replica's status consumer writes the outcomes of its share of the partitions into the same tables. The schema
+is the Alembic history in ``services/ingest/migrations`` (version table ``alembic_version_ingest``), applied when
+the store is opened; a SQLite file written before that history existed is adopted by its first revision.
+Timestamps are ISO 8601 text with the offset they were given (the status API echoes a still's ``captured_at`` as
+submitted), on both backends; the store never compares them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
-import threading
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -23,9 +28,20 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from rfr.core import progress
+from sqlalchemy import Column, Connection, Index, Integer, MetaData, Row, Table, Text, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.sql import Executable
+
+from rfr.core import db, progress
 from rfr.core.progress import Progress
 from rfr.core.schemas import OutcomeEvent, OutcomeStatus
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "alembic_version_ingest"
 
 
 class StoreUnavailable(RuntimeError):
@@ -117,20 +133,36 @@ def summarize(record: SubmissionRecord, outcomes: list[OutcomeRow]) -> Submissio
     return SubmissionStatus(record, progress.summarize(rows), updated)
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS submissions (
-    submission_id TEXT PRIMARY KEY, retailer_id TEXT NOT NULL, channel TEXT NOT NULL, source TEXT NOT NULL,
-    received_at TEXT NOT NULL, state TEXT NOT NULL, reason TEXT, detail TEXT, store_id TEXT, camera_id TEXT,
-    captured_at TEXT, case_ref TEXT, width INTEGER, height INTEGER, size_bytes INTEGER, decode_scale INTEGER,
-    decode_warnings TEXT
-);
-CREATE TABLE IF NOT EXISTS outcomes (
-    event_id TEXT PRIMARY KEY, submission_id TEXT NOT NULL, status TEXT NOT NULL, faces INTEGER,
-    face_id TEXT, at TEXT NOT NULL, dropped TEXT
-);
-CREATE INDEX IF NOT EXISTS outcomes_by_submission ON outcomes (submission_id);
-"""
+metadata = MetaData()
+"""The tables at the newest revision of ``services/ingest/migrations`` (which creates them; nothing here does)."""
+
+submissions = Table(
+    "submissions", metadata,
+    Column("submission_id", Text, primary_key=True),
+    Column("retailer_id", Text, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("received_at", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    *(Column(name, Text) for name in ("reason", "detail", "store_id", "camera_id", "captured_at", "case_ref")),
+    *(Column(name, Integer) for name in ("width", "height", "size_bytes", "decode_scale")),
+    Column("decode_warnings", Text),
+)
+
+outcomes = Table(
+    "outcomes", metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("submission_id", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("faces", Integer),
+    Column("face_id", Text),
+    Column("at", Text, nullable=False),
+    Column("dropped", Text),  # JSON object {reason: count}, NULL when empty
+    Index("outcomes_by_submission", "submission_id"),
+)
+
 _COLUMNS = [f.name for f in fields(SubmissionRecord)]
+_ROWCOUNT = {"preserve_rowcount": True}  # rows an INSERT ... ON CONFLICT wrote (psycopg forgets it otherwise)
 _DATES = ("received_at", "captured_at")
 
 
@@ -140,16 +172,16 @@ def _aware(text: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _to_row(record: SubmissionRecord) -> list[Any]:
-    row: list[Any] = []
+def _to_row(record: SubmissionRecord) -> dict[str, Any]:
+    row: dict[str, Any] = {}
     for name in _COLUMNS:
         value = getattr(record, name)
-        row.append(value.isoformat() if isinstance(value, datetime) else value)
+        row[name] = value.isoformat() if isinstance(value, datetime) else value
     return row
 
 
-def _from_row(row: sqlite3.Row) -> SubmissionRecord:
-    values = {name: row[name] for name in _COLUMNS}
+def _from_row(row: Row[Any]) -> SubmissionRecord:
+    values = {name: getattr(row, name) for name in _COLUMNS}
     for name in _DATES:
         if values[name] is not None:
             values[name] = _aware(values[name])
@@ -157,93 +189,105 @@ def _from_row(row: sqlite3.Row) -> SubmissionRecord:
     return SubmissionRecord(**values)
 
 
-class SqliteSubmissionStore:
-    """One SQLite file (WAL), shared by the threads of one process behind a lock."""
+# The store's statements, built once (building a statement costs more than running it); parameter ``sid``.
+_GET = select(submissions).where(submissions.c.submission_id == bindparam("sid"))
+_SOURCE = select(submissions.c.source).where(submissions.c.submission_id == bindparam("sid"))
+_OUTCOMES_OF = select(outcomes.c.status, outcomes.c.faces, outcomes.c.face_id, outcomes.c.at,
+                      outcomes.c.dropped).where(outcomes.c.submission_id == bindparam("sid"))
+
+
+def _writes(dialect: str) -> tuple[Executable, Executable]:
+    """(write a submission row unless it is accepted already, write an outcome row unless its event_id is there):
+    each one atomic ``INSERT ... ON CONFLICT`` statement; their parameters are whole rows."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    upsert = insert(submissions)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[submissions.c.submission_id],
+        set_={c: upsert.excluded[c] for c in _COLUMNS if c != "submission_id"},
+        where=submissions.c.state == State.REJECTED.value,
+    )
+    return upsert, insert(outcomes).on_conflict_do_nothing(index_elements=[outcomes.c.event_id])
+
+
+class SqlSubmissionStore:
+    """The store on the database at ``url`` (see :func:`rfr.core.db.make_engine`); thread-safe (a pool of
+    connections), and safe to share between processes and replicas.
+
+    Opening migrates the schema to the newest revision. Raises ValueError for a URL that is not a supported
+    database, :class:`StoreUnavailable` when the database cannot be opened or migrated now. Every method raises
+    :class:`StoreUnavailable` when the database cannot be read or written (the caller retries later).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = db.redacted(url)
+        self._engine = db.make_engine(url)
+        try:
+            db.migrate(self._engine, MIGRATIONS, VERSION_TABLE)
+        except (DBAPIError, PoolTimeout) as exc:
+            self._engine.dispose()
+            raise StoreUnavailable(f"submission store {self.url}: {exc}") from exc
+        self._upsert, self._add_outcome = _writes(self._engine.dialect.name)
+        logger.info("submission store: %s", self.url)
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                yield self._db
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"submission store {self.path}: {exc}") from exc
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._add_missing_columns()
-
-    def _add_missing_columns(self) -> None:
-        """Bring a store written by an earlier release up to date (columns added since, all nullable)."""
-        added = {"outcomes": {"dropped": "TEXT"}, "submissions": {"decode_scale": "INTEGER", "decode_warnings": "TEXT"}}
-        for table, wanted in added.items():
-            columns = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            for name, kind in wanted.items():
-                if name not in columns:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    def _begin(self) -> Iterator[Connection]:
+        """One transaction (on SQLite it holds the write lock: BEGIN IMMEDIATE)."""
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        except (DBAPIError, PoolTimeout) as exc:
+            raise StoreUnavailable(f"submission store {self.url}: {exc}") from exc
 
     def get(self, submission_id: str) -> SubmissionRecord | None:
-        with self._locked() as db:
-            row = db.execute("SELECT * FROM submissions WHERE submission_id = ?", (submission_id,)).fetchone()
+        with self._begin() as conn:
+            row = conn.execute(_GET, {"sid": submission_id}).first()
         return None if row is None else _from_row(row)
 
     def claim(self, record: SubmissionRecord) -> Claim:
-        placeholders = ", ".join("?" for _ in _COLUMNS)
-        with self._locked() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT state, source FROM submissions WHERE submission_id = ?",
-                                 (record.submission_id,)).fetchone()
-                if row is not None and row["state"] == State.RECEIVED:
-                    db.execute("COMMIT")
-                    return Claim.REDELIVERY if row["source"] == record.source else Claim.DUPLICATE
-                db.execute(f"INSERT OR REPLACE INTO submissions ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-                           _to_row(record))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return Claim.NEW
+        """Record an accepted still atomically; say whether to process it.
+
+        NEW when the submission id is new (or was rejected before: the new copy replaces the rejection),
+        REDELIVERY when it was accepted from the same ``source``, DUPLICATE when from another one. One statement
+        decides, so concurrent claims of one id (threads, replicas) give exactly one NEW.
+        """
+        with self._begin() as conn:
+            if conn.execute(self._upsert, _to_row(record), execution_options=_ROWCOUNT).rowcount == 1:
+                return Claim.NEW
+            source = conn.execute(_SOURCE, {"sid": record.submission_id}).scalar_one()
+        return Claim.REDELIVERY if source == record.source else Claim.DUPLICATE
 
     def reject(self, record: SubmissionRecord) -> None:
-        placeholders = ", ".join("?" for _ in _COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "submission_id")
-        with self._locked() as db:
-            db.execute(
-                f"INSERT INTO submissions ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
-                f"ON CONFLICT (submission_id) DO UPDATE SET {updates} WHERE submissions.state = ?",
-                [*_to_row(record), State.REJECTED.value],
-            )
+        """Record a rejection, unless the same still was accepted before (that stays accepted)."""
+        with self._begin() as conn:
+            conn.execute(self._upsert, _to_row(record))
 
     def apply_outcome(self, outcome: OutcomeEvent) -> bool:
+        """Record a downstream outcome; False when it was already there (or is not a downstream one)."""
         if outcome.status not in _DOWNSTREAM:
             return False
-        with self._locked() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO outcomes (event_id, submission_id, status, faces, face_id, at, dropped) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (outcome.event_id, outcome.submission_id, outcome.status.value, outcome.faces, outcome.face_id,
-                 outcome.at.isoformat(), json.dumps(outcome.dropped) if outcome.dropped else None),
-            )
-        return cur.rowcount == 1
+        row = {"event_id": outcome.event_id, "submission_id": outcome.submission_id, "status": outcome.status.value,
+               "faces": outcome.faces, "face_id": outcome.face_id, "at": outcome.at.isoformat(),
+               "dropped": json.dumps(outcome.dropped) if outcome.dropped else None}
+        with self._begin() as conn:
+            return conn.execute(self._add_outcome, row, execution_options=_ROWCOUNT).rowcount == 1
 
     def status(self, submission_id: str) -> SubmissionStatus | None:
-        record = self.get(submission_id)
-        if record is None:
-            return None
-        with self._locked() as db:
-            rows = db.execute("SELECT status, faces, face_id, at, dropped FROM outcomes WHERE submission_id = ?",
-                              (submission_id,)).fetchall()
-        outcomes = [OutcomeRow(OutcomeStatus(r["status"]), r["faces"], r["face_id"], _aware(r["at"]),
-                               json.loads(r["dropped"]) if r["dropped"] else {}) for r in rows]
-        return summarize(record, outcomes)
+        with self._begin() as conn:  # one snapshot of both tables
+            found = conn.execute(_GET, {"sid": submission_id}).first()
+            if found is None:
+                return None
+            rows = conn.execute(_OUTCOMES_OF, {"sid": submission_id}).all()
+        found_outcomes = [OutcomeRow(OutcomeStatus(r.status), r.faces, r.face_id, _aware(r.at),
+                                     json.loads(r.dropped) if r.dropped else {}) for r in rows]
+        return summarize(_from_row(found), found_outcomes)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._engine.dispose()
+
+
+class SqliteSubmissionStore(SqlSubmissionStore):
+    """:class:`SqlSubmissionStore` on the SQLite file at ``path`` (its folder is created)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(db.sqlite_url(path))

@@ -32,6 +32,7 @@ from rfr.core.schemas import (
     EmbeddingEvent,
     OutcomeEvent,
     OutcomeStatus,
+    Probe,
     UnsupportedSchemaVersion,
     decode,
     utcnow,
@@ -47,8 +48,8 @@ logger = logging.getLogger(__name__)
 PASSED_DETAIL = "possible candidates passed to trained human reviewers (not an identification)"
 NO_CANDIDATE_DETAIL = "no gallery candidate at or above the review threshold"
 GALLERY = "gallery"  # the dependency's name in rfr_match_dependency_retries_total
-ACCEPTS = frozenset({2})
-"""EmbeddingEvent schema versions this stage reads (v2: the template as float32 bytes)."""
+ACCEPTS = frozenset({3})
+"""EmbeddingEvent schema versions this stage reads (v3: with the probe's still reference, box and crop)."""
 
 
 class MatchHandler:
@@ -73,10 +74,11 @@ class MatchHandler:
             except PoisonMessage as exc:
                 results.append(exc)
         if probes:
+            started_at = self.clock()
             found = self._search([event for _, event in probes], dim)
             searched_at = self.clock()
             for (i, event), hits in zip(probes, found, strict=True):
-                results[i] = self._outputs(event, hits, searched_at)
+                results[i] = self._outputs(event, hits, started_at, searched_at)
         return results
 
     def check_dependencies(self) -> None:
@@ -123,7 +125,8 @@ class MatchHandler:
             self.metrics.search_seconds.observe(time.perf_counter() - started)
         return found
 
-    def _outputs(self, event: EmbeddingEvent, hits: list[SubjectHit], searched_at: datetime) -> list[Output]:
+    def _outputs(self, event: EmbeddingEvent, hits: list[SubjectHit], started_at: datetime,
+                 searched_at: datetime) -> list[Output]:
         candidates = [
             Candidate(rank=rank, subject_id=h.subject_id, score=round(h.score, 6), watch_list=h.watch_list,
                       gallery_face_id=h.face_id, source_ref=h.source_ref or None)
@@ -134,7 +137,8 @@ class MatchHandler:
             event_id=event.face_id, face_id=event.face_id, submission_id=event.submission_id, meta=event.meta,
             received_at=event.received_at, searched_at=searched_at, outcome=outcome, candidates=candidates,
             threshold=self.settings.threshold, top_k=self.settings.top_k, watch_lists=list(self.settings.watch_lists),
-            model_id=self.gallery.model_id, quality=event.quality,
+            model_id=self.gallery.model_id, quality=event.quality, search_started_at=started_at,
+            probe=Probe(still_ref=event.still_ref, box=event.box, crop_jpeg=event.crop_jpeg, template=event.template),
         )
         status = OutcomeStatus.PASSED_FOR_REVIEW if candidates else OutcomeStatus.NO_CANDIDATE
         progress = OutcomeEvent.make(event.submission_id, event.meta.retailer_id, status, face_id=event.face_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from support.stack import rfr_cli
 
 from rfr.core.schemas import submission_id
-from rfr.core.settings import Settings
+from rfr.core.settings import Settings, review_database_url
 from rfr.tools import procs, stack
 from rfr.tools.demo import Probe, cctv_still, submit
 from rfr.tools.results import ResultCollector
@@ -52,7 +53,21 @@ def _probes(people: list[list[Path]], seed: int) -> list[Probe]:
     return out
 
 
-@pytest.mark.parametrize("victim", ["ingest", "detect", "embed", "match"])
+def _review_records(settings: Settings, lists: dict[str, bool], timeout_s: float = 120) -> dict[str, int]:
+    """Per candidate list event id (True: it has candidates): searches recorded + cases made by the review service,
+    read from its store once it has caught up (or after ``timeout_s``)."""
+    path = review_database_url(settings).removeprefix("sqlite:///")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            searches = {r[0] for r in db.execute("SELECT event_id FROM searches")}
+            cases = [r[0] for r in db.execute("SELECT search_event_id FROM cases")]
+        found = {e: (e in searches) + cases.count(e) for e in lists}
+        if all(n == 1 + has for e, has in lists.items() for n in [found[e]]) or time.monotonic() > deadline:
+            return found
+
+
+@pytest.mark.parametrize("victim", ["ingest", "detect", "embed", "match", "review"])
 def test_sigkill_mid_stream_loses_nothing(live_stack: Settings, enrolled: list[list[Path]], victim: str) -> None:
     probes = _probes(enrolled, seed=100 + stack.SERVICES.index(victim))
     collector = ResultCollector(live_stack.kafka, f"crash-{victim}-{time.time_ns()}")
@@ -78,7 +93,13 @@ def test_sigkill_mid_stream_loses_nothing(live_stack: Settings, enrolled: list[l
             assert not res.failed_faces & set(res.lists)
         else:
             assert not res.lists
-    print(f"{victim}: {len(probes)} stills final; duplicates dropped by the consumer: {collector.duplicates}")
+    # The review service keeps each list once: one search record, and one case when it has candidates.
+    lists = {cl.event_id: bool(cl.candidates) for p in probes for cl in results[p.submission_id].lists.values()}
+    found = _review_records(live_stack, lists)
+    wrong = {e: n for e, n in found.items() if n != 1 + lists[e]}
+    assert not wrong, f"after killing {victim}, review records (search + case) per list differ: {wrong}"
+    print(f"{victim}: {len(probes)} stills final, {sum(lists.values())} cases; duplicates dropped by the consumer: "
+          f"{collector.duplicates}")
 
 
 def test_sigterm_finishes_and_exits_zero(live_stack: Settings) -> None:

@@ -26,15 +26,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rfr.core.metrics import StageMetrics, build_info
-from rfr.core.settings import KafkaSettings, MetricsSettings, Settings
-from rfr.core.topics import ALL_TOPICS, EMBEDDINGS, FACES, FRAMES, SUBMISSIONS, topic_specs
+from rfr.core.settings import IngestSettings, KafkaSettings, MetricsSettings, ReviewSettings, Settings
+from rfr.core.topics import ALL_TOPICS, EMBEDDINGS, FACES, FRAMES, MATCHES, SUBMISSIONS, topic_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROM = DEPLOY / "prometheus"
-SERVICES = ("ingest", "detect", "embed", "match")
-INPUT_TOPIC = {"ingest": SUBMISSIONS, "detect": FRAMES, "embed": FACES, "match": EMBEDDINGS}
+SERVICES = ("ingest", "detect", "embed", "match", "review")
+SCALED = ("ingest", "detect", "embed", "match")  # KEDA scales these on lag; review runs one replica
+INPUT_TOPIC = {"ingest": SUBMISSIONS, "detect": FRAMES, "embed": FACES, "match": EMBEDDINGS, "review": MATCHES}
 METRICS_PORT = {s: int(getattr(MetricsSettings(), f"{s}_port")) for s in SERVICES}
+HTTP_PORT = {"ingest": IngestSettings().http_port, "review": ReviewSettings().http_port}  # services with an API
+# Secrets the operator creates by hand (deploy/README.md): name -> keys the manifests read from it.
+K8S_SECRETS = {"rfr-secrets": set(), "rfr-ingest": {"database-url"}, "rfr-review": {"database-url", "review-secret"}}
 CRD_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "ScaledObject", "PodMonitor", "PrometheusRule"}
 K8S_VERSIONS = ("1.30.0", "1.34.0")
 # Agreed names of service metrics whose module is not written yet (used only while services/<svc>/metrics.py
@@ -43,6 +47,10 @@ PLANNED_METRICS = {
     "detect": [("rfr_detect_frames", "counter"), ("rfr_detect_faces_found", "counter"),
                ("rfr_detect_faces_rejected", "counter"), ("rfr_detect_seconds", "histogram"),
                ("rfr_detect_faces_per_frame", "histogram")],
+    "review": [("rfr_review_queue_cases", "gauge"), ("rfr_review_oldest_pending_age_seconds", "gauge"),
+               ("rfr_review_decisions", "counter"), ("rfr_review_disagreements", "counter"),
+               ("rfr_review_purged", "counter"), ("rfr_review_cases_created", "counter"),
+               ("rfr_review_searches_recorded", "counter"), ("rfr_review_outbox_pending", "gauge")],
 }
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
             "gauge": ("",), "info": ("_info",), "summary": ("", "_sum", "_count", "_created")}
@@ -205,6 +213,46 @@ def test_rule_unit_tests_evaluate_groups_in_a_fixed_order(tools: Tools, rules: d
                 assert not late, f"{rule.get('alert') or rule.get('record')} reads {name}, recorded after it"
 
 
+def _jobs_named(expr: str) -> list[str]:
+    """The job matchers of an expression: exact names and regexes (anchored, as PromQL anchors them)."""
+    return re.findall(r'job=~?"([^"]+)"', expr)
+
+
+def test_service_alerts_and_stage_rules_cover_every_service(rules: dict[str, Any]) -> None:
+    alerts = {r["alert"]: r["expr"] for r in all_rules(rules) if "alert" in r}
+    for name in ("RfrServiceDown", "RfrServiceMissing", "RfrInstanceDown"):
+        matchers = _jobs_named(alerts[name])
+        for svc in SERVICES:
+            assert any(re.fullmatch(m, f"rfr-{svc}") for m in matchers), f"{name} leaves out rfr-{svc}"
+    per_stage: dict[str, set[str]] = {}
+    for rule in all_rules(rules):
+        if "record" in rule and "stage" in rule.get("labels", {}):
+            per_stage.setdefault(rule["labels"]["stage"], set()).add(rule["record"])
+    common = per_stage["ingest"] - {"rfr_stage:upstream_produced:rate5m"}
+    assert len(common) >= 9
+    for svc in SERVICES:
+        assert common <= per_stage[svc], f"stage {svc} lacks {common - per_stage[svc]}"
+        if svc != "ingest":  # RfrStageStalled needs what the stage's upstream writes to its input topic
+            assert "rfr_stage:upstream_produced:rate5m" in per_stage[svc], svc
+
+
+def test_review_alerts_read_the_review_gauges(rules: dict[str, Any]) -> None:
+    alerts = {r["alert"]: r for r in all_rules(rules) if "alert" in r}
+    recorded = {r["record"]: r["expr"] for r in all_rules(rules) if "record" in r}
+    stale, stuck = alerts["RfrReviewQueueStale"], alerts["RfrReviewOutboxStuck"]
+    assert stale["for"] == "15m" and "> 86400" in stale["expr"]  # 24 h, as deploy/README.md says
+    assert stuck["for"] == "15m" and "> 0" in stuck["expr"]
+    for alert, gauge in ((stale, "rfr_review_oldest_pending_age_seconds"), (stuck, "rfr_review_outbox_pending")):
+        (name,) = promql_names(alert["expr"])
+        assert recorded[name].startswith("max") and gauge in recorded[name]  # replicas report one figure: max
+
+
+def test_readme_documents_every_alert(rules: dict[str, Any]) -> None:
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    table = set(re.findall(r"^\| (Rfr\w+) \|", readme, re.M))
+    assert table == {r["alert"] for r in all_rules(rules) if "alert" in r}
+
+
 def test_rules_read_only_exported_metrics(rules: dict[str, Any], exported_metrics: dict[str, Any]) -> None:
     recorded = {r["record"] for r in all_rules(rules) if "record" in r}
     for rule in all_rules(rules):
@@ -249,8 +297,13 @@ def test_dashboard_covers_the_pipeline_and_is_provisioned(tools: Tools) -> None:
     queries = " ".join(expr for _, expr in dashboard_targets())
     for needle in ("messages_consumed", "end_to_end_seconds_bucket", "histogram_quantile(0.5,",
                    "histogram_quantile(0.95,", "histogram_quantile(0.99,", "deadletters", "rejections_total",
-                   "faces_rejected_total", "gallery_faces", "batch_messages_bucket", "batch_faces", "inflight"):
+                   "faces_rejected_total", "gallery_faces", "batch_messages_bucket", "batch_faces", "inflight",
+                   "rfr_review:queue_cases", "rfr_review:oldest_pending_age_seconds", "rfr_review_decisions_total",
+                   "rfr_review_disagreements_total", "rfr_review_purged_total", "rfr_review:outbox_pending"):
         assert needle in queries, needle
+    assert "Review" in {p["title"] for p in dash["panels"] if p["type"] == "row"}
+    up = next(expr for _, expr in dashboard_targets() if expr.startswith("sum by (job) (up{"))
+    assert all(any(re.fullmatch(m, f"rfr-{s}") for m in _jobs_named(up)) for s in SERVICES), up
     for panel in dash["panels"]:
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
@@ -326,11 +379,98 @@ def test_deployments_run_the_services_safely(k8s: K8s) -> None:
         claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
         assert all(("PersistentVolumeClaim", c) in k8s for c in claims)
         assert ("Service", f"rfr-{svc}-metrics") in k8s
+        if svc in HTTP_PORT:
+            assert ports["http"] == HTTP_PORT[svc]
+            assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+            (api,) = k8s[("Service", f"rfr-{svc}")]["spec"]["ports"]
+            assert (api["port"], api["targetPort"]) == (HTTP_PORT[svc], "http")
+
+
+def deployment_pod(k8s: K8s, svc: str) -> dict[str, Any]:
+    pod: dict[str, Any] = k8s[("Deployment", f"rfr-{svc}")]["spec"]["template"]["spec"]
+    return pod
+
+
+def test_secrets_are_the_documented_hand_made_ones(k8s: K8s) -> None:
+    """Secrets are created by hand (never committed); the manifests read only the ones deploy/README.md creates."""
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")  # one shell line each
+    assert not [name for kind, name in k8s if kind == "Secret"], "no Secret may be committed"
+    for svc in SERVICES:
+        pod = deployment_pod(k8s, svc)
+        (container,) = pod["containers"]
+        refs = [(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
+        refs += [(v["secret"]["secretName"], i["key"]) for v in pod["volumes"] if "secret" in v
+                 for i in v["secret"]["items"]]
+        refs += [(e["secretRef"]["name"], None) for e in container["envFrom"] if "secretRef" in e]
+        for name, key in refs:
+            assert name in K8S_SECRETS and (key is None or key in K8S_SECRETS[name]), (svc, name, key)
+            assert f"create secret generic {name}" in readme, name
+            if key is not None:  # the README's command makes that key
+                assert re.search(rf"create secret generic {name}\b[^\n]*--from-(literal|file)={key}=", readme), key
+
+
+def test_databases_and_the_review_secret_come_from_secrets(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = assert_valid_settings(k8s[("ConfigMap", "rfr-config")]["data"], monkeypatch)
+    for svc in ("ingest", "review"):
+        (container,) = deployment_pod(k8s, svc)["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        url = env[f"RFR_{svc.upper()}__DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert url == {"name": f"rfr-{svc}", "key": "database-url"}  # not optional: no SQLite store per pod
+        assert_valid_settings({n: "x" for n in env if n.startswith("RFR_")}, monkeypatch)  # real settings
+    pod = deployment_pod(k8s, "review")
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    secret_file = Path(env["RFR_REVIEW__SECRET_FILE"])
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (holder,) = [m for m in mounts.values() if secret_file.parent == Path(m["mountPath"])]
+    secret = volumes[holder["name"]]["secret"]
+    assert secret["secretName"] == "rfr-review" and holder["readOnly"] is True
+    assert {"key": "review-secret", "path": secret_file.name} in secret["items"]
+    blobs = [m for m in mounts.values() if Path(m["mountPath"]) == settings.blob_dir]
+    assert blobs and not blobs[0].get("readOnly"), "review reads stills and photos and purges stills"
+    assert volumes[blobs[0]["name"]]["persistentVolumeClaim"]["claimName"] == "rfr-blobs"
+
+
+def test_toolbox_pod_enrols_into_the_shared_stores(tools: Tools, k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy/k8s/tools: `rfr enrol` in the cluster keeps photos in rfr-blobs, where review shows them."""
+    rendered = kustomize(DEPLOY / "k8s" / "tools")
+    out = ok(tools.run(tools.bin / "kubernetes-validate", "--strict", "-k", K8S_VERSIONS[-1], "-", stdin=rendered))
+    assert "passed for resource pod/rfr-toolbox" in out
+    (pod,) = tools.yaml_docs(rendered)
+    settings = assert_valid_settings(k8s[("ConfigMap", "rfr-config")]["data"], monkeypatch)
+    (container,) = pod["spec"]["containers"]
+    base_image = k8s[("Deployment", "rfr-review")]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert pod["metadata"]["namespace"] == "rfr" and container["image"] == base_image
+    assert {"configMapRef": {"name": "rfr-config"}} in container["envFrom"]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
+              if "persistentVolumeClaim" in v}
+    mounts = {Path(m["mountPath"]): m for m in container["volumeMounts"]}
+    assert claims[mounts[settings.blob_dir]["name"]] == "rfr-blobs" and not mounts[settings.blob_dir].get("readOnly")
+    assert claims[mounts[settings.model_dir]["name"]] == "rfr-models"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_replicated_deployments_mount_only_shared_volumes(k8s: K8s) -> None:
+    """A Deployment that may run several pods (KEDA max > 1) must not mount a ReadWriteOnce volume read-write."""
+    for svc in SERVICES:
+        scaled = k8s.get(("ScaledObject", f"rfr-{svc}"))
+        deployment = k8s[("Deployment", f"rfr-{svc}")]["spec"]
+        most = scaled["spec"]["maxReplicaCount"] if scaled else deployment["replicas"]
+        if most == 1:
+            assert deployment["strategy"]["type"] == "Recreate", svc  # never two pods during a rollout
+            continue
+        for vol in deployment["template"]["spec"]["volumes"]:
+            if "persistentVolumeClaim" in vol:
+                claim = k8s[("PersistentVolumeClaim", vol["persistentVolumeClaim"]["claimName"])]
+                assert "ReadWriteMany" in claim["spec"]["accessModes"], (svc, vol["name"])
 
 
 def test_configmap_settings_are_real(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = assert_valid_settings(k8s[("ConfigMap", "rfr-config")]["data"], monkeypatch)
     assert settings.metrics.host == "0.0.0.0" and settings.ingest.http_host == "0.0.0.0"
+    assert settings.review.http_host == "0.0.0.0"
     assert settings.kafka.bootstrap_servers.startswith(f"{k8s_kafka(k8s)['metadata']['name']}-kafka-bootstrap.")
     job = k8s[("Job", "rfr-models-fetch")]["spec"]["template"]["spec"]["containers"][0]
     assert job["command"] == ["rfr", "models", "fetch"]
@@ -369,7 +509,8 @@ def consumer_group(svc: str) -> str:
 
 def test_keda_scales_each_consumer_group_on_its_lag(k8s: K8s) -> None:
     env = k8s[("ConfigMap", "rfr-config")]["data"]
-    for svc in SERVICES:
+    assert {name for kind, name in k8s if kind == "ScaledObject"} == {f"rfr-{s}" for s in SCALED}
+    for svc in SCALED:
         scaled = k8s[("ScaledObject", f"rfr-{svc}")]["spec"]
         assert ("Deployment", scaled["scaleTargetRef"]["name"]) in k8s
         (trigger,) = scaled["triggers"]
@@ -407,7 +548,7 @@ def test_docker_compose_config(tmp_path: Path) -> None:
     docker = shutil.which("docker")
     if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode:
         pytest.skip("the docker compose plugin is not installed (validated against the compose-spec schema instead)")
-    env = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "test"}
+    env = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "test", "POSTGRES_PASSWORD": "test"}
     ok(subprocess.run([docker, "compose", "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True,
                       env=env, timeout=60, check=False))
 
@@ -420,7 +561,8 @@ def compose(tools: Tools) -> dict[str, Any]:
 
 def test_compose_services_scale_and_start_in_order(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"kafka", "milvus", "etcd", "minio", "prometheus", "grafana", "models", "topics", *SERVICES} <= set(services)
+    assert {"kafka", "milvus", "etcd", "minio", "postgres", "prometheus", "grafana", "models", "topics",
+            *SERVICES} <= set(services)
     for name, svc in services.items():
         assert "container_name" not in svc, name
         for dep, cond in svc.get("depends_on", {}).items():
@@ -450,10 +592,36 @@ def test_compose_env_metrics_and_scrape_targets_agree(tools: Tools, compose: dic
         (sd,) = scrape[f"rfr-{svc}"]["dns_sd_configs"]
         assert sd["names"] == [svc] and sd["port"] == METRICS_PORT[svc]
         probe = " ".join(services[svc]["healthcheck"]["test"])
-        assert str(METRICS_PORT[svc] if svc != "ingest" else settings.ingest.http_port) in probe
+        assert f":{HTTP_PORT.get(svc, METRICS_PORT[svc])}/" in probe
     local_jobs = load(tools, PROM / "prometheus-local.yml")["scrape_configs"]
     local = {j["job_name"]: j["static_configs"][0]["targets"] for j in local_jobs}
     assert local == {f"rfr-{s}": [f"127.0.0.1:{METRICS_PORT[s]}"] for s in SERVICES}
+
+
+def test_compose_stores_secret_and_blobs(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    services = compose["services"]
+    postgres = services["postgres"]
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    # PostgreSQL 18 images keep PGDATA under /var/lib/postgresql/<major>/docker: the volume holds the parent.
+    assert any(v.split(":")[0] in compose["volumes"] and v.split(":")[1] == "/var/lib/postgresql"
+               for v in postgres["volumes"])
+    for svc in ("ingest", "review"):
+        env = services[svc]["environment"]
+        url = env[f"RFR_{svc.upper()}__DATABASE_URL"]
+        assert url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url, svc
+        assert services[svc]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    settings = assert_valid_settings(services["review"]["environment"], monkeypatch)
+    assert settings.review.http_host == "0.0.0.0"
+    mounts = {v.split(":")[1]: v for v in services["review"]["volumes"]}
+    secret_dir = settings.review.secret_file.parent if settings.review.secret_file else settings.stack.state_dir
+    assert mounts[str(secret_dir)].split(":")[0] in compose["volumes"], "the review secret must outlive containers"
+    for svc in ("ingest", "review", "match"):  # match: `rfr enrol` run in its container keeps the gallery photos
+        blobs = [v for v in services[svc]["volumes"] if v.split(":")[1] == str(settings.blob_dir)]
+        assert blobs and not blobs[0].endswith(":ro"), svc
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            assert port.startswith("127.0.0.1:"), (name, port)  # published on loopback only
+    assert "127.0.0.1:8090:8090" in services["review"]["ports"]
 
 
 # --- image -----------------------------------------------------------------------------------------------
@@ -469,7 +637,20 @@ def test_dockerfile_builds_a_non_root_python311_image(tools: Tools, monkeypatch:
     env = dict(zip(*[iter(v for c, vals, _ in final if c == "ENV" for v in vals)] * 2, strict=True))
     settings = assert_valid_settings(env, monkeypatch)
     assert settings.metrics.host == "0.0.0.0" and str(settings.model_dir) == "/models"
+    assert settings.ingest.http_host == "0.0.0.0" and settings.review.http_host == "0.0.0.0"
     exposed = {int(p) for c, v, _ in final if c == "EXPOSE" for p in v}
-    assert exposed == {8080, *METRICS_PORT.values()}
+    assert exposed == {*HTTP_PORT.values(), *METRICS_PORT.values()}
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").split()
     assert {"*", "!pyproject.toml", "!rfr", "!services"} <= set(ignore)
+
+
+def test_the_image_installs_the_store_migrations() -> None:
+    """`pip install .` installs the packages setuptools finds (pyproject: packages.find, rfr* and services*): a
+    folder is one only if it and every folder above it hold an __init__.py, so each Alembic versions folder must."""
+    folders = {p.parent for top in ("rfr", "services") for p in (ROOT / top).glob("**/migrations/versions/*.py")}
+    assert folders, "no store migrations found"
+    for folder in folders:
+        for level in (folder, *folder.parents):
+            if level == ROOT:
+                break
+            assert (level / "__init__.py").exists(), f"{level}: not a package, so not installed into the image"

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 from confluent_kafka import Message
+from support.events import probe_fields
 from support.kafka import FakeMsg
 
 from rfr.core.schemas import CandidateList, EmbeddingEvent, FaceQuality, SubmissionMeta, decode, template_bytes
@@ -76,7 +77,8 @@ def search(world: dict[str, Any], rows: Sequence[int]) -> list[CandidateList]:
     quality = FaceQuality(face_px=60, score=0.9, sharpness=50, eye_distance_px=25, pose_ok=True)
     events = [EmbeddingEvent(event_id=f"sub_{k}:f0", face_id=f"sub_{k}:f0", submission_id=f"sub_{k}", meta=meta,
                              received_at=datetime.now(UTC), quality=quality, model_id=gallery.model_id,
-                             weights_sha256="x", template=template_bytes(world["embedded"].vectors[k])) for k in rows]
+                             weights_sha256="x", template=template_bytes(world["embedded"].vectors[k]),
+                             **probe_fields()) for k in rows]
     results = handler.handle_batch(cast(Sequence[Message], [FakeMsg(e.to_bytes()) for e in events]))
     lists = []
     for res in results:

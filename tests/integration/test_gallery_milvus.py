@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pymilvus import MilvusClient
+from support.events import probe_fields
 from support.kafka import FakeMsg
 
 from rfr.core.schemas import CandidateList, EmbeddingEvent, FaceQuality, SubmissionMeta, decode, template_bytes
@@ -100,7 +101,7 @@ def test_the_match_stage_on_milvus_lists_a_candidate_at_the_threshold(gallery: M
     probe = EmbeddingEvent(event_id="sub_t:f0", face_id="sub_t:f0", submission_id="sub_t", meta=meta,
                            received_at=datetime.now(UTC), model_id="facenet-test", weights_sha256="ab",
                            quality=FaceQuality(face_px=64, score=0.9, sharpness=300, eye_distance_px=26, pose_ok=True),
-                           template=template_bytes(HALF_PROBE))
+                           template=template_bytes(HALF_PROBE), **probe_fields())
     lists = []
     for threshold in (0.5, float(np.nextafter(0.5, 1.0))):
         handler = MatchHandler(gallery, MatchSettings(threshold=threshold, watch_lists=["custody"]), Topics("t"))
@@ -117,12 +118,16 @@ def test_erasure_removes_every_photo_of_a_subject(gallery: MilvusGallery) -> Non
     enrol(gallery, photos[:4], 4, watch_list="other")  # s0 is on two watch-lists
     assert {(s.watch_list, s.subject_id, s.faces) for s in gallery.list_subjects()} >= {("custody", "s0", 4),
                                                                                         ("other", "s0", 4)}
+    on_both = gallery.subject_faces("s0")  # what delete_subject erases, read first to tell the review service
+    assert on_both == [(f"{w}-{i}", w) for w in ("custody", "other") for i in range(4)]
+    assert gallery.subject_faces("s0", ["other"]) == [(f"other-{i}", "other") for i in range(4)]
     assert gallery.delete_subject("s0") == 8
     found = gallery.search(centres, top_k=10, watch_lists=["custody", "other"], threshold=-1.0)
     assert all(h.subject_id != "s0" for hits in found for h in hits)
     assert gallery.count() == 36
     assert "s0" not in {s.subject_id for s in gallery.list_subjects()}
     assert gallery.delete_subject("s0") == 0
+    assert gallery.subject_faces("s0") == []
 
 
 def test_add_is_idempotent_per_face_id(gallery: MilvusGallery) -> None:

@@ -3,19 +3,54 @@ them as parameters without importing anything."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from rfr.core.blobstore import FileBlobStore
+from rfr.core.schemas import GalleryChange
 from rfr.gallery import extraction, milvus
 from rfr.gallery.memory import InMemoryGallery
+from rfr.tools import gallery_events
 from support.faces import MODEL, FakeEmbedder, FakeExtractor
 
 
+@dataclass
+class Announcements:
+    """Stands in for :func:`rfr.tools.gallery_events.announce`: records what `rfr enrol` and `rfr gallery delete`
+    would have told the review service (``changes``, in order), or raises ``fail`` (e.g. ``BrokerUnavailable``)
+    without recording. ``blobs``: the blob store (``blob_dir``) the commands keep the photos in."""
+
+    blobs: FileBlobStore
+    changes: list[GalleryChange] = field(default_factory=list)
+    calls: int = 0
+    fail: Exception | None = None
+
+    def __call__(self, _settings: Any, changes: Sequence[GalleryChange], **_kw: Any) -> None:
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        self.changes.extend(changes)
+
+
 @pytest.fixture
-def cli_gallery(monkeypatch: pytest.MonkeyPatch) -> InMemoryGallery:
-    """`rfr enrol` and `rfr gallery` wired to the fake extractor and embedder and one in-memory gallery."""
+def announcements(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Announcements:
+    """The announcer of the gallery commands replaced by a recorder, and their blob store (``RFR_BLOB_DIR``) in a
+    temporary folder of its own (outside the test's ``tmp_path``, which a test may enrol from)."""
+    blob_dir = tmp_path_factory.mktemp("blobs")
+    monkeypatch.setenv("RFR_BLOB_DIR", str(blob_dir))
+    recorder = Announcements(FileBlobStore(blob_dir))
+    monkeypatch.setattr(gallery_events, "announce", recorder)
+    return recorder
+
+
+@pytest.fixture
+def cli_gallery(monkeypatch: pytest.MonkeyPatch, announcements: Announcements) -> InMemoryGallery:
+    """`rfr enrol` and `rfr gallery` wired to the fake extractor and embedder and one in-memory gallery; what they
+    announce goes to the ``announcements`` recorder (name that fixture too to read it)."""
     g = InMemoryGallery(MODEL)
 
     def fake_open(_settings: Any, model_id: str | None = None, weights_sha256: str = "") -> InMemoryGallery:

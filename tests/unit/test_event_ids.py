@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
+from support.events import probe_fields
 from support.faces import FakeEmbedder, GridDetector
 from support.ingest import make_ingestor
 from support.kafka import FakeMsg, FakeProducer, LogConsumer, Produced
@@ -132,7 +133,7 @@ def _embedding(index: int, vector: np.ndarray, model_id: str = "facenet-fake") -
     face_id = f"sub_m:f{index}"
     return EmbeddingEvent(event_id=face_id, face_id=face_id, submission_id="sub_m", meta=META, received_at=NOW,
                           quality=QUALITY, model_id=model_id, weights_sha256="ab" * 32,
-                          template=template_bytes(vector)).to_bytes()
+                          template=template_bytes(vector), **probe_fields()).to_bytes()
 
 
 def test_match_candidate_lists_outcomes_dead_letters_and_failed_outcomes() -> None:

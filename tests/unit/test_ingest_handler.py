@@ -11,7 +11,7 @@ from support.kafka import FakeMsg
 from support.metrics import sample
 from support.stills import bad_cases, good_cases, heic, jpeg, tiff
 
-from rfr.core.blobstore import FileBlobStore
+from rfr.core.blobstore import FileBlobStore, blob_ref
 from rfr.core.imaging import ImageLimits, decode_image
 from rfr.core.schemas import FrameEvent, OutcomeEvent, OutcomeStatus, decode, submission_id
 from rfr.core.stream import PoisonMessage
@@ -34,7 +34,8 @@ def test_good_still_becomes_a_frame_and_a_received_outcome(tmp_path: Path, regis
     assert frame.event_id == frame.submission_id == sid == result[0].event_id
     assert result[0].key == "shop-1/store-7/cam-3" == frame.meta.camera_key
     assert (frame.width, frame.height, frame.content_type, frame.image) == (120, 80, "image/jpeg", data)
-    assert frame.meta.case_ref == "case-42" and frame.meta.captured_at.year == 2024 and frame.image_ref is None
+    assert frame.meta.case_ref == "case-42" and frame.meta.captured_at.year == 2024
+    assert frame.image_ref == blob_ref(data)  # kept for review even when it travels inline
     outcome = decode(OutcomeEvent, result[1].value)
     assert (outcome.status, outcome.submission_id, result[1].key) == (OutcomeStatus.RECEIVED, sid, sid)
     assert sample(registry, "rfr_ingest_submissions_total", channel="kafka", outcome="accepted") == 1

@@ -105,7 +105,12 @@ def test_in_memory_gallery_search_watch_lists_erasure_and_listing() -> None:
     assert [(s.watch_list, s.subject_id, s.faces) for s in g.list_subjects()] == [
         ("custody", "alice", 2), ("custody", "bob", 1), ("other", "carol", 1)]
     assert g.existing_face_ids(["a1", "zz"]) == {"a1"}
+    assert g.subject_faces("alice") == [("a1", "custody"), ("a2", "custody")]  # what delete_subject would erase
+    assert g.subject_faces("carol", ["custody"]) == [] and g.subject_faces("nobody") == []
+    with pytest.raises(ValueError, match="subject id"):
+        g.subject_faces("bad id!")
     assert g.delete_subject("alice") == 2
+    assert g.subject_faces("alice") == []
     [after] = g.search(unit(1, 0.05)[None, :], top_k=5, watch_lists=["custody"], threshold=-1.0)
     assert "alice" not in {h.subject_id for h in after}
     with pytest.raises(GalleryMismatchError):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
+from support.events import probe_fields
 from support.kafka import FakeMsg
 
 from rfr.core.schemas import (
@@ -52,7 +53,7 @@ def event(face_index: int, vector: np.ndarray, model_id: str = MODEL, sub: str =
         event_id=f"{sub}:f{face_index}", face_id=f"{sub}:f{face_index}", submission_id=sub, meta=meta,
         received_at=RECEIVED,
         quality=FaceQuality(face_px=80, score=0.9, sharpness=100, eye_distance_px=30, pose_ok=True),
-        model_id=model_id, weights_sha256="ab" * 32, template=template_bytes(vector),
+        model_id=model_id, weights_sha256="ab" * 32, template=template_bytes(vector), **probe_fields(),
     )
 
 
@@ -142,7 +143,7 @@ def test_a_version_1_embedding_is_dead_lettered_as_unsupported(gallery: InMemory
     handler, _ = make(gallery)
     [result] = handler.handle_batch(msgs(json.dumps(raw).encode()))
     assert isinstance(result, PoisonMessage) and result.reason == "unsupported_schema_version"
-    assert str(result) == "unsupported_schema_version: got 1, accepts 2 (EmbeddingEvent)"
+    assert str(result) == "unsupported_schema_version: got 1, accepts 3 (EmbeddingEvent)"
 
 
 # Scores that are exact in float32: the unit probe (1/2, 1/2, 1/2, 1/2, 0, ...) against the unit vector e0

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from support.events import search_fields
+
 from rfr.core.schemas import Candidate, CandidateList, FaceQuality, OutcomeEvent, OutcomeStatus, SubmissionMeta
 from rfr.tools.results import SubmissionResult
 
@@ -16,7 +18,8 @@ def _list(face: str, scores: dict[str, float]) -> CandidateList:
     now = datetime.now(UTC)
     return CandidateList(event_id=face, face_id=face, submission_id="sub", meta=META, received_at=now,
                          searched_at=now, outcome="candidates" if cands else "no_candidate", candidates=cands,
-                         threshold=0.6, top_k=5, watch_lists=["custody"], model_id="m", quality=Q)
+                         threshold=0.6, top_k=5, watch_lists=["custody"], model_id="m", quality=Q,
+                         **search_fields(now))
 
 
 def _outcome(status: OutcomeStatus, face: str | None = None, **kw: object) -> OutcomeEvent:

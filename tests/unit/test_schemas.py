@@ -6,20 +6,26 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from support.events import probe_fields, search_fields
 
 from rfr.core.geometry import Box
 from rfr.core.schemas import (
     Candidate,
     CandidateList,
     DeadLetter,
+    DecisionEvent,
     EmbeddingEvent,
     FaceEvent,
     FaceQuality,
     FrameEvent,
+    GalleryChange,
+    GalleryFaceRecord,
     Message,
     OutcomeEvent,
     OutcomeStatus,
     Point,
+    Probe,
+    ReviewerDecision,
     SubmissionMeta,
     UnsupportedSchemaVersion,
     decode,
@@ -49,7 +55,8 @@ def test_frame_round_trip_keeps_bytes() -> None:
 def test_candidate_list_round_trip() -> None:
     cl = CandidateList(event_id="f", face_id="f", submission_id="s", meta=META, received_at=datetime.now(UTC),
                        searched_at=datetime.now(UTC), outcome="no_candidate", candidates=[], threshold=0.5, top_k=5,
-                       watch_lists=["custody"], model_id="m", quality=QUALITY)
+                       watch_lists=["custody"], model_id="m", quality=QUALITY,
+                       **search_fields(datetime.now(UTC)))
     back = decode(CandidateList, cl.to_bytes())
     assert back == cl
     assert "not an identification" in back.notice
@@ -74,11 +81,14 @@ def test_other_schema_versions_are_refused_with_their_own_reason(version: object
 
 
 def test_each_class_declares_its_version() -> None:
-    v2: set[type[Message]] = {FaceQuality, FaceEvent, EmbeddingEvent, Candidate, CandidateList}
-    v1: set[type[Message]] = {SubmissionMeta, FrameEvent, Point, OutcomeEvent, DeadLetter}
-    assert {cls.version() for cls in v2} == {2} and {cls.version() for cls in v1} == {1}
-    assert set(Message.__subclasses__()) == v1 | v2  # a new message class must be placed in one of them
-    for cls in v1 | v2:
+    v3: set[type[Message]] = {FaceEvent, EmbeddingEvent, CandidateList}
+    v2: set[type[Message]] = {FaceQuality, Candidate}
+    v1: set[type[Message]] = {SubmissionMeta, FrameEvent, Point, OutcomeEvent, DeadLetter, Probe, GalleryFaceRecord,
+                              GalleryChange, ReviewerDecision, DecisionEvent}
+    assert {cls.version() for cls in v3} == {3} and {cls.version() for cls in v2} == {2}
+    assert {cls.version() for cls in v1} == {1}
+    assert set(Message.__subclasses__()) == v1 | v2 | v3  # a new message class must be placed in one of them
+    for cls in v1 | v2 | v3:
         assert "schema_version" in cls.__annotations__, f"{cls.__name__} must declare its own schema_version"
 
 
@@ -101,7 +111,7 @@ def test_a_malformed_message_of_an_accepted_version_stays_a_validation_error() -
 
 def _embedding(template: bytes) -> EmbeddingEvent:
     return EmbeddingEvent(event_id="f", face_id="f", submission_id="s", meta=META, received_at=datetime.now(UTC),
-                          quality=QUALITY, model_id="m", weights_sha256="ab", template=template)
+                          quality=QUALITY, model_id="m", weights_sha256="ab", template=template, **probe_fields())
 
 
 def test_embedding_template_is_little_endian_float32_bytes() -> None:
@@ -155,14 +165,14 @@ def test_a_face_box_travels_as_a_plain_object() -> None:
     event = json.loads(face.to_bytes())
     assert event["box"] == {"x": 10.5, "y": 20.0, "width": 64.0, "height": 64.0}
     assert set(event["box"]) == {"x", "y", "width", "height"}
-    assert decode(FaceEvent, json.dumps(event).encode(), accepts={2}).box == Box(10.5, 20, 64, 64)
+    assert decode(FaceEvent, json.dumps(event).encode(), accepts={3}).box == Box(10.5, 20, 64, 64)
     for bad in ({"x": 1, "y": 2, "width": 3}, {"x": 1, "y": 2, "width": 3, "height": 4, "schema_version": 1},
                 {"x": 1, "y": 2, "width": -3, "height": 4}, {"x": "1", "y": 2, "width": 3, "height": 4}):
         with pytest.raises(ValidationError, match="box"):
-            decode(FaceEvent, json.dumps(event | {"box": bad}).encode(), accepts={2})
+            decode(FaceEvent, json.dumps(event | {"box": bad}).encode(), accepts={3})
     with pytest.raises(ValidationError, match="finite"):
         decode(FaceEvent, json.dumps(event | {"box": {"x": 1, "y": 2, "width": 3, "height": 4}})
-               .replace("4}", "NaN}").encode(), accepts={2})
+               .replace("4}", "NaN}").encode(), accepts={3})
 
 
 def test_ids_reject_injection() -> None:

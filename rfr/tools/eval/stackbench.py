@@ -62,8 +62,9 @@ class StackBenchConfig:
 
 
 def stack_env(state_dir: Path) -> dict[str, str]:
-    """Environment for a private stack: every port free, state, blobs and ingest DB under ``state_dir``."""
-    ports = {name: procs.free_port() for name in ("broker", "milvus", "ingest", "detect", "embed", "match", "http")}
+    """Environment for a private stack: every port free, state, blobs and the stores under ``state_dir``."""
+    ports = {name: procs.free_port()
+             for name in ("broker", "milvus", "ingest", "detect", "embed", "match", "review", "http", "review_http")}
     return dict(
         os.environ,
         RFR_STACK__STATE_DIR=str(state_dir), RFR_BLOB_DIR=str(state_dir / "blobs"),
@@ -72,7 +73,8 @@ def stack_env(state_dir: Path) -> dict[str, str]:
         RFR_MILVUS__URI=f"http://127.0.0.1:{ports['milvus']}",
         RFR_METRICS__INGEST_PORT=str(ports["ingest"]), RFR_METRICS__DETECT_PORT=str(ports["detect"]),
         RFR_METRICS__EMBED_PORT=str(ports["embed"]), RFR_METRICS__MATCH_PORT=str(ports["match"]),
-        RFR_INGEST__HTTP_PORT=str(ports["http"]),
+        RFR_METRICS__REVIEW_PORT=str(ports["review"]), RFR_INGEST__HTTP_PORT=str(ports["http"]),
+        RFR_REVIEW__HTTP_PORT=str(ports["review_http"]),
     )
 
 

@@ -1,0 +1,478 @@
+"""The review audit log: append-only, hash-chained, with HMAC-signed head and checkpoints.
+
+Every search, case view, decision, export, gallery erasure, purge, login and policy change is one entry (EU AI Act
+Art 12(3), UK DPA 2018 s.62: who, when, what, and why). Entries live in ``audit_entries``:
+
+``seq`` (1, 2, 3, ... without gaps), ``at`` (UTC), ``actor``, ``role``, ``action`` (:class:`AuditAction`),
+``case_id`` (or null), ``reason`` (the case or crime reference, or why), ``details`` (a JSON object),
+``prev_hash`` (the previous entry's ``hash``; 64 zeros for entry 1) and ``hash``.
+
+``hash`` is ``sha256`` (hex) of the canonical JSON (:func:`canonical_json`: keys sorted, no spaces, ASCII) of the
+object of the nine other fields, with ``at`` written as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (:func:`canonical_time`)
+and ``details`` as the JSON object. So editing an entry breaks its hash, deleting one leaves a gap, and re-linking
+the chain needs every later hash rewritten. Appends are serialised (SQLite: the engine's ``BEGIN IMMEDIATE``;
+PostgreSQL: ``SELECT ... FOR UPDATE`` of the single ``audit_head`` row).
+
+The head (``audit_head``: entry count, last hash, time) is signed on every append, and a checkpoint
+(``audit_checkpoints``: id 1, 2, ..., entry count, head hash, time) every ``checkpoint_every`` entries and on
+:meth:`AuditLog.checkpoint`; signatures are HMAC-SHA256 with a key derived from the service secret, so deleting
+the tail, or rewriting the chain after an entry, is detected too: :meth:`AuditLog.verify`.
+
+Export format (:meth:`AuditLog.export`, ``rfr audit export``, ``GET /v1/audit/export``): one JSON object per line,
+in ``seq`` order, with exactly the fields above (``details`` as an object, ``at`` as the canonical string). An
+auditor re-verifies an export offline, without the secret::
+
+    prev = "0" * 64
+    for line in open("audit.jsonl"):
+        e = json.loads(line)
+        body = {k: v for k, v in e.items() if k != "hash"}
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        assert e["prev_hash"] == prev and hashlib.sha256(text.encode()).hexdigest() == e["hash"]
+        prev = e["hash"]
+
+(an export that does not start at entry 1 starts from its first entry's ``prev_hash``). Never put a password or a
+token in an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    Row,
+    Select,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from rfr.review.tables import ID, UtcDateTime, metadata
+
+logger = logging.getLogger(__name__)
+
+GENESIS_HASH = "0" * 64
+"""``prev_hash`` of entry 1."""
+HASHED_FIELDS = ("seq", "at", "actor", "role", "action", "case_id", "reason", "details", "prev_hash")
+"""The fields an entry's ``hash`` covers (every field but ``hash``)."""
+EXPORT_BATCH = 1000
+HEAD_LABEL = "the signed head"
+MAX_PROBLEMS = 1000
+"""At most this many problems are listed by :meth:`AuditLog.verify`, then a count of the rest."""
+
+
+class AuditAction(StrEnum):
+    SEARCH = "search"
+    CASE_CREATED = "case_created"
+    CASE_VIEW = "case_view"
+    DECISION = "decision"
+    VERIFICATION = "verification"
+    ESCALATION = "escalation"
+    RESOLUTION = "resolution"
+    CASE_CLOSED = "case_closed"
+    DECISION_PUBLISHED = "decision_published"
+    EXPORT = "export"
+    GALLERY_ENROLMENT = "gallery_enrolment"
+    GALLERY_ERASURE = "gallery_erasure"
+    PURGE = "purge"
+    RETENTION_RUN = "retention_run"
+    LOGIN = "login"
+    LOGIN_FAILED = "login_failed"
+    USER_CREATED = "user_created"
+    USER_CHANGED = "user_changed"
+    TOKEN_CREATED = "token_created"
+    TOKEN_REVOKED = "token_revoked"
+    POLICY_CHANGE = "policy_change"
+    AUDIT_VERIFY = "audit_verify"
+
+
+audit_entries = Table(
+    "audit_entries",
+    metadata,
+    Column("seq", BigInteger(), primary_key=True, autoincrement=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("actor", String(ID * 2), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("case_id", Integer(), nullable=True),
+    Column("reason", Text(), nullable=False),
+    Column("details", Text(), nullable=False, comment="canonical JSON object"),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False, comment="sha256 hex of the canonical JSON of the other fields"),
+    Index(None, "at"),
+    Index(None, "case_id"),
+    Index(None, "actor", "at"),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=False, comment="1, 2, 3, ... without gaps"),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("entry_count", BigInteger(), nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("signature", String(64), nullable=False, comment="HMAC-SHA256 hex, see rfr.review.audit"),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("entry_count", BigInteger(), nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("signature", String(64), nullable=False, comment="HMAC-SHA256 hex; empty for the unsigned genesis"),
+    CheckConstraint("id = 1", name="single_row"),
+)
+
+
+class AuditTampered(RuntimeError):
+    """The signed head does not hold: appending would re-sign (and so hide) the tampering; nothing is appended."""
+
+
+# --- canonical forms ----------------------------------------------------------------------------------------
+def canonical_time(at: datetime) -> str:
+    """``at`` in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; a naive datetime is refused (ValueError)."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"naive datetime {at!r}: audit times are timezone-aware")
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return canonical_time(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable in an audit entry")
+
+
+def canonical_json(value: object) -> str:
+    """Keys sorted, compact, ASCII-only JSON; datetimes as :func:`canonical_time`; NaN refused (ValueError)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
+                      default=_json_default)
+
+
+def entry_hash(entry: Mapping[str, Any]) -> str:
+    """sha256 hex of the canonical JSON of an entry's :data:`HASHED_FIELDS` (``details`` as an object)."""
+    body = {name: entry[name] for name in HASHED_FIELDS}
+    return hashlib.sha256(canonical_json(body).encode("ascii")).hexdigest()
+
+
+def derive_key(secret: bytes, purpose: str) -> bytes:
+    """A key for one purpose (``audit``, ``session``) derived from the service secret (HMAC-SHA256)."""
+    return hmac.new(secret, f"rfr-key/v1:{purpose}".encode(), hashlib.sha256).digest()
+
+
+def _head_text(entry_count: int, head_hash: str, at: datetime) -> str:
+    return f"rfr-audit-head/v1 {entry_count} {head_hash} {canonical_time(at)}"
+
+
+def _checkpoint_text(cp_id: int, entry_count: int, head_hash: str, at: datetime) -> str:
+    return f"rfr-audit-checkpoint/v1 {cp_id} {entry_count} {head_hash} {canonical_time(at)}"
+
+
+def _row_entry(row: Row[Any]) -> dict[str, Any]:
+    """An entry row as its export dict (details parsed; raises ValueError when they are not JSON)."""
+    return {"seq": row.seq, "at": canonical_time(row.at), "actor": row.actor, "role": row.role,
+            "action": row.action, "case_id": row.case_id, "reason": row.reason,
+            "details": json.loads(row.details), "prev_hash": row.prev_hash, "hash": row.hash}
+
+
+# --- verification -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VerifyReport:
+    """Result of :meth:`AuditLog.verify`: ``entries`` present, ``checkpoints`` present, and one problem per finding,
+    each naming the entry (``"entry 17: hash does not match its content (edited)"``); ``ok`` when there is none."""
+
+    entries: int
+    checkpoints: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class _Claim:
+    """A signed statement "the log had ``count`` entries, the last with hash ``head_hash``"."""
+
+    label: str  # "the signed head", "checkpoint 3 (signed)"
+    count: int
+    head_hash: str
+
+
+class _ChainScan:
+    """Walks the entries in seq order: gaps, links, hashes; remembers the hashes at the claimed counts."""
+
+    def __init__(self, wanted: set[int]) -> None:
+        self.wanted = wanted
+        self.last_seq = 0
+        self.last_hash = GENESIS_HASH
+        self.count = 0
+        self.hashes: dict[int, str] = {}
+        self.problems: list[str] = []
+
+    def feed(self, row: Row[Any]) -> None:
+        seq = int(row.seq)
+        if seq != self.last_seq + 1:
+            self.problems.append(f"entry {self.last_seq + 1}: missing; the log jumps from entry {self.last_seq} "
+                                 f"to entry {seq} (deleted)")
+        elif row.prev_hash != self.last_hash:
+            what = "the genesis hash" if seq == 1 else f"the hash of entry {self.last_seq}"
+            self.problems.append(f"entry {seq}: prev_hash does not match {what} (chain broken or re-linked)")
+        self._check_content(seq, row)
+        if seq in self.wanted:
+            self.hashes[seq] = row.hash
+        self.last_seq, self.last_hash = seq, row.hash
+        self.count += 1
+
+    def _check_content(self, seq: int, row: Row[Any]) -> None:
+        try:
+            entry = _row_entry(row)
+        except ValueError:
+            self.problems.append(f"entry {seq}: details are not valid JSON (edited)")
+            return
+        if entry_hash(entry) != row.hash:
+            self.problems.append(f"entry {seq}: hash does not match its content (edited)")
+        elif canonical_json(entry["details"]) != row.details:
+            self.problems.append(f"entry {seq}: details are not in canonical form (edited)")
+
+    def check_claims(self, claims: list[_Claim]) -> None:
+        """Each signed count against the log: a tail deleted, entries added unsigned, a chain rewritten."""
+        longest = max(claims, key=lambda c: c.count, default=None)
+        if longest is not None and longest.count > self.last_seq:
+            ends = f"ends at entry {self.last_seq}" if self.last_seq else "is empty"
+            self.problems.append(f"entry {self.last_seq + 1}: missing; {longest.label} counts {longest.count} "
+                                 f"entries but the log {ends} (deleted)")
+        for claim in claims:
+            seen = self.hashes.get(claim.count)
+            if claim.count and seen is not None and seen != claim.head_hash:
+                self.problems.append(f"entry {claim.count}: hash differs from the one {claim.label} holds "
+                                     "(chain rewritten)")
+
+
+class AuditLog:
+    """The audit log of one review database.
+
+    ``engine`` from :func:`rfr.core.db.make_engine` (tables migrated); ``secret`` the service secret (at least 16
+    bytes; the signing key is derived from it); ``checkpoint_every`` entries between automatic checkpoints (>= 1);
+    ``clock`` returns the timezone-aware time of an entry.
+    """
+
+    def __init__(self, engine: Engine, secret: bytes, checkpoint_every: int = 100,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        if len(secret) < 16:
+            raise ValueError("the audit secret must be at least 16 bytes")
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, not {checkpoint_every}")
+        self._engine = engine
+        self._secret = secret
+        self._key = derive_key(secret, "audit")
+        self._checkpoint_every = checkpoint_every
+        self._clock = clock
+
+    @property
+    def secret(self) -> bytes:
+        """The service secret this log was given (other keys, e.g. of session tokens, derive from it)."""
+        return self._secret
+
+    def _sign(self, text: str) -> str:
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+
+    # --- writing ----------------------------------------------------------------------------------------------
+    def append(self, conn: Connection, actor: str, role: str, action: AuditAction | str, reason: str = "",
+               case_id: int | None = None, details: Mapping[str, Any] | None = None) -> int:
+        """Append one entry inside the caller's transaction ``conn`` (so it commits with the change it records)
+        and return its seq. Serialises with every other append (the head row is locked until ``conn`` commits).
+        ``action`` must be an :class:`AuditAction` (ValueError otherwise); ``actor`` non-empty; ``details`` a
+        JSON-serialisable mapping (datetimes become canonical strings). Raises :class:`AuditTampered` when the
+        signed head does not hold (fail closed: the caller's change must not commit unaudited)."""
+        action = AuditAction(action)
+        if not actor:
+            raise ValueError("an audit entry needs an actor")
+        details_text = canonical_json(dict(details or {}))
+        head = self._lock_head(conn)
+        if not self._head_holds(head):
+            raise AuditTampered("the audit head's signature does not hold (tampered with, or another secret): "
+                                "refusing to append; run `rfr audit verify`")
+        at = self._clock()
+        entry: dict[str, Any] = {"seq": int(head.entry_count) + 1, "at": canonical_time(at), "actor": actor,
+                                 "role": str(role), "action": str(action), "case_id": case_id,
+                                 "reason": reason, "details": json.loads(details_text), "prev_hash": head.head_hash}
+        digest = entry_hash(entry)
+        conn.execute(insert(audit_entries).values(
+            seq=entry["seq"], at=at, actor=actor, role=entry["role"], action=entry["action"], case_id=case_id,
+            reason=reason, details=details_text, prev_hash=head.head_hash, hash=digest))
+        conn.execute(update(audit_head).where(audit_head.c.id == 1).values(
+            at=at, entry_count=entry["seq"], head_hash=digest,
+            signature=self._sign(_head_text(entry["seq"], digest, at))))
+        if entry["seq"] % self._checkpoint_every == 0:
+            self._write_checkpoint(conn, entry["seq"], digest, at)
+        return int(entry["seq"])
+
+    def append_now(self, actor: str, role: str, action: AuditAction | str, reason: str = "",
+                   case_id: int | None = None, details: Mapping[str, Any] | None = None) -> int:
+        """:meth:`append` in a transaction of its own; returns the seq."""
+        with self._engine.begin() as conn:
+            return self.append(conn, actor, role, action, reason=reason, case_id=case_id, details=details)
+
+    def checkpoint(self) -> int | None:
+        """Write a signed checkpoint of the current head; returns its id, or None when the log is empty or the
+        latest checkpoint already covers every entry."""
+        with self._engine.begin() as conn:
+            head = self._lock_head(conn)
+            latest = conn.execute(select(audit_checkpoints.c.entry_count)
+                                  .order_by(audit_checkpoints.c.id.desc()).limit(1)).scalar()
+            if head.entry_count in (0, latest):
+                return None
+            return self._write_checkpoint(conn, int(head.entry_count), head.head_hash, self._clock())
+
+    def _write_checkpoint(self, conn: Connection, count: int, head_hash: str, at: datetime) -> int:
+        last = conn.execute(select(audit_checkpoints.c.id).order_by(audit_checkpoints.c.id.desc()).limit(1)).scalar()
+        cp_id = int(last or 0) + 1
+        conn.execute(insert(audit_checkpoints).values(
+            id=cp_id, at=at, entry_count=count, head_hash=head_hash,
+            signature=self._sign(_checkpoint_text(cp_id, count, head_hash, at))))
+        logger.info("audit checkpoint %s: %s entries", cp_id, count)
+        return cp_id
+
+    def _head_holds(self, head: Row[Any]) -> bool:
+        """The head's signature holds (or it is the unsigned genesis of an empty log)."""
+        if head.entry_count == 0 and head.head_hash == GENESIS_HASH and head.signature == "":
+            return True
+        text = _head_text(int(head.entry_count), head.head_hash, head.at)
+        return hmac.compare_digest(self._sign(text), head.signature)
+
+    def _lock_head(self, conn: Connection) -> Row[Any]:
+        """The head row, locked for this transaction (created as the unsigned genesis on first use)."""
+        query = select(audit_head).where(audit_head.c.id == 1).with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            values = {"id": 1, "at": self._clock(), "entry_count": 0, "head_hash": GENESIS_HASH, "signature": ""}
+            dialect = conn.dialect.name
+            if dialect == "postgresql":
+                conn.execute(postgresql.insert(audit_head).values(**values).on_conflict_do_nothing())
+            elif dialect == "sqlite":
+                conn.execute(sqlite.insert(audit_head).values(**values).on_conflict_do_nothing())
+            else:
+                conn.execute(insert(audit_head).values(**values))
+            row = conn.execute(query).one()
+        return row
+
+    # --- reading ----------------------------------------------------------------------------------------------
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """One consistent read of the whole log (PostgreSQL: REPEATABLE READ; SQLite: one transaction)."""
+        with self._engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    def verify(self) -> VerifyReport:
+        """Check the whole log: each entry's hash and link, no gaps, the head's and checkpoints' signatures, and
+        their counts and hashes against the entries. Problems name the entry (or checkpoint); see the module doc."""
+        with self._snapshot() as conn:
+            head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).first()
+            checkpoints = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.id)).all()
+            claims, problems = self._claims(head, checkpoints)
+            scan = _ChainScan({c.count for c in claims})
+            rows = conn.execute(select(audit_entries).order_by(audit_entries.c.seq),
+                                execution_options={"yield_per": EXPORT_BATCH})
+            for row in rows:
+                scan.feed(row)
+        signed_head = next((c for c in claims if c.label == HEAD_LABEL), None)
+        if head is None and scan.count:
+            problems.append("audit head: missing (deleted)")
+        elif signed_head is not None and signed_head.count < scan.last_seq:
+            problems.append(f"entry {signed_head.count + 1}: not covered by the signed head (added outside the log)")
+        scan.check_claims(claims)
+        found = problems + scan.problems
+        if len(found) > MAX_PROBLEMS:
+            found = [*found[:MAX_PROBLEMS], f"... and {len(found) - MAX_PROBLEMS} more problem(s)"]
+        report = VerifyReport(entries=scan.count, checkpoints=len(checkpoints), problems=found)
+        logger.info("audit verify: %s entries, %s checkpoints, %s problem(s)", report.entries, report.checkpoints,
+                    len(report.problems))
+        return report
+
+    def _claims(self, head: Row[Any] | None, checkpoints: Sequence[Row[Any]]) -> tuple[list[_Claim], list[str]]:
+        """The signed counts of the head and the checkpoints whose signatures hold, and the problems found."""
+        claims: list[_Claim] = []
+        problems: list[str] = []
+        if head is not None:
+            if self._head_holds(head):
+                claims.append(_Claim(HEAD_LABEL, int(head.entry_count), head.head_hash))
+            else:
+                problems.append("audit head: bad signature (forged or edited)")
+        for expected, cp in enumerate(checkpoints, start=1):
+            if cp.id != expected:
+                problems.append(f"checkpoint {expected}: missing (deleted)")
+                break
+        for cp in checkpoints:
+            text = _checkpoint_text(int(cp.id), int(cp.entry_count), cp.head_hash, cp.at)
+            if hmac.compare_digest(self._sign(text), cp.signature):
+                claims.append(_Claim(f"checkpoint {cp.id} (signed)", int(cp.entry_count), cp.head_hash))
+            else:
+                problems.append(f"checkpoint {cp.id}: bad signature (forged or edited)")
+        return claims, problems
+
+    def export(self, since: datetime | None = None, until: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Entries with ``since <= at < until`` (either bound optional, timezone-aware) in seq order, as export
+        dicts (module doc), read in batches of short transactions."""
+        after = 0
+        while True:
+            query = select(audit_entries).where(audit_entries.c.seq > after)
+            query = _time_bounds(query, since, until).order_by(audit_entries.c.seq).limit(EXPORT_BATCH)
+            with self._engine.connect() as conn:
+                rows = conn.execute(query).all()
+            for row in rows:
+                yield _row_entry(row)
+            if len(rows) < EXPORT_BATCH:
+                return
+            after = int(rows[-1].seq)
+
+    def query(self, *, actor: str | None = None, action: AuditAction | str | None = None,
+              case_id: int | None = None, since: datetime | None = None, until: datetime | None = None,
+              limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Entries matching every filter given, newest first, as export dicts (``limit`` at most 1000)."""
+        query = select(audit_entries)
+        if actor is not None:
+            query = query.where(audit_entries.c.actor == actor)
+        if action is not None:
+            query = query.where(audit_entries.c.action == str(AuditAction(action)))
+        if case_id is not None:
+            query = query.where(audit_entries.c.case_id == case_id)
+        query = _time_bounds(query, since, until).order_by(audit_entries.c.seq.desc())
+        query = query.limit(max(0, min(limit, EXPORT_BATCH))).offset(max(0, offset))
+        with self._engine.connect() as conn:
+            return [_row_entry(row) for row in conn.execute(query)]
+
+
+def _time_bounds(query: Select[Any], since: datetime | None, until: datetime | None) -> Select[Any]:
+    if since is not None:
+        query = query.where(audit_entries.c.at >= since)
+    if until is not None:
+        query = query.where(audit_entries.c.at < until)
+    return query

@@ -1,0 +1,128 @@
+"""Reading cases on a connection: the case as a viewer may see it, the queue, and the final decision event.
+
+The SQL half of :class:`rfr.review.store.ReviewStore` that changes nothing; every function takes the caller's
+:class:`~sqlalchemy.Connection`, so a read shares the transaction of the change it follows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, exists, func, select
+
+from rfr.core.schemas import Candidate, DecisionEvent, ReviewerDecision
+from rfr.review import tables as t
+from rfr.review import workflow as wf
+from rfr.review.views import (
+    CaseView,
+    QueueItem,
+    candidate_view,
+    decision_view,
+    probe_view,
+    search_view,
+)
+
+_PUBLISHED_STAGES = (wf.Stage.FIRST, wf.Stage.VERIFICATION, wf.Stage.SUPERVISOR)
+
+
+class CaseReader:
+    """Reads of cases, on a connection passed in."""
+
+    @staticmethod
+    def lock_case(conn: Connection, case_id: int) -> Row[Any]:
+        """The case row, locked for this transaction (PostgreSQL FOR UPDATE); CaseNotFound when absent."""
+        row = conn.execute(select(t.cases).where(t.cases.c.id == case_id).with_for_update()).first()
+        if row is None:
+            raise wf.CaseNotFound(case_id)
+        return row
+
+    @staticmethod
+    def prior_decisions(conn: Connection, case_id: int) -> list[wf.PriorDecision]:
+        """The case's decisions (and escalations), oldest first, as the workflow rules read them."""
+        d = t.decisions
+        rows = conn.execute(select(d).where(d.c.case_id == case_id).order_by(d.c.id))
+        return [wf.PriorDecision(r.actor, r.role, wf.Stage(r.stage),
+                                 None if r.outcome is None else wf.Outcome(r.outcome), r.lead_subject_id)
+                for r in rows]
+
+    @staticmethod
+    def read_case(conn: Connection, case_id: int, viewer: wf.Actor) -> CaseView:
+        """The case as ``viewer`` may see it (the blind rule of :func:`rfr.review.workflow.visible_decisions`)."""
+        case = conn.execute(select(t.cases).where(t.cases.c.id == case_id)).first()
+        if case is None:
+            raise wf.CaseNotFound(case_id)
+        probe = conn.execute(select(t.probes).where(t.probes.c.face_id == case.face_id)).one()
+        search = conn.execute(select(t.searches).where(t.searches.c.event_id == case.search_event_id)).one()
+        c, gp = t.candidates, t.gallery_photos
+        cands = conn.execute(select(c, gp.c.photo_ref, gp.c.erased_at)
+                             .outerjoin(gp, gp.c.gallery_face_id == c.c.gallery_face_id)
+                             .where(c.c.case_id == case_id).order_by(c.c.rank)).all()
+        rows = conn.execute(select(t.decisions).where(t.decisions.c.case_id == case_id)
+                            .order_by(t.decisions.c.id)).all()
+        prior = [wf.PriorDecision(r.actor, r.role, wf.Stage(r.stage), None, r.lead_subject_id) for r in rows]
+        visible = wf.visible_decisions(case.state, prior, viewer)
+        return CaseView(
+            id=case.id, state=case.state, created_at=case.created_at, updated_at=case.updated_at,
+            decided_at=case.decided_at, closed_at=case.closed_at, outcome=case.outcome, lead_rank=case.lead_rank,
+            lead_subject_id=case.lead_subject_id, probe=probe_view(probe), search=search_view(search),
+            candidates=[candidate_view(r) for r in cands], decisions=[decision_view(rows[i]) for i in visible],
+            hidden_decisions=len(rows) - len(visible))
+
+    @staticmethod
+    def read_queue(conn: Connection, state: str | None, watch_list: str | None, retailer_id: str | None,
+                   older_than: datetime | None, limit: int, offset: int) -> list[QueueItem]:
+        """Queue rows oldest first (see :meth:`rfr.review.store.ReviewStore.queue`)."""
+        cs, p, s, c = t.cases, t.probes, t.searches, t.candidates
+        query = (select(cs.c.id, cs.c.state, cs.c.created_at, cs.c.updated_at, cs.c.face_id, p.c.retailer_id,
+                        p.c.case_ref, s.c.trigger)
+                 .join(p, p.c.face_id == cs.c.face_id).join(s, s.c.event_id == cs.c.search_event_id))
+        states = [x.value for x in wf.OPEN_STATES] if state is None else [state]
+        query = query.where(cs.c.state.in_(states))
+        if watch_list is not None:
+            query = query.where(exists().where(and_(c.c.case_id == cs.c.id, c.c.watch_list == watch_list)))
+        if retailer_id is not None:
+            query = query.where(p.c.retailer_id == retailer_id)
+        if older_than is not None:
+            query = query.where(cs.c.created_at < older_than)
+        rows = conn.execute(query.order_by(cs.c.created_at, cs.c.id).limit(limit).offset(offset)).all()
+        summary: dict[int, tuple[int, float, list[str]]] = {}
+        if rows:
+            agg = select(c.c.case_id, func.count(), func.max(c.c.score)).where(
+                c.c.case_id.in_([r.id for r in rows])).group_by(c.c.case_id)
+            lists = select(c.c.case_id, c.c.watch_list).where(c.c.case_id.in_([r.id for r in rows])).distinct()
+            named: dict[int, set[str]] = {}
+            for case_id, wl in conn.execute(lists):
+                named.setdefault(case_id, set()).add(wl)
+            for case_id, n, top in conn.execute(agg):
+                summary[case_id] = (int(n), float(top), sorted(named.get(case_id, set())))
+        return [QueueItem(r.id, r.state, r.created_at, r.updated_at, r.face_id, r.retailer_id, r.case_ref, r.trigger,
+                          *summary.get(r.id, (0, 0.0, []))) for r in rows]
+
+
+def decision_event(conn: Connection, case_id: int) -> DecisionEvent:
+    """The final decision of a case (its row already updated to lead / no_lead), for ``rfr.decisions.v1``.
+
+    ``two_person``: at least two different people reached this outcome (first and verifier agreeing, or a
+    supervisor siding with one of them)."""
+    case = conn.execute(select(t.cases).where(t.cases.c.id == case_id)).one()
+    probe = conn.execute(select(t.probes).where(t.probes.c.face_id == case.face_id)).one()
+    search = conn.execute(select(t.searches).where(t.searches.c.event_id == case.search_event_id)).one()
+    rows = conn.execute(select(t.decisions).where(t.decisions.c.case_id == case_id, t.decisions.c.stage.in_(
+        [s.value for s in _PUBLISHED_STAGES])).order_by(t.decisions.c.id)).all()
+    lead = None
+    if case.lead_rank is not None:
+        c = conn.execute(select(t.candidates).where(t.candidates.c.case_id == case_id,
+                                                    t.candidates.c.rank == case.lead_rank)).one()
+        lead = Candidate(rank=c.rank, subject_id=c.subject_id, score=c.score, watch_list=c.watch_list,
+                         gallery_face_id=c.gallery_face_id, source_ref=c.source_ref)
+    outcome = wf.Outcome(case.outcome)
+    prior = [wf.PriorDecision(r.actor, r.role, wf.Stage(r.stage), wf.Outcome(r.outcome), r.lead_subject_id)
+             for r in rows]
+    return DecisionEvent(
+        event_id=f"case-{case_id}:final", case_id=case_id, case_ref=probe.case_ref, face_id=probe.face_id,
+        submission_id=probe.submission_id, retailer_id=probe.retailer_id, outcome=outcome.value, lead=lead,
+        decisions=[ReviewerDecision(reviewer=r.actor, role=r.role, stage=r.stage, outcome=r.outcome,
+                                    lead_subject_id=r.lead_subject_id, decided_at=r.decided_at) for r in rows],
+        two_person=wf.two_person_confirmed(prior, outcome, case.lead_subject_id), decided_at=case.decided_at,
+        searched_at=search.searched_at, threshold=search.threshold, model_id=search.model_id)

@@ -1,0 +1,1 @@
+"""Revisions of the review database, oldest first (Alembic skips this file)."""

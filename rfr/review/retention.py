@@ -1,0 +1,190 @@
+"""Retention: probes are purged when their policy says so; case and decision records and the audit log stay.
+
+Rules (:class:`rfr.core.settings.RetentionSettings`, days as floats):
+
+* ``no_candidate``: a probe that never got a case, ``no_candidate_days`` after its first search;
+* ``no_lead``: a case decided ``no_lead``, ``no_lead_days`` after the final decision;
+* ``pending``: a case still open (pending, awaiting verification, escalated) ``pending_days`` after it was created
+  becomes ``expired``, and its probe is purged;
+* ``closed_lead``: a lead is kept while its case is open; ``closed_lead_days`` after a supervisor closed it, purged.
+
+A probe with several cases (re-searches) is purged once every one of its cases is due. Purging a probe deletes its
+still from the blob store (unless another unpurged probe has the same still), sets its crop and template to NULL
+and stamps ``purged_at`` / ``purge_reason``, with one ``purge`` audit entry, all in one transaction (the blob is
+deleted before the commit: a failed commit leaves a row that the next pass purges again, never a still without
+its row). Each pass writes one ``retention_run`` entry. A pass is idempotent. Probes never become gallery entries.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, or_, select, update
+
+from rfr.core.blobstore import BlobStore
+from rfr.core.settings import RetentionSettings
+from rfr.review import tables as t
+from rfr.review import workflow as wf
+from rfr.review.store import SYSTEM_ROLE, ReviewStore
+
+logger = logging.getLogger(__name__)
+
+RETENTION_ACTOR = "retention"
+PURGE_KINDS = ("still", "crop", "template")
+
+
+@dataclass
+class RetentionReport:
+    """What one pass did: ``purged`` by kind (still, crop, template; a shared still counts once, when deleted),
+    ``probes`` purged (face ids) with ``rules`` (face id -> rule), ``expired_cases`` (ids)."""
+
+    at: datetime
+    purged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PURGE_KINDS, 0))
+    probes: list[str] = field(default_factory=list)
+    rules: dict[str, str] = field(default_factory=dict)
+    expired_cases: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Cutoffs:
+    no_candidate: datetime
+    no_lead: datetime
+    pending: datetime
+    closed_lead: datetime
+
+    @classmethod
+    def of(cls, policy: RetentionSettings, now: datetime) -> _Cutoffs:
+        return cls(now - timedelta(days=policy.no_candidate_days), now - timedelta(days=policy.no_lead_days),
+                   now - timedelta(days=policy.pending_days), now - timedelta(days=policy.closed_lead_days))
+
+
+def _case_rule(row: Any, cut: _Cutoffs) -> str | None:
+    """The rule under which this case no longer keeps its probe (None: it keeps it)."""
+    if row.state == wf.CaseState.NO_LEAD and row.decided_at is not None and row.decided_at < cut.no_lead:
+        return "no_lead"
+    if row.state == wf.CaseState.EXPIRED:
+        return "pending"
+    if row.state == wf.CaseState.LEAD and row.closed_at is not None and row.closed_at < cut.closed_lead:
+        return "closed_lead"
+    return None
+
+
+def _expiring(cut: _Cutoffs) -> Any:
+    return and_(t.cases.c.state.in_([s.value for s in wf.OPEN_STATES]), t.cases.c.created_at < cut.pending)
+
+
+def _due_probes(conn: Connection, cut: _Cutoffs) -> dict[str, str]:
+    """Unpurged probes due now (face id -> rule), cases expiring in this pass counted as expired."""
+    p, c = t.probes, t.cases
+    due: dict[str, str] = {}
+    unmatched = select(p.c.face_id).where(
+        p.c.purged_at.is_(None), p.c.status == "unmatched", p.c.first_searched_at < cut.no_candidate,
+        ~exists().where(c.c.face_id == p.c.face_id))
+    for face_id in conn.execute(unmatched).scalars():
+        due[face_id] = "no_candidate"
+    maybe = select(c.c.face_id).join(p, p.c.face_id == c.c.face_id).where(p.c.purged_at.is_(None), or_(
+        and_(c.c.state == wf.CaseState.NO_LEAD, c.c.decided_at < cut.no_lead), c.c.state == wf.CaseState.EXPIRED,
+        _expiring(cut), and_(c.c.state == wf.CaseState.LEAD, c.c.closed_at < cut.closed_lead))).distinct()
+    faces = list(conn.execute(maybe).scalars())
+    for start in range(0, len(faces), 500):
+        chunk = faces[start:start + 500]
+        rules: dict[str, set[str | None]] = {}
+        rows = conn.execute(select(c.c.face_id, c.c.state, c.c.decided_at, c.c.closed_at, c.c.created_at)
+                            .where(c.c.face_id.in_(chunk)))
+        for row in rows:
+            expiring = row.state in wf.OPEN_STATES and row.created_at < cut.pending
+            rules.setdefault(row.face_id, set()).add("pending" if expiring else _case_rule(row, cut))
+        for face_id, found in rules.items():
+            if None not in found:
+                due[face_id] = "+".join(sorted(r for r in found if r))
+    return due
+
+
+def due_counts(store: ReviewStore, policy: RetentionSettings, now: datetime) -> dict[str, int]:
+    """What a pass at ``now`` would do, without doing it: probes due by rule (``no_candidate``, ``no_lead``,
+    ``pending``, ``closed_lead``; a probe of several cases under its combined rule) and ``cases_to_expire``."""
+    cut = _Cutoffs.of(policy, now)
+    with store.engine.connect() as conn:
+        counts: dict[str, int] = {}
+        for rule in _due_probes(conn, cut).values():
+            counts[rule] = counts.get(rule, 0) + 1
+        expiring = conn.execute(select(t.cases.c.id).where(_expiring(cut))).scalars().all()
+    counts["cases_to_expire"] = len(expiring)
+    return counts
+
+
+def run_retention(store: ReviewStore, blobs: BlobStore, policy: RetentionSettings, now: datetime,
+                  actor: str = RETENTION_ACTOR) -> RetentionReport:
+    """One retention pass at ``now`` (see the module docstring). Blob-store errors other than a missing blob
+    propagate (the probe stays unpurged and the next pass retries it)."""
+    cut = _Cutoffs.of(policy, now)
+    report = RetentionReport(at=now)
+    report.expired_cases = _expire(store, cut, actor)
+    with store.engine.connect() as conn:
+        due = _due_probes(conn, cut)
+    for face_id, rule in sorted(due.items()):
+        deleted = _purge_probe(store, blobs, face_id, rule, now, actor)
+        if deleted is None:
+            continue
+        report.probes.append(face_id)
+        report.rules[face_id] = rule
+        for kind in deleted:
+            report.purged[kind] += 1
+    with store.engine.begin() as conn:
+        store.audit.append(conn, actor, SYSTEM_ROLE, "retention_run", details={
+            "at": now.isoformat(), "policy": policy.model_dump(mode="json"), "purged": report.purged,
+            "probes": len(report.probes), "expired_cases": report.expired_cases})
+    logger.info("retention: %d probe(s) purged %s, %d case(s) expired", len(report.probes), report.purged,
+                len(report.expired_cases))
+    return report
+
+
+def _expire(store: ReviewStore, cut: _Cutoffs, actor: str) -> list[int]:
+    """Open cases older than pending_days become expired (listed in the pass's retention_run entry)."""
+    with store.engine.begin() as conn:
+        ids = list(conn.execute(select(t.cases.c.id).where(_expiring(cut)).with_for_update()).scalars())
+        if ids:
+            conn.execute(update(t.cases).where(t.cases.c.id.in_(ids))
+                         .values(state=wf.CaseState.EXPIRED, updated_at=store.clock()))
+            logger.info("retention (%s): %d case(s) expired after pending_days", actor, len(ids))
+    return ids
+
+
+def _purge_probe(store: ReviewStore, blobs: BlobStore, face_id: str, rule: str, now: datetime,
+                 actor: str) -> list[str] | None:
+    """Purge one probe in one transaction; the kinds deleted, or None when it was purged meanwhile."""
+    p = t.probes
+    with store.engine.begin() as conn:
+        row = conn.execute(select(p.c.still_ref, p.c.crop_jpeg.is_not(None).label("has_crop"),
+                                  p.c.template.is_not(None).label("has_template"))
+                           .where(p.c.face_id == face_id, p.c.purged_at.is_(None)).with_for_update()).first()
+        if row is None:
+            return None
+        deleted = _delete_still(conn, blobs, face_id, row.still_ref)
+        deleted += [kind for kind, held in (("crop", row.has_crop), ("template", row.has_template)) if held]
+        conn.execute(update(p).where(p.c.face_id == face_id).values(
+            crop_jpeg=None, template=None, purged_at=now, purge_reason=rule))
+        cases = list(conn.execute(select(t.cases.c.id).where(t.cases.c.face_id == face_id)
+                                  .order_by(t.cases.c.id)).scalars())
+        store.audit.append(conn, actor, SYSTEM_ROLE, "purge", reason=f"retention:{rule}",
+                           case_id=cases[-1] if cases else None, details={
+                               "face_id": face_id, "rule": rule, "deleted": deleted, "still_ref": row.still_ref,
+                               "cases": cases})
+    return deleted
+
+
+def _delete_still(conn: Connection, blobs: BlobStore, face_id: str, still_ref: str | None) -> list[str]:
+    """Delete the still unless another unpurged probe (another face of it) still needs it."""
+    if still_ref is None:
+        return []
+    p = t.probes
+    shared = conn.execute(select(p.c.face_id).where(
+        p.c.still_ref == still_ref, p.c.face_id != face_id, p.c.purged_at.is_(None)).limit(1)).first()
+    if shared is not None:
+        return []
+    blobs.delete(still_ref)
+    return ["still"]
+

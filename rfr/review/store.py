@@ -1,0 +1,385 @@
+"""The review store: searches, probes and cases, decisions, gallery photos, the decision outbox (SQLAlchemy Core).
+
+One database (SQLite file or PostgreSQL, :func:`rfr.core.db.make_engine`) migrated by :meth:`ReviewStore.open`
+(Alembic history ``rfr/review/migrations``, version table ``alembic_version_review``). Every change and the audit
+entry recording it commit in ONE transaction (the audit log appends on the caller's connection), and a final
+decision puts its :class:`~rfr.core.schemas.DecisionEvent` into the outbox in that same transaction; the service
+publishes the outbox (:meth:`pending_outbox`, :meth:`mark_published`), so no decision is lost or published twice
+without being in the store. A case row is locked (``SELECT ... FOR UPDATE``; SQLite: every transaction holds the
+write lock) while it changes, so two verifiers cannot both act on one awaiting case.
+
+The rules are :mod:`rfr.review.workflow`'s; refusals are its exceptions (CaseNotFound, WrongState, NotPermitted,
+DecisionRefused).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+
+from rfr.core.db import migrate
+from rfr.core.schemas import CandidateList, DecisionEvent, GalleryChange, decode, utcnow
+from rfr.review import tables as t
+from rfr.review import workflow as wf
+from rfr.review.cases import CaseReader, decision_event
+from rfr.review.views import (
+    CaseView,
+    GalleryChangeResult,
+    OutboxItem,
+    QueueItem,
+    QueueStats,
+    canonical,
+)
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version_review"
+SYSTEM_ACTOR = "rfr-review"
+SYSTEM_ROLE = "system"
+GALLERY_ROLE = "operator"
+"""Audit role of a gallery change's actor (the person who ran ``rfr enrol`` / ``rfr gallery delete``)."""
+DECISIONS_TOPIC = "decisions"
+
+Clock = Callable[[], datetime]
+
+
+class AuditSink(Protocol):
+    """What the store needs of :class:`rfr.review.audit.AuditLog`: an append on the caller's transaction."""
+
+    def append(self, conn: Connection, actor: str, role: str, action: str, reason: str = "",
+               case_id: int | None = None, details: dict[str, Any] | None = None) -> int: ...
+
+
+def _reason(reason: str) -> str:
+    text = reason.strip()
+    if not text:
+        raise wf.DecisionRefused("reason_required", "give the case or crime reference (the reason) for this step")
+    return text
+
+
+class ReviewStore(CaseReader):
+    """Cases and decisions on ``engine``; every change audited on ``audit`` in the transaction that makes it.
+
+    ``two_person``: settings.review.two_person (cases awaiting verification keep needing it when it is turned off)."""
+
+    def __init__(self, engine: Engine, audit: AuditSink, clock: Clock = utcnow, two_person: bool = True) -> None:
+        self.engine = engine
+        self.audit = audit
+        self.clock = clock
+        self.two_person = two_person
+
+    @classmethod
+    def open(cls, engine: Engine, audit: AuditSink, clock: Clock = utcnow, two_person: bool = True) -> ReviewStore:
+        """Migrate ``engine``'s database to the newest schema (all review, audit and user tables), then open it.
+        Raises what :func:`rfr.core.db.migrate` raises (unreachable database, unknown newer revision)."""
+        migrate(engine, MIGRATIONS, VERSION_TABLE)
+        return cls(engine, audit, clock, two_person)
+
+    # -- searches and gallery changes (from the topics) ---------------------------------------------------------
+
+    def record_search(self, cl: CandidateList) -> int | None:
+        """Record a candidate list: its probe (first time), the search (audited: start/end, watch-lists, threshold,
+        model, probe, outcome, candidate count) and, with candidates, a new pending case (audited). Returns the new
+        case's id; None for ``no_candidate`` or an ``event_id`` already recorded (at-least-once redelivery)."""
+        with self.engine.begin() as conn:
+            if conn.execute(select(t.searches.c.event_id).where(t.searches.c.event_id == cl.event_id)).first():
+                logger.debug("search %s already recorded", cl.event_id)
+                return None
+            has_case = cl.outcome == "candidates" and bool(cl.candidates)
+            self._upsert_probe(conn, cl, has_case)
+            conn.execute(insert(t.searches).values(
+                event_id=cl.event_id, face_id=cl.face_id, trigger=cl.trigger, re_search_of=cl.re_search_of,
+                started_at=cl.search_started_at, searched_at=cl.searched_at, outcome=cl.outcome,
+                threshold=cl.threshold, top_k=cl.top_k, watch_lists=canonical(cl.watch_lists), model_id=cl.model_id,
+                candidate_count=len(cl.candidates)))
+            case_id = self._create_case(conn, cl) if has_case else None
+            self.audit.append(conn, SYSTEM_ACTOR, SYSTEM_ROLE, "search", reason=cl.meta.case_ref or "",
+                              case_id=case_id, details=_search_details(cl))
+            if case_id is not None:
+                self.audit.append(conn, SYSTEM_ACTOR, SYSTEM_ROLE, "case_created", reason=cl.meta.case_ref or "",
+                                  case_id=case_id, details={"search_event_id": cl.event_id, "face_id": cl.face_id,
+                                                            "candidates": len(cl.candidates), "trigger": cl.trigger})
+            return case_id
+
+    def _upsert_probe(self, conn: Connection, cl: CandidateList, has_case: bool) -> None:
+        known = conn.execute(select(t.probes.c.status).where(t.probes.c.face_id == cl.face_id)).first()
+        if known is not None:
+            if has_case and known.status != "case":
+                conn.execute(update(t.probes).where(t.probes.c.face_id == cl.face_id).values(status="case"))
+            return
+        meta, probe = cl.meta, cl.probe
+        conn.execute(insert(t.probes).values(
+            face_id=cl.face_id, submission_id=cl.submission_id, retailer_id=meta.retailer_id, store_id=meta.store_id,
+            camera_id=meta.camera_id, captured_at=meta.captured_at, received_at=cl.received_at,
+            case_ref=meta.case_ref, channel=str(meta.channel), still_ref=probe.still_ref, crop_jpeg=probe.crop_jpeg,
+            box=canonical(dict(zip(("x", "y", "width", "height"), probe.box, strict=True))),
+            quality=cl.quality.model_dump_json(), template=probe.template, model_id=cl.model_id,
+            first_searched_at=cl.searched_at, status="case" if has_case else "unmatched"))
+
+    def _create_case(self, conn: Connection, cl: CandidateList) -> int:
+        now = self.clock()
+        case_id = conn.execute(insert(t.cases).values(
+            search_event_id=cl.event_id, face_id=cl.face_id, state=wf.CaseState.PENDING, created_at=now,
+            updated_at=now).returning(t.cases.c.id)).scalar_one()
+        conn.execute(insert(t.candidates), [
+            {"case_id": case_id, "rank": c.rank, "subject_id": c.subject_id, "score": c.score,
+             "watch_list": c.watch_list, "gallery_face_id": c.gallery_face_id, "source_ref": c.source_ref}
+            for c in cl.candidates])
+        return int(case_id)
+
+    def record_gallery_change(self, change: GalleryChange) -> GalleryChangeResult:
+        """Keep enrolled photos viewable (``gallery_photos``) or mark erased ones, audited as gallery_enrolment /
+        gallery_erasure with the change's actor and reason. Idempotent on ``event_id``."""
+        with self.engine.begin() as conn:
+            if conn.execute(select(t.gallery_changes.c.event_id)
+                            .where(t.gallery_changes.c.event_id == change.event_id)).first():
+                return GalleryChangeResult(new=False, photos=0, orphaned_photo_refs=[])
+            conn.execute(insert(t.gallery_changes).values(
+                event_id=change.event_id, action=change.action, watch_list=change.watch_list,
+                model_id=change.model_id, at=change.at, actor=change.actor, reason=change.reason,
+                face_count=len(change.faces), recorded_at=self.clock()))
+            orphaned: list[str] = []
+            if change.action == "enrolled":
+                written = self._enrol_photos(conn, change)
+            else:
+                written, orphaned = self._erase_photos(conn, change)
+            action = "gallery_enrolment" if change.action == "enrolled" else "gallery_erasure"
+            self.audit.append(conn, change.actor, GALLERY_ROLE, action, reason=change.reason, details={
+                "event_id": change.event_id, "watch_list": change.watch_list, "model_id": change.model_id,
+                "at": change.at.isoformat(), "faces": [[f.face_id, f.subject_id] for f in change.faces],
+                "photos_written": written})
+            return GalleryChangeResult(new=True, photos=written, orphaned_photo_refs=orphaned)
+
+    def _enrol_photos(self, conn: Connection, change: GalleryChange) -> int:
+        gp = t.gallery_photos
+        for face in change.faces:
+            values = {"subject_id": face.subject_id, "watch_list": change.watch_list, "model_id": change.model_id,
+                      "photo_ref": face.photo_ref, "source_ref": face.source_ref, "enrolled_at": change.at,
+                      "erased_at": None}
+            done = conn.execute(update(gp).where(gp.c.gallery_face_id == face.face_id).values(**values))
+            if not done.rowcount:
+                conn.execute(insert(gp).values(gallery_face_id=face.face_id, **values))
+        return len(change.faces)
+
+    def _erase_photos(self, conn: Connection, change: GalleryChange) -> tuple[int, list[str]]:
+        gp = t.gallery_photos
+        ids = [f.face_id for f in change.faces]
+        refs = {r for r in conn.execute(select(gp.c.photo_ref).where(gp.c.gallery_face_id.in_(ids))).scalars() if r}
+        erased = conn.execute(update(gp).where(gp.c.gallery_face_id.in_(ids), gp.c.erased_at.is_(None))
+                              .values(erased_at=change.at)).rowcount
+        live = set(conn.execute(select(gp.c.photo_ref).where(gp.c.photo_ref.in_(refs), gp.c.erased_at.is_(None)))
+                   .scalars()) if refs else set()
+        return erased, sorted(refs - live)
+
+    # -- people's steps -----------------------------------------------------------------------------------------
+
+    def case(self, case_id: int, viewer: wf.Actor, reason: str) -> CaseView:
+        """The case as ``viewer`` may see it (blind rule); the view is audited (case_view, with ``reason``).
+        Raises CaseNotFound, NotPermitted (role), DecisionRefused (``reason_required``)."""
+        wf.require_role(viewer, wf.VIEWING_ROLES, "view a case")
+        why = _reason(reason)
+        with self.engine.begin() as conn:
+            view = self.read_case(conn, case_id, viewer)
+            self.audit.append(conn, viewer.name, str(viewer.role), "case_view", reason=why, case_id=case_id,
+                              details={"state": view.state, "hidden_decisions": view.hidden_decisions})
+            return view
+
+    def decide(self, case_id: int, actor: wf.Actor, labels: Sequence[wf.CandidateLabel], reason: str,
+               note: str = "") -> CaseView:
+        """A first decision (pending case) or a blind verification (awaiting case), audited; a final one goes to the
+        outbox. Raises CaseNotFound, WrongState, NotPermitted (role, own_decision), DecisionRefused."""
+        why = _reason(reason)
+        with self.engine.begin() as conn:
+            case = self.lock_case(conn, case_id)
+            prior = self.prior_decisions(conn, case_id)
+            stage = wf.decision_stage(case_id, case.state, actor, prior)
+            return self._apply(conn, case, stage, actor, labels, why, note, prior)
+
+    def resolve(self, case_id: int, actor: wf.Actor, labels: Sequence[wf.CandidateLabel], reason: str,
+                note: str = "") -> CaseView:
+        """A supervisor's final decision on an escalated case (any outcome), audited as a resolution."""
+        why = _reason(reason)
+        with self.engine.begin() as conn:
+            case = self.lock_case(conn, case_id)
+            prior = self.prior_decisions(conn, case_id)
+            wf.check_resolver(case_id, case.state, actor, prior)
+            return self._apply(conn, case, wf.Stage.SUPERVISOR, actor, labels, why, note, prior)
+
+    def _apply(self, conn: Connection, case: Row[Any], stage: wf.Stage, actor: wf.Actor,
+               labels: Sequence[wf.CandidateLabel], why: str, note: str, prior: Sequence[wf.PriorDecision]) -> CaseView:
+        subjects = {r.rank: r.subject_id for r in conn.execute(
+            select(t.candidates.c.rank, t.candidates.c.subject_id).where(t.candidates.c.case_id == case.id))}
+        verdict = wf.derive_outcome(labels, subjects)
+        state = wf.next_state(stage, verdict.outcome, verdict.lead_subject_id, self.two_person, prior)
+        now = self.clock()
+        conn.execute(insert(t.decisions).values(
+            case_id=case.id, actor=actor.name, role=str(actor.role), stage=stage, outcome=verdict.outcome,
+            lead_rank=verdict.lead_rank, lead_subject_id=verdict.lead_subject_id,
+            labels=canonical(list(verdict.labels)), note=note.strip(), decided_at=now))
+        final = state in (wf.CaseState.LEAD, wf.CaseState.NO_LEAD)
+        values: dict[str, Any] = {"state": state, "updated_at": now}
+        if final:
+            values.update(outcome=verdict.outcome, lead_rank=verdict.lead_rank,
+                          lead_subject_id=verdict.lead_subject_id, decided_at=now)
+        conn.execute(update(t.cases).where(t.cases.c.id == case.id).values(**values))
+        action = {wf.Stage.FIRST: "decision", wf.Stage.VERIFICATION: "verification"}.get(stage, "resolution")
+        self.audit.append(conn, actor.name, str(actor.role), action, reason=why, case_id=case.id, details={
+            "stage": stage.value, "outcome": verdict.outcome.value, "lead_rank": verdict.lead_rank,
+            "lead_subject_id": verdict.lead_subject_id, "labels": list(verdict.labels), "note": note.strip(),
+            "state": state.value, "disagreement": state == wf.CaseState.ESCALATED})
+        if final:
+            event = decision_event(conn, case.id)
+            conn.execute(insert(t.outbox).values(
+                event_id=event.event_id, topic=DECISIONS_TOPIC, key=f"case-{case.id}", payload=event.to_bytes(),
+                created_at=now))
+        return self.read_case(conn, case.id, actor)
+
+    def escalate(self, case_id: int, actor: wf.Actor, note: str, reason: str) -> CaseView:
+        """Send a pending or awaiting case to a supervisor, with a note (audited as escalation)."""
+        why = _reason(reason)
+        with self.engine.begin() as conn:
+            case = self.lock_case(conn, case_id)
+            text = wf.check_escalation(case_id, case.state, actor, note)
+            now = self.clock()
+            conn.execute(insert(t.decisions).values(
+                case_id=case_id, actor=actor.name, role=str(actor.role), stage=wf.Stage.ESCALATION, outcome=None,
+                labels="[]", note=text, decided_at=now))
+            conn.execute(update(t.cases).where(t.cases.c.id == case_id)
+                         .values(state=wf.CaseState.ESCALATED, updated_at=now))
+            self.audit.append(conn, actor.name, str(actor.role), "escalation", reason=why, case_id=case_id,
+                              details={"from_state": case.state, "note": text})
+            return self.read_case(conn, case_id, actor)
+
+    def close(self, case_id: int, actor: wf.Actor, note: str, reason: str) -> CaseView:
+        """Close a lead's case (supervisor): from now retention's closed_lead_days runs (audited: case_closed)."""
+        why = _reason(reason)
+        with self.engine.begin() as conn:
+            case = self.lock_case(conn, case_id)
+            text = wf.check_close(case_id, case.state, case.closed_at is not None, actor, note)
+            now = self.clock()
+            conn.execute(update(t.cases).where(t.cases.c.id == case_id).values(closed_at=now, updated_at=now))
+            self.audit.append(conn, actor.name, str(actor.role), "case_closed", reason=why, case_id=case_id,
+                              details={"note": text})
+            return self.read_case(conn, case_id, actor)
+
+    # -- reads for the API and the service ----------------------------------------------------------------------
+
+    def queue(self, state: str | None = None, watch_list: str | None = None, retailer_id: str | None = None,
+              older_than: datetime | None = None, limit: int = 50, offset: int = 0) -> list[QueueItem]:
+        """Cases oldest first: in ``state`` (None: every open state), with a candidate on ``watch_list``, from
+        ``retailer_id``, created before ``older_than``; ``limit`` (1..500) from ``offset``."""
+        with self.engine.connect() as conn:
+            return self.read_queue(conn, state, watch_list, retailer_id, older_than, max(1, min(limit, 500)),
+                                   max(0, offset))
+
+    def gallery_photo(self, gallery_face_id: str) -> str | None:
+        """Blob ref of an enrolled photo; None when unknown, not kept, or erased."""
+        gp = t.gallery_photos
+        with self.engine.connect() as conn:
+            return conn.execute(select(gp.c.photo_ref).where(
+                gp.c.gallery_face_id == gallery_face_id, gp.c.erased_at.is_(None))).scalar_one_or_none()
+
+    def probe_crop(self, case_id: int) -> bytes | None:
+        """The case's probe crop (JPEG); None once purged. Raises CaseNotFound."""
+        value = self._probe_field(case_id, t.probes.c.crop_jpeg)
+        return None if value is None else bytes(value)
+
+    def probe_still_ref(self, case_id: int) -> str | None:
+        """Blob ref of the case's still; None when not kept or purged. Raises CaseNotFound."""
+        value = self._probe_field(case_id, t.probes.c.still_ref, live_only=True)
+        return None if value is None else str(value)
+
+    def _probe_field(self, case_id: int, column: Any, live_only: bool = False) -> Any:
+        query = select(column, t.probes.c.purged_at).join(t.cases, t.cases.c.face_id == t.probes.c.face_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query.where(t.cases.c.id == case_id)).first()
+        if row is None:
+            raise wf.CaseNotFound(case_id)
+        return None if live_only and row.purged_at is not None else row[0]
+
+    def pending_outbox(self, limit: int = 100) -> list[OutboxItem]:
+        """Unpublished outbox messages, oldest first."""
+        ob = t.outbox
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ob).where(ob.c.published_at.is_(None)).order_by(ob.c.id).limit(limit))
+            return [OutboxItem(r.id, r.event_id, r.topic, r.key, r.payload, r.created_at) for r in rows]
+
+    def decisions_since(self, after_id: int = 0, limit: int = 100) -> list[tuple[int, DecisionEvent]]:
+        """Final decisions (published or not) with outbox id > ``after_id``, oldest first: the case systems' feed
+        (``GET /v1/decisions``; page with the last id returned)."""
+        ob = t.outbox
+        query = select(ob.c.id, ob.c.payload).where(ob.c.topic == DECISIONS_TOPIC, ob.c.id > after_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(ob.c.id).limit(max(1, min(limit, 1000)))).all()
+        return [(row.id, decode(DecisionEvent, row.payload)) for row in rows]
+
+    def mark_published(self, ids: Sequence[int]) -> int:
+        """Mark outbox messages delivered (audited: decision_published, once each); returns how many were new."""
+        if not ids:
+            return 0
+        ob = t.outbox
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(ob.c.id, ob.c.event_id, ob.c.topic)
+                                .where(ob.c.id.in_(list(ids)), ob.c.published_at.is_(None)).with_for_update()).all()
+            now = self.clock()
+            for row in rows:
+                conn.execute(update(ob).where(ob.c.id == row.id).values(published_at=now))
+                case_id = int(row.event_id.split(":")[0].removeprefix("case-")) if row.event_id.startswith("case-") \
+                    else None
+                self.audit.append(conn, SYSTEM_ACTOR, SYSTEM_ROLE, "decision_published", case_id=case_id,
+                                  details={"event_id": row.event_id, "topic": row.topic})
+            return len(rows)
+
+    def queue_stats(self) -> QueueStats:
+        """Cases by state, the oldest open case's creation time, and unpublished outbox messages (for metrics)."""
+        with self.engine.connect() as conn:
+            counts = {s.value: 0 for s in wf.CaseState}
+            for state, n in conn.execute(select(t.cases.c.state, func.count()).group_by(t.cases.c.state)):
+                counts[state] = int(n)
+            oldest = conn.execute(select(func.min(t.cases.c.created_at))
+                                  .where(t.cases.c.state.in_([s.value for s in wf.OPEN_STATES]))).scalar_one()
+            pending = conn.execute(select(func.count()).select_from(t.outbox)
+                                   .where(t.outbox.c.published_at.is_(None))).scalar_one()
+        return QueueStats(counts, oldest, int(pending))
+
+    def record_policy(self, policy: dict[str, Any], actor: str, role: str = SYSTEM_ROLE) -> bool:
+        """Keep ``policy`` (threshold, top_k, watch-lists, retention, two_person...) as the one in force; when it
+        differs from the last one recorded (or none was), audit a policy_change with old and new. Returns whether
+        it changed."""
+        new = canonical(policy)
+        with self.engine.begin() as conn:
+            old = conn.execute(select(t.policy_state.c.policy).where(t.policy_state.c.id == 1)
+                               .with_for_update()).scalar_one_or_none()
+            if old == new:
+                return False
+            now = self.clock()
+            if old is None:
+                conn.execute(insert(t.policy_state).values(id=1, policy=new, updated_at=now))
+            else:
+                conn.execute(update(t.policy_state).where(t.policy_state.c.id == 1).values(policy=new, updated_at=now))
+            self.audit.append(conn, actor, role, "policy_change", details={
+                "old": None if old is None else _loads(old), "new": policy})
+            return True
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text)
+
+
+def _search_details(cl: CandidateList) -> dict[str, Any]:
+    """The Art 12(3) / DPA s.62 fields of one search, for its audit entry."""
+    return {
+        "event_id": cl.event_id, "trigger": cl.trigger, "re_search_of": cl.re_search_of,
+        "started_at": cl.search_started_at.isoformat(), "ended_at": cl.searched_at.isoformat(),
+        "watch_lists": list(cl.watch_lists), "threshold": cl.threshold, "top_k": cl.top_k, "model_id": cl.model_id,
+        "face_id": cl.face_id, "submission_id": cl.submission_id, "retailer_id": cl.meta.retailer_id,
+        "store_id": cl.meta.store_id, "camera_id": cl.meta.camera_id, "still_ref": cl.probe.still_ref,
+        "outcome": cl.outcome, "candidate_count": len(cl.candidates),
+    }

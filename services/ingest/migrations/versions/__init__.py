@@ -1,0 +1,1 @@
+"""Revisions of the submission store, oldest first (Alembic skips this file)."""

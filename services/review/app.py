@@ -1,0 +1,117 @@
+"""The review API (FastAPI; OpenAPI at ``/openapi.json``, interactive docs at ``/docs``).
+
+Authentication: ``POST /v1/login`` (name + password) returns a session token; every other endpoint but
+``/healthz`` needs ``Authorization: Bearer <session token or case-system API token>`` and checks the caller's
+role (:mod:`services.review.auth`): 401 for no or an unknown token (a retailer's ingest key included), 403 for a
+role that may not. Errors are ``{"detail": {"reason": ..., "message": ...}}``: 403 ``own_decision`` /
+``role_not_allowed``, 404 ``case_not_found``, 409 ``wrong_state``, 422 for a refused decision (``labels_incomplete``,
+``note_too_short``, ``two_possible_matches``, ``reason_required``) or request, 503 ``unavailable`` (the store).
+
+Routes: :mod:`services.review.routes_cases` (queue, cases, images, decisions) and
+:mod:`services.review.routes_admin` (audit, retention, users, tokens, final decisions for case systems).
+"""
+
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from rfr import __version__
+from rfr.core.errors import ReasonedError
+from rfr.review import users as u
+from rfr.review import workflow as wf
+from rfr.review.users import Principal
+from services.review.api_models import ErrorResponse, LoginIn, LoginOut, PrincipalOut
+from services.review.auth import EVERYONE, Guards, unauthorized
+from services.review.context import ApiContext
+from services.review.outages import STORE_OUTAGES
+from services.review.routes_admin import admin_routes
+from services.review.routes_cases import case_routes
+
+logger = logging.getLogger(__name__)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text} for code, text in (
+        (401, "No token, or not a valid session or review API token (retailer keys never are)"),
+        (403, "This role may not do this, or it is one's own decision"), (404, "No such case or image"),
+        (409, "The case is not in a state that takes this step"), (422, "Invalid request or refused decision"),
+        (503, "The review store is not available; retry"))
+}
+
+
+def _body(status: int, reason: str, message: str) -> JSONResponse:
+    return JSONResponse({"detail": {"reason": reason, "message": message}}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    statuses: list[tuple[type[ReasonedError], int]] = [
+        (wf.NotPermitted, 403), (wf.CaseNotFound, 404), (wf.WrongState, 409), (wf.DecisionRefused, 422)]
+    for exc_type, status in statuses:
+        app.add_exception_handler(exc_type, _reasoned(status))
+    for user_exc, status, reason in ((u.NotPermitted, 403, "role_not_allowed"), (u.DuplicateUser, 409, "exists"),
+                                     (u.UnknownUser, 404, "unknown_user"), (u.UserError, 422, "invalid_user")):
+        app.add_exception_handler(user_exc, _user_error(status, reason))
+
+    async def invalid(_request: Request, exc: Exception) -> JSONResponse:
+        errs = exc.errors() if isinstance(exc, RequestValidationError) else []
+        text = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errs)
+        return _body(422, "invalid_request", text[:1000] or "invalid request")
+
+    async def store_down(_request: Request, exc: Exception) -> JSONResponse:
+        logger.error("review store unavailable: %s", exc)
+        return _body(503, "unavailable", "the review store is not available; retry later")
+
+    app.add_exception_handler(RequestValidationError, invalid)
+    for outage in STORE_OUTAGES:
+        app.add_exception_handler(outage, store_down)
+
+
+def _reasoned(status: int) -> Callable[[Request, Exception], Any]:
+    async def handle(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ReasonedError)
+        return _body(status, exc.reason, exc.detail or str(exc))
+
+    return handle
+
+
+def _user_error(status: int, reason: str) -> Callable[[Request, Exception], Any]:
+    async def handle(_request: Request, exc: Exception) -> JSONResponse:
+        return _body(status, reason, str(exc))
+
+    return handle
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    """The review API on ``ctx``."""
+    app = FastAPI(title="RFR review", version=__version__, responses=ERRORS,
+                  summary="Review candidate lists as cases: two-person decisions, audit log, retention.",
+                  description="A candidate list is never an identification: it is a set of possible candidates "
+                  "for trained reviewers. Every step is recorded in a hash-chained audit log with who, when "
+                  "and why.")
+    guards = Guards(ctx.users)
+    _install_error_handlers(app)
+
+    @app.post("/v1/login", response_model=LoginOut, tags=["auth"])
+    def login(body: LoginIn) -> LoginOut:
+        """Log in with a name and password; returns a session token (audited: login / login_failed)."""
+        principal = ctx.users.authenticate(body.name, body.password)
+        if principal is None:
+            raise unauthorized("unknown user, wrong password, or user deactivated")
+        token = ctx.users.issue_session(principal)
+        return LoginOut(token=token, name=principal.name, role=principal.role, expires_in_s=ctx.session_ttl_s)
+
+    @app.get("/v1/me", response_model=PrincipalOut, tags=["auth"])
+    def me(principal: Annotated[Principal, guards(EVERYONE)]) -> PrincipalOut:
+        """Who the token belongs to, and their role."""
+        return PrincipalOut(name=principal.name, role=principal.role)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(case_routes(ctx, guards))
+    app.include_router(admin_routes(ctx, guards))
+    return app

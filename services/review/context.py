@@ -1,0 +1,39 @@
+"""What the review API works on: the stores, the blob store, and hooks into the service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rfr.core.blobstore import BlobStore
+from rfr.core.schemas import DecisionEvent
+from rfr.review.audit import AuditLog
+from rfr.review.store import ReviewStore
+from rfr.review.users import UserStore
+from services.review.api_models import RetentionOut
+from services.review.metrics import ReviewMetrics
+
+DecisionFeed = Callable[[int, int], list[tuple[int, DecisionEvent]]]
+"""(after, limit) -> final decisions as (cursor, event), oldest first."""
+
+
+def _no_retention() -> RetentionOut:
+    return RetentionOut(policy={}, last_run_at=None, next_run_in_s=None, last_report=None)
+
+
+@dataclass
+class ApiContext:
+    """What the API works on. ``on_final`` is called after a step that may have made a final decision (the
+    service wakes the outbox publisher); ``retention`` reports the retention schedule."""
+
+    store: ReviewStore
+    users: UserStore
+    audit: AuditLog
+    blobs: BlobStore
+    decisions: DecisionFeed
+    session_ttl_s: float = 28800.0
+    retention: Callable[[], RetentionOut] = _no_retention
+    metrics: ReviewMetrics | None = None
+    on_final: Callable[[], None] = field(default=lambda: None)
+
+

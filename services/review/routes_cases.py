@@ -1,0 +1,139 @@
+"""Case routes of the review API: the queue, a case (audited view), its images, and the people's steps.
+
+Only reviewers, supervisors and auditors see a case, its probe, its still or a candidate's photo (administrators
+see the queue, which names no candidate; case systems see none of it). Images are answered with their real
+content type (from their bytes) and ``Cache-Control: no-store``, so no browser or proxy keeps a face.
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response
+from pydantic import AwareDatetime
+
+from rfr.core.blobstore import BlobCorrupt, BlobNotFound
+from rfr.core.image_headers import sniff_format
+from rfr.review import workflow as wf
+from rfr.review.users import Principal
+from rfr.review.views import CaseView, QueueItem
+from services.review.api_models import REASON, DecisionIn, NoteIn
+from services.review.auth import CASE_VIEWERS, DECIDERS, QUEUE_READERS, SUPERVISORS, Guards, api_error
+from services.review.context import ApiContext
+from services.review.metrics import ReviewMetrics
+
+MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "bmp": "image/bmp",
+               "tiff": "image/tiff", "heic": "image/heic", "heif": "image/heif"}
+NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+IMAGE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))}, "description": "The image"}}
+FINAL_STATES = frozenset({wf.CaseState.LEAD, wf.CaseState.NO_LEAD})
+
+CaseId = Annotated[int, Path(ge=1, description="The case id")]
+
+
+def image_response(data: bytes) -> Response:
+    """``data`` with the content type its bytes show (octet-stream when unknown), never cached."""
+    media = MEDIA_TYPES.get(sniff_format(data[:64]) or "", "application/octet-stream")
+    return Response(content=data, media_type=media, headers=NO_STORE)
+
+
+def _labels(body: DecisionIn) -> list[wf.CandidateLabel]:
+    return [wf.CandidateLabel(item.rank, item.label, item.note) for item in body.labels]
+
+
+def count_step(metrics: ReviewMetrics | None, view: CaseView, actor: Principal) -> None:
+    """Count ``actor``'s latest step on ``view`` (and a disagreement when a verification escalated the case)."""
+    if metrics is None:
+        return
+    mine = [d for d in view.decisions if d.actor == actor.name]
+    if not mine:
+        return
+    step = mine[-1]
+    metrics.decisions.labels(step.stage, step.outcome or "none").inc()
+    if step.stage == wf.Stage.VERIFICATION and view.state == wf.CaseState.ESCALATED:
+        metrics.disagreements.inc()
+
+
+def case_routes(ctx: ApiContext, guards: Guards) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["cases"])
+
+    def _after_step(view: CaseView, actor: Principal) -> CaseView:
+        count_step(ctx.metrics, view, actor)
+        if view.state in FINAL_STATES:
+            ctx.on_final()
+        return view
+
+    @router.get("/queue")
+    def queue(
+        _: Annotated[Principal, guards(QUEUE_READERS)],
+        state: Annotated[wf.CaseState | None, Query(description="Default: every open state")] = None,
+        watch_list: str | None = None, retailer_id: str | None = None,
+        older_than: Annotated[AwareDatetime | None, Query(description="Only cases created before this")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[QueueItem]:
+        """Cases oldest first, with filters and paging. A queue row names no candidate and no decision."""
+        return ctx.store.queue(state, watch_list, retailer_id, older_than, limit, offset)
+
+    @router.get("/cases/{case_id}")
+    def case(case_id: CaseId, principal: Annotated[Principal, guards(CASE_VIEWERS)],
+             reason: Annotated[str, Query(min_length=1, max_length=256, description=REASON)]) -> CaseView:
+        """The case: probe, search, candidates and the decisions this viewer may see (a verifier decides blind).
+        Every view is audited with ``reason``."""
+        return ctx.store.case(case_id, principal, reason)
+
+    @router.get("/cases/{case_id}/probe.jpg", response_class=Response, responses=IMAGE)
+    def probe_crop(case_id: CaseId, _: Annotated[Principal, guards(CASE_VIEWERS)]) -> Response:
+        """The aligned probe face crop (JPEG); 410 once retention purged it."""
+        data = ctx.store.probe_crop(case_id)
+        if data is None:
+            raise api_error(410, "purged", f"the probe of case {case_id} was purged by retention")
+        return image_response(data)
+
+    @router.get("/cases/{case_id}/still", response_class=Response, responses=IMAGE)
+    def still(case_id: CaseId, _: Annotated[Principal, guards(CASE_VIEWERS)]) -> Response:
+        """The submitted still the probe was found in; 404 when it was not kept or was purged."""
+        ref = ctx.store.probe_still_ref(case_id)
+        if ref is None:
+            raise api_error(404, "no_still", f"the still of case {case_id} was not kept or was purged")
+        return _blob(ctx, ref, "still")
+
+    @router.get("/gallery-photos/{gallery_face_id}", response_class=Response, responses=IMAGE)
+    def gallery_photo(gallery_face_id: str, _: Annotated[Principal, guards(CASE_VIEWERS)]) -> Response:
+        """An enrolled photo of a candidate (by its gallery face id); 404 when unknown, not kept or erased."""
+        ref = ctx.store.gallery_photo(gallery_face_id)
+        if ref is None:
+            raise api_error(404, "no_photo", "no kept photo for this gallery face")
+        return _blob(ctx, ref, "gallery photo")
+
+    @router.post("/cases/{case_id}/decisions")
+    def decide(case_id: CaseId, body: DecisionIn, principal: Annotated[Principal, guards(DECIDERS)]) -> CaseView:
+        """A pending case's first decision, or an awaiting case's blind verification (never one's own)."""
+        return _after_step(ctx.store.decide(case_id, principal, _labels(body), body.reason, body.note), principal)
+
+    @router.post("/cases/{case_id}/escalate")
+    def escalate(case_id: CaseId, body: NoteIn, principal: Annotated[Principal, guards(DECIDERS)]) -> CaseView:
+        """Send a pending or awaiting case to a supervisor, with a note."""
+        return _after_step(ctx.store.escalate(case_id, principal, body.note, body.reason), principal)
+
+    @router.post("/cases/{case_id}/resolve")
+    def resolve(case_id: CaseId, body: DecisionIn, principal: Annotated[Principal, guards(SUPERVISORS)]) -> CaseView:
+        """A supervisor's final decision on an escalated case (not one they decided as first or verifier)."""
+        return _after_step(ctx.store.resolve(case_id, principal, _labels(body), body.reason, body.note), principal)
+
+    @router.post("/cases/{case_id}/close")
+    def close(case_id: CaseId, body: NoteIn, principal: Annotated[Principal, guards(SUPERVISORS)]) -> CaseView:
+        """Close a lead's case: from then retention's closed_lead_days runs."""
+        return ctx.store.close(case_id, principal, body.note, body.reason)
+
+    return router
+
+
+def _blob(ctx: ApiContext, ref: str, what: str) -> Response:
+    try:
+        return image_response(ctx.blobs.get(ref))
+    except (BlobNotFound, ValueError) as exc:
+        raise api_error(404, "not_found", f"the {what} is no longer in the blob store") from exc
+    except BlobCorrupt as exc:
+        raise api_error(500, "corrupt", f"the stored {what} does not match its reference") from exc
+    except OSError as exc:
+        raise api_error(503, "unavailable", "the blob store is not available; retry later") from exc
