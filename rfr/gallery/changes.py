@@ -1,4 +1,4 @@
-"""Gallery changes as the review service reads them: :class:`~rfr.core.schemas.GalleryChange` events.
+"""Gallery changes as the review service reads them: :class:`~rfr.core.review_messages.GalleryChange` events.
 
 ``rfr enrol`` and ``rfr gallery delete`` publish one on ``rfr.gallery.v1`` for the photos they enrolled or erased,
 so that the review service keeps the photos viewable beside the probes (``photo_ref``), audits the change with its
@@ -19,7 +19,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Literal
 
-from rfr.core.schemas import GALLERY_CHANGE_MAX_FACES, GalleryChange, GalleryFaceRecord, template_bytes, utcnow
+from rfr.core.review_messages import GALLERY_CHANGE_MAX_FACES, GalleryChange, GalleryFaceRecord
+from rfr.core.schemas import template_bytes, utcnow
 from rfr.gallery.enrol import EnrolledFace
 
 GalleryAction = Literal["enrolled", "erased"]

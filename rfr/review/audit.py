@@ -42,8 +42,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -66,18 +65,29 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from rfr.review.audit_chain import (
+    GENESIS_HASH,
+    HASHED_FIELDS,
+    HEAD_LABEL,
+    MAX_PROBLEMS,
+    ChainScan,
+    Claim,
+    VerifyReport,
+    canonical_json,
+    canonical_time,
+    checkpoint_text,
+    derive_key,
+    entry_hash,
+    head_text,
+    row_entry,
+)
 from rfr.review.tables import ID, UtcDateTime, metadata
 
 logger = logging.getLogger(__name__)
 
-GENESIS_HASH = "0" * 64
-"""``prev_hash`` of entry 1."""
-HASHED_FIELDS = ("seq", "at", "actor", "role", "action", "case_id", "reason", "details", "prev_hash")
-"""The fields an entry's ``hash`` covers (every field but ``hash``)."""
 EXPORT_BATCH = 1000
-HEAD_LABEL = "the signed head"
-MAX_PROBLEMS = 1000
-"""At most this many problems are listed by :meth:`AuditLog.verify`, then a count of the rest."""
+
+
 
 
 class AuditAction(StrEnum):
@@ -145,132 +155,13 @@ audit_head = Table(
 )
 
 
+__all__ = ["GENESIS_HASH", "HASHED_FIELDS", "MAX_PROBLEMS", "AuditAction", "AuditLog", "AuditTampered",
+           "VerifyReport", "audit_checkpoints", "audit_entries", "audit_head", "canonical_json", "canonical_time",
+           "derive_key", "entry_hash"]
+
+
 class AuditTampered(RuntimeError):
     """The signed head does not hold: appending would re-sign (and so hide) the tampering; nothing is appended."""
-
-
-# --- canonical forms ----------------------------------------------------------------------------------------
-def canonical_time(at: datetime) -> str:
-    """``at`` in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; a naive datetime is refused (ValueError)."""
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError(f"naive datetime {at!r}: audit times are timezone-aware")
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, datetime):
-        return canonical_time(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, (set, frozenset, tuple)):
-        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable in an audit entry")
-
-
-def canonical_json(value: object) -> str:
-    """Keys sorted, compact, ASCII-only JSON; datetimes as :func:`canonical_time`; NaN refused (ValueError)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
-                      default=_json_default)
-
-
-def entry_hash(entry: Mapping[str, Any]) -> str:
-    """sha256 hex of the canonical JSON of an entry's :data:`HASHED_FIELDS` (``details`` as an object)."""
-    body = {name: entry[name] for name in HASHED_FIELDS}
-    return hashlib.sha256(canonical_json(body).encode("ascii")).hexdigest()
-
-
-def derive_key(secret: bytes, purpose: str) -> bytes:
-    """A key for one purpose (``audit``, ``session``) derived from the service secret (HMAC-SHA256)."""
-    return hmac.new(secret, f"rfr-key/v1:{purpose}".encode(), hashlib.sha256).digest()
-
-
-def _head_text(entry_count: int, head_hash: str, at: datetime) -> str:
-    return f"rfr-audit-head/v1 {entry_count} {head_hash} {canonical_time(at)}"
-
-
-def _checkpoint_text(cp_id: int, entry_count: int, head_hash: str, at: datetime) -> str:
-    return f"rfr-audit-checkpoint/v1 {cp_id} {entry_count} {head_hash} {canonical_time(at)}"
-
-
-def _row_entry(row: Row[Any]) -> dict[str, Any]:
-    """An entry row as its export dict (details parsed; raises ValueError when they are not JSON)."""
-    return {"seq": row.seq, "at": canonical_time(row.at), "actor": row.actor, "role": row.role,
-            "action": row.action, "case_id": row.case_id, "reason": row.reason,
-            "details": json.loads(row.details), "prev_hash": row.prev_hash, "hash": row.hash}
-
-
-# --- verification -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class VerifyReport:
-    """Result of :meth:`AuditLog.verify`: ``entries`` present, ``checkpoints`` present, and one problem per finding,
-    each naming the entry (``"entry 17: hash does not match its content (edited)"``); ``ok`` when there is none."""
-
-    entries: int
-    checkpoints: int
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-@dataclass
-class _Claim:
-    """A signed statement "the log had ``count`` entries, the last with hash ``head_hash``"."""
-
-    label: str  # "the signed head", "checkpoint 3 (signed)"
-    count: int
-    head_hash: str
-
-
-class _ChainScan:
-    """Walks the entries in seq order: gaps, links, hashes; remembers the hashes at the claimed counts."""
-
-    def __init__(self, wanted: set[int]) -> None:
-        self.wanted = wanted
-        self.last_seq = 0
-        self.last_hash = GENESIS_HASH
-        self.count = 0
-        self.hashes: dict[int, str] = {}
-        self.problems: list[str] = []
-
-    def feed(self, row: Row[Any]) -> None:
-        seq = int(row.seq)
-        if seq != self.last_seq + 1:
-            self.problems.append(f"entry {self.last_seq + 1}: missing; the log jumps from entry {self.last_seq} "
-                                 f"to entry {seq} (deleted)")
-        elif row.prev_hash != self.last_hash:
-            what = "the genesis hash" if seq == 1 else f"the hash of entry {self.last_seq}"
-            self.problems.append(f"entry {seq}: prev_hash does not match {what} (chain broken or re-linked)")
-        self._check_content(seq, row)
-        if seq in self.wanted:
-            self.hashes[seq] = row.hash
-        self.last_seq, self.last_hash = seq, row.hash
-        self.count += 1
-
-    def _check_content(self, seq: int, row: Row[Any]) -> None:
-        try:
-            entry = _row_entry(row)
-        except ValueError:
-            self.problems.append(f"entry {seq}: details are not valid JSON (edited)")
-            return
-        if entry_hash(entry) != row.hash:
-            self.problems.append(f"entry {seq}: hash does not match its content (edited)")
-        elif canonical_json(entry["details"]) != row.details:
-            self.problems.append(f"entry {seq}: details are not in canonical form (edited)")
-
-    def check_claims(self, claims: list[_Claim]) -> None:
-        """Each signed count against the log: a tail deleted, entries added unsigned, a chain rewritten."""
-        longest = max(claims, key=lambda c: c.count, default=None)
-        if longest is not None and longest.count > self.last_seq:
-            ends = f"ends at entry {self.last_seq}" if self.last_seq else "is empty"
-            self.problems.append(f"entry {self.last_seq + 1}: missing; {longest.label} counts {longest.count} "
-                                 f"entries but the log {ends} (deleted)")
-        for claim in claims:
-            seen = self.hashes.get(claim.count)
-            if claim.count and seen is not None and seen != claim.head_hash:
-                self.problems.append(f"entry {claim.count}: hash differs from the one {claim.label} holds "
-                                     "(chain rewritten)")
 
 
 class AuditLog:
@@ -327,7 +218,7 @@ class AuditLog:
             reason=reason, details=details_text, prev_hash=head.head_hash, hash=digest))
         conn.execute(update(audit_head).where(audit_head.c.id == 1).values(
             at=at, entry_count=entry["seq"], head_hash=digest,
-            signature=self._sign(_head_text(entry["seq"], digest, at))))
+            signature=self._sign(head_text(entry["seq"], digest, at))))
         if entry["seq"] % self._checkpoint_every == 0:
             self._write_checkpoint(conn, entry["seq"], digest, at)
         return int(entry["seq"])
@@ -354,7 +245,7 @@ class AuditLog:
         cp_id = int(last or 0) + 1
         conn.execute(insert(audit_checkpoints).values(
             id=cp_id, at=at, entry_count=count, head_hash=head_hash,
-            signature=self._sign(_checkpoint_text(cp_id, count, head_hash, at))))
+            signature=self._sign(checkpoint_text(cp_id, count, head_hash, at))))
         logger.info("audit checkpoint %s: %s entries", cp_id, count)
         return cp_id
 
@@ -362,7 +253,7 @@ class AuditLog:
         """The head's signature holds (or it is the unsigned genesis of an empty log)."""
         if head.entry_count == 0 and head.head_hash == GENESIS_HASH and head.signature == "":
             return True
-        text = _head_text(int(head.entry_count), head.head_hash, head.at)
+        text = head_text(int(head.entry_count), head.head_hash, head.at)
         return hmac.compare_digest(self._sign(text), head.signature)
 
     def _lock_head(self, conn: Connection) -> Row[Any]:
@@ -398,7 +289,7 @@ class AuditLog:
             head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).first()
             checkpoints = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.id)).all()
             claims, problems = self._claims(head, checkpoints)
-            scan = _ChainScan({c.count for c in claims})
+            scan = ChainScan({c.count for c in claims})
             rows = conn.execute(select(audit_entries).order_by(audit_entries.c.seq),
                                 execution_options={"yield_per": EXPORT_BATCH})
             for row in rows:
@@ -417,13 +308,13 @@ class AuditLog:
                     len(report.problems))
         return report
 
-    def _claims(self, head: Row[Any] | None, checkpoints: Sequence[Row[Any]]) -> tuple[list[_Claim], list[str]]:
+    def _claims(self, head: Row[Any] | None, checkpoints: Sequence[Row[Any]]) -> tuple[list[Claim], list[str]]:
         """The signed counts of the head and the checkpoints whose signatures hold, and the problems found."""
-        claims: list[_Claim] = []
+        claims: list[Claim] = []
         problems: list[str] = []
         if head is not None:
             if self._head_holds(head):
-                claims.append(_Claim(HEAD_LABEL, int(head.entry_count), head.head_hash))
+                claims.append(Claim(HEAD_LABEL, int(head.entry_count), head.head_hash))
             else:
                 problems.append("audit head: bad signature (forged or edited)")
         for expected, cp in enumerate(checkpoints, start=1):
@@ -431,9 +322,9 @@ class AuditLog:
                 problems.append(f"checkpoint {expected}: missing (deleted)")
                 break
         for cp in checkpoints:
-            text = _checkpoint_text(int(cp.id), int(cp.entry_count), cp.head_hash, cp.at)
+            text = checkpoint_text(int(cp.id), int(cp.entry_count), cp.head_hash, cp.at)
             if hmac.compare_digest(self._sign(text), cp.signature):
-                claims.append(_Claim(f"checkpoint {cp.id} (signed)", int(cp.entry_count), cp.head_hash))
+                claims.append(Claim(f"checkpoint {cp.id} (signed)", int(cp.entry_count), cp.head_hash))
             else:
                 problems.append(f"checkpoint {cp.id}: bad signature (forged or edited)")
         return claims, problems
@@ -448,7 +339,7 @@ class AuditLog:
             with self._engine.connect() as conn:
                 rows = conn.execute(query).all()
             for row in rows:
-                yield _row_entry(row)
+                yield row_entry(row)
             if len(rows) < EXPORT_BATCH:
                 return
             after = int(rows[-1].seq)
@@ -467,7 +358,7 @@ class AuditLog:
         query = _time_bounds(query, since, until).order_by(audit_entries.c.seq.desc())
         query = query.limit(max(0, min(limit, EXPORT_BATCH))).offset(max(0, offset))
         with self._engine.connect() as conn:
-            return [_row_entry(row) for row in conn.execute(query)]
+            return [row_entry(row) for row in conn.execute(query)]
 
 
 def _time_bounds(query: Select[Any], since: datetime | None, until: datetime | None) -> Select[Any]:

@@ -11,7 +11,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, exists, func, select
 
-from rfr.core.schemas import Candidate, DecisionEvent, ReviewerDecision
+from rfr.core.review_messages import DecisionEvent, ReviewerDecision
+from rfr.core.schemas import Candidate
 from rfr.review import tables as t
 from rfr.review import workflow as wf
 from rfr.review.views import (

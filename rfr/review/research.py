@@ -1,8 +1,8 @@
 """Re-search of unsolved probes against newly enrolled subjects (what Idemia calls re-searching unidentified faces).
 
-When a :class:`~rfr.core.schemas.GalleryChange` enrols photos on a watch-list the match service searches, with the
-same embedding model, every probe still within retention (not purged, template kept) that either never got a case
-(``unmatched``) or has a case still open is compared with the NEW photos only: cosine similarity of unit vectors,
+When a :class:`~rfr.core.review_messages.GalleryChange` enrols photos onto a watch-list the match service searches,
+with the same embedding model, every probe still within retention (not purged, template kept) that either never got
+a case (``unmatched``) or has a case still open is compared with the NEW photos only: cosine similarity of unit vectors,
 the best photo per subject (:func:`rfr.gallery.base.rank_subjects`), ``threshold`` and ``top_k`` of the match
 settings. A subject already a candidate on an open case of that probe is left out (that case shows them already).
 Each probe with a candidate left gives a :class:`~rfr.core.schemas.CandidateList` v3 with ``trigger="re_search"``,
@@ -23,15 +23,8 @@ import numpy as np
 from sqlalchemy import exists, or_, select
 
 from rfr.core.geometry import Box
-from rfr.core.schemas import (
-    Candidate,
-    CandidateList,
-    FaceQuality,
-    GalleryChange,
-    Probe,
-    SubmissionMeta,
-    template_vector,
-)
+from rfr.core.review_messages import GalleryChange
+from rfr.core.schemas import Candidate, CandidateList, FaceQuality, Probe, SubmissionMeta, template_vector
 from rfr.core.settings import MatchSettings
 from rfr.gallery.base import FaceHit, Vectors, normalise, rank_subjects
 from rfr.review import tables as t

@@ -3,7 +3,7 @@
 One database (SQLite file or PostgreSQL, :func:`rfr.core.db.make_engine`) migrated by :meth:`ReviewStore.open`
 (Alembic history ``rfr/review/migrations``, version table ``alembic_version_review``). Every change and the audit
 entry recording it commit in ONE transaction (the audit log appends on the caller's connection), and a final
-decision puts its :class:`~rfr.core.schemas.DecisionEvent` into the outbox in that same transaction; the service
+decision puts its :class:`~rfr.core.review_messages.DecisionEvent` into the outbox in that same transaction; the service
 publishes the outbox (:meth:`pending_outbox`, :meth:`mark_published`), so no decision is lost or published twice
 without being in the store. A case row is locked (``SELECT ... FOR UPDATE``; SQLite: every transaction holds the
 write lock) while it changes, so two verifiers cannot both act on one awaiting case.
@@ -24,7 +24,8 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 
 from rfr.core.db import migrate
-from rfr.core.schemas import CandidateList, DecisionEvent, GalleryChange, decode, utcnow
+from rfr.core.review_messages import DecisionEvent, GalleryChange
+from rfr.core.schemas import CandidateList, decode, utcnow
 from rfr.review import tables as t
 from rfr.review import workflow as wf
 from rfr.review.cases import CaseReader, decision_event

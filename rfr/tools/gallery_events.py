@@ -1,4 +1,4 @@
-"""Telling the review service about gallery changes: :class:`~rfr.core.schemas.GalleryChange` events on
+"""Telling the review service about gallery changes: :class:`~rfr.core.review_messages.GalleryChange` events on
 ``rfr.gallery.v1``, produced by ``rfr enrol`` and ``rfr gallery delete`` and waited for until the broker has
 acknowledged every one (``acks=all``); and what those commands say about it.
 
@@ -19,7 +19,7 @@ from confluent_kafka import KafkaException
 
 from rfr.core import kafka
 from rfr.core.kafka import BrokerUnavailable, DeliveryFailed, DeliveryTracker, Output
-from rfr.core.schemas import GalleryChange
+from rfr.core.review_messages import GalleryChange
 from rfr.core.settings import Settings
 from rfr.core.topics import Topics, topic_specs
 from rfr.gallery.changes import enrolment_changes

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rfr.core.schemas import DecisionEvent
+from rfr.core.review_messages import DecisionEvent
 from rfr.review.users import Role
 from rfr.review.workflow import Label
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rfr.core.blobstore import BlobStore
-from rfr.core.schemas import DecisionEvent
+from rfr.core.review_messages import DecisionEvent
 from rfr.review.audit import AuditLog
 from rfr.review.store import ReviewStore
 from rfr.review.users import UserStore

@@ -10,7 +10,8 @@ import logging
 
 from sqlalchemy import Engine, select
 
-from rfr.core.schemas import DecisionEvent, decode
+from rfr.core.review_messages import DecisionEvent
+from rfr.core.schemas import decode
 from rfr.review import tables as t
 from rfr.review.store import DECISIONS_TOPIC
 

@@ -5,7 +5,7 @@ Consumes ``rfr.matches.v1`` and ``rfr.gallery.v1`` (group ``rfr-review``), at le
 * a :class:`~rfr.core.schemas.CandidateList` (schema v3) is recorded by the review store: its search is audited,
   its probe kept, and a list with candidates becomes a pending case. The store ignores an ``event_id`` it has
   already recorded, so a redelivered list never makes a second case.
-* a :class:`~rfr.core.schemas.GalleryChange` (v1) is recorded (enrolled photos become viewable beside the
+* a :class:`~rfr.core.review_messages.GalleryChange` (v1) is recorded (enrolled photos become viewable beside the
   candidates; an erasure is audited and its photos no enrolled face still uses are deleted from the blob store).
   For an enrolment, with ``review.re_search`` on, unsolved probes are searched again against the new faces only;
   each new candidate list is an output to ``rfr.matches.v1`` (key: its submission id), produced with the batch
@@ -32,7 +32,8 @@ from rfr.core.blobstore import BlobStore
 from rfr.core.kafka import Output
 from rfr.core.logs import ids
 from rfr.core.reasons import Reason
-from rfr.core.schemas import CandidateList, GalleryChange, UnsupportedSchemaVersion, decode
+from rfr.core.review_messages import GalleryChange
+from rfr.core.schemas import CandidateList, UnsupportedSchemaVersion, decode
 from rfr.core.schemas import Message as WireMessage
 from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result, RetryableError
 from rfr.core.topics import Topics

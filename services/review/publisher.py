@@ -1,6 +1,6 @@
 """The decision outbox publisher: final decisions from the review store to ``rfr.decisions.v1``.
 
-A final decision and its :class:`~rfr.core.schemas.DecisionEvent` are written to the store's outbox in the
+A final decision and its :class:`~rfr.core.review_messages.DecisionEvent` are written to the store's outbox in the
 transaction that decides the case. This publisher, run every ``review.publish_interval_s`` (and woken by the API
 right after a final decision), produces each pending event with its case as the key, waits for the broker's
 acknowledgement, and only then marks it published. A crash between the two publishes it again: at-least-once;

@@ -36,7 +36,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from rfr.core import db, kafka
 from rfr.core.blobstore import BlobStore, FileBlobStore
 from rfr.core.logs import setup_logging
-from rfr.core.schemas import GalleryChange, utcnow
+from rfr.core.review_messages import GalleryChange
+from rfr.core.schemas import utcnow
 from rfr.core.settings import Settings, review_database_url, review_secret, settings_or_exit
 from rfr.core.stage import StageSpec, run_stage
 from rfr.core.stream import BatchHandler

@@ -21,7 +21,8 @@ import pytest
 from support.stack import rfr_cli
 
 from rfr.core import kafka
-from rfr.core.schemas import DecisionEvent, decode, submission_id
+from rfr.core.review_messages import DecisionEvent
+from rfr.core.schemas import decode, submission_id
 from rfr.core.settings import Settings, review_database_url
 from rfr.core.topics import Topics
 from rfr.tools import stack

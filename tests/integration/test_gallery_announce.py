@@ -15,7 +15,8 @@ from support.fixtures import Announcements
 from typer.testing import CliRunner
 
 from rfr.core.kafka import EVENT_ID_HEADER, BrokerUnavailable
-from rfr.core.schemas import GalleryChange, GalleryFaceRecord, decode, template_bytes
+from rfr.core.review_messages import GalleryChange, GalleryFaceRecord
+from rfr.core.schemas import decode, template_bytes
 from rfr.core.settings import KafkaSettings, Settings
 from rfr.core.topics import Topics
 from rfr.gallery.changes import gallery_changes

@@ -24,7 +24,8 @@ from support.review_data import ADMIN, candidate_list, enrolment, unit
 
 from rfr.core.db import make_engine, sqlite_url
 from rfr.core.kafka import EVENT_ID_HEADER, make_producer
-from rfr.core.schemas import CandidateList, DecisionEvent, GalleryChange, decode
+from rfr.core.review_messages import DecisionEvent, GalleryChange
+from rfr.core.schemas import CandidateList, decode
 from rfr.core.settings import KafkaSettings
 from rfr.core.topics import Topics
 from rfr.review.audit import AuditLog

@@ -28,7 +28,8 @@ from support.review_data import (
 )
 
 from rfr.core.db import make_engine
-from rfr.core.schemas import DecisionEvent, decode
+from rfr.core.review_messages import DecisionEvent
+from rfr.core.schemas import decode
 from rfr.review import tables as t
 from rfr.review import workflow as wf
 from rfr.review.audit import AuditLog

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rfr.core.blobstore import FileBlobStore
-from rfr.core.schemas import GalleryChange
+from rfr.core.review_messages import GalleryChange
 from rfr.gallery import extraction, milvus
 from rfr.gallery.memory import InMemoryGallery
 from rfr.tools import gallery_events

@@ -11,16 +11,8 @@ import numpy as np
 
 from rfr.core.db import make_engine
 from rfr.core.geometry import Box
-from rfr.core.schemas import (
-    Candidate,
-    CandidateList,
-    FaceQuality,
-    GalleryChange,
-    GalleryFaceRecord,
-    Probe,
-    SubmissionMeta,
-    template_bytes,
-)
+from rfr.core.review_messages import GalleryChange, GalleryFaceRecord
+from rfr.core.schemas import Candidate, CandidateList, FaceQuality, Probe, SubmissionMeta, template_bytes
 from rfr.review.audit import AuditLog
 from rfr.review.store import ReviewStore
 from rfr.review.users import Principal, Role

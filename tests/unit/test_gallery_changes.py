@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from rfr.core.blobstore import FileBlobStore, blob_ref
 from rfr.core.kafka import BrokerUnavailable, DeliveryFailed
-from rfr.core.schemas import GALLERY_CHANGE_MAX_FACES, GalleryChange, GalleryFaceRecord, decode, template_vector
+from rfr.core.review_messages import GALLERY_CHANGE_MAX_FACES, GalleryChange, GalleryFaceRecord
+from rfr.core.schemas import decode, template_vector
 from rfr.gallery.base import GalleryFace, enrol_face_id
 from rfr.gallery.changes import (
     change_event_id,

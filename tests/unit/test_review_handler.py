@@ -19,7 +19,8 @@ from support.review_data import candidate_list, enrolment, unit
 
 from rfr.core.kafka import EVENT_ID_HEADER, DeliveryFailed, DeliveryTracker
 from rfr.core.metrics import StageMetrics
-from rfr.core.schemas import CandidateList, GalleryChange
+from rfr.core.review_messages import GalleryChange
+from rfr.core.schemas import CandidateList
 from rfr.core.stream import DependencyUnavailable, PoisonMessage, RetryableError, StreamConfig, StreamProcessor
 from rfr.core.topics import Topics
 from rfr.review.views import GalleryChangeResult, OutboxItem, QueueStats

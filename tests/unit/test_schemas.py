@@ -9,23 +9,20 @@ from pydantic import ValidationError
 from support.events import probe_fields, search_fields
 
 from rfr.core.geometry import Box
+from rfr.core.review_messages import DecisionEvent, GalleryChange, GalleryFaceRecord, ReviewerDecision
 from rfr.core.schemas import (
     Candidate,
     CandidateList,
     DeadLetter,
-    DecisionEvent,
     EmbeddingEvent,
     FaceEvent,
     FaceQuality,
     FrameEvent,
-    GalleryChange,
-    GalleryFaceRecord,
     Message,
     OutcomeEvent,
     OutcomeStatus,
     Point,
     Probe,
-    ReviewerDecision,
     SubmissionMeta,
     UnsupportedSchemaVersion,
     decode,
