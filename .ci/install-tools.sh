@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the validators that tests/integration/test_deploy_files.py runs on deploy/, outside the repository,
-# into ${RFR_TOOLS_DIR:-$HOME/.cache/rfr-tools}. Idempotent: a second run checks and does nothing.
+# into ${RFR_TOOLS_DIR:-$HOME/.cache/rfr-tools}, and the browser of the review pages' tests (Debian's chromium).
+# Idempotent: a second run checks and does nothing.
 #   bin/promtool   from Debian's `promtool` package (Debian 13 on) or, where there is none, from `prometheus`
 #                  (Debian 12), unpacked with dpkg -x: nothing is installed system-wide,
 #   bin/prometheus from `prometheus`: no Prometheus service is started and nothing listens (the e2e test starts
@@ -12,6 +13,13 @@
 #   venv/          kubernetes-validate (bundled Kubernetes schemas, offline), check-jsonschema (bundled
 #                  compose-spec schema), dockerfile (BuildKit's Dockerfile parser), PyYAML; a venv of its own,
 #                  so the project's .venv is untouched.
+#   chromium       Debian's `chromium` package (system-wide, with apt-get: needs root, or sudo without a password)
+#                  when /usr/bin/chromium (or $RFR_CHROMIUM) is missing: the browser tests of the review pages
+#                  (tests/e2e/test_review_ui.py) drive it with Playwright; Playwright's own browser download is
+#                  not used. Same package name on Debian 12 and 13. RFR_SKIP_CHROMIUM=1 leaves it out, as does
+#                  RFR_DEBIAN_SUITE (that mode changes nothing outside $TOOLS). When it cannot be installed (no root,
+#                  no network) this says so and goes on: the validators stay usable, and the browser tests fail
+#                  naming this step.
 # kubectl (for `kubectl kustomize`) and `docker compose` are used by the tests when present; not installed here.
 set -euo pipefail
 
@@ -78,6 +86,32 @@ install_python_tools() {
   echo "installed ${PY_PACKAGES[*]} in $TOOLS/venv"
 }
 
+install_chromium() {
+  local browser="${RFR_CHROMIUM:-/usr/bin/chromium}"
+  if [[ -n "${RFR_SKIP_CHROMIUM:-}" || -n "$SUITE" ]] || "$browser" --version > /dev/null 2>&1; then
+    return 0
+  fi
+  local sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    if command -v sudo > /dev/null && sudo -n true 2> /dev/null; then
+      sudo=(sudo -n)
+    else
+      echo "warning: chromium is missing (the browser tests need it) and installing it needs root: run" \
+           "'apt-get install --no-install-recommends chromium' as root, or set RFR_CHROMIUM to a chromium binary" >&2
+      return 0
+    fi
+  fi
+  echo "installing Debian's chromium (for the browser tests) …"
+  if ! { "${sudo[@]}" apt-get update -qq > /dev/null &&
+         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+           > /dev/null; }; then
+    echo "warning: apt-get could not install chromium (the browser tests need it)" >&2
+    return 0
+  fi
+  /usr/bin/chromium --version 2> /dev/null | head -1
+}
+
 install_promtool
 install_python_tools
+install_chromium
 echo "rfr deploy validators ready in $TOOLS"

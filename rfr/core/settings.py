@@ -362,6 +362,28 @@ class ReviewSettings(_Group):
         default=True, description="Search unsolved probes within retention again against each new enrolment.")
     publish_interval_s: float = Field(
         default=1.0, gt=0, description="Seconds between two passes of the decision publisher (rfr.decisions.v1).")
+    show_scores: bool = Field(
+        default=True, description="Show candidates' similarity scores on the review pages (some forces hide them "
+        "so that a number does not anchor the reviewer's judgement).")
+    claim_minutes: float = Field(
+        default=15.0, gt=0, description="Minutes a case stays taken by the reviewer who opened it from the queue "
+        "(one reviewer at a time); renewed while they work on it, released by their decision.")
+    reliable_face_px: float = Field(
+        default=48.0, ge=0, description="Probe face width (px) under which the case page warns that a comparison is "
+        "unreliable: at 48 px mild CCTV degradation keeps rank-1 at 0.91, at 32 px it falls to 0.66 "
+        "(rfr/face/quality.py).")
+    reliable_sharpness: float = Field(
+        default=300.0, ge=0, description="Probe sharpness under which the case page warns that a comparison is "
+        "unreliable: the median of mild 32 px faces is 306, of hard 40 px faces (rank-1 0.09) 133 "
+        "(rfr/face/quality.py).")
+    cookie_secure: bool = Field(
+        default=False, description="Mark the review pages' session cookie Secure (send it over HTTPS only): set it "
+        "true whenever the pages are served over HTTPS, as they must be beyond 127.0.0.1.")
+    login_max_failures: int = Field(
+        default=5, ge=1, description="Failed sign-ins of one user name (or from one address) before each further "
+        "try is slowed down (doubling delay, up to login_max_delay_s).")
+    login_max_delay_s: float = Field(
+        default=30.0, gt=0, description="Longest delay, seconds, imposed on a sign-in after repeated failures.")
 
 
 class RetentionSettings(_Group):

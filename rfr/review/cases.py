@@ -1,4 +1,5 @@
-"""Reading cases on a connection: the case as a viewer may see it, the queue, and the final decision event.
+"""Reading cases on a connection: the case as a viewer may see it and the final decision event (the queue:
+:mod:`rfr.review.queue`).
 
 The SQL half of :class:`rfr.review.store.ReviewStore` that changes nothing; every function takes the caller's
 :class:`~sqlalchemy.Connection`, so a read shares the transaction of the change it follows.
@@ -6,10 +7,9 @@ The SQL half of :class:`rfr.review.store.ReviewStore` that changes nothing; ever
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, exists, func, select
+from sqlalchemy import Connection, Row, select
 
 from rfr.core.review_messages import DecisionEvent, ReviewerDecision
 from rfr.core.schemas import Candidate
@@ -17,7 +17,6 @@ from rfr.review import tables as t
 from rfr.review import workflow as wf
 from rfr.review.views import (
     CaseView,
-    QueueItem,
     candidate_view,
     decision_view,
     probe_view,
@@ -68,37 +67,7 @@ class CaseReader:
             decided_at=case.decided_at, closed_at=case.closed_at, outcome=case.outcome, lead_rank=case.lead_rank,
             lead_subject_id=case.lead_subject_id, probe=probe_view(probe), search=search_view(search),
             candidates=[candidate_view(r) for r in cands], decisions=[decision_view(rows[i]) for i in visible],
-            hidden_decisions=len(rows) - len(visible))
-
-    @staticmethod
-    def read_queue(conn: Connection, state: str | None, watch_list: str | None, retailer_id: str | None,
-                   older_than: datetime | None, limit: int, offset: int) -> list[QueueItem]:
-        """Queue rows oldest first (see :meth:`rfr.review.store.ReviewStore.queue`)."""
-        cs, p, s, c = t.cases, t.probes, t.searches, t.candidates
-        query = (select(cs.c.id, cs.c.state, cs.c.created_at, cs.c.updated_at, cs.c.face_id, p.c.retailer_id,
-                        p.c.case_ref, s.c.trigger)
-                 .join(p, p.c.face_id == cs.c.face_id).join(s, s.c.event_id == cs.c.search_event_id))
-        states = [x.value for x in wf.OPEN_STATES] if state is None else [state]
-        query = query.where(cs.c.state.in_(states))
-        if watch_list is not None:
-            query = query.where(exists().where(and_(c.c.case_id == cs.c.id, c.c.watch_list == watch_list)))
-        if retailer_id is not None:
-            query = query.where(p.c.retailer_id == retailer_id)
-        if older_than is not None:
-            query = query.where(cs.c.created_at < older_than)
-        rows = conn.execute(query.order_by(cs.c.created_at, cs.c.id).limit(limit).offset(offset)).all()
-        summary: dict[int, tuple[int, float, list[str]]] = {}
-        if rows:
-            agg = select(c.c.case_id, func.count(), func.max(c.c.score)).where(
-                c.c.case_id.in_([r.id for r in rows])).group_by(c.c.case_id)
-            lists = select(c.c.case_id, c.c.watch_list).where(c.c.case_id.in_([r.id for r in rows])).distinct()
-            named: dict[int, set[str]] = {}
-            for case_id, wl in conn.execute(lists):
-                named.setdefault(case_id, set()).add(wl)
-            for case_id, n, top in conn.execute(agg):
-                summary[case_id] = (int(n), float(top), sorted(named.get(case_id, set())))
-        return [QueueItem(r.id, r.state, r.created_at, r.updated_at, r.face_id, r.retailer_id, r.case_ref, r.trigger,
-                          *summary.get(r.id, (0, 0.0, []))) for r in rows]
+            hidden_decisions=len(rows) - len(visible), claimed_by=case.claimed_by, claimed_until=case.claimed_until)
 
 
 def decision_event(conn: Connection, case_id: int) -> DecisionEvent:

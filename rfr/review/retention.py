@@ -13,6 +13,9 @@ still from the blob store (unless another unpurged probe has the same still), se
 and stamps ``purged_at`` / ``purge_reason``, with one ``purge`` audit entry, all in one transaction (the blob is
 deleted before the commit: a failed commit leaves a row that the next pass purges again, never a still without
 its row). Each pass writes one ``retention_run`` entry. A pass is idempotent. Probes never become gallery entries.
+
+:func:`due_counts` says what a pass would do now; :func:`upcoming` which probes the coming passes will purge, and
+when (the retention page).
 """
 
 from __future__ import annotations
@@ -188,3 +191,81 @@ def _delete_still(conn: Connection, blobs: BlobStore, face_id: str, still_ref: s
     blobs.delete(still_ref)
     return ["still"]
 
+
+
+@dataclass(frozen=True)
+class UpcomingPurge:
+    """A probe that a future pass will purge: ``due_at`` (aware UTC; at or before now: the next pass), the ``rule``
+    (combined with ``+`` for a probe of several cases) and its ``case_ids`` (empty for a probe without a case)."""
+
+    face_id: str
+    due_at: datetime
+    rule: str
+    case_ids: tuple[int, ...]
+
+
+def _case_due(row: Any, days: dict[str, timedelta]) -> tuple[datetime, str] | None:
+    """When this case stops keeping its probe, and under which rule (None: never, while a lead stays open)."""
+    if row.state in wf.OPEN_STATES or row.state == wf.CaseState.EXPIRED:
+        return row.created_at + days["pending"], "pending"
+    if row.state == wf.CaseState.NO_LEAD and row.decided_at is not None:
+        return row.decided_at + days["no_lead"], "no_lead"
+    if row.state == wf.CaseState.LEAD and row.closed_at is not None:
+        return row.closed_at + days["closed_lead"], "closed_lead"
+    return None
+
+
+def upcoming(store: ReviewStore, policy: RetentionSettings, now: datetime, limit: int = 50) -> list[UpcomingPurge]:
+    """The next ``limit`` probes retention will purge, soonest first (those already due first: the next pass at or
+    after ``now`` purges them), as the policy stands: a probe without a case ``no_candidate_days`` after its first
+    search; a probe with cases once every case is due (open or expired cases after ``pending_days``, ``no_lead``
+    after ``no_lead_days`` from the decision, a closed lead after ``closed_lead_days``; an open lead never). Probes
+    already purged are left out. Each rule's soonest cases are read (at most ``limit`` of each), so the answer is
+    exact without scanning the whole store."""
+    limit = max(1, limit)
+    days = {"no_candidate": timedelta(days=policy.no_candidate_days), "no_lead": timedelta(days=policy.no_lead_days),
+            "pending": timedelta(days=policy.pending_days), "closed_lead": timedelta(days=policy.closed_lead_days)}
+    p, c = t.probes, t.cases
+    out: list[UpcomingPurge] = []
+    horizons: list[datetime] = []
+    with store.engine.connect() as conn:
+        unmatched = conn.execute(select(p.c.face_id, p.c.first_searched_at).where(
+            p.c.purged_at.is_(None), p.c.status == "unmatched", ~exists().where(c.c.face_id == p.c.face_id))
+            .order_by(p.c.first_searched_at, p.c.face_id).limit(limit)).all()
+        out += [UpcomingPurge(r.face_id, r.first_searched_at + days["no_candidate"], "no_candidate", ())
+                for r in unmatched]
+        if len(unmatched) == limit:
+            horizons.append(unmatched[-1].first_searched_at + days["no_candidate"])
+        faces: set[str] = set()
+        for rule, states, base in (("pending", [*wf.OPEN_STATES, wf.CaseState.EXPIRED], c.c.created_at),
+                                   ("no_lead", [wf.CaseState.NO_LEAD], c.c.decided_at),
+                                   ("closed_lead", [wf.CaseState.LEAD], c.c.closed_at)):
+            rows = conn.execute(select(c.c.face_id, base.label("base")).join(p, p.c.face_id == c.c.face_id).where(
+                p.c.purged_at.is_(None), c.c.state.in_([s.value for s in states]), base.is_not(None))
+                .order_by(base, c.c.id).limit(limit)).all()
+            faces.update(r.face_id for r in rows)
+            if len(rows) == limit:
+                horizons.append(rows[-1].base + days[rule])
+        out += _probes_due(conn, sorted(faces), days)
+    if horizons:  # beyond the earliest cut-off a probe of an unread case could come first: leave that part out
+        out = [u for u in out if u.due_at <= min(horizons)]
+    return sorted(out, key=lambda u: (u.due_at, u.face_id))[:limit]
+
+
+def _probes_due(conn: Connection, faces: list[str], days: dict[str, timedelta]) -> list[UpcomingPurge]:
+    """When each of ``faces`` (probes with cases) is due: when the last of its cases is (never: left out)."""
+    c = t.cases
+    found: list[UpcomingPurge] = []
+    for start in range(0, len(faces), 500):
+        by_face: dict[str, list[Any]] = {}
+        for row in conn.execute(select(c.c.id, c.c.face_id, c.c.state, c.c.created_at, c.c.decided_at,
+                                       c.c.closed_at).where(c.c.face_id.in_(faces[start:start + 500]))):
+            by_face.setdefault(row.face_id, []).append(row)
+        for face_id, rows in by_face.items():
+            dues = [_case_due(row, days) for row in rows]
+            if any(d is None for d in dues):
+                continue
+            known = [d for d in dues if d is not None]
+            found.append(UpcomingPurge(face_id, max(d[0] for d in known), "+".join(sorted({d[1] for d in known})),
+                                       tuple(sorted(int(r.id) for r in rows))))
+    return found

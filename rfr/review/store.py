@@ -4,12 +4,13 @@ One database (SQLite file or PostgreSQL, :func:`rfr.core.db.make_engine`) migrat
 (Alembic history ``rfr/review/migrations``, version table ``alembic_version_review``). Every change and the audit
 entry recording it commit in ONE transaction (the audit log appends on the caller's connection), and a final
 decision puts its :class:`~rfr.core.review_messages.DecisionEvent` into the outbox in that same transaction; the service
-publishes the outbox (:meth:`pending_outbox`, :meth:`mark_published`), so no decision is lost or published twice
+publishes the outbox (:mod:`rfr.review.outbox`), so no decision is lost or published twice
 without being in the store. A case row is locked (``SELECT ... FOR UPDATE``; SQLite: every transaction holds the
 write lock) while it changes, so two verifiers cannot both act on one awaiting case.
 
-The rules are :mod:`rfr.review.workflow`'s; refusals are its exceptions (CaseNotFound, WrongState, NotPermitted,
-DecisionRefused).
+The rules are :mod:`rfr.review.workflow`'s; refusals are its exceptions (CaseNotFound, WrongState, CaseClaimed,
+NotPermitted, DecisionRefused). Reads of cases: :mod:`rfr.review.cases`; the queue: :mod:`rfr.review.queue`; who
+has taken a case: :mod:`rfr.review.claims`.
 """
 
 from __future__ import annotations
@@ -19,43 +20,35 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 
 from rfr.core.db import migrate
-from rfr.core.review_messages import DecisionEvent, GalleryChange
-from rfr.core.schemas import CandidateList, decode, utcnow
+from rfr.core.schemas import CandidateList, utcnow
 from rfr.review import tables as t
 from rfr.review import workflow as wf
 from rfr.review.cases import CaseReader, decision_event
+from rfr.review.claims import FREE, Claims
+from rfr.review.gallery_changes import GALLERY_ROLE, GalleryChanges
+from rfr.review.outbox import DECISIONS_TOPIC, SYSTEM_ACTOR, SYSTEM_ROLE, AuditSink, Outbox
+from rfr.review.queue import QueueFilter, count_queue, read_queue
 from rfr.review.views import (
     CaseView,
-    GalleryChangeResult,
-    OutboxItem,
     QueueItem,
     QueueStats,
     canonical,
 )
 
+__all__ = ["DECISIONS_TOPIC", "GALLERY_ROLE", "MIGRATIONS", "SYSTEM_ACTOR", "SYSTEM_ROLE", "VERSION_TABLE", "AuditSink",
+           "ReviewStore"]
+
 logger = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_review"
-SYSTEM_ACTOR = "rfr-review"
-SYSTEM_ROLE = "system"
-GALLERY_ROLE = "operator"
-"""Audit role of a gallery change's actor (the person who ran ``rfr enrol`` / ``rfr gallery delete``)."""
-DECISIONS_TOPIC = "decisions"
 
 Clock = Callable[[], datetime]
-
-
-class AuditSink(Protocol):
-    """What the store needs of :class:`rfr.review.audit.AuditLog`: an append on the caller's transaction."""
-
-    def append(self, conn: Connection, actor: str, role: str, action: str, reason: str = "",
-               case_id: int | None = None, details: dict[str, Any] | None = None) -> int: ...
 
 
 def _reason(reason: str) -> str:
@@ -65,7 +58,7 @@ def _reason(reason: str) -> str:
     return text
 
 
-class ReviewStore(CaseReader):
+class ReviewStore(CaseReader, Claims, Outbox, GalleryChanges):
     """Cases and decisions on ``engine``; every change audited on ``audit`` in the transaction that makes it.
 
     ``two_person``: settings.review.two_person (cases awaiting verification keep needing it when it is turned off)."""
@@ -83,7 +76,7 @@ class ReviewStore(CaseReader):
         migrate(engine, MIGRATIONS, VERSION_TABLE)
         return cls(engine, audit, clock, two_person)
 
-    # -- searches and gallery changes (from the topics) ---------------------------------------------------------
+    # -- searches (from the matches topic; gallery changes: rfr.review.gallery_changes) --------------------------
 
     def record_search(self, cl: CandidateList) -> int | None:
         """Record a candidate list: its probe (first time), the search (audited: start/end, watch-lists, threshold,
@@ -121,7 +114,8 @@ class ReviewStore(CaseReader):
             camera_id=meta.camera_id, captured_at=meta.captured_at, received_at=cl.received_at,
             case_ref=meta.case_ref, channel=str(meta.channel), still_ref=probe.still_ref, crop_jpeg=probe.crop_jpeg,
             box=canonical(dict(zip(("x", "y", "width", "height"), probe.box, strict=True))),
-            quality=cl.quality.model_dump_json(), template=probe.template, model_id=cl.model_id,
+            quality=cl.quality.model_dump_json(), face_px=cl.quality.face_px, sharpness=cl.quality.sharpness,
+            pose_ok=cl.quality.pose_ok, template=probe.template, model_id=cl.model_id,
             first_searched_at=cl.searched_at, status="case" if has_case else "unmatched"))
 
     def _create_case(self, conn: Connection, cl: CandidateList) -> int:
@@ -134,50 +128,6 @@ class ReviewStore(CaseReader):
              "watch_list": c.watch_list, "gallery_face_id": c.gallery_face_id, "source_ref": c.source_ref}
             for c in cl.candidates])
         return int(case_id)
-
-    def record_gallery_change(self, change: GalleryChange) -> GalleryChangeResult:
-        """Keep enrolled photos viewable (``gallery_photos``) or mark erased ones, audited as gallery_enrolment /
-        gallery_erasure with the change's actor and reason. Idempotent on ``event_id``."""
-        with self.engine.begin() as conn:
-            if conn.execute(select(t.gallery_changes.c.event_id)
-                            .where(t.gallery_changes.c.event_id == change.event_id)).first():
-                return GalleryChangeResult(new=False, photos=0, orphaned_photo_refs=[])
-            conn.execute(insert(t.gallery_changes).values(
-                event_id=change.event_id, action=change.action, watch_list=change.watch_list,
-                model_id=change.model_id, at=change.at, actor=change.actor, reason=change.reason,
-                face_count=len(change.faces), recorded_at=self.clock()))
-            orphaned: list[str] = []
-            if change.action == "enrolled":
-                written = self._enrol_photos(conn, change)
-            else:
-                written, orphaned = self._erase_photos(conn, change)
-            action = "gallery_enrolment" if change.action == "enrolled" else "gallery_erasure"
-            self.audit.append(conn, change.actor, GALLERY_ROLE, action, reason=change.reason, details={
-                "event_id": change.event_id, "watch_list": change.watch_list, "model_id": change.model_id,
-                "at": change.at.isoformat(), "faces": [[f.face_id, f.subject_id] for f in change.faces],
-                "photos_written": written})
-            return GalleryChangeResult(new=True, photos=written, orphaned_photo_refs=orphaned)
-
-    def _enrol_photos(self, conn: Connection, change: GalleryChange) -> int:
-        gp = t.gallery_photos
-        for face in change.faces:
-            values = {"subject_id": face.subject_id, "watch_list": change.watch_list, "model_id": change.model_id,
-                      "photo_ref": face.photo_ref, "source_ref": face.source_ref, "enrolled_at": change.at,
-                      "erased_at": None}
-            done = conn.execute(update(gp).where(gp.c.gallery_face_id == face.face_id).values(**values))
-            if not done.rowcount:
-                conn.execute(insert(gp).values(gallery_face_id=face.face_id, **values))
-        return len(change.faces)
-
-    def _erase_photos(self, conn: Connection, change: GalleryChange) -> tuple[int, list[str]]:
-        gp = t.gallery_photos
-        ids = [f.face_id for f in change.faces]
-        refs = {r for r in conn.execute(select(gp.c.photo_ref).where(gp.c.gallery_face_id.in_(ids))).scalars() if r}
-        erased = conn.execute(update(gp).where(gp.c.gallery_face_id.in_(ids), gp.c.erased_at.is_(None))
-                              .values(erased_at=change.at)).rowcount
-        live = set(conn.execute(select(gp.c.photo_ref).where(gp.c.photo_ref.in_(refs), gp.c.erased_at.is_(None)))
-                   .scalars()) if refs else set()
-        return erased, sorted(refs - live)
 
     # -- people's steps -----------------------------------------------------------------------------------------
 
@@ -201,6 +151,7 @@ class ReviewStore(CaseReader):
             case = self.lock_case(conn, case_id)
             prior = self.prior_decisions(conn, case_id)
             stage = wf.decision_stage(case_id, case.state, actor, prior)
+            wf.check_claim(case_id, case.claimed_by, case.claimed_until, actor, self.clock())
             return self._apply(conn, case, stage, actor, labels, why, note, prior)
 
     def resolve(self, case_id: int, actor: wf.Actor, labels: Sequence[wf.CandidateLabel], reason: str,
@@ -211,6 +162,7 @@ class ReviewStore(CaseReader):
             case = self.lock_case(conn, case_id)
             prior = self.prior_decisions(conn, case_id)
             wf.check_resolver(case_id, case.state, actor, prior)
+            wf.check_claim(case_id, case.claimed_by, case.claimed_until, actor, self.clock())
             return self._apply(conn, case, wf.Stage.SUPERVISOR, actor, labels, why, note, prior)
 
     def _apply(self, conn: Connection, case: Row[Any], stage: wf.Stage, actor: wf.Actor,
@@ -225,7 +177,7 @@ class ReviewStore(CaseReader):
             lead_rank=verdict.lead_rank, lead_subject_id=verdict.lead_subject_id,
             labels=canonical(list(verdict.labels)), note=note.strip(), decided_at=now))
         final = state in (wf.CaseState.LEAD, wf.CaseState.NO_LEAD)
-        values: dict[str, Any] = {"state": state, "updated_at": now}
+        values: dict[str, Any] = {"state": state, "updated_at": now, **FREE}
         if final:
             values.update(outcome=verdict.outcome, lead_rank=verdict.lead_rank,
                           lead_subject_id=verdict.lead_subject_id, decided_at=now)
@@ -249,11 +201,12 @@ class ReviewStore(CaseReader):
             case = self.lock_case(conn, case_id)
             text = wf.check_escalation(case_id, case.state, actor, note)
             now = self.clock()
+            wf.check_claim(case_id, case.claimed_by, case.claimed_until, actor, now)
             conn.execute(insert(t.decisions).values(
                 case_id=case_id, actor=actor.name, role=str(actor.role), stage=wf.Stage.ESCALATION, outcome=None,
                 labels="[]", note=text, decided_at=now))
             conn.execute(update(t.cases).where(t.cases.c.id == case_id)
-                         .values(state=wf.CaseState.ESCALATED, updated_at=now))
+                         .values(state=wf.CaseState.ESCALATED, updated_at=now, **FREE))
             self.audit.append(conn, actor.name, str(actor.role), "escalation", reason=why, case_id=case_id,
                               details={"from_state": case.state, "note": text})
             return self.read_case(conn, case_id, actor)
@@ -276,9 +229,17 @@ class ReviewStore(CaseReader):
               older_than: datetime | None = None, limit: int = 50, offset: int = 0) -> list[QueueItem]:
         """Cases oldest first: in ``state`` (None: every open state), with a candidate on ``watch_list``, from
         ``retailer_id``, created before ``older_than``; ``limit`` (1..500) from ``offset``."""
+        return self.queue_page(QueueFilter(state, watch_list, retailer_id, older_than=older_than), limit, offset)
+
+    def queue_page(self, where: QueueFilter, limit: int = 50, offset: int = 0) -> list[QueueItem]:
+        """Cases matching ``where`` oldest first (:mod:`rfr.review.queue`); ``limit`` (1..500) from ``offset``."""
         with self.engine.connect() as conn:
-            return self.read_queue(conn, state, watch_list, retailer_id, older_than, max(1, min(limit, 500)),
-                                   max(0, offset))
+            return read_queue(conn, where, max(1, min(limit, 500)), max(0, offset), self.clock())
+
+    def queue_counts(self, where: QueueFilter) -> dict[str, int]:
+        """Open cases matching ``where`` by state, and ``verifiable`` (see :func:`rfr.review.queue.count_queue`)."""
+        with self.engine.connect() as conn:
+            return count_queue(conn, where)
 
     def gallery_photo(self, gallery_face_id: str) -> str | None:
         """Blob ref of an enrolled photo; None when unknown, not kept, or erased."""
@@ -304,39 +265,6 @@ class ReviewStore(CaseReader):
         if row is None:
             raise wf.CaseNotFound(case_id)
         return None if live_only and row.purged_at is not None else row[0]
-
-    def pending_outbox(self, limit: int = 100) -> list[OutboxItem]:
-        """Unpublished outbox messages, oldest first."""
-        ob = t.outbox
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(ob).where(ob.c.published_at.is_(None)).order_by(ob.c.id).limit(limit))
-            return [OutboxItem(r.id, r.event_id, r.topic, r.key, r.payload, r.created_at) for r in rows]
-
-    def decisions_since(self, after_id: int = 0, limit: int = 100) -> list[tuple[int, DecisionEvent]]:
-        """Final decisions (published or not) with outbox id > ``after_id``, oldest first: the case systems' feed
-        (``GET /v1/decisions``; page with the last id returned)."""
-        ob = t.outbox
-        query = select(ob.c.id, ob.c.payload).where(ob.c.topic == DECISIONS_TOPIC, ob.c.id > after_id)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(ob.c.id).limit(max(1, min(limit, 1000)))).all()
-        return [(row.id, decode(DecisionEvent, row.payload)) for row in rows]
-
-    def mark_published(self, ids: Sequence[int]) -> int:
-        """Mark outbox messages delivered (audited: decision_published, once each); returns how many were new."""
-        if not ids:
-            return 0
-        ob = t.outbox
-        with self.engine.begin() as conn:
-            rows = conn.execute(select(ob.c.id, ob.c.event_id, ob.c.topic)
-                                .where(ob.c.id.in_(list(ids)), ob.c.published_at.is_(None)).with_for_update()).all()
-            now = self.clock()
-            for row in rows:
-                conn.execute(update(ob).where(ob.c.id == row.id).values(published_at=now))
-                case_id = int(row.event_id.split(":")[0].removeprefix("case-")) if row.event_id.startswith("case-") \
-                    else None
-                self.audit.append(conn, SYSTEM_ACTOR, SYSTEM_ROLE, "decision_published", case_id=case_id,
-                                  details={"event_id": row.event_id, "topic": row.topic})
-            return len(rows)
 
     def queue_stats(self) -> QueueStats:
         """Cases by state, the oldest open case's creation time, and unpublished outbox messages (for metrics)."""

@@ -6,7 +6,9 @@ names follow :data:`NAMING_CONVENTION`, the same on SQLite and PostgreSQL, so mi
 
 Times are timezone-aware UTC (:class:`UtcDateTime`): written as UTC, read back as UTC on both backends (SQLite
 keeps no zone). JSON columns are canonical JSON text (``sort_keys``, compact), read with :func:`json.loads`.
-Binary columns of a probe (``crop_jpeg``, ``template``) become NULL when it is purged; its row stays.
+Binary columns of a probe (``crop_jpeg``, ``template``) become NULL when it is purged; its row stays. A probe's
+quality is kept whole (``quality`` JSON) and, for the queue's filter, as ``face_px`` / ``sharpness`` / ``pose_ok``
+(migration 0002). A case taken from the queue names its reviewer (``claimed_by``) until ``claimed_until``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -94,6 +97,9 @@ probes = Table(
     Column("status", String(16), nullable=False, comment="unmatched (no case yet) | case"),
     Column("purged_at", UtcDateTime(), nullable=True),
     Column("purge_reason", String(64), nullable=True),
+    Column("face_px", Float(), nullable=True, comment="quality.face_px"),
+    Column("sharpness", Float(), nullable=True, comment="quality.sharpness"),
+    Column("pose_ok", Boolean(), nullable=True, comment="quality.pose_ok"),
     Index(None, "status", "first_searched_at"),
     Index(None, "still_ref"),
 )
@@ -131,6 +137,8 @@ cases = Table(
     Column("outcome", String(16), nullable=True, comment="lead | no_lead once final"),
     Column("lead_rank", Integer(), nullable=True),
     Column("lead_subject_id", String(ID), nullable=True),
+    Column("claimed_by", String(ID), nullable=True, comment="the reviewer who took the case from the queue"),
+    Column("claimed_until", UtcDateTime(), nullable=True, comment="the claim ends then (free again after)"),
     UniqueConstraint("search_event_id"),
     Index(None, "state", "created_at"),
     Index(None, "face_id"),

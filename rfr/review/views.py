@@ -102,6 +102,9 @@ class CaseView:
     candidates: list[CandidateView]
     decisions: list[DecisionView]
     hidden_decisions: int
+    claimed_by: str | None = None
+    """Who has taken the case from the queue (None: nobody, or their claim ended at ``claimed_until``)."""
+    claimed_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,23 @@ class QueueItem:
     candidate_count: int
     top_score: float
     watch_lists: list[str]
+    store_id: str = ""
+    claimed_by: str | None = None
+    """Who has taken the case (a live claim only)."""
+    claimed_until: datetime | None = None
+    face_px: float | None = None
+    sharpness: float | None = None
+    pose_ok: bool | None = None
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """What :meth:`rfr.review.store.ReviewStore.claim` did: ``taken`` (taken or renewed by the caller), else who
+    holds the case (``claimed_by``, None when nobody does but the caller has no step to take on it)."""
+
+    taken: bool
+    claimed_by: str | None
+    claimed_until: datetime | None
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,16 @@ different one ``escalated`` -> a supervisor decides, and that is final. With it 
 A reviewer or supervisor may escalate an open case with a note; a supervisor closes a lead's case.
 
 Refusals are exceptions with a machine ``reason`` (:class:`rfr.core.errors.ReasonedError`): :class:`CaseNotFound`
-(HTTP 404), :class:`WrongState` (409), :class:`NotPermitted` (403: the role, or one's own decision) and
-:class:`DecisionRefused` (422: the decision itself is invalid).
+(HTTP 404), :class:`WrongState` (409; :class:`CaseClaimed`: another reviewer has taken the case, see
+:mod:`rfr.review.claims`), :class:`NotPermitted` (403: the role, or one's own decision) and :class:`DecisionRefused`
+(422: the decision itself is invalid).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -97,6 +99,18 @@ class WrongState(ReviewError):
         super().__init__("wrong_state", f"case {case_id} is {state}: it cannot take {step}")
         self.case_id = case_id
         self.state = state
+
+
+class CaseClaimed(WrongState):
+    """Another reviewer has taken the case from the queue and their claim is still live (HTTP 409, ``claimed``)."""
+
+    def __init__(self, case_id: int, holder: str, until: datetime) -> None:
+        ReviewError.__init__(self, "claimed", f"case {case_id} is taken by {holder} until {until:%Y-%m-%d %H:%M} UTC: "
+                             "one reviewer at a time works on a case")
+        self.case_id = case_id
+        self.state = "claimed"
+        self.holder = holder
+        self.until = until
 
 
 class DecisionRefused(ReviewError, ValueError):
@@ -241,3 +255,25 @@ def two_person_confirmed(decisions: Sequence[PriorDecision], outcome: Outcome, l
     agreeing = {d.actor for d in decisions
                 if d.stage != Stage.ESCALATION and d.outcome == outcome and d.lead_subject_id == lead_subject_id}
     return len(agreeing) >= 2
+
+
+def can_take(state: str, actor: Actor, prior: Sequence[PriorDecision]) -> bool:
+    """Whether ``actor`` has a step to take on a case in ``state`` (a first decision, a verification of another's
+    decision, a supervisor's resolution): who may take (claim) it from the queue."""
+    role, mine = str(actor.role), [p for p in prior if p.actor == actor.name]
+    if role not in DECIDING_ROLES:
+        return False
+    if state == CaseState.PENDING:
+        return True
+    if state == CaseState.AWAITING_VERIFICATION:
+        return not mine
+    if state == CaseState.ESCALATED:
+        return role == "supervisor" and not any(p.stage in (Stage.FIRST, Stage.VERIFICATION) for p in mine)
+    return False
+
+
+def check_claim(case_id: int, claimed_by: str | None, claimed_until: datetime | None, actor: Actor,
+                now: datetime) -> None:
+    """:class:`CaseClaimed` when someone other than ``actor`` holds a claim on the case that is live at ``now``."""
+    if claimed_by and claimed_by != actor.name and claimed_until is not None and claimed_until > now:
+        raise CaseClaimed(case_id, claimed_by, claimed_until)

@@ -2,12 +2,18 @@
 
 Starts the local stack, enrols a gallery of labelled photos (one per identity), submits CCTV-like stills of other
 photos of those people and of people who are not enrolled over Kafka, prints every candidate list, stops the stack.
+
+``--keep`` leaves that stack running instead, with demo accounts of the review service (two reviewers, a supervisor
+and an auditor, random passwords printed once) so a newcomer can work the cases the demo made in the review pages;
+the stack is recorded in the state dir of the user's own stack (``<stack.state_dir>/stack.json``), so `rfr status`
+shows it and `rfr down` stops it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -31,6 +37,10 @@ from rfr.tools.results import SubmissionResult
 app = typer.Typer(add_completion=False)
 
 RETAILER, STORE, CAMERA = "demo-retailer", "store-001", "cam-01"
+DEMO_ACCOUNTS = (("demo-reviewer-1", "reviewer"), ("demo-reviewer-2", "reviewer"),
+                 ("demo-supervisor", "supervisor"), ("demo-auditor", "auditor"))
+"""The review users ``--keep`` creates (name, role): two reviewers for the two-person rule, a supervisor for
+disagreements, an auditor for the audit pages."""
 
 
 @dataclass(frozen=True)
@@ -143,16 +153,71 @@ def prepare(work: Path, lfw: Path, identities: int, strangers: int, face_px: int
 
 
 @contextmanager
-def running_stack(settings: Settings) -> Iterator[None]:
+def running_stack(settings: Settings, *, keep: bool = False) -> Iterator[None]:
+    """The demo's stack for the block; stopped afterwards, unless ``keep`` and the block succeeded."""
     from rfr.tools import stack
 
     typer.echo("starting broker, milvus-lite and the five services on 127.0.0.1 …")
     stack.up(settings)
+    ok = False
     try:
         yield
+        ok = True
     finally:
-        stopped = stack.down(settings)
-        typer.echo(f"stopped: {', '.join(stopped)}")
+        if not (keep and ok):
+            stopped = stack.down(settings)
+            typer.echo(f"stopped: {', '.join(stopped)}")
+
+
+def running_from(settings: Settings) -> list[str]:
+    """Names of the live processes ``settings``' state dir records (a stack from `rfr up` or `rfr demo --keep`)."""
+    from rfr.tools import procs, stack
+
+    return [i.name for i in procs.StateFile(stack.plan(settings).state_dir).load() if procs.pid_alive(i)]
+
+
+def hand_over(own: Settings, demo_stack: Settings) -> None:
+    """Record the demo stack's processes in the state file of the user's own stack (``own``), so that `rfr down`
+    stops them and `rfr status` shows them."""
+    from rfr.tools import procs, stack
+
+    infos = procs.StateFile(stack.plan(demo_stack).state_dir).load()
+    procs.StateFile(stack.plan(own).state_dir).save(infos)
+
+
+def demo_accounts(settings: Settings) -> list[tuple[str, str, str]]:
+    """Create :data:`DEMO_ACCOUNTS` with random passwords in the review database of ``settings`` (audited as the
+    CLI's administrator); return (name, role, password). Raises ``UserError`` (e.g. a name exists) or a database
+    error."""
+    from rfr.core.db import make_engine
+    from rfr.core.settings import review_database_url, review_secret
+    from rfr.review.audit import AuditLog
+    from rfr.review.store import ReviewStore
+    from rfr.review.users import Role, UserStore
+    from rfr.tools.review_cli import cli_principal
+
+    engine = make_engine(review_database_url(settings))
+    try:
+        audit = AuditLog(engine, review_secret(settings), settings.review.checkpoint_every)
+        ReviewStore.open(engine, audit, two_person=settings.review.two_person)  # schema (the service made it)
+        users = UserStore(engine, audit, session_ttl_s=settings.review.session_ttl_s)
+        made = []
+        for name, role in DEMO_ACCOUNTS:
+            password = secrets.token_urlsafe(12)
+            users.create_user(name, Role(role), password, cli_principal(), reason="rfr demo --keep")
+            made.append((name, role, password))
+        return made
+    finally:
+        engine.dispose()
+
+
+def show_kept(settings: Settings, accounts: list[tuple[str, str, str]]) -> None:
+    review = f"http://{settings.review.http_host}:{settings.review.http_port}"
+    typer.echo(f"\nThe demo's stack keeps running (state and logs in {settings.stack.state_dir}). Review pages: "
+               f"{review}/ (API {review}/v1). Demo accounts, shown only now:")
+    for name, role, password in accounts:
+        typer.echo(f"    {name:16} {role:11} password {password}")
+    typer.echo("Sign in as one reviewer to decide a case and as the other to verify it. `rfr down` stops the stack.")
 
 
 def submit(settings: Settings, probes: list[Probe]) -> None:
@@ -221,6 +286,8 @@ def demo(
         help="Folder per identity (default: ../shared/faces/lfw, else LFW downloaded once into the cache).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the split and the degradation.")] = 7,
     timeout_s: Annotated[float, typer.Option(help="How long to wait for every still's outcome.")] = 600.0,
+    keep: Annotated[bool, typer.Option(help="Leave the stack running afterwards, with demo accounts of the review "
+                                            "pages (printed); `rfr down` stops it.")] = False,
 ) -> None:
     """Run the whole pipeline end to end on the embedded default and print the candidate lists."""
     from rfr.core.logs import setup_logging
@@ -235,6 +302,11 @@ def demo(
     except NoFacesError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+    own, running = settings, running_from(settings)
+    if running:
+        typer.echo(f"a stack is running from {settings.stack.state_dir} ({', '.join(running)}): `rfr down` first",
+                   err=True)
+        raise typer.Exit(1)
     fetch_models(settings.model_dir)
     work = settings.stack.state_dir.resolve() / "demo"
     shutil.rmtree(work, ignore_errors=True)  # the last demo's stack and gallery
@@ -242,7 +314,7 @@ def demo(
     gallery, probes = prepare(work, lfw, identities, strangers, face_px, level, seed)
     typer.echo(f"{len(probes)} CCTV-like stills ({face_px}px faces, {level}) of {identities} enrolled and "
                f"{strangers} non-enrolled people, from {lfw}")
-    with running_stack(settings):
+    with running_stack(settings, keep=keep):
         enrol(settings, gallery)
         collector = ResultCollector(settings.kafka, f"rfr-demo-{int(time.time())}")
         started = time.monotonic()
@@ -250,10 +322,15 @@ def demo(
         complete = collector.wait_for([p.submission_id for p in probes], timeout_s)
         elapsed = time.monotonic() - started
         collector.close()
+        accounts = demo_accounts(settings) if keep else []
+    if keep:
+        hand_over(own, settings)
     n_enrolled, right, n_strangers, quiet = show(probes, dict(collector.results))
     typer.echo(f"\n{len(probes)} stills through the pipeline in {elapsed:.1f}s. Enrolled people ranked first: "
                f"{right}/{n_enrolled}. Non-enrolled people with no candidate above the threshold: "
                f"{quiet}/{n_strangers}.\nCandidate lists are for trained human review; none is an identification.")
+    if keep:
+        show_kept(settings, accounts)
     if not complete:
         typer.echo("some stills had no final outcome in time (see .rfr/core/logs)", err=True)
         raise typer.Exit(1)

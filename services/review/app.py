@@ -8,7 +8,9 @@ role that may not. Errors are ``{"detail": {"reason": ..., "message": ...}}``: 4
 ``note_too_short``, ``two_possible_matches``, ``reason_required``) or request, 503 ``unavailable`` (the store).
 
 Routes: :mod:`services.review.routes_cases` (queue, cases, images, decisions) and
-:mod:`services.review.routes_admin` (audit, retention, users, tokens, final decisions for case systems).
+:mod:`services.review.routes_admin` (audit, retention, users, tokens, final decisions for case systems). The same
+app serves the reviewers' web pages (:mod:`services.review.web`: sign-in with a cookie session, queue, cases,
+audit...), outside ``/v1`` and the OpenAPI schema.
 """
 
 import logging
@@ -30,6 +32,7 @@ from services.review.context import ApiContext
 from services.review.outages import STORE_OUTAGES
 from services.review.routes_admin import admin_routes
 from services.review.routes_cases import case_routes
+from services.review.web import install_web
 
 logger = logging.getLogger(__name__)
 
@@ -114,4 +117,5 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     app.include_router(case_routes(ctx, guards))
     app.include_router(admin_routes(ctx, guards))
+    install_web(app, ctx)
     return app

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from rfr.core.blobstore import BlobStore
 from rfr.core.review_messages import DecisionEvent
+from rfr.core.settings import ReviewSettings, Settings
 from rfr.review.audit import AuditLog
 from rfr.review.store import ReviewStore
 from rfr.review.users import UserStore
@@ -35,5 +36,13 @@ class ApiContext:
     retention: Callable[[], RetentionOut] = _no_retention
     metrics: ReviewMetrics | None = None
     on_final: Callable[[], None] = field(default=lambda: None)
+    settings: Settings | None = None
+    """The service's settings (the pages read ``review``; the gallery page erases through them); None in tests
+    that need only the defaults of :attr:`review_settings`."""
+
+    @property
+    def review_settings(self) -> ReviewSettings:
+        """``settings.review``, or the defaults when no settings were given."""
+        return self.settings.review if self.settings is not None else ReviewSettings()
 
 

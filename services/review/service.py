@@ -177,7 +177,7 @@ def api_context(settings: Settings, review: Review, blobs: BlobStore, retention:
                 metrics: ReviewMetrics, on_final: Callable[[], None]) -> ApiContext:
     return ApiContext(review.store, review.users, review.audit, blobs,
                       lambda after, limit: final_decisions(review.engine, after, limit),
-                      settings.review.session_ttl_s, retention.status, metrics, on_final)
+                      settings.review.session_ttl_s, retention.status, metrics, on_final, settings)
 
 
 def main() -> int:
