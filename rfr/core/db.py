@@ -22,6 +22,8 @@ Log URLs through :func:`redacted` only: they may carry a password.
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -99,7 +101,7 @@ def _tune_sqlite(engine: Engine, wal: bool) -> None:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             if wal:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _wal(cursor)
                 cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
@@ -108,6 +110,22 @@ def _tune_sqlite(engine: Engine, wal: bool) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _wal(cursor: Any) -> None:
+    """Put the database in WAL mode (it stays so: later connections find it done). Switching needs the exclusive
+    lock, and SQLite answers "database is locked" at once, without waiting the busy timeout, while another
+    connection of a fresh file is switching too: retried here until the busy timeout has passed."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _lock_key(version_table: str) -> int:

@@ -207,6 +207,24 @@ class DeliveryTracker:
             raise DeliveryFailed("; ".join(errors[:5]), permanent=permanent and not remaining)
 
 
+def produce_and_wait(kafka: KafkaSettings, outputs: Sequence[Output], *, broker_wait_s: float,
+                     delivery_timeout_s: float) -> None:
+    """Produce ``outputs`` from a producer of their own and wait for every acknowledgement (``acks=all``): for a
+    command or a page that announces something once, not a stage. The broker is waited for first
+    (:class:`BrokerUnavailable` after ``broker_wait_s``) and the pipeline topics the outputs go to are created when
+    missing (:class:`DeliveryFailed` when they cannot be); an output not acknowledged within ``delivery_timeout_s``
+    is :class:`DeliveryFailed`."""
+    wait_for_broker(kafka, broker_wait_s)
+    topics = sorted({out.topic for out in outputs})
+    try:
+        ensure_topics(kafka, [s for s in topic_specs(kafka) if s.name in topics], timeout_s=broker_wait_s)
+    except KafkaException as exc:
+        raise DeliveryFailed(f"{', '.join(topics)}: the topic is missing and could not be created: {exc}") from exc
+    tracker = DeliveryTracker(make_producer(kafka, **{"message.timeout.ms": int(delivery_timeout_s * 1000)}))
+    tracker.produce(outputs)
+    tracker.flush(delivery_timeout_s + 5.0)
+
+
 def _header_pairs(msg: Message) -> Iterator[tuple[str, str | None]]:
     """Every header of ``msg`` in order, values as text (UTF-8, undecodable bytes replaced) or None."""
     raw = msg.headers() or []

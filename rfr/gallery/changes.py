@@ -19,8 +19,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Literal
 
+from rfr.core.kafka import Output, produce_and_wait
 from rfr.core.review_messages import GALLERY_CHANGE_MAX_FACES, GalleryChange, GalleryFaceRecord
 from rfr.core.schemas import template_bytes, utcnow
+from rfr.core.settings import KafkaSettings
+from rfr.core.topics import Topics
 from rfr.gallery.enrol import EnrolledFace
 
 GalleryAction = Literal["enrolled", "erased"]
@@ -90,3 +93,16 @@ def erasure_changes(subject_id: str, faces: Sequence[tuple[str, str]], model_id:
             for change in gallery_changes("erased", watch_list, model_id,
                                           erased_records(subject_id, (f for f, w in faces if w == watch_list)),
                                           actor, reason, at, at.isoformat())]
+
+
+def announce_gallery_changes(kafka: KafkaSettings, changes: Sequence[GalleryChange], *, broker_wait_s: float,
+                             delivery_timeout_s: float) -> str:
+    """Produce ``changes`` on the gallery topic (created if missing) and wait for every acknowledgement; the topic's
+    name. Keyed by watch-list, so the changes of one watch-list stay in order on one partition, each with its event
+    id in the ``rfr-event-id`` header. Raises :class:`~rfr.core.kafka.BrokerUnavailable` or
+    :class:`~rfr.core.kafka.DeliveryFailed` (:func:`~rfr.core.kafka.produce_and_wait`); producing again is safe:
+    the review service drops a change it has, by event id."""
+    topic = Topics.from_settings(kafka).gallery
+    produce_and_wait(kafka, [Output(topic, c.to_bytes(), key=c.watch_list, event_id=c.event_id) for c in changes],
+                     broker_wait_s=broker_wait_s, delivery_timeout_s=delivery_timeout_s)
+    return topic

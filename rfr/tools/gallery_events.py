@@ -15,14 +15,12 @@ import os
 from collections.abc import Sequence
 
 import typer
-from confluent_kafka import KafkaException
 
-from rfr.core import kafka
-from rfr.core.kafka import BrokerUnavailable, DeliveryFailed, DeliveryTracker, Output
+from rfr.core.kafka import BrokerUnavailable, DeliveryFailed
 from rfr.core.review_messages import GalleryChange
 from rfr.core.settings import Settings
-from rfr.core.topics import Topics, topic_specs
-from rfr.gallery.changes import enrolment_changes
+from rfr.core.topics import Topics
+from rfr.gallery.changes import announce_gallery_changes, enrolment_changes
 from rfr.gallery.enrol import EnrolReport
 
 logger = logging.getLogger(__name__)
@@ -61,17 +59,8 @@ def announce(settings: Settings, changes: Sequence[GalleryChange], *, broker_wai
     """
     if not changes:
         return
-    topic = gallery_topic(settings)
-    kafka.wait_for_broker(settings.kafka, broker_wait_s)
-    try:
-        kafka.ensure_topics(settings.kafka, [s for s in topic_specs(settings.kafka) if s.name == topic],
-                            timeout_s=broker_wait_s)
-    except KafkaException as exc:
-        raise DeliveryFailed(f"{topic}: the topic is missing and could not be created: {exc}") from exc
-    timeout_ms = int(delivery_timeout_s * 1000)
-    tracker = DeliveryTracker(kafka.make_producer(settings.kafka, **{"message.timeout.ms": timeout_ms}))
-    tracker.produce(Output(topic, c.to_bytes(), key=c.watch_list, event_id=c.event_id) for c in changes)
-    tracker.flush(delivery_timeout_s + 5.0)
+    topic = announce_gallery_changes(settings.kafka, changes, broker_wait_s=broker_wait_s,
+                                     delivery_timeout_s=delivery_timeout_s)
     logger.info("announced %d gallery change(s) (%d photo(s)) on %s", len(changes),
                 sum(len(c.faces) for c in changes), topic)
 

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
-
-from rfr.core import db, kafka
+from rfr.core import db, http_thread, kafka
 from rfr.core.blobstore import FileBlobStore
+from rfr.core.http_thread import Background
 from rfr.core.imaging import ImageLimits
 from rfr.core.logs import setup_logging
 from rfr.core.settings import Settings, settings_or_exit
@@ -68,40 +64,10 @@ def build_ingestor(settings: Settings, topics: Topics, store: SubmissionStore,
     return Ingestor(topics, store, FileBlobStore(settings.blob_dir), metrics, limits, settings.ingest.inline_max_bytes)
 
 
-@dataclass
-class Background:
-    """A component running in its own thread, with the way to stop it."""
-
-    name: str
-    thread: threading.Thread
-    stop: Callable[[], None]
-
-    def close(self, timeout_s: float = 15.0) -> None:
-        self.stop()
-        self.thread.join(timeout_s)
-        if self.thread.is_alive():
-            logger.warning("%s did not stop within %.0fs", self.name, timeout_s)
-
-
 def start_http(settings: Settings, ctx: HttpContext, timeout_s: float = 20.0) -> Background:
     """Serve the HTTP channel in a thread; raise OSError when it does not come up."""
-    config = uvicorn.Config(create_app(ctx), host=settings.ingest.http_host, port=settings.ingest.http_port,
-                            log_config=None, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="ingest-http", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise OSError(f"HTTP channel did not start on {settings.ingest.http_host}:{settings.ingest.http_port}")
-        time.sleep(0.05)
-    logger.info("HTTP channel on http://%s:%s (OpenAPI at /docs)", settings.ingest.http_host,
-                settings.ingest.http_port)
-
-    def stop() -> None:
-        server.should_exit = True
-
-    return Background("http", thread, stop)
+    return http_thread.start_http(create_app(ctx), settings.ingest.http_host, settings.ingest.http_port,
+                                  label="HTTP channel", thread_name="ingest-http", name="http", timeout_s=timeout_s)
 
 
 def status_processor(settings: Settings, topics: Topics, handler: StatusHandler) -> StreamProcessor:

@@ -54,14 +54,16 @@ def count_step(metrics: ReviewMetrics | None, view: CaseView, actor: Principal) 
         metrics.disagreements.inc()
 
 
+def after_step(ctx: ApiContext, view: CaseView, actor: Principal) -> CaseView:
+    """After ``actor``'s step on ``view``: count it, and wake the decision publisher when the case is final."""
+    count_step(ctx.metrics, view, actor)
+    if view.state in FINAL_STATES:
+        ctx.on_final()
+    return view
+
+
 def case_routes(ctx: ApiContext, guards: Guards) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["cases"])
-
-    def _after_step(view: CaseView, actor: Principal) -> CaseView:
-        count_step(ctx.metrics, view, actor)
-        if view.state in FINAL_STATES:
-            ctx.on_final()
-        return view
 
     @router.get("/queue")
     def queue(
@@ -84,41 +86,32 @@ def case_routes(ctx: ApiContext, guards: Guards) -> APIRouter:
     @router.get("/cases/{case_id}/probe.jpg", response_class=Response, responses=IMAGE)
     def probe_crop(case_id: CaseId, _: Annotated[Principal, guards(CASE_VIEWERS)]) -> Response:
         """The aligned probe face crop (JPEG); 410 once retention purged it."""
-        data = ctx.store.probe_crop(case_id)
-        if data is None:
-            raise api_error(410, "purged", f"the probe of case {case_id} was purged by retention")
-        return image_response(data)
+        return probe_response(ctx, case_id)
 
     @router.get("/cases/{case_id}/still", response_class=Response, responses=IMAGE)
     def still(case_id: CaseId, _: Annotated[Principal, guards(CASE_VIEWERS)]) -> Response:
         """The submitted still the probe was found in; 404 when it was not kept or was purged."""
-        ref = ctx.store.probe_still_ref(case_id)
-        if ref is None:
-            raise api_error(404, "no_still", f"the still of case {case_id} was not kept or was purged")
-        return _blob(ctx, ref, "still")
+        return still_response(ctx, case_id)
 
     @router.get("/gallery-photos/{gallery_face_id}", response_class=Response, responses=IMAGE)
     def gallery_photo(gallery_face_id: str, _: Annotated[Principal, guards(CASE_VIEWERS)]) -> Response:
         """An enrolled photo of a candidate (by its gallery face id); 404 when unknown, not kept or erased."""
-        ref = ctx.store.gallery_photo(gallery_face_id)
-        if ref is None:
-            raise api_error(404, "no_photo", "no kept photo for this gallery face")
-        return _blob(ctx, ref, "gallery photo")
+        return gallery_photo_response(ctx, gallery_face_id)
 
     @router.post("/cases/{case_id}/decisions")
     def decide(case_id: CaseId, body: DecisionIn, principal: Annotated[Principal, guards(DECIDERS)]) -> CaseView:
         """A pending case's first decision, or an awaiting case's blind verification (never one's own)."""
-        return _after_step(ctx.store.decide(case_id, principal, _labels(body), body.reason, body.note), principal)
+        return after_step(ctx, ctx.store.decide(case_id, principal, _labels(body), body.reason, body.note), principal)
 
     @router.post("/cases/{case_id}/escalate")
     def escalate(case_id: CaseId, body: NoteIn, principal: Annotated[Principal, guards(DECIDERS)]) -> CaseView:
         """Send a pending or awaiting case to a supervisor, with a note."""
-        return _after_step(ctx.store.escalate(case_id, principal, body.note, body.reason), principal)
+        return after_step(ctx, ctx.store.escalate(case_id, principal, body.note, body.reason), principal)
 
     @router.post("/cases/{case_id}/resolve")
     def resolve(case_id: CaseId, body: DecisionIn, principal: Annotated[Principal, guards(SUPERVISORS)]) -> CaseView:
         """A supervisor's final decision on an escalated case (not one they decided as first or verifier)."""
-        return _after_step(ctx.store.resolve(case_id, principal, _labels(body), body.reason, body.note), principal)
+        return after_step(ctx, ctx.store.resolve(case_id, principal, _labels(body), body.reason, body.note), principal)
 
     @router.post("/cases/{case_id}/close")
     def close(case_id: CaseId, body: NoteIn, principal: Annotated[Principal, guards(SUPERVISORS)]) -> CaseView:
@@ -128,7 +121,33 @@ def case_routes(ctx: ApiContext, guards: Guards) -> APIRouter:
     return router
 
 
-def _blob(ctx: ApiContext, ref: str, what: str) -> Response:
+def probe_response(ctx: ApiContext, case_id: int) -> Response:
+    """The case's aligned probe crop; 410 once retention purged it."""
+    data = ctx.store.probe_crop(case_id)
+    if data is None:
+        raise api_error(410, "purged", f"the probe of case {case_id} was purged by retention")
+    return image_response(data)
+
+
+def still_response(ctx: ApiContext, case_id: int) -> Response:
+    """The still the case's probe was found in; 404 when it was not kept or was purged."""
+    ref = ctx.store.probe_still_ref(case_id)
+    if ref is None:
+        raise api_error(404, "no_still", f"the still of case {case_id} was not kept or was purged")
+    return blob_response(ctx, ref, "still")
+
+
+def gallery_photo_response(ctx: ApiContext, gallery_face_id: str) -> Response:
+    """An enrolled photo by its gallery face id; 404 when unknown, not kept or erased."""
+    ref = ctx.store.gallery_photo(gallery_face_id)
+    if ref is None:
+        raise api_error(404, "no_photo", "no kept photo for this gallery face")
+    return blob_response(ctx, ref, "gallery photo")
+
+
+def blob_response(ctx: ApiContext, ref: str, what: str) -> Response:
+    """The image at ``ref`` in the blob store (:func:`image_response`); the API error (404, 500, 503) naming
+    ``what`` when it is gone, corrupt or the store is down."""
     try:
         return image_response(ctx.blobs.get(ref))
     except (BlobNotFound, ValueError) as exc:

@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-import uvicorn
 from alembic.util import CommandError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from rfr.core import db, kafka
+from rfr.core import db, http_thread, kafka
 from rfr.core.blobstore import BlobStore, FileBlobStore
+from rfr.core.http_thread import Background
 from rfr.core.logs import setup_logging
 from rfr.core.review_messages import GalleryChange
 from rfr.core.schemas import utcnow
@@ -100,40 +98,11 @@ def open_review(settings: Settings) -> Review:
     return Review(engine, audit, store, users)
 
 
-@dataclass
-class Background:
-    """A component running in its own thread, with the way to stop it."""
-
-    name: str
-    thread: threading.Thread
-    stop: Callable[[], None]
-
-    def close(self, timeout_s: float = 15.0) -> None:
-        self.stop()
-        self.thread.join(timeout_s)
-        if self.thread.is_alive():
-            logger.warning("%s did not stop within %.0fs", self.name, timeout_s)
-
-
 def start_http(settings: Settings, ctx: ApiContext, timeout_s: float = 20.0) -> Background:
     """Serve the API in a thread; raise OSError when it does not come up."""
-    host, port = settings.review.http_host, settings.review.http_port
-    config = uvicorn.Config(create_app(ctx), host=host, port=port, log_config=None, lifespan="off",
-                            access_log=False)  # the audit log records who saw what; URLs carry case references
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="review-http", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise OSError(f"review API did not start on {host}:{port}")
-        time.sleep(0.05)
-    logger.info("review API on http://%s:%s (OpenAPI at /docs)", host, port)
-
-    def stop() -> None:
-        server.should_exit = True
-
-    return Background("review API", thread, stop)
+    return http_thread.start_http(create_app(ctx), settings.review.http_host, settings.review.http_port,
+                                  label="review API", thread_name="review-http", timeout_s=timeout_s,
+                                  access_log=False)  # the audit log records who saw what; URLs carry case references
 
 
 def make_jobs(settings: Settings, review: Review, publisher: OutboxPublisher, retention: RetentionJob,

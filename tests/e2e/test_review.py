@@ -9,92 +9,47 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
+from support.review_e2e import (
+    add_users,
+    api_client,
+    case_of,
+    decision_events,
+    enrol,
+    people,
+    review_base,
+    still,
+    submit,
+)
 from support.stack import rfr_cli
 
-from rfr.core import kafka
-from rfr.core.review_messages import DecisionEvent
-from rfr.core.schemas import decode, submission_id
 from rfr.core.settings import Settings, review_database_url
-from rfr.core.topics import Topics
 from rfr.tools import stack
-from rfr.tools.demo import Probe, cctv_still, submit
-from rfr.tools.results import ResultCollector
+from rfr.tools.demo import RETAILER
 
-PASSWORD = "correct horse battery"
 USERS = {"alice": "reviewer", "bob": "reviewer", "carol": "supervisor", "dan": "auditor"}
 REASON = "crime ref CR-2026-0042"
-
-
-def _people(lfw_dir: Path, start: int, n: int) -> list[list[Path]]:
-    people = sorted(p for p in lfw_dir.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 3)
-    return [sorted(p.glob("*.jpg")) for p in people[start:start + n]]
-
-
-def _gallery(root: Path, people: list[list[Path]]) -> Path:
-    for photos in people:
-        (root / photos[0].parent.name).mkdir(parents=True)
-        (root / photos[0].parent.name / photos[0].name).symlink_to(photos[0])
-    return root
-
-
-def _probe(photo: Path, seed: int) -> Probe:
-    jpeg = cctv_still(photo, 96, "clean", np.random.default_rng(seed))
-    return Probe(photo.parent.name, True, jpeg, submission_id("demo-retailer", jpeg))
 
 
 @pytest.fixture(scope="module")
 def api(live_stack: Settings) -> Iterator[Callable[[str], httpx.Client]]:
     """A logged-in API client per user (the users are made with `rfr review user-add`, as an administrator would)."""
-    env = dict(os.environ) | stack.settings_env(live_stack)
-    for name, role in USERS.items():
-        made = subprocess.run([sys.executable, "-m", "rfr", "review", "user-add", name, "--role", role,
-                               "--password-stdin"], input=PASSWORD + "\n", env=env, capture_output=True, text=True,
-                              timeout=120, check=False)
-        assert made.returncode == 0, made.stderr
-    base = f"http://{live_stack.review.http_host}:{live_stack.review.http_port}"
+    add_users(live_stack, USERS)
     clients: dict[str, httpx.Client] = {}
 
     def client(name: str) -> httpx.Client:
         if name not in clients:
-            login = httpx.post(f"{base}/v1/login", json={"name": name, "password": PASSWORD}, timeout=30)
-            assert login.status_code == 200, login.text
-            clients[name] = httpx.Client(base_url=base, timeout=30,
-                                         headers={"Authorization": f"Bearer {login.json()['token']}"})
+            clients[name] = api_client(live_stack, name)
         return clients[name]
 
     yield client
     for c in clients.values():
         c.close()
-
-
-def _lists(settings: Settings, probes: list[Probe]) -> ResultCollector:
-    collector = ResultCollector(settings.kafka, f"e2e-review-{time.time_ns()}")
-    submit(settings, probes)
-    assert collector.wait_for([p.submission_id for p in probes], 420), "no final outcome for every still"
-    collector.close()
-    return collector
-
-
-def _case_of(client: httpx.Client, sub: str, trigger: str = "submission", timeout_s: float = 120) -> int:
-    """The case made from the submission's candidate list (waits for the review service to consume it)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        queue = client.get("/v1/queue", params={"limit": 500})
-        assert queue.status_code == 200, queue.text
-        for item in queue.json()["items"] if isinstance(queue.json(), dict) else queue.json():
-            if item["face_id"].startswith(sub + ":") and item["trigger"] == trigger:
-                return int(item["case_id"])
-        time.sleep(0.5)
-    raise AssertionError(f"no {trigger} case for {sub} after {timeout_s}s")
 
 
 def _labels(case: dict[str, Any], match_rank: int | None) -> list[dict[str, Any]]:
@@ -111,43 +66,19 @@ def _decide(client: httpx.Client, case_id: int, match_rank: int | None, path: st
     return dict(done.json())
 
 
-def _decision_events(settings: Settings, want: set[int], timeout_s: float = 60) -> dict[int, list[DecisionEvent]]:
-    """Decision events of the cases ``want``, read as a case system would, from the start of the topic."""
-    consumer = kafka.make_consumer(settings.kafka, f"e2e-decisions-{uuid.uuid4().hex}")
-    consumer.subscribe([Topics.from_settings(settings.kafka).decisions])
-    got: dict[int, list[DecisionEvent]] = {}
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline and not want <= set(got):
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            event = decode(DecisionEvent, msg.value())
-            got.setdefault(event.case_id, []).append(event)
-        time.sleep(2)  # anything more (a duplicate) would arrive now
-        while (msg := consumer.poll(0.5)) is not None:
-            if not msg.error():
-                event = decode(DecisionEvent, msg.value())
-                got.setdefault(event.case_id, []).append(event)
-    finally:
-        consumer.close()
-    return {k: v for k, v in got.items() if k in want}
-
-
 def test_two_people_make_a_lead_and_a_disagreement_goes_to_the_supervisor(
         live_stack: Settings, lfw_dir: Path, tmp_path: Path, api: Callable[[str], httpx.Client]) -> None:
-    people = _people(lfw_dir, 300, 2)
-    enrolled = rfr_cli(live_stack, "enrol", str(_gallery(tmp_path / "g", people)), "--no-progress",
-                       "--allow-partial", "--reason", "custody images, PACE s.64A")
-    assert enrolled.returncode == 0, enrolled.stderr
-    probes = [_probe(photos[0], seed) for seed, photos in enumerate(people)]  # the custody photo, as CCTV sees it
-    results = _lists(live_stack, probes).results
+    persons = people(lfw_dir, 300, 2)
+    enrol(live_stack, tmp_path / "g", persons, "custody images, PACE s.64A")
+    # the custody photos, as CCTV sees them
+    probes = [still(photos[0], seed, RETAILER) for seed, photos in enumerate(persons)]
+    results = submit(live_stack, probes)
     ranks = []
     for p in probes:
         [cl] = results[p.submission_id].lists.values()
         ranks.append(next(c.rank for c in cl.candidates if c.subject_id == p.truth))
     alice, bob, carol, dan = (api(n) for n in ("alice", "bob", "carol", "dan"))
-    agreed, disputed = (_case_of(alice, p.submission_id) for p in probes)
+    agreed, disputed = (case_of(alice, p.submission_id) for p in probes)
 
     first = _decide(alice, agreed, ranks[0])
     assert first["state"] == "awaiting_verification"
@@ -168,7 +99,7 @@ def test_two_people_make_a_lead_and_a_disagreement_goes_to_the_supervisor(
     resolved = _decide(carol, disputed, ranks[1], path="resolve")
     assert (resolved["state"], resolved["lead_subject_id"]) == ("lead", probes[1].truth)
 
-    events = _decision_events(live_stack, {agreed, disputed})
+    events = decision_events(live_stack, {agreed, disputed})
     assert {k: len({e.event_id for e in v}) for k, v in events.items()} == {agreed: 1, disputed: 1}
     lead = events[agreed][0]
     assert lead.outcome == "lead" and lead.lead is not None and lead.lead.subject_id == probes[0].truth
@@ -189,7 +120,7 @@ def test_a_retailer_key_is_refused_everywhere(live_stack: Settings) -> None:
     made = rfr_cli(live_stack, "api-keys", "create", "shop-e2e")
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip().splitlines()[-1]
-    base = f"http://{live_stack.review.http_host}:{live_stack.review.http_port}"
+    base = review_base(live_stack)
     for path in ("/v1/queue", "/v1/cases/1?reason=x", "/v1/audit", "/v1/decisions", "/v1/retention"):
         for headers in ({"X-API-Key": key}, {"Authorization": f"Bearer {key}"}):
             assert httpx.get(base + path, headers=headers, timeout=30).status_code == 401, (path, headers)
@@ -197,14 +128,12 @@ def test_a_retailer_key_is_refused_everywhere(live_stack: Settings) -> None:
 
 def test_a_probe_of_someone_enrolled_later_becomes_a_case(
         live_stack: Settings, lfw_dir: Path, tmp_path: Path, api: Callable[[str], httpx.Client]) -> None:
-    [person] = _people(lfw_dir, 310, 1)
-    probe = _probe(person[0], 7)
-    [cl] = _lists(live_stack, [probe]).results[probe.submission_id].lists.values()
+    [person] = people(lfw_dir, 310, 1)
+    probe = still(person[0], 7, RETAILER)
+    [cl] = submit(live_stack, [probe])[probe.submission_id].lists.values()
     assert probe.truth not in {c.subject_id for c in cl.candidates}  # not enrolled yet
-    enrolled = rfr_cli(live_stack, "enrol", str(_gallery(tmp_path / "g", [person])), "--no-progress",
-                       "--allow-partial", "--reason", "booked in today")
-    assert enrolled.returncode == 0, enrolled.stderr
-    case_id = _case_of(api("alice"), probe.submission_id, trigger="re_search")
+    enrol(live_stack, tmp_path / "g", [person], "booked in today")
+    case_id = case_of(api("alice"), probe.submission_id, trigger="re_search")
     case = api("alice").get(f"/v1/cases/{case_id}", params={"reason": REASON}).json()
     assert probe.truth in {c["subject_id"] for c in case["candidates"]}
     assert case["search"]["trigger"] == "re_search"

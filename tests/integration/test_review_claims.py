@@ -10,7 +10,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import insert, select
-from support.review_data import ALICE, AUDREY, BOB, SAM, SECRET, SUE, T0, Env, candidate_list, labels, open_store
+from support.review_data import ALICE, AUDREY, BOB, SAM, SECRET, SUE, T0, Env, candidate_list, labels
 
 from rfr.core.db import CONNECTION_ATTR, VERSION_TABLE_ATTR, make_engine
 from rfr.core.schemas import FaceQuality
@@ -23,11 +23,6 @@ from rfr.review.store import MIGRATIONS, VERSION_TABLE, ReviewStore
 LOW = FaceQuality(face_px=30.0, score=0.9, sharpness=80.0, eye_distance_px=10.0, pose_ok=True)
 TURNED = FaceQuality(face_px=120.0, score=0.9, sharpness=500.0, eye_distance_px=40.0, pose_ok=False)
 GOOD = FaceQuality(face_px=120.0, score=0.99, sharpness=500.0, eye_distance_px=40.0, pose_ok=True)
-
-
-@pytest.fixture
-def env(database_url: str) -> Env:
-    return open_store(database_url)
 
 
 def _case(env: Env, face_id: str, quality: FaceQuality = GOOD, **kw: object) -> int:

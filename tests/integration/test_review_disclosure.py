@@ -9,36 +9,22 @@ import zlib
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
-from support.review_data import ADMIN, ALICE, AUDREY, BOB, SUE, Env, candidate_list, enrolment, labels, open_store, unit
+from support.review_data import ALICE, AUDREY, BOB, POLICY, SUE, Env, candidate_list, enrolment, labels, unit
+from support.review_pages import api_context, users_of
 from support.stills import jpeg
 
 from rfr.core.blobstore import FileBlobStore
 from rfr.core.schemas import CandidateList
-from rfr.core.settings import RetentionSettings
 from rfr.review import disclosure as dc
 from rfr.review import workflow as wf
 from rfr.review.retention import run_retention
-from rfr.review.users import Principal, Role, UserStore
+from rfr.review.users import Principal, Role
 from services.review.app import create_app
-from services.review.context import ApiContext
-from services.review.feed import final_decisions
 from services.review.web.disclosure_pdf import pack_pdf
 
 STILL = jpeg(320, 240, seed=7)
 CROP = jpeg(112, 112, seed=8)
-POLICY = RetentionSettings(no_candidate_days=31, no_lead_days=31, pending_days=90, closed_lead_days=365)
-
-
-@pytest.fixture
-def env(database_url: str) -> Env:
-    return open_store(database_url)
-
-
-@pytest.fixture
-def blobs(tmp_path: Path) -> FileBlobStore:
-    return FileBlobStore(tmp_path / "blobs")
 
 
 def pdf_text(pdf: bytes) -> str:
@@ -114,11 +100,8 @@ def test_the_pdf_text_has_the_notice_the_case_and_every_decision(env: Env, blobs
 
 def test_the_printable_page_shows_the_pack_inline(env: Env, blobs: FileBlobStore, tmp_path: Path) -> None:
     case_id = lead_case(env, blobs)
-    users = UserStore(env.store.engine, env.audit, hasher=PasswordHasher(time_cost=1, memory_cost=1024,
-                                                                         parallelism=1))
-    users.create_user("sue", Role.SUPERVISOR, "a long enough password", by=ADMIN)
-    ctx = ApiContext(env.store, users, env.audit, blobs, lambda a, n: final_decisions(env.store.engine, a, n))
-    app = create_app(ctx)
+    users = users_of(env, {"sue": Role.SUPERVISOR}, "a long enough password")
+    app = create_app(api_context(env, users, blobs))
     client = TestClient(app)
     client.cookies.set("rfr_session", users.issue_session(Principal("sue", Role.SUPERVISOR)))
     page = client.get(f"/cases/{case_id}/disclosure", params={"reason": "CPS request 79"}).text

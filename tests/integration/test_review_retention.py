@@ -3,29 +3,15 @@ template from the review store, the audit log says so, and the case keeps its de
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from support.review_data import ALICE, BOB, SUE, Env, candidate_list, labels, open_store
+from support.review_data import ALICE, BOB, POLICY, SUE, Env, candidate_list, labels
 
 from rfr.core.blobstore import BlobNotFound, FileBlobStore
-from rfr.core.settings import RetentionSettings
 from rfr.review import tables as t
 from rfr.review.retention import due_counts, run_retention
-
-POLICY = RetentionSettings(no_candidate_days=31, no_lead_days=31, pending_days=90, closed_lead_days=365)
-
-
-@pytest.fixture
-def env(database_url: str) -> Env:
-    return open_store(database_url)
-
-
-@pytest.fixture
-def blobs(tmp_path: Path) -> FileBlobStore:
-    return FileBlobStore(tmp_path / "blobs")
 
 
 def _probe(env: Env, face_id: str) -> dict[str, object]:

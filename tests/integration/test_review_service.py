@@ -18,9 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from support.broker import Record, on, read_until
-from support.review_data import ADMIN, candidate_list, enrolment, unit
+from support.review_data import ADMIN, candidate_list, cheap_hasher, enrolment, unit
 
 from rfr.core.db import make_engine, sqlite_url
 from rfr.core.kafka import EVENT_ID_HEADER, make_producer
@@ -99,7 +98,7 @@ def add_people(state: Path) -> dict[str, str]:
     """Users made as `rfr review users create` would, on the service's own database and secret."""
     engine = make_engine(sqlite_url(state / "review.db"))
     audit = AuditLog(engine, (state / "review-secret").read_bytes())
-    users = UserStore(engine, audit, hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    users = UserStore(engine, audit, hasher=cheap_hasher())
     tokens = {}
     for name, role in (("alice", Role.REVIEWER), ("bob", Role.REVIEWER), ("sue", Role.SUPERVISOR)):
         users.create_user(name, role, PASSWORD, by=ADMIN)

@@ -41,11 +41,6 @@ ALL_TABLES = {"probes", "searches", "cases", "candidates", "decisions", "gallery
               "outbox", "policy_state", "audit_entries", "audit_checkpoints", "audit_head", "users", "api_tokens"}
 
 
-@pytest.fixture
-def env(database_url: str) -> Env:
-    return open_store(database_url)
-
-
 def _new_case(env: Env, face_id: str = "sub_a:f0", **kw: object) -> int:
     case_id = env.store.record_search(candidate_list(face_id, **kw))  # type: ignore[arg-type]
     assert case_id is not None

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+from argon2 import PasswordHasher
 
 from rfr.core.db import make_engine
 from rfr.core.geometry import Box
 from rfr.core.review_messages import GalleryChange, GalleryFaceRecord
 from rfr.core.schemas import Candidate, CandidateList, FaceQuality, Probe, SubmissionMeta, template_bytes
+from rfr.core.settings import RetentionSettings
 from rfr.review.audit import AuditLog
 from rfr.review.store import ReviewStore
 from rfr.review.users import Principal, Role
@@ -31,6 +33,10 @@ SUE = Principal("sue", Role.SUPERVISOR)
 SAM = Principal("sam", Role.SUPERVISOR)
 AUDREY = Principal("audrey", Role.AUDITOR)
 ADMIN = Principal("root", Role.ADMINISTRATOR)
+
+POLICY = RetentionSettings(no_candidate_days=31, no_lead_days=31, pending_days=90, closed_lead_days=365)
+"""The retention policy of the review tests: a probe without candidate or lead kept 31 days, a pending case 90, a
+closed lead's probe a year."""
 
 
 class Clock:
@@ -73,6 +79,11 @@ def open_store(url: str, two_person: bool = True, checkpoint_every: int = 1000) 
     store = ReviewStore.open(engine, AuditLog(engine, SECRET, checkpoint_every, clock=clock), clock, two_person)
     assert isinstance(store.audit, AuditLog)
     return Env(store, store.audit, clock)
+
+
+def cheap_hasher() -> PasswordHasher:
+    """argon2 at its cheapest: the tests create and sign in many users."""
+    return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 def candidate_list(face_id: str, candidates: Sequence[tuple[str, float]] = (("subj-1", 0.82), ("subj-2", 0.71)), *,

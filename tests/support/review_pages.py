@@ -4,16 +4,16 @@ person, signing in through the form, reading the CSRF token off the page like a 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from rfr.core.blobstore import FileBlobStore
+from rfr.core.blobstore import BlobStore, FileBlobStore
 from rfr.core.db import sqlite_url
 from rfr.core.settings import Settings
 from rfr.review.users import Role, UserStore
@@ -21,7 +21,7 @@ from services.review.app import create_app
 from services.review.context import ApiContext
 from services.review.feed import final_decisions
 from services.review.web.security import WebState
-from support.review_data import ADMIN, Env, candidate_list, open_store
+from support.review_data import ADMIN, Env, candidate_list, cheap_hasher, open_store
 
 PASSWORD = "a long enough password"
 PEOPLE = {"alice": Role.REVIEWER, "bob": Role.REVIEWER, "carol": Role.REVIEWER, "sue": Role.SUPERVISOR,
@@ -99,14 +99,26 @@ class Pages:
         return resp
 
 
+def users_of(env: Env, people: Mapping[str, Role], password: str) -> UserStore:
+    """The user store of ``env`` (:func:`cheap_hasher`) with ``people`` (name -> role) made by :data:`ADMIN`, each
+    with ``password``."""
+    users = UserStore(env.store.engine, env.audit, hasher=cheap_hasher())
+    for name, role in people.items():
+        users.create_user(name, role, password, by=ADMIN)
+    return users
+
+
+def api_context(env: Env, users: UserStore, blobs: BlobStore, **fields: Any) -> ApiContext:
+    """The review API's context on ``env``, its final decisions read from the store; ``fields``: the context's
+    others (``settings``, ``retention``, ``metrics``...)."""
+    return ApiContext(env.store, users, env.audit, blobs, lambda a, n: final_decisions(env.store.engine, a, n),
+                      **fields)
+
+
 def make_pages(tmp_path: Path, settings: Settings | None = None) -> Pages:
     env = open_store(sqlite_url(tmp_path / "review.db"))
-    users = UserStore(env.store.engine, env.audit, hasher=PasswordHasher(time_cost=1, memory_cost=1024,
-                                                                         parallelism=1))
-    for name, role in PEOPLE.items():
-        users.create_user(name, role, PASSWORD, by=ADMIN)
-    ctx = ApiContext(env.store, users, env.audit, FileBlobStore(tmp_path / "blobs"),
-                     lambda a, n: final_decisions(env.store.engine, a, n), settings=settings)
+    users = users_of(env, PEOPLE, PASSWORD)
+    ctx = api_context(env, users, FileBlobStore(tmp_path / "blobs"), settings=settings)
     app = create_app(ctx)
     state = app.state.rfr_web
     assert isinstance(state, WebState)
@@ -115,3 +127,10 @@ def make_pages(tmp_path: Path, settings: Settings | None = None) -> Pages:
     out = Pages(app, env, ctx, users, clock)
     ctx.on_final = lambda: out.finals.append(1)
     return out
+
+
+def pages_fixture(tmp_path: Path) -> Iterator[Pages]:
+    """:func:`make_pages` for a fixture (``yield from``): the pages, then their store closed."""
+    out = make_pages(tmp_path)
+    yield out
+    out.env.store.engine.dispose()

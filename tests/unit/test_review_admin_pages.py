@@ -13,31 +13,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import update
-from support.review_data import ADMIN, ALICE, BOB, SUE, Env, candidate_list, enrolment, labels, open_store, unit
+from support.review_data import ALICE, BOB, POLICY, SUE, Env, candidate_list, enrolment, labels, open_store, unit
+from support.review_pages import api_context, users_of
 from support.stills import jpeg
 
 from rfr.core.blobstore import FileBlobStore
 from rfr.core.db import sqlite_url
 from rfr.core.kafka import BrokerUnavailable
 from rfr.core.review_messages import GalleryChange
-from rfr.core.settings import RetentionSettings, Settings
+from rfr.core.settings import Settings
 from rfr.gallery.base import GalleryUnavailableError
 from rfr.review.audit import audit_entries
 from rfr.review.retention import run_retention, upcoming
 from rfr.review.users import Principal, Role, UserStore
 from services.review.app import create_app
 from services.review.context import ApiContext
-from services.review.feed import final_decisions
 from services.review.jobs import RetentionJob
 from services.review.web import gallery_erase
 
 PASSWORD = "a long enough password"
 PEOPLE = {"alice": Role.REVIEWER, "bob": Role.REVIEWER, "sue": Role.SUPERVISOR, "audrey": Role.AUDITOR,
           "root": Role.ADMINISTRATOR}
-POLICY = RetentionSettings(no_candidate_days=31, no_lead_days=31, pending_days=90, closed_lead_days=365)
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 
 
@@ -75,15 +73,10 @@ class Pages:
 @pytest.fixture
 def pages(tmp_path: Path) -> Iterator[Pages]:
     env = open_store(sqlite_url(tmp_path / "review.db"))
-    users = UserStore(env.store.engine, env.audit, hasher=PasswordHasher(time_cost=1, memory_cost=1024,
-                                                                         parallelism=1))
-    for name, role in PEOPLE.items():
-        users.create_user(name, role, PASSWORD, by=ADMIN)
+    users = users_of(env, PEOPLE, PASSWORD)
     blobs = FileBlobStore(tmp_path / "blobs")
     retention = RetentionJob(env.store, blobs, POLICY, clock=env.clock)
-    settings = Settings(retention=POLICY)
-    ctx = ApiContext(env.store, users, env.audit, blobs, lambda a, n: final_decisions(env.store.engine, a, n),
-                     retention=retention.status, settings=settings)
+    ctx = api_context(env, users, blobs, retention=retention.status, settings=Settings(retention=POLICY))
     app = create_app(ctx)
     yield Pages(app, env, ctx, users, blobs)
     env.store.engine.dispose()

@@ -11,21 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import OperationalError
 from support.metrics import sample
 from support.review_data import ADMIN, Env, candidate_list, open_store
+from support.review_pages import api_context, users_of
 from support.stills import jpeg
 
 from rfr.core.blobstore import FileBlobStore
 from rfr.core.db import sqlite_url
 from rfr.core.settings import RetentionSettings
-from rfr.review.users import Role, UserStore
+from rfr.review.users import Role
 from services.review.app import create_app
 from services.review.context import ApiContext
-from services.review.feed import final_decisions
 from services.review.jobs import RetentionJob
 from services.review.metrics import ReviewMetrics
 
@@ -63,15 +62,11 @@ class Api:
 @pytest.fixture
 def api(tmp_path: Path, registry: CollectorRegistry) -> Iterator[Api]:
     env = open_store(sqlite_url(tmp_path / "review.db"))
-    users = UserStore(env.store.engine, env.audit, hasher=PasswordHasher(time_cost=1, memory_cost=1024,
-                                                                         parallelism=1))
-    for name, role in PEOPLE.items():
-        users.create_user(name, role, PASSWORD, by=ADMIN)
+    users = users_of(env, PEOPLE, PASSWORD)
     blobs = FileBlobStore(tmp_path / "blobs")
     metrics = ReviewMetrics.create(registry)
     retention = RetentionJob(env.store, blobs, RetentionSettings(), metrics, clock=env.clock)
-    ctx = ApiContext(env.store, users, env.audit, blobs, lambda a, n: final_decisions(env.store.engine, a, n),
-                     retention=retention.status, metrics=metrics)
+    ctx = api_context(env, users, blobs, retention=retention.status, metrics=metrics)
     out = Api(TestClient(create_app(ctx)), env, ctx, registry, {})
     ctx.on_final = lambda: out.finals.append(1)
     out.tokens = {name: users.issue_session(users.authenticate(name, PASSWORD) or ADMIN) for name in PEOPLE}

@@ -10,16 +10,14 @@ from pathlib import Path
 
 import pytest
 from support.review_data import SUE
-from support.review_pages import Pages, by_testid, csrf_of, make_pages
+from support.review_pages import Pages, by_testid, csrf_of, make_pages, pages_fixture
 
 from rfr.core.settings import ReviewSettings, Settings
 
 
 @pytest.fixture
 def pages(tmp_path: Path) -> Iterator[Pages]:
-    out = make_pages(tmp_path)
-    yield out
-    out.env.store.engine.dispose()
+    yield from pages_fixture(tmp_path)
 
 
 def _state(html: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import Engine, select, text
+from support.review_data import cheap_hasher
 
 from rfr.core.db import make_engine, migrate, sqlite_url
 from rfr.review.audit import AuditLog
@@ -33,10 +34,6 @@ SECRET = b"k" * 32
 ADMIN = Principal("cli:root", Role.ADMINISTRATOR)
 PASSWORD = "correct horse battery"
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
-
-
-def cheap_hasher() -> PasswordHasher:
-    return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 class Clock:

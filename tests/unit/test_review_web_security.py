@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from support.review_data import ADMIN
-from support.review_pages import PASSWORD, Pages, by_testid, csrf_of, make_pages
+from support.review_pages import PASSWORD, Pages, by_testid, csrf_of, make_pages, pages_fixture
 
 from rfr.core.settings import ReviewSettings, Settings
 from rfr.review.users import Role
@@ -22,9 +22,7 @@ RETAILER_KEY = "rfr_retailer-key-0123456789abcdef0123456789"
 
 @pytest.fixture
 def pages(tmp_path: Path) -> Iterator[Pages]:
-    out = make_pages(tmp_path)
-    yield out
-    out.env.store.engine.dispose()
+    yield from pages_fixture(tmp_path)
 
 
 def test_the_session_cookie_is_httponly_strict_and_lasts_a_session(pages: Pages) -> None:

@@ -16,16 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from confluent_kafka import KafkaException
 from sqlalchemy import Engine
 
-from rfr.core import kafka
-from rfr.core.kafka import BrokerUnavailable, DeliveryFailed, DeliveryTracker, Output
+from rfr.core.kafka import BrokerUnavailable, DeliveryFailed
 from rfr.core.review_messages import GalleryChange
 from rfr.core.settings import Settings
-from rfr.core.topics import Topics, topic_specs
 from rfr.gallery.base import GalleryError, check_subject_id, check_watch_list_name
-from rfr.gallery.changes import erasure_changes
+from rfr.gallery.changes import announce_gallery_changes, erasure_changes
 from rfr.review.gallery_index import live_face_ids
 
 logger = logging.getLogger(__name__)
@@ -83,17 +80,8 @@ def announce_changes(settings: Settings, changes: Sequence[GalleryChange]) -> No
     """Produce ``changes`` on the gallery topic (created if missing) and wait for every acknowledgement. Raises
     :class:`BrokerUnavailable` or :class:`DeliveryFailed` (producing again is safe: the handler drops a change it
     has, by event id)."""
-    topic = Topics.from_settings(settings.kafka).gallery
-    kafka.wait_for_broker(settings.kafka, BROKER_WAIT_S)
-    try:
-        kafka.ensure_topics(settings.kafka, [s for s in topic_specs(settings.kafka) if s.name == topic],
-                            timeout_s=BROKER_WAIT_S)
-    except KafkaException as exc:
-        raise DeliveryFailed(f"{topic}: the topic is missing and could not be created: {exc}") from exc
-    tracker = DeliveryTracker(kafka.make_producer(
-        settings.kafka, **{"message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000)}))
-    tracker.produce(Output(topic, c.to_bytes(), key=c.watch_list, event_id=c.event_id) for c in changes)
-    tracker.flush(DELIVERY_TIMEOUT_S + 5.0)
+    topic = announce_gallery_changes(settings.kafka, changes, broker_wait_s=BROKER_WAIT_S,
+                                     delivery_timeout_s=DELIVERY_TIMEOUT_S)
     logger.info("announced %d gallery erasure change(s) on %s", len(changes), topic)
 
 

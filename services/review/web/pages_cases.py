@@ -10,7 +10,7 @@ case taken by another reviewer, an incomplete decision... Images of a case: :mod
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Annotated, Any
@@ -25,7 +25,7 @@ from rfr.review.users import Principal, Role
 from rfr.review.views import CaseView
 from services.review.auth import CASE_VIEWERS, DECIDERS, QUEUE_READERS, SUPERVISORS
 from services.review.context import ApiContext
-from services.review.routes_cases import FINAL_STATES, count_step
+from services.review.routes_cases import after_step
 from services.review.web import case_model as cm
 from services.review.web.pages_images import image_pages
 from services.review.web.security import CSRF, PageError, page_principal, render
@@ -46,6 +46,8 @@ async def form_data(request: Request) -> dict[str, str]:
 
 
 Form = Annotated[dict[str, str], Depends(form_data)]
+LabelledStep = Callable[[int, Principal, list[wf.CandidateLabel], str, str], CaseView]
+""":meth:`~rfr.review.store.ReviewStore.decide` or :meth:`~rfr.review.store.ReviewStore.resolve`."""
 
 
 def case_url(case_id: int, reason: str, **extra: str) -> str:
@@ -102,10 +104,15 @@ def case_pages(ctx: ApiContext) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     router.include_router(image_pages(ctx))
 
-    def after(view: CaseView, actor: Principal) -> None:
-        count_step(ctx.metrics, view, actor)
-        if view.state in FINAL_STATES:
-            ctx.on_final()
+    def labelled_step(step: LabelledStep, case_id: int, principal: Principal, form: dict[str, str],
+                      done: str) -> Response:
+        """A decision or resolution posted with the case's labels, then back to the case saying ``done``."""
+        reason = form.get("reason", "")
+        with refusals(case_url(case_id, reason)):
+            labels = cm.labels_from_form(form, _ranks(form))
+            view = step(case_id, principal, labels, reason, form.get("note", ""))
+        after_step(ctx, view, principal)
+        return RedirectResponse(case_url(case_id, reason, done=done), status_code=303)
 
     @router.get("/queue", response_class=HTMLResponse)
     def queue(request: Request, principal: Annotated[Principal, page_principal(QUEUE_READERS)],
@@ -144,22 +151,12 @@ def case_pages(ctx: ApiContext) -> APIRouter:
     @router.post("/cases/{case_id}/decide", response_model=None)
     def decide(case_id: CaseId, principal: Annotated[Principal, page_principal(DECIDERS)],
                _: Annotated[None, CSRF], form: Form) -> Response:
-        reason = form.get("reason", "")
-        with refusals(case_url(case_id, reason)):
-            labels = cm.labels_from_form(form, _ranks(form))
-            view = ctx.store.decide(case_id, principal, labels, reason, form.get("note", ""))
-        after(view, principal)
-        return RedirectResponse(case_url(case_id, reason, done="decided"), status_code=303)
+        return labelled_step(ctx.store.decide, case_id, principal, form, "decided")
 
     @router.post("/cases/{case_id}/resolve", response_model=None)
     def resolve(case_id: CaseId, principal: Annotated[Principal, page_principal(SUPERVISORS)],
                 _: Annotated[None, CSRF], form: Form) -> Response:
-        reason = form.get("reason", "")
-        with refusals(case_url(case_id, reason)):
-            labels = cm.labels_from_form(form, _ranks(form))
-            view = ctx.store.resolve(case_id, principal, labels, reason, form.get("note", ""))
-        after(view, principal)
-        return RedirectResponse(case_url(case_id, reason, done="resolved"), status_code=303)
+        return labelled_step(ctx.store.resolve, case_id, principal, form, "resolved")
 
     @router.post("/cases/{case_id}/escalate", response_model=None)
     def escalate(case_id: CaseId, principal: Annotated[Principal, page_principal(DECIDERS)],
@@ -167,7 +164,7 @@ def case_pages(ctx: ApiContext) -> APIRouter:
         reason = form.get("reason", "")
         with refusals(case_url(case_id, reason)):
             view = ctx.store.escalate(case_id, principal, form.get("escalation_note", ""), reason)
-        after(view, principal)
+        after_step(ctx, view, principal)
         return RedirectResponse(case_url(case_id, reason, done="escalated"), status_code=303)
 
     @router.post("/cases/{case_id}/close", response_model=None)
