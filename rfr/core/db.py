@@ -150,7 +150,13 @@ def migrate(engine: Engine, script_location: Path, version_table: str) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(version_table)})
         config.attributes[CONNECTION_ATTR] = conn
         config.attributes[VERSION_TABLE_ATTR] = version_table
-        command.upgrade(config, "head")
+        alembic_logger = logging.getLogger("alembic")
+        level = alembic_logger.level
+        alembic_logger.setLevel(max(level, logging.WARNING))  # "Context impl SQLiteImpl", "Will assume ...": noise
+        try:
+            command.upgrade(config, "head")
+        finally:
+            alembic_logger.setLevel(level)
     logger.debug("%s: schema at head (%s)", engine.url.render_as_string(hide_password=True), version_table)
 
 

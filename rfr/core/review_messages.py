@@ -52,6 +52,17 @@ class GalleryChange(Message):
 
 
 DecisionOutcome = Literal["lead", "no_lead"]
+NEVER_AN_IDENTIFICATION = "a candidate list is never an identification."
+NOTICES: dict[tuple[str, bool], str] = {
+    ("lead", True): "A lead for investigation, confirmed by two trained reviewers deciding independently; "
+                    + NEVER_AN_IDENTIFICATION,
+    ("lead", False): "A lead for investigation, decided by one trained reviewer without a second person's "
+                     "confirmation; " + NEVER_AN_IDENTIFICATION,
+    ("no_lead", True): "No lead: trained reviewers found none of the candidates to be a possible match; "
+                       + NEVER_AN_IDENTIFICATION,
+    ("no_lead", False): "No lead: a trained reviewer found none of the candidates to be a possible match; "
+                        + NEVER_AN_IDENTIFICATION,
+}
 
 
 class ReviewerDecision(Message):
@@ -86,5 +97,10 @@ class DecisionEvent(Message):
     searched_at: datetime
     threshold: float
     model_id: str
-    notice: str = ("A lead for investigation confirmed by trained reviewers; a candidate list is never an "
-                   "identification.")
+    notice: str = Field(default=NOTICES[("lead", True)], description="What the decision is and is not, in words: "
+                        "decision_notice(outcome, two_person).")
+
+
+def decision_notice(outcome: DecisionOutcome, two_person: bool) -> str:
+    """The plain-words notice a DecisionEvent carries for its outcome and verification."""
+    return NOTICES[(outcome, two_person)]

@@ -53,7 +53,9 @@ def utcnow() -> datetime:
 class Message(BaseModel):
     """Base of every wire message. Each subclass declares ``schema_version: Literal[N] = N``: its version."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+    # allow_inf_nan=False: JSON has no Infinity or NaN; a score or threshold of either is a malformed message.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64",
+                              allow_inf_nan=False)
 
     schema_version: int = 1
 

@@ -6,6 +6,7 @@ environment at import time.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import sys
@@ -380,10 +381,25 @@ class ReviewSettings(_Group):
         default=False, description="Mark the review pages' session cookie Secure (send it over HTTPS only): set it "
         "true whenever the pages are served over HTTPS, as they must be beyond 127.0.0.1.")
     login_max_failures: int = Field(
-        default=5, ge=1, description="Failed sign-ins of one user name (or from one address) before each further "
-        "try is slowed down (doubling delay, up to login_max_delay_s).")
+        default=5, ge=1, description="Failed sign-ins of one user name before each further try of that name is "
+        "slowed down (doubling delay, up to login_max_delay_s); from one address, ten times as many (the page and "
+        "POST /v1/login share the count).")
     login_max_delay_s: float = Field(
         default=30.0, gt=0, description="Longest delay, seconds, imposed on a sign-in after repeated failures.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Addresses (or CIDR networks) of the reverse proxies in front of the "
+        "review API whose X-Forwarded-For / X-Forwarded-Proto are believed: the sign-in throttle then counts the "
+        "forwarded client address. Empty: forwarded headers are ignored and the throttle counts the TCP peer (behind "
+        "a proxy, every client shares its address). JSON list, e.g. `[\"10.0.0.5\"]`.")
+
+    @model_validator(mode="after")
+    def _trusted_proxies_are_addresses(self) -> ReviewSettings:
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError as exc:
+                raise ValueError(f"review.trusted_proxies: {entry!r} is not an IP address or network") from exc
+        return self
 
 
 class RetentionSettings(_Group):
@@ -510,6 +526,12 @@ def review_database_url(settings: Settings) -> str:
 
 def review_secret_path(settings: Settings) -> Path:
     return settings.review.secret_file or settings.stack.state_dir / "review-secret"
+
+
+def gallery_blob_dir(settings: Settings) -> Path:
+    """Where enrolled gallery photos are kept: ``<blob_dir>/gallery``, a content-addressed store of their own, so
+    erasing a gallery photo never deletes a still with the same bytes, nor a retention purge an enrolled photo."""
+    return settings.blob_dir / "gallery"
 
 
 def review_secret(settings: Settings, create: bool = True) -> bytes:

@@ -21,12 +21,13 @@ Resumable: a face's id is derived from (watch-list, subject, sha256 of the image
 the watch-list is skipped without decoding it, and a re-run after an interruption enrols only what is missing.
 Embedding calls are batched (``batch_size`` photos per call).
 
-Photos are kept: with a blob store (``photos``), each enrolled photo's bytes are stored content-addressed
-(``sha256:<hex>``) before its face enters the gallery, so that reviewers can see a candidate beside the probe. The
-report lists the photos enrolled in the run (``EnrolReport.faces``: ids, photo reference, template) for
-:func:`rfr.gallery.changes.gallery_changes` to tell the review service. With ``embed_existing``, photos already on
-the watch-list are decoded and embedded again (not written to the gallery again; the pipeline is deterministic,
-so the template is the one enrolled) and listed too, marked ``existing``: for announcing an earlier enrolment.
+Photos are kept: with a blob store (``photos``; ``rfr enrol``: ``<blob_dir>/gallery``, apart from the stills),
+each enrolled photo's bytes are stored content-addressed (``sha256:<hex>``) before its face enters the gallery, so
+that reviewers can see a candidate beside the probe. The report lists the photos enrolled in the run
+(``EnrolReport.faces``: ids, photo reference, template) for :func:`rfr.gallery.changes.gallery_changes` to tell
+the review service. With ``embed_existing``, photos already on the watch-list are decoded and embedded again (not
+written to the gallery again; the pipeline is deterministic, so the template is the one enrolled) and listed too,
+marked ``existing``: for announcing an earlier enrolment.
 """
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ PostgreSQL: ``SELECT ... FOR UPDATE`` of the single ``audit_head`` row).
 The head (``audit_head``: entry count, last hash, time) is signed on every append, and a checkpoint
 (``audit_checkpoints``: id 1, 2, ..., entry count, head hash, time) every ``checkpoint_every`` entries and on
 :meth:`AuditLog.checkpoint`; signatures are HMAC-SHA256 with a key derived from the service secret, so deleting
-the tail, or rewriting the chain after an entry, is detected too: :meth:`AuditLog.verify`.
+the tail, or rewriting the chain after an entry, is detected too: :meth:`AuditLog.verify`. Wiping the whole log
+(or resetting its head to the unsigned genesis), even if the service then carries on from a fresh entry 1, is
+detected against the review store's own records, each written with its entry (searches, cases, users, tokens).
 
 Export format (:meth:`AuditLog.export`, ``rfr audit export``, ``GET /v1/audit/export``): one JSON object per line,
 in ``seq`` order, with exactly the fields above (``details`` as an object, ``at`` as the canonical string). An
@@ -59,13 +61,17 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     insert,
+    inspect,
     select,
+    table,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 from rfr.review.audit_chain import (
+    AUDITED_RECORDS,
     GENESIS_HASH,
     HASHED_FIELDS,
     HEAD_LABEL,
@@ -79,6 +85,7 @@ from rfr.review.audit_chain import (
     derive_key,
     entry_hash,
     head_text,
+    record_problems,
     row_entry,
 )
 from rfr.review.tables import ID, UtcDateTime, metadata
@@ -99,6 +106,7 @@ class AuditAction(StrEnum):
     ESCALATION = "escalation"
     RESOLUTION = "resolution"
     CASE_CLOSED = "case_closed"
+    CASE_EXPIRED = "case_expired"
     DECISION_PUBLISHED = "decision_published"
     EXPORT = "export"
     GALLERY_ENROLMENT = "gallery_enrolment"
@@ -113,6 +121,7 @@ class AuditAction(StrEnum):
     TOKEN_REVOKED = "token_revoked"
     POLICY_CHANGE = "policy_change"
     AUDIT_VERIFY = "audit_verify"
+    PHOTO_VIEW = "photo_view"
 
 
 audit_entries = Table(
@@ -284,7 +293,10 @@ class AuditLog:
 
     def verify(self) -> VerifyReport:
         """Check the whole log: each entry's hash and link, no gaps, the head's and checkpoints' signatures, and
-        their counts and hashes against the entries. Problems name the entry (or checkpoint); see the module doc."""
+        their counts and hashes against the entries; and the log against the review store's records written with
+        an entry each (searches, cases, users, API tokens: a log wiped or reset to its genesis, or restarted after
+        a wipe, while they remain, names entry 1; :func:`rfr.review.audit_chain.record_problems`). Problems name
+        the entry (or checkpoint); see the module doc."""
         with self._snapshot() as conn:
             head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).first()
             checkpoints = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.id)).all()
@@ -294,13 +306,15 @@ class AuditLog:
                                 execution_options={"yield_per": EXPORT_BATCH})
             for row in rows:
                 scan.feed(row)
+            records = _audited_records(conn)
         signed_head = next((c for c in claims if c.label == HEAD_LABEL), None)
         if head is None and scan.count:
             problems.append("audit head: missing (deleted)")
         elif signed_head is not None and signed_head.count < scan.last_seq:
             problems.append(f"entry {signed_head.count + 1}: not covered by the signed head (added outside the log)")
         scan.check_claims(claims)
-        found = problems + scan.problems
+        genesis = head is None or (int(head.entry_count) == 0 and head.head_hash == GENESIS_HASH)
+        found = problems + record_problems(records, scan, genesis) + scan.problems
         if len(found) > MAX_PROBLEMS:
             found = [*found[:MAX_PROBLEMS], f"... and {len(found) - MAX_PROBLEMS} more problem(s)"]
         report = VerifyReport(entries=scan.count, checkpoints=len(checkpoints), problems=found)
@@ -359,6 +373,13 @@ class AuditLog:
         query = query.limit(max(0, min(limit, EXPORT_BATCH))).offset(max(0, offset))
         with self._engine.connect() as conn:
             return [row_entry(row) for row in conn.execute(query)]
+
+
+def _audited_records(conn: Connection) -> dict[str, int]:
+    """Rows of each table of :data:`AUDITED_RECORDS` present in the database (an absent table is left out)."""
+    present = set(inspect(conn).get_table_names())
+    return {name: int(conn.execute(select(func.count()).select_from(table(name))).scalar_one())
+            for name in AUDITED_RECORDS if name in present}
 
 
 def _time_bounds(query: Select[Any], since: datetime | None, until: datetime | None) -> Select[Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -25,6 +26,11 @@ HASHED_FIELDS = ("seq", "at", "actor", "role", "action", "case_id", "reason", "d
 HEAD_LABEL = "the signed head"
 MAX_PROBLEMS = 1000
 """At most this many problems are listed by :meth:`AuditLog.verify`, then a count of the rest."""
+AUDITED_RECORDS = {"searches": "search", "cases": "case_created", "users": "user_created",
+                   "api_tokens": "token_created"}
+"""Tables of the review store whose every row is written with an audit entry (this action) in its transaction."""
+COUNTED_RECORDS = frozenset({"searches", "cases"})
+"""Of those, the tables whose rows are never deleted: each row's entry is still in the log."""
 
 
 # --- canonical forms ----------------------------------------------------------------------------------------
@@ -102,7 +108,8 @@ class Claim:
 
 
 class ChainScan:
-    """Walks the entries in seq order: gaps, links, hashes; remembers the hashes at the claimed counts."""
+    """Walks the entries in seq order: gaps, links, hashes; remembers the hashes at the claimed counts and counts
+    the entries by action."""
 
     def __init__(self, wanted: set[int]) -> None:
         self.wanted = wanted
@@ -110,6 +117,7 @@ class ChainScan:
         self.last_hash = GENESIS_HASH
         self.count = 0
         self.hashes: dict[int, str] = {}
+        self.actions: Counter[str] = Counter()
         self.problems: list[str] = []
 
     def feed(self, row: Row[Any]) -> None:
@@ -124,6 +132,7 @@ class ChainScan:
         if seq in self.wanted:
             self.hashes[seq] = row.hash
         self.last_seq, self.last_hash = seq, row.hash
+        self.actions[str(row.action)] += 1
         self.count += 1
 
     def _check_content(self, seq: int, row: Row[Any]) -> None:
@@ -149,3 +158,26 @@ class ChainScan:
             if claim.count and seen is not None and seen != claim.head_hash:
                 self.problems.append(f"entry {claim.count}: hash differs from the one {claim.label} holds "
                                      "(chain rewritten)")
+
+
+def record_problems(records: Mapping[str, int], scan: ChainScan, genesis_head: bool) -> list[str]:
+    """What the review store's own records say about a log wiped (or reset to its genesis) and restarted.
+
+    ``records``: rows of the tables named in :data:`AUDITED_RECORDS` (a table absent from the database left out).
+    Every such row is written with its audit entry in one transaction, so rows with an empty log (or with the
+    head at the unsigned genesis) mean the log was wiped or reset; and the searches and cases, which are never
+    deleted, each have their entry, so more rows than entries mean entries were deleted and the log restarted."""
+    held = {name: n for name, n in records.items() if n}
+    if not held:
+        return []
+    what = ", ".join(f"{n} {name}" for name, n in sorted(held.items()))
+    if scan.count == 0 or genesis_head:
+        state = "is empty" if scan.count == 0 else "has its head at the unsigned genesis"
+        return [f"entry 1: missing; the log {state} but the review store holds {what}, each written with an "
+                "audit entry (the log was wiped or reset)"]
+    problems = []
+    for name, action in AUDITED_RECORDS.items():
+        if name in COUNTED_RECORDS and held.get(name, 0) > scan.actions[action]:
+            problems.append(f"entry 1: the review store holds {held[name]} {name} but the log only "
+                            f"{scan.actions[action]} {action!r} entries (entries deleted, the log restarted)")
+    return problems

@@ -18,6 +18,8 @@ from rfr.review.audit_chain import canonical_time, row_entry
 
 MAX_PAGE = 500
 """Most entries one page lists."""
+MAX_NUMBER = 2**53 - 1
+"""Largest offset or seq looked for (a larger one would overflow the database's integers: nothing is there)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def _entry(row: Row[Any]) -> dict[str, Any]:
 
 def search(engine: Engine, where: AuditFilter, limit: int = 50, offset: int = 0) -> AuditPage:
     """Entries matching ``where``, newest first, ``limit`` (1..:data:`MAX_PAGE`) from ``offset``."""
-    limit, offset = max(1, min(limit, MAX_PAGE)), max(0, offset)
+    limit, offset = max(1, min(limit, MAX_PAGE)), max(0, min(offset, MAX_NUMBER))
     with engine.connect() as conn:
         total = conn.execute(where.apply(select(func.count()).select_from(audit_entries))).scalar_one()
         rows = conn.execute(where.apply(select(audit_entries)).order_by(audit_entries.c.seq.desc())
@@ -82,6 +84,8 @@ def search(engine: Engine, where: AuditFilter, limit: int = 50, offset: int = 0)
 
 def entry(engine: Engine, seq: int) -> dict[str, Any] | None:
     """The entry ``seq`` as its export dict; None when there is none."""
+    if not 0 <= seq <= MAX_NUMBER:
+        return None
     with engine.connect() as conn:
         row = conn.execute(select(audit_entries).where(audit_entries.c.seq == seq)).first()
     return None if row is None else _entry(row)

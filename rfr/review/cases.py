@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select
 
-from rfr.core.review_messages import DecisionEvent, ReviewerDecision
+from rfr.core.review_messages import DecisionEvent, ReviewerDecision, decision_notice
 from rfr.core.schemas import Candidate
 from rfr.review import tables as t
 from rfr.review import workflow as wf
@@ -89,10 +89,11 @@ def decision_event(conn: Connection, case_id: int) -> DecisionEvent:
     outcome = wf.Outcome(case.outcome)
     prior = [wf.PriorDecision(r.actor, r.role, wf.Stage(r.stage), wf.Outcome(r.outcome), r.lead_subject_id)
              for r in rows]
+    two_person = wf.two_person_confirmed(prior, outcome, case.lead_subject_id)
     return DecisionEvent(
         event_id=f"case-{case_id}:final", case_id=case_id, case_ref=probe.case_ref, face_id=probe.face_id,
         submission_id=probe.submission_id, retailer_id=probe.retailer_id, outcome=outcome.value, lead=lead,
         decisions=[ReviewerDecision(reviewer=r.actor, role=r.role, stage=r.stage, outcome=r.outcome,
                                     lead_subject_id=r.lead_subject_id, decided_at=r.decided_at) for r in rows],
-        two_person=wf.two_person_confirmed(prior, outcome, case.lead_subject_id), decided_at=case.decided_at,
-        searched_at=search.searched_at, threshold=search.threshold, model_id=search.model_id)
+        two_person=two_person, decided_at=case.decided_at, searched_at=search.searched_at,
+        threshold=search.threshold, model_id=search.model_id, notice=decision_notice(outcome.value, two_person))

@@ -5,6 +5,10 @@ While another reviewer's claim is live, the store refuses their decision, verifi
 (:class:`rfr.review.workflow.CaseClaimed`, HTTP 409 ``claimed``); a decision or escalation ends the taker's claim,
 and :meth:`Claims.release` gives a case back. A claim past ``claimed_until`` is free for anyone. Claims are working
 state, not a record: they are not audited (the view that made the claim is).
+
+One person holds at most :data:`MAX_CLAIMS` live claims (on open cases), so nobody can take the whole queue by
+opening every case: opening another case then shows it without taking it (``ClaimResult.limit_reached``); it stays
+free for others until the person decides, releases or lets one of their claims lapse.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, update
+from sqlalchemy import Connection, Engine, Row, func, select, update
 
 from rfr.review import tables as t
 from rfr.review import workflow as wf
@@ -23,6 +27,8 @@ from rfr.review.views import ClaimResult
 
 logger = logging.getLogger(__name__)
 
+MAX_CLAIMS = 3
+"""Most live claims one person holds at once."""
 FREE: dict[str, Any] = {"claimed_by": None, "claimed_until": None}
 """Column values of a case nobody has taken (merge into the update of a decision)."""
 
@@ -41,9 +47,10 @@ class Claims:
     clock: Callable[[], datetime]
 
     def claim(self, case_id: int, actor: wf.Actor, minutes: float) -> ClaimResult:
-        """Take (or renew) the case for ``minutes`` unless another's claim is live, or ``actor`` has no step to take
-        on it (a decided case, one's own decision awaiting a verifier...): then ``taken`` is False and
-        ``claimed_by`` names the holder, if any. Raises CaseNotFound, NotPermitted (a role that never decides)."""
+        """Take (or renew) the case for ``minutes`` unless another's claim is live, ``actor`` has no step to take
+        on it (a decided case, one's own decision awaiting a verifier...), or already holds :data:`MAX_CLAIMS` other
+        live claims (``limit_reached``): then ``taken`` is False and ``claimed_by`` names the holder, if any.
+        Raises CaseNotFound, NotPermitted (a role that never decides)."""
         wf.require_role(actor, wf.DECIDING_ROLES, "take a case")
         with self.engine.begin() as conn:
             case = CaseReader.lock_case(conn, case_id)
@@ -55,6 +62,9 @@ class Claims:
                 if holder is not None:  # one's own claim on a case one can no longer act on
                     _free(conn, case_id)
                 return ClaimResult(False, None, None)
+            if holder is None and _held(conn, actor.name, case_id, now) >= MAX_CLAIMS:
+                logger.info("case %s not taken: %s already holds %d cases", case_id, actor.name, MAX_CLAIMS)
+                return ClaimResult(False, None, None, limit_reached=True)
             until = now + timedelta(minutes=minutes)
             conn.execute(update(t.cases).where(t.cases.c.id == case_id)
                          .values(claimed_by=actor.name, claimed_until=until))
@@ -74,3 +84,11 @@ class Claims:
 
 def _free(conn: Connection, case_id: int) -> None:
     conn.execute(update(t.cases).where(t.cases.c.id == case_id).values(**FREE))
+
+
+def _held(conn: Connection, name: str, other_than: int, now: datetime) -> int:
+    """Live claims ``name`` holds on open cases other than ``other_than``."""
+    cs = t.cases
+    return int(conn.execute(select(func.count()).select_from(cs).where(
+        cs.c.claimed_by == name, cs.c.claimed_until > now, cs.c.id != other_than,
+        cs.c.state.in_([s.value for s in wf.OPEN_STATES]))).scalar_one())

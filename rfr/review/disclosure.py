@@ -137,9 +137,10 @@ def _photo_absent(candidate: CandidateView) -> str:
 
 
 def gather(store: ReviewStore, blobs: BlobStore, case_id: int, viewer: wf.Actor, reason: str,
-           fmt: str) -> DisclosurePack:
+           fmt: str, *, photos: BlobStore | None = None) -> DisclosurePack:
     """The pack of a final case for ``viewer`` (a supervisor or auditor), audited first (:func:`record_export`;
-    its refusals); images that are gone are named as such in the pack, not refused."""
+    its refusals); images that are gone are named as such in the pack, not refused. ``blobs``: the stills;
+    ``photos``: the enrolled gallery photos (default: ``blobs``)."""
     view, seq = record_export(store, case_id, viewer, reason, fmt)
     crop_bytes = store.probe_crop(case_id)
     crop = None if crop_bytes is None else PackImage(crop_bytes, image_size(crop_bytes))
@@ -148,7 +149,7 @@ def gather(store: ReviewStore, blobs: BlobStore, case_id: int, viewer: wf.Actor,
     still, still_status = _blob(blobs, store.probe_still_ref(case_id), still_absent)
     candidates = []
     for cand in view.candidates:
-        photo, status = _blob(blobs, cand.photo_ref, _photo_absent(cand))
+        photo, status = _blob(blobs if photos is None else photos, cand.photo_ref, _photo_absent(cand))
         candidates.append(PackCandidate(cand, photo, status))
     return DisclosurePack(
         case=view, crop=crop, crop_status=crop_status, still=still, still_status=still_status,

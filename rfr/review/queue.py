@@ -19,6 +19,8 @@ from rfr.review import workflow as wf
 from rfr.review.views import QueueItem
 
 Quality = Literal["ok", "low"]
+MAX_OFFSET = 2**53 - 1
+"""Largest offset read (a larger one would overflow the database's integers; no queue is that long)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ def _filtered(query: Select[Any], f: QueueFilter, with_state: bool) -> Select[An
 def read_queue(conn: Connection, f: QueueFilter, limit: int, offset: int, now: datetime) -> list[QueueItem]:
     """Queue rows oldest first (``limit`` from ``offset``); ``now`` decides which claims are live."""
     cs, p, s, c = t.cases, t.probes, t.searches, t.candidates
+    offset = max(0, min(offset, MAX_OFFSET))
     query = (select(cs.c.id, cs.c.state, cs.c.created_at, cs.c.updated_at, cs.c.face_id, p.c.retailer_id,
                     p.c.case_ref, s.c.trigger, p.c.store_id, cs.c.claimed_by, cs.c.claimed_until, p.c.face_px,
                     p.c.sharpness, p.c.pose_ok)

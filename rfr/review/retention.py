@@ -12,7 +12,10 @@ A probe with several cases (re-searches) is purged once every one of its cases i
 still from the blob store (unless another unpurged probe has the same still), sets its crop and template to NULL
 and stamps ``purged_at`` / ``purge_reason``, with one ``purge`` audit entry, all in one transaction (the blob is
 deleted before the commit: a failed commit leaves a row that the next pass purges again, never a still without
-its row). Each pass writes one ``retention_run`` entry. A pass is idempotent. Probes never become gallery entries.
+its row); the probe's due rule is read again under the lock in that transaction, so a case made of it meanwhile
+(a re-search) keeps it, and the store makes no case of a probe once purged. A case expired under ``pending`` gets
+its ``case_expired`` entry in the transaction that expires it. Each pass writes one ``retention_run`` entry. A pass
+is idempotent. Probes never become gallery entries.
 
 :func:`due_counts` says what a pass would do now; :func:`upcoming` which probes the coming passes will purge, and
 when (the retention page).
@@ -94,16 +97,26 @@ def _due_probes(conn: Connection, cut: _Cutoffs) -> dict[str, str]:
     faces = list(conn.execute(maybe).scalars())
     for start in range(0, len(faces), 500):
         chunk = faces[start:start + 500]
-        rules: dict[str, set[str | None]] = {}
+        by_face: dict[str, list[Any]] = {}
         rows = conn.execute(select(c.c.face_id, c.c.state, c.c.decided_at, c.c.closed_at, c.c.created_at)
                             .where(c.c.face_id.in_(chunk)))
         for row in rows:
-            expiring = row.state in wf.OPEN_STATES and row.created_at < cut.pending
-            rules.setdefault(row.face_id, set()).add("pending" if expiring else _case_rule(row, cut))
-        for face_id, found in rules.items():
-            if None not in found:
-                due[face_id] = "+".join(sorted(r for r in found if r))
+            by_face.setdefault(row.face_id, []).append(row)
+        for face_id, cases in by_face.items():
+            rule = _combined_rule(cases, cut)
+            if rule is not None:
+                due[face_id] = rule
     return due
+
+
+def _combined_rule(cases: list[Any], cut: _Cutoffs) -> str | None:
+    """The rule under which a probe with these cases is due (their rules joined by ``+``), None while one of its
+    cases keeps it. Cases still open past pending_days count as expired (this pass expires them)."""
+    found = {"pending" if row.state in wf.OPEN_STATES and row.created_at < cut.pending else _case_rule(row, cut)
+             for row in cases}
+    if None in found:
+        return None
+    return "+".join(sorted(r for r in found if r))
 
 
 def due_counts(store: ReviewStore, policy: RetentionSettings, now: datetime) -> dict[str, int]:
@@ -129,7 +142,7 @@ def run_retention(store: ReviewStore, blobs: BlobStore, policy: RetentionSetting
     with store.engine.connect() as conn:
         due = _due_probes(conn, cut)
     for face_id, rule in sorted(due.items()):
-        deleted = _purge_probe(store, blobs, face_id, rule, now, actor)
+        deleted = _purge_probe(store, blobs, face_id, cut, now, actor)
         if deleted is None:
             continue
         report.probes.append(face_id)
@@ -146,25 +159,53 @@ def run_retention(store: ReviewStore, blobs: BlobStore, policy: RetentionSetting
 
 
 def _expire(store: ReviewStore, cut: _Cutoffs, actor: str) -> list[int]:
-    """Open cases older than pending_days become expired (listed in the pass's retention_run entry)."""
+    """Open cases older than pending_days become expired, each with its ``case_expired`` audit entry in the same
+    transaction (and listed in the pass's retention_run entry)."""
     with store.engine.begin() as conn:
-        ids = list(conn.execute(select(t.cases.c.id).where(_expiring(cut)).with_for_update()).scalars())
-        if ids:
-            conn.execute(update(t.cases).where(t.cases.c.id.in_(ids))
-                         .values(state=wf.CaseState.EXPIRED, updated_at=store.clock()))
-            logger.info("retention (%s): %d case(s) expired after pending_days", actor, len(ids))
-    return ids
+        rows = conn.execute(select(t.cases.c.id, t.cases.c.state, t.cases.c.created_at).where(_expiring(cut))
+                            .order_by(t.cases.c.id).with_for_update()).all()
+        if rows:
+            now = store.clock()
+            conn.execute(update(t.cases).where(t.cases.c.id.in_([r.id for r in rows]))
+                         .values(state=wf.CaseState.EXPIRED, updated_at=now, claimed_by=None, claimed_until=None))
+            for row in rows:
+                store.audit.append(conn, actor, SYSTEM_ROLE, "case_expired", reason="retention:pending",
+                                   case_id=row.id, details={"from_state": row.state,
+                                                            "created_at": row.created_at.isoformat(),
+                                                            "rule": "pending"})
+            logger.info("retention (%s): %d case(s) expired after pending_days", actor, len(rows))
+    return [int(r.id) for r in rows]
 
 
-def _purge_probe(store: ReviewStore, blobs: BlobStore, face_id: str, rule: str, now: datetime,
+def _rule_now(conn: Connection, face_id: str, cut: _Cutoffs) -> str | None:
+    """The rule under which the probe is due now, read afresh (None: it is not due, e.g. a re-search made a new
+    case of it since the pass listed it)."""
+    p, c = t.probes, t.cases
+    probe = conn.execute(select(p.c.status, p.c.first_searched_at).where(p.c.face_id == face_id)).first()
+    if probe is None:
+        return None
+    rows = conn.execute(select(c.c.state, c.c.decided_at, c.c.closed_at, c.c.created_at)
+                        .where(c.c.face_id == face_id)).all()
+    if not rows:
+        due = probe.status == "unmatched" and probe.first_searched_at < cut.no_candidate
+        return "no_candidate" if due else None
+    return _combined_rule(list(rows), cut)
+
+
+def _purge_probe(store: ReviewStore, blobs: BlobStore, face_id: str, cut: _Cutoffs, now: datetime,
                  actor: str) -> list[str] | None:
-    """Purge one probe in one transaction; the kinds deleted, or None when it was purged meanwhile."""
+    """Purge one probe in one transaction, once its row is locked and it is found still due (its rule read again
+    in this transaction); the kinds deleted, or None when it was purged meanwhile or is no longer due."""
     p = t.probes
     with store.engine.begin() as conn:
         row = conn.execute(select(p.c.still_ref, p.c.crop_jpeg.is_not(None).label("has_crop"),
                                   p.c.template.is_not(None).label("has_template"))
                            .where(p.c.face_id == face_id, p.c.purged_at.is_(None)).with_for_update()).first()
         if row is None:
+            return None
+        rule = _rule_now(conn, face_id, cut)
+        if rule is None:
+            logger.info("retention: probe %s is no longer due (a new case meanwhile), kept", face_id)
             return None
         deleted = _delete_still(conn, blobs, face_id, row.still_ref)
         deleted += [kind for kind, held in (("crop", row.has_crop), ("template", row.has_template)) if held]

@@ -81,12 +81,17 @@ class ReviewStore(CaseReader, Claims, Outbox, GalleryChanges):
     def record_search(self, cl: CandidateList) -> int | None:
         """Record a candidate list: its probe (first time), the search (audited: start/end, watch-lists, threshold,
         model, probe, outcome, candidate count) and, with candidates, a new pending case (audited). Returns the new
-        case's id; None for ``no_candidate`` or an ``event_id`` already recorded (at-least-once redelivery)."""
+        case's id; None for ``no_candidate``, an ``event_id`` already recorded (at-least-once redelivery), or a
+        probe already purged by retention (a re-search list that arrives after the purge: the search is recorded and
+        audited, with ``probe_purged``, but a case without its probe is not made)."""
         with self.engine.begin() as conn:
             if conn.execute(select(t.searches.c.event_id).where(t.searches.c.event_id == cl.event_id)).first():
                 logger.debug("search %s already recorded", cl.event_id)
                 return None
-            has_case = cl.outcome == "candidates" and bool(cl.candidates)
+            purged = self._probe_purged(conn, cl.face_id)
+            has_case = cl.outcome == "candidates" and bool(cl.candidates) and not purged
+            if purged:  # e.g. a re-search list computed before retention purged its probe: nothing to compare
+                logger.info("search %s: probe %s was purged by retention, no case made", cl.event_id, cl.face_id)
             self._upsert_probe(conn, cl, has_case)
             conn.execute(insert(t.searches).values(
                 event_id=cl.event_id, face_id=cl.face_id, trigger=cl.trigger, re_search_of=cl.re_search_of,
@@ -94,13 +99,24 @@ class ReviewStore(CaseReader, Claims, Outbox, GalleryChanges):
                 threshold=cl.threshold, top_k=cl.top_k, watch_lists=canonical(cl.watch_lists), model_id=cl.model_id,
                 candidate_count=len(cl.candidates)))
             case_id = self._create_case(conn, cl) if has_case else None
+            details = _search_details(cl)
+            if purged:
+                details["probe_purged"] = True
             self.audit.append(conn, SYSTEM_ACTOR, SYSTEM_ROLE, "search", reason=cl.meta.case_ref or "",
-                              case_id=case_id, details=_search_details(cl))
+                              case_id=case_id, details=details)
             if case_id is not None:
                 self.audit.append(conn, SYSTEM_ACTOR, SYSTEM_ROLE, "case_created", reason=cl.meta.case_ref or "",
                                   case_id=case_id, details={"search_event_id": cl.event_id, "face_id": cl.face_id,
                                                             "candidates": len(cl.candidates), "trigger": cl.trigger})
             return case_id
+
+    @staticmethod
+    def _probe_purged(conn: Connection, face_id: str) -> bool:
+        """Whether the probe is known and purged; its row is locked for this transaction (PostgreSQL: a purge of it
+        waits for this transaction, and then finds its new case; or this one waits for the purge, then sees it)."""
+        p = t.probes
+        row = conn.execute(select(p.c.purged_at).where(p.c.face_id == face_id).with_for_update()).first()
+        return row is not None and row.purged_at is not None
 
     def _upsert_probe(self, conn: Connection, cl: CandidateList, has_case: bool) -> None:
         known = conn.execute(select(t.probes.c.status).where(t.probes.c.face_id == cl.face_id)).first()
@@ -152,21 +168,26 @@ class ReviewStore(CaseReader, Claims, Outbox, GalleryChanges):
             prior = self.prior_decisions(conn, case_id)
             stage = wf.decision_stage(case_id, case.state, actor, prior)
             wf.check_claim(case_id, case.claimed_by, case.claimed_until, actor, self.clock())
-            return self._apply(conn, case, stage, actor, labels, why, note, prior)
+            action = "decision" if stage == wf.Stage.FIRST else "verification"
+            return self._apply(conn, case, stage, actor, labels, why, note, prior, action)
 
     def resolve(self, case_id: int, actor: wf.Actor, labels: Sequence[wf.CandidateLabel], reason: str,
                 note: str = "") -> CaseView:
-        """A supervisor's final decision on an escalated case (any outcome), audited as a resolution."""
+        """A supervisor's decision on an escalated case they took no part in, audited as a resolution. It counts as
+        the step the case lacks (:func:`rfr.review.workflow.resolution_stage`): the first decision (the case then
+        awaits a blind verification), the blind verification of the one decision, or, after a disagreement, the
+        final decision. Raises CaseNotFound, WrongState, NotPermitted (role, own_decision), DecisionRefused."""
         why = _reason(reason)
         with self.engine.begin() as conn:
             case = self.lock_case(conn, case_id)
             prior = self.prior_decisions(conn, case_id)
-            wf.check_resolver(case_id, case.state, actor, prior)
+            stage = wf.resolution_stage(case_id, case.state, actor, prior)
             wf.check_claim(case_id, case.claimed_by, case.claimed_until, actor, self.clock())
-            return self._apply(conn, case, wf.Stage.SUPERVISOR, actor, labels, why, note, prior)
+            return self._apply(conn, case, stage, actor, labels, why, note, prior, "resolution")
 
     def _apply(self, conn: Connection, case: Row[Any], stage: wf.Stage, actor: wf.Actor,
-               labels: Sequence[wf.CandidateLabel], why: str, note: str, prior: Sequence[wf.PriorDecision]) -> CaseView:
+               labels: Sequence[wf.CandidateLabel], why: str, note: str, prior: Sequence[wf.PriorDecision],
+               action: str) -> CaseView:
         subjects = {r.rank: r.subject_id for r in conn.execute(
             select(t.candidates.c.rank, t.candidates.c.subject_id).where(t.candidates.c.case_id == case.id))}
         verdict = wf.derive_outcome(labels, subjects)
@@ -182,7 +203,6 @@ class ReviewStore(CaseReader, Claims, Outbox, GalleryChanges):
             values.update(outcome=verdict.outcome, lead_rank=verdict.lead_rank,
                           lead_subject_id=verdict.lead_subject_id, decided_at=now)
         conn.execute(update(t.cases).where(t.cases.c.id == case.id).values(**values))
-        action = {wf.Stage.FIRST: "decision", wf.Stage.VERIFICATION: "verification"}.get(stage, "resolution")
         self.audit.append(conn, actor.name, str(actor.role), action, reason=why, case_id=case.id, details={
             "stage": stage.value, "outcome": verdict.outcome.value, "lead_rank": verdict.lead_rank,
             "lead_subject_id": verdict.lead_subject_id, "labels": list(verdict.labels), "note": note.strip(),
@@ -195,11 +215,12 @@ class ReviewStore(CaseReader, Claims, Outbox, GalleryChanges):
         return self.read_case(conn, case.id, actor)
 
     def escalate(self, case_id: int, actor: wf.Actor, note: str, reason: str) -> CaseView:
-        """Send a pending or awaiting case to a supervisor, with a note (audited as escalation)."""
+        """Send a pending or awaiting case to a supervisor, with a note (audited as escalation); never a case
+        awaiting the verification of ``actor``'s own decision (NotPermitted ``own_decision``)."""
         why = _reason(reason)
         with self.engine.begin() as conn:
             case = self.lock_case(conn, case_id)
-            text = wf.check_escalation(case_id, case.state, actor, note)
+            text = wf.check_escalation(case_id, case.state, actor, self.prior_decisions(conn, case_id), note)
             now = self.clock()
             wf.check_claim(case_id, case.claimed_by, case.claimed_until, actor, now)
             conn.execute(insert(t.decisions).values(

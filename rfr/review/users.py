@@ -4,12 +4,18 @@
   defaults have moved on. At least :data:`MIN_PASSWORD_LENGTH` characters. Never logged, never audited.
 * Session tokens (``rfs1.<payload>.<mac>``): stateless, HMAC-SHA256 over (user, role, expiry, a tag of the
   password hash) with a key derived from the service secret. Checked against the user row on every use, so a
-  deactivated user, a changed role or a changed password ends the session.
-* API tokens (``rft1.<random>``, 32 random bytes from :func:`secrets.token_urlsafe`): only their sha256 is
-  stored; the plain token is returned once by :meth:`UserStore.create_token`. Their principal is named
-  ``token:<name>`` so that the audit log never confuses a case system with a person.
+  deactivated user, a changed role or a changed password ends the session; signing out
+  (:meth:`UserStore.revoke_session`) records the token's sha256 in ``revoked_sessions`` until it would have
+  expired, and a revoked token is refused.
+* API tokens (``rft1.<random>``, 32 random bytes from :func:`secrets.token_urlsafe`): for case systems only
+  (role ``case_system``: they read final decisions, never a case). Only their sha256 is stored; the plain token is
+  returned once by :meth:`UserStore.create_token`. Each expires (``expires_in_days``, default
+  :data:`TOKEN_DEFAULT_DAYS`); an expired or revoked one is refused. Their principal is named ``token:<name>`` so
+  that the audit log never confuses a case system with a person (nor a token with the user of the same name).
 
-Every login, failed login, user creation or change and token creation or revocation is one audit entry.
+Every login, failed login, user creation or change and token creation or revocation is one audit entry. A failed
+login is recorded under the actor :data:`UNAUTHENTICATED` with the name tried in its details (cut to
+:data:`ATTEMPTED_NAME_MAX` characters): whoever typed it is not known to be that user.
 Administration (creating users and tokens, changing users) needs an administrator; one may change one's own
 password.
 """
@@ -32,7 +38,20 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Boolean, Column, Connection, Engine, Integer, String, Table, insert, select, update
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    String,
+    Table,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from rfr.review.audit import AuditAction, AuditLog, derive_key
@@ -47,6 +66,11 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 SESSION_PREFIX = "rfs1."
 TOKEN_PREFIX = "rft1."
 TOKEN_PRINCIPAL_PREFIX = "token:"
+TOKEN_DEFAULT_DAYS = 365
+TOKEN_MAX_DAYS = 3650
+UNAUTHENTICATED = "unauthenticated"
+"""The audit actor of a failed login (the name tried goes in the entry's details)."""
+ATTEMPTED_NAME_MAX = 128
 
 
 class Role(StrEnum):
@@ -55,6 +79,10 @@ class Role(StrEnum):
     AUDITOR = "auditor"
     ADMINISTRATOR = "administrator"
     CASE_SYSTEM = "case_system"  # API tokens of case systems: read final decisions only
+
+
+TOKEN_ROLES = frozenset({Role.CASE_SYSTEM})
+"""The only role an API token may have: people sign in (and are bound by the two-person rule) as themselves."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +108,7 @@ class TokenInfo:
     role: Role
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime
 
 
 class UserError(ValueError):
@@ -117,6 +146,17 @@ api_tokens = Table(
     Column("token_sha256", String(64), nullable=False, unique=True, comment="sha256 hex of the token"),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("revoked_at", UtcDateTime(), nullable=True),
+    Column("expires_at", UtcDateTime(), nullable=False, comment="refused from this time on (migration 0003)"),
+)
+
+revoked_sessions = Table(
+    "revoked_sessions",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True, comment="sha256 hex of a signed-out session token"),
+    Column("name", String(ID), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False, comment="the session's own expiry: the row goes after it"),
+    Column("revoked_at", UtcDateTime(), nullable=False),
+    Index(None, "expires_at"),
 )
 
 
@@ -144,7 +184,8 @@ def password_tag(password_hash: str) -> str:
 
 def issue_session(secret: bytes, principal: Principal, expires_at: datetime, tag: str = "") -> str:
     """A signed session token ``rfs1.<payload>.<mac>`` for ``principal`` valid until ``expires_at`` (aware)."""
-    payload = json.dumps({"n": principal.name, "r": str(principal.role), "e": expires_at.timestamp(), "p": tag},
+    payload = json.dumps({"n": principal.name, "r": str(principal.role), "e": expires_at.timestamp(), "p": tag,
+                          "j": secrets.token_urlsafe(12)},  # unique: signing out one session ends that one only
                          sort_keys=True, separators=(",", ":")).encode()
     body = SESSION_PREFIX + _b64(payload)
     mac = hmac.new(derive_key(secret, "session"), body.encode(), hashlib.sha256).digest()
@@ -271,26 +312,41 @@ class UserStore:
         return [UserInfo(r.name, Role(r.role), bool(r.active), r.created_at) for r in rows]
 
     # --- logins and sessions ----------------------------------------------------------------------------------
-    def authenticate(self, name: str, password: str) -> Principal | None:
+    def authenticate(self, name: str, password: str, *, suppressed: int = 0) -> Principal | None:
         """The user's principal when ``name`` is an active user with this password, else None; audited as
-        ``login`` or ``login_failed`` (with why: unknown_user, bad_password, inactive)."""
+        ``login`` (actor: the user) or ``login_failed`` (actor :data:`UNAUTHENTICATED`, the name tried and why:
+        unknown_user, bad_password, inactive). ``suppressed``: refused tries of this name that the sign-in
+        throttle did not record one by one, counted in this entry's details."""
         with self._engine.connect() as conn:
             row = conn.execute(select(users).where(users.c.name == name)).first()
         ok = self._verify(row.password_hash if row is not None else self._dummy_hash, password)
         failure = "unknown_user" if row is None else "bad_password" if not ok else None
         if row is not None and ok and not row.active:
             failure = "inactive"
-        actor, role = name[:256], (row.role if row is not None else "")
+        extra = {"suppressed": suppressed} if suppressed > 0 else {}
         with self._engine.begin() as conn:
             if failure is not None or row is None:
-                self._audit.append(conn, actor or "-", role, AuditAction.LOGIN_FAILED, details={"why": failure})
-                logger.info("login failed for %r: %s", actor, failure)
+                self._audit.append(conn, UNAUTHENTICATED, "", AuditAction.LOGIN_FAILED,
+                                   details={"name": name[:ATTEMPTED_NAME_MAX], "why": failure, **extra})
+                logger.info("login failed for %r: %s", name[:ATTEMPTED_NAME_MAX], failure)
                 return None
             if self._hasher.check_needs_rehash(row.password_hash):
                 conn.execute(update(users).where(users.c.name == name)
                              .values(password_hash=self._hasher.hash(password)))
-            self._audit.append(conn, actor, role, AuditAction.LOGIN, details={"method": "password"})
+            self._audit.append(conn, row.name, row.role, AuditAction.LOGIN,
+                               details={"method": "password", **extra})
         return Principal(row.name, Role(row.role))
+
+    def login_throttled(self, name: str, retry_after_s: int, suppressed: int = 0) -> None:
+        """Record a sign-in refused by the throttle (``login_failed``, why ``throttled``, actor
+        :data:`UNAUTHENTICATED`): the throttle calls this once per name and window, and counts the rest as
+        ``suppressed`` in the next entry."""
+        details: dict[str, Any] = {"name": name[:ATTEMPTED_NAME_MAX], "why": "throttled",
+                                   "retry_after_s": retry_after_s}
+        if suppressed > 0:
+            details["suppressed"] = suppressed
+        with self._engine.begin() as conn:
+            self._audit.append(conn, UNAUTHENTICATED, "", AuditAction.LOGIN_FAILED, details=details)
 
     def _verify(self, password_hash: str, password: str) -> bool:
         try:
@@ -307,38 +363,78 @@ class UserStore:
         return issue_session(self._secret, principal, self._clock() + self._ttl, password_tag(row.password_hash))
 
     def check_session(self, token: str) -> Principal | None:
-        """The principal of a valid, unexpired session token whose user is still active, with the same role and
-        password; else None."""
+        """The principal of a valid, unexpired, not signed-out session token whose user is still active, with the
+        same role and password; else None."""
         claims = check_session(self._secret, token, self._clock())
         if claims is None:
             return None
         with self._engine.connect() as conn:
             row = conn.execute(select(users).where(users.c.name == claims.name)).first()
-        if (row is None or not row.active or row.role != claims.role
+            revoked = conn.execute(select(revoked_sessions.c.token_sha256)
+                                   .where(revoked_sessions.c.token_sha256 == token_digest(token))).first()
+        if (row is None or revoked is not None or not row.active or row.role != claims.role
                 or not hmac.compare_digest(password_tag(row.password_hash), claims.password_tag)):
             return None
         return Principal(claims.name, claims.role)
 
+    def revoke_session(self, token: str) -> bool:
+        """Sign out: a valid session token is refused from now on (its sha256 is kept until it would have expired;
+        rows of sessions expired since are dropped). False when ``token`` is not a valid session or was already
+        revoked."""
+        now = self._clock()
+        claims = check_session(self._secret, token, now)
+        if claims is None:
+            return False
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(delete(revoked_sessions).where(revoked_sessions.c.expires_at <= now))
+                conn.execute(insert(revoked_sessions).values(token_sha256=token_digest(token), name=claims.name,
+                                                             expires_at=claims.expires_at, revoked_at=now))
+        except IntegrityError:
+            return False
+        logger.info("session of %s ended (signed out)", claims.name)
+        return True
+
     # --- API tokens -------------------------------------------------------------------------------------------
-    def create_token(self, name: str, role: Role, by: Principal, reason: str = "") -> str:
-        """A new API token for ``name`` (a case system) with ``role``; returns the plain token, shown only now
-        (only its sha256 is stored). Raises UserError for a bad name, NotPermitted."""
+    def create_token(self, name: str, role: Role, by: Principal, reason: str = "",
+                     expires_in_days: int = TOKEN_DEFAULT_DAYS) -> str:
+        """A new API token for ``name`` (a case system; ``role`` must be ``case_system``) that expires in
+        ``expires_in_days`` (1 to :data:`TOKEN_MAX_DAYS`); returns the plain token, shown only now (only its
+        sha256 is stored). Raises UserError for a bad name, role or expiry; NotPermitted."""
         self._require_admin(by, "creating an API token")
         role = Role(role)
+        if role not in TOKEN_ROLES:
+            raise UserError(f"an API token is for a case system: its role must be {Role.CASE_SYSTEM}, not {role} "
+                            "(people sign in as themselves, so that the two-person rule and the audit log hold)")
+        if isinstance(expires_in_days, bool) or not 1 <= int(expires_in_days) <= TOKEN_MAX_DAYS:
+            raise UserError(f"an API token expires in 1 to {TOKEN_MAX_DAYS} days, not {expires_in_days!r}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = self._clock()
+        expires_at = now + timedelta(days=int(expires_in_days))
         with self._engine.begin() as conn:
             token_id = conn.execute(insert(api_tokens).values(
                 name=_check_name(name), role=str(role), token_sha256=token_digest(token),
-                created_at=self._clock())).inserted_primary_key
-            details = {"token_id": token_id[0] if token_id else None, "name": name, "role": str(role)}
+                created_at=now, expires_at=expires_at)).inserted_primary_key
+            details = {"token_id": token_id[0] if token_id else None, "name": name, "role": str(role),
+                       "expires_at": expires_at.isoformat()}
             self._audit_as(conn, by, AuditAction.TOKEN_CREATED, reason, details)
-        logger.info("API token for %s (%s) created by %s", name, role, by.name)
+        logger.info("API token for %s (%s) created by %s, expires %s", name, role, by.name, expires_at)
         return token
+
+    @staticmethod
+    def _token_info(row: Any) -> TokenInfo:
+        return TokenInfo(row.id, row.name, Role(row.role), row.created_at, row.revoked_at, row.expires_at)
 
     def list_tokens(self) -> list[TokenInfo]:
         with self._engine.connect() as conn:
             rows = conn.execute(select(api_tokens).order_by(api_tokens.c.id)).all()
-        return [TokenInfo(r.id, r.name, Role(r.role), r.created_at, r.revoked_at) for r in rows]
+        return [self._token_info(r) for r in rows]
+
+    def token_info(self, token: str) -> TokenInfo | None:
+        """What is recorded of the API token ``token`` (revoked or expired ones too), or None."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(api_tokens).where(api_tokens.c.token_sha256 == token_digest(token))).first()
+        return None if row is None else self._token_info(row)
 
     def revoke_token(self, token_id: int, by: Principal, reason: str = "") -> bool:
         """Revoke a token by id; False when there is no such unrevoked token."""
@@ -352,11 +448,13 @@ class UserStore:
         return True
 
     def check_token(self, token: str) -> Principal | None:
-        """The principal (``token:<name>``, its role) of an unrevoked API token, else None."""
+        """The principal (``token:<name>``, ``case_system``) of an unrevoked, unexpired API token, else None (a
+        token of any other role, made before tokens were for case systems only, is refused too)."""
         digest = token_digest(token)
         with self._engine.connect() as conn:
             row = conn.execute(select(api_tokens).where(api_tokens.c.token_sha256 == digest)).first()
-        if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_sha256, digest):
+        if (row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_sha256, digest)
+                or row.role not in TOKEN_ROLES or self._clock() >= row.expires_at):
             return None
         return Principal(TOKEN_PRINCIPAL_PREFIX + row.name, Role(row.role))
 

@@ -85,8 +85,9 @@ class ProbeView:
 
 @dataclass(frozen=True)
 class CaseView:
-    """A case as ``viewer`` may see it. While it awaits verification the first decision is left out for anyone
-    but its author, supervisors and auditors; ``hidden_decisions`` counts what was left out."""
+    """A case as ``viewer`` may see it (:func:`rfr.review.workflow.visible_decisions`: until the case is final a
+    reviewer sees only their own decisions, a supervisor every decision only once the reviewers disagreed, an
+    auditor every one); ``hidden_decisions`` counts what was left out."""
 
     id: int
     state: str
@@ -134,11 +135,13 @@ class QueueItem:
 @dataclass(frozen=True)
 class ClaimResult:
     """What :meth:`rfr.review.store.ReviewStore.claim` did: ``taken`` (taken or renewed by the caller), else who
-    holds the case (``claimed_by``, None when nobody does but the caller has no step to take on it)."""
+    holds the case (``claimed_by``, None when nobody does but the caller has no step to take on it, or
+    ``limit_reached``: the caller already holds the most cases one person may, see :mod:`rfr.review.claims`)."""
 
     taken: bool
     claimed_by: str | None
     claimed_until: datetime | None
+    limit_reached: bool = False
 
 
 @dataclass(frozen=True)

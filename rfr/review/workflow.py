@@ -4,11 +4,21 @@ A reviewer's decision is one :class:`Label` per candidate of the case, each with
 from it (:func:`derive_outcome`): ``lead`` when exactly one candidate is a ``possible_match`` (that candidate is
 the lead), ``no_lead`` when none is. Two or more possible matches are refused: one probe is one person.
 
-With two-person verification on, a case goes ``pending`` -> first decision -> ``awaiting_verification`` -> a
-*different* person decides blind (:func:`visible_decisions` hides the first decision from everyone but its
-author, supervisors and auditors) -> the same outcome and lead subject make it final (``lead`` / ``no_lead``), a
-different one ``escalated`` -> a supervisor decides, and that is final. With it off the first decision is final.
-A reviewer or supervisor may escalate an open case with a note; a supervisor closes a lead's case.
+With two-person verification on, a final outcome always rests on two different people who decided independently
+(blind to each other's decision): a case goes ``pending`` -> first decision -> ``awaiting_verification`` -> a
+*different* person decides blind -> the same outcome and lead subject make it final (``lead`` / ``no_lead``), a
+different one ``escalated`` (a real disagreement) -> a supervisor who took no part resolves it, and that is final.
+A reviewer or supervisor may escalate an open case with a note (not a case awaiting the verification of their own
+decision). A supervisor's resolution of an escalated case counts as the step the case still lacks
+(:func:`resolution_stage`): with no decision yet it is the FIRST decision (the case then awaits a blind verification
+by someone else), with one decision it is the blind VERIFICATION of it, after a real disagreement it is final. The
+person who escalated a case never resolves it. With two-person verification off the first decision is final.
+
+Who sees which decision (:func:`visible_decisions`): auditors see every decision; once a case is final (or expired)
+everyone does; a supervisor sees every decision of a case escalated after a real disagreement; otherwise a viewer
+sees only their own decisions (a supervisor resolving an escalation without a disagreement also sees the escalation
+notes), so every decision that counts towards the two people is made blind.
+A supervisor closes a lead's case.
 
 Refusals are exceptions with a machine ``reason`` (:class:`rfr.core.errors.ReasonedError`): :class:`CaseNotFound`
 (HTTP 404), :class:`WrongState` (409; :class:`CaseClaimed`: another reviewer has taken the case, see
@@ -66,8 +76,12 @@ DECIDING_ROLES = frozenset({"reviewer", "supervisor"})
 """Roles that may decide and escalate (a supervisor also resolves and closes)."""
 VIEWING_ROLES = frozenset({"reviewer", "supervisor", "auditor"})
 """Roles that may open a case."""
-SEES_BLIND_DECISIONS = frozenset({"supervisor", "auditor"})
-"""Roles that see a first decision while it awaits verification (its author sees it too)."""
+SEES_EVERY_DECISION = frozenset({"auditor"})
+"""Roles that see every decision of a case in any state (they never decide)."""
+INDEPENDENT_STAGES = frozenset({"first", "verification"})
+"""Stages of a decision made blind to any other decision: the two people of the two-person rule."""
+DONE_STATES = frozenset({"lead", "no_lead", "expired"})
+"""States in which nothing more is decided: every decision is shown to every viewer."""
 
 
 class Actor(Protocol):
@@ -189,6 +203,21 @@ def require_role(actor: Actor, roles: frozenset[str], step: str) -> None:
         raise NotPermitted("role_not_allowed", f"{actor.name} ({actor.role}) may not {step}")
 
 
+def took_part(actor: Actor, prior: Sequence[PriorDecision]) -> bool:
+    """Whether ``actor`` already decided or escalated this case (then they neither verify nor resolve it)."""
+    return any(p.actor == actor.name for p in prior)
+
+
+def independent_decisions(prior: Sequence[PriorDecision]) -> list[PriorDecision]:
+    """The decisions made blind to any other (first decisions and verifications), oldest first."""
+    return [p for p in prior if p.stage in INDEPENDENT_STAGES]
+
+
+def disagreed(prior: Sequence[PriorDecision]) -> bool:
+    """Whether two different people have decided the case independently (in an escalated case: a disagreement)."""
+    return len({p.actor for p in independent_decisions(prior)}) >= 2
+
+
 def decision_stage(case_id: int, state: str, actor: Actor, prior: Sequence[PriorDecision]) -> Stage:
     """The stage of ``actor``'s decision on a case in ``state`` with ``prior`` decisions (via ``decide``: first or
     verification). Raises :class:`NotPermitted` (role, ``own_decision``) or :class:`WrongState`."""
@@ -197,20 +226,30 @@ def decision_stage(case_id: int, state: str, actor: Actor, prior: Sequence[Prior
         return Stage.FIRST
     if state != CaseState.AWAITING_VERIFICATION:
         raise WrongState(case_id, state, "a decision" + (" (a supervisor resolves it)" if state == "escalated" else ""))
-    if any(p.actor == actor.name for p in prior):
-        raise NotPermitted("own_decision", f"{actor.name} made the first decision on case {case_id}: a different "
-                           "person verifies it")
+    if took_part(actor, prior):
+        raise NotPermitted("own_decision", f"{actor.name} already took part in case {case_id} (its first decision or "
+                           "its escalation): a different person verifies it")
     return Stage.VERIFICATION
 
 
-def check_resolver(case_id: int, state: str, actor: Actor, prior: Sequence[PriorDecision]) -> None:
-    """A supervisor resolves an escalated case, unless they already decided it as first or verifier."""
+def resolution_stage(case_id: int, state: str, actor: Actor, prior: Sequence[PriorDecision]) -> Stage:
+    """The stage a supervisor's resolution of an escalated case counts as: ``first`` when nobody has decided the
+    case yet (it then awaits a blind verification by someone else), ``verification`` when one person has (the
+    supervisor does not see that decision: :func:`visible_decisions`), ``supervisor`` (final) after a real
+    disagreement. Raises :class:`NotPermitted` (role; ``own_decision``: the supervisor decided or escalated this
+    case) or :class:`WrongState` (not escalated)."""
     require_role(actor, frozenset({"supervisor"}), "resolve an escalated case")
     if state != CaseState.ESCALATED:
         raise WrongState(case_id, state, "a supervisor's resolution")
-    if any(p.actor == actor.name and p.stage in (Stage.FIRST, Stage.VERIFICATION) for p in prior):
-        raise NotPermitted("own_decision", f"{actor.name} already decided case {case_id}: another supervisor "
-                           "resolves it")
+    if took_part(actor, prior):
+        raise NotPermitted("own_decision", f"{actor.name} already decided or escalated case {case_id}: another "
+                           "supervisor resolves it")
+    decided = independent_decisions(prior)
+    if not decided:
+        return Stage.FIRST
+    if not disagreed(prior):
+        return Stage.VERIFICATION
+    return Stage.SUPERVISOR
 
 
 def next_state(stage: Stage, outcome: Outcome, lead_subject_id: str | None, two_person: bool,
@@ -226,11 +265,15 @@ def next_state(stage: Stage, outcome: Outcome, lead_subject_id: str | None, two_
     return final
 
 
-def check_escalation(case_id: int, state: str, actor: Actor, note: str) -> str:
-    """The trimmed note of an escalation of an open, undecided case by a reviewer or supervisor."""
+def check_escalation(case_id: int, state: str, actor: Actor, prior: Sequence[PriorDecision], note: str) -> str:
+    """The trimmed note of an escalation of an open, undecided case by a reviewer or supervisor; never of a case
+    awaiting the verification of one's own decision (:class:`NotPermitted` ``own_decision``)."""
     require_role(actor, DECIDING_ROLES, "escalate a case")
     if state not in (CaseState.PENDING, CaseState.AWAITING_VERIFICATION):
         raise WrongState(case_id, state, "an escalation")
+    if took_part(actor, prior):
+        raise NotPermitted("own_decision", f"{actor.name} made the first decision on case {case_id}: a different "
+                           "person verifies it (or escalates it)")
     return check_note(note, "the escalation note")
 
 
@@ -243,11 +286,20 @@ def check_close(case_id: int, state: str, closed: bool, actor: Actor, note: str)
 
 
 def visible_decisions(state: str, decisions: Sequence[PriorDecision], viewer: Actor) -> list[int]:
-    """Indices of ``decisions`` that ``viewer`` may see: while a case awaits verification its first decision is
-    hidden from everyone but its author, supervisors and auditors (the verifier decides blind)."""
-    if state != CaseState.AWAITING_VERIFICATION or str(viewer.role) in SEES_BLIND_DECISIONS:
-        return list(range(len(decisions)))
-    return [i for i, d in enumerate(decisions) if d.stage != Stage.FIRST or d.actor == viewer.name]
+    """Indices of ``decisions`` that ``viewer`` may see. Auditors see every decision, and so does everyone once the
+    case is final (or expired); a supervisor sees every decision of a case escalated after a real disagreement.
+    Otherwise a viewer sees only their own (a supervisor on an escalated case also the escalation notes): a
+    verifier, or a supervisor resolving an escalation that counts as a first decision or a verification, decides
+    blind."""
+    everything = list(range(len(decisions)))
+    role = str(viewer.role)
+    if role in SEES_EVERY_DECISION or state in DONE_STATES:
+        return everything
+    if role == "supervisor" and state == CaseState.ESCALATED:
+        if disagreed(decisions):
+            return everything
+        return [i for i, d in enumerate(decisions) if d.actor == viewer.name or d.stage == Stage.ESCALATION]
+    return [i for i, d in enumerate(decisions) if d.actor == viewer.name]
 
 
 def two_person_confirmed(decisions: Sequence[PriorDecision], outcome: Outcome, lead_subject_id: str | None) -> bool:
@@ -259,16 +311,16 @@ def two_person_confirmed(decisions: Sequence[PriorDecision], outcome: Outcome, l
 
 def can_take(state: str, actor: Actor, prior: Sequence[PriorDecision]) -> bool:
     """Whether ``actor`` has a step to take on a case in ``state`` (a first decision, a verification of another's
-    decision, a supervisor's resolution): who may take (claim) it from the queue."""
-    role, mine = str(actor.role), [p for p in prior if p.actor == actor.name]
+    decision, a supervisor's resolution of a case they took no part in): who may take (claim) it from the queue."""
+    role = str(actor.role)
     if role not in DECIDING_ROLES:
         return False
     if state == CaseState.PENDING:
         return True
     if state == CaseState.AWAITING_VERIFICATION:
-        return not mine
+        return not took_part(actor, prior)
     if state == CaseState.ESCALATED:
-        return role == "supervisor" and not any(p.stage in (Stage.FIRST, Stage.VERIFICATION) for p in mine)
+        return role == "supervisor" and not took_part(actor, prior)
     return False
 
 

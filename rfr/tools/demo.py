@@ -218,6 +218,10 @@ def show_kept(settings: Settings, accounts: list[tuple[str, str, str]]) -> None:
     for name, role, password in accounts:
         typer.echo(f"    {name:16} {role:11} password {password}")
     typer.echo("Sign in as one reviewer to decide a case and as the other to verify it. `rfr down` stops the stack.")
+    state, blobs = settings.stack.state_dir.resolve(), settings.blob_dir.resolve()
+    typer.echo(f"The `rfr review`, `rfr audit`, `rfr retention`, `rfr api-keys` and `rfr submit` commands act on the "
+               f"stack of the state dir they are given; for this demo's:\n    export RFR_STACK__STATE_DIR={state} "
+               f"RFR_BLOB_DIR={blobs}\n(the next `rfr demo` starts a new demo stack: these accounts and cases go).")
 
 
 def submit(settings: Settings, probes: list[Probe]) -> None:

@@ -8,10 +8,11 @@ none opens a milvus-lite data file itself. Search results are candidates for tra
 identifications.
 
 The review service is told of every change (``rfr.gallery.v1``, :mod:`rfr.tools.gallery_events`): ``rfr enrol``
-keeps each enrolled photo in the blob store (``blob_dir``, content-addressed) and announces the photos it
-enrolled, with their templates, so that reviewers see a candidate's photo and unsolved probes are searched again
-against them; ``rfr gallery delete`` announces the erasure. A failed announcement exits 1 and says how to repeat
-it; ``--no-announce`` enrols or erases without telling the review service (offline).
+keeps each enrolled photo in the gallery's blob store (``<blob_dir>/gallery``, content-addressed, apart from
+the stills) and announces the photos it enrolled, with their templates, so that reviewers see a candidate's photo
+and unsolved probes are searched again against them; ``rfr gallery delete`` announces the erasure. A failed
+announcement exits 1 and says how to repeat it; ``--no-announce`` enrols or erases without telling the review
+service (offline).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 
 from rfr.core.image_files import identity_folders
 from rfr.core.logs import setup_logging
-from rfr.core.settings import Settings, load_settings
+from rfr.core.settings import Settings, gallery_blob_dir, load_settings
 from rfr.gallery.base import GalleryError
 from rfr.gallery.extraction import MultiFacePolicy
 
@@ -101,7 +102,8 @@ def enrol(
 
     Output: a line per file or manifest row (enrolled, existing, skipped, rejected, warning), then a summary.
 
-    Each enrolled photo is kept in the blob store (blob_dir) and announced to the review service (rfr.gallery.v1).
+    Each enrolled photo is kept in the gallery's blob store (blob_dir/gallery) and announced to the review service
+    (rfr.gallery.v1).
 
     Exit 0 when every file was enrolled or already there and the review service was told, else 1 (see
     --allow-partial); 2 for a usage error.
@@ -149,17 +151,18 @@ def enrol(
 def _enroller(settings: Settings, watch_list: str, policy: MultiFacePolicy, batch_size: int | None,
               allow_shared_photo: bool, embed_existing: bool) -> tuple[Enroller, PipelineExtractor]:
     """The enroller of ``rfr enrol`` and its extractor (to close): the real extractor and embedder, the gallery at
-    ``milvus.uri``, photos kept in ``blob_dir`` (exit 1 when it cannot be written)."""
+    ``milvus.uri``, photos kept in ``<blob_dir>/gallery`` (exit 1 when it cannot be written)."""
     from rfr.core.blobstore import FileBlobStore
     from rfr.gallery.enrol import Enroller
     from rfr.gallery.extraction import PipelineExtractor, load_embedder
     from rfr.gallery.milvus import open_gallery
 
-    photos = FileBlobStore(settings.blob_dir)
+    photo_dir = gallery_blob_dir(settings)
+    photos = FileBlobStore(photo_dir)
     try:
         photos.check()
     except OSError as exc:
-        raise _fail(f"cannot keep the photos in {settings.blob_dir} (blob_dir): {exc}", 1) from exc
+        raise _fail(f"cannot keep the photos in {photo_dir} (blob_dir/gallery): {exc}", 1) from exc
     embedder = load_embedder(settings)
     target = open_gallery(settings, embedder.model_id, embedder.weights_sha256)
     extractor = PipelineExtractor(settings)

@@ -15,7 +15,8 @@ the actor ``cli:<operating-system user>`` with the role ``administrator``.
 * ``rfr retention run``: one retention pass (:func:`rfr.review.retention.run_retention`), printing what it purged.
 * ``rfr review user-add NAME --role ROLE``: a user; the password is prompted for (twice), or read as the first
   line of stdin with ``--password-stdin``.
-* ``rfr review token-create NAME [--role case_system]``: an API token for a case system, printed once.
+* ``rfr review token-create NAME [--expires-in-days 365]``: an API token for a case system, printed once (its
+  expiry on stderr). API tokens are for case systems only: ``--role`` other than ``case_system`` is refused.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from rfr.core.db import make_engine, redacted
 from rfr.core.logs import setup_logging
 from rfr.core.settings import Settings, load_settings, review_database_url, review_secret, review_secret_path
 from rfr.review.audit import AuditAction, AuditLog
-from rfr.review.users import Principal, Role, UserError, UserStore
+from rfr.review.users import TOKEN_DEFAULT_DAYS, TOKEN_MAX_DAYS, TOKEN_ROLES, Principal, Role, UserError, UserStore
 
 app = typer.Typer(add_completion=False, help="The review service's audit log, retention and users.")
 audit_app = typer.Typer(no_args_is_help=True, help="The review audit log: verify it, export it.")
@@ -223,15 +224,25 @@ def user_add(
 @review_app.command("token-create")
 def token_create(
     name: Annotated[str, typer.Argument(help="Name of the case system the token is for.")],
-    role: Annotated[Role, typer.Option(help="The token's role.")] = Role.CASE_SYSTEM,
+    role: Annotated[Role, typer.Option(help="The token's role: case_system, the only one an API token may have "
+                                           "(people sign in as themselves).")] = Role.CASE_SYSTEM,
+    expires_in_days: Annotated[int, typer.Option(help=f"Days until the token is refused (1-{TOKEN_MAX_DAYS}).")
+                               ] = TOKEN_DEFAULT_DAYS,
 ) -> None:
-    """Create an API token (audited) and print it; it is shown only this once (only its sha256 is kept)."""
+    """Create an API token for a case system (audited) and print it; it is shown only this once (only its sha256
+    is kept). Exit 1 when refused (a role other than case_system, a bad name or expiry)."""
+    if role not in TOKEN_ROLES:
+        raise _fail(f"refused: an API token is for a case system: --role must be {Role.CASE_SYSTEM}, not {role} "
+                    "(people sign in as themselves: rfr review user-add)", EXIT_PROBLEMS)
     settings = _settings()
     with _audit_log(settings, migrate=True) as (engine, audit):
         users = UserStore(engine, audit, session_ttl_s=settings.review.session_ttl_s)
         try:
-            token = users.create_token(name, role, cli_principal(), reason="rfr review token-create")
+            token = users.create_token(name, role, cli_principal(), reason="rfr review token-create",
+                                       expires_in_days=expires_in_days)
         except UserError as exc:
             raise _fail(f"refused: {exc}", EXIT_PROBLEMS) from exc
+        info = users.token_info(token)
     typer.echo(token)
-    typer.echo(f"API token for {name} ({role}): store it now, it cannot be shown again", err=True)
+    expiry = f", expires {info.expires_at.isoformat()}" if info is not None else ""
+    typer.echo(f"API token for {name} ({role}{expiry}): store it now, it cannot be shown again", err=True)

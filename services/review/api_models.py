@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rfr.core.review_messages import DecisionEvent
-from rfr.review.users import Role
+from rfr.review.users import TOKEN_DEFAULT_DAYS, TOKEN_MAX_DAYS, Role
 from rfr.review.workflow import Label
 
 REASON = ("Why: the case or crime reference this step serves (recorded in the audit log with who and when).")
@@ -73,8 +73,12 @@ class UserIn(_Body):
 
 
 class TokenIn(_Body):
-    name: str = Field(min_length=1, max_length=128, description="The case system the token is for.")
-    role: Role = Role.CASE_SYSTEM
+    name: str = Field(min_length=1, max_length=128, description="The case system the token is for (its principal "
+                      "is `token:<name>`).")
+    role: Role = Field(default=Role.CASE_SYSTEM, description="Must be case_system: API tokens are for case systems "
+                       "only (people log in as themselves); any other role is refused (422).")
+    expires_in_days: int = Field(default=TOKEN_DEFAULT_DAYS, ge=1, le=TOKEN_MAX_DAYS,
+                                 description="Days until the token is refused.")
     reason: str = Field(default="", max_length=256)
 
 
@@ -82,6 +86,7 @@ class TokenOut(BaseModel):
     token: str = Field(description="Shown once: only its sha256 is stored.")
     name: str
     role: Role
+    expires_at: datetime
 
 
 class AuditEntryOut(BaseModel):

@@ -1,6 +1,8 @@
 """The review API (FastAPI; OpenAPI at ``/openapi.json``, interactive docs at ``/docs``).
 
-Authentication: ``POST /v1/login`` (name + password) returns a session token; every other endpoint but
+Authentication: ``POST /v1/login`` (name + password) returns a session token (throttled with the sign-in page:
+429 ``throttled`` with ``Retry-After`` after repeated failures of the name or from the address); ``POST /v1/logout``
+ends it. Every other endpoint but
 ``/healthz`` needs ``Authorization: Bearer <session token or case-system API token>`` and checks the caller's
 role (:mod:`services.review.auth`): 401 for no or an unknown token (a retailer's ingest key included), 403 for a
 role that may not. Errors are ``{"detail": {"reason": ..., "message": ...}}``: 403 ``own_decision`` /
@@ -17,9 +19,10 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
 from rfr import __version__
 from rfr.core.errors import ReasonedError
@@ -27,12 +30,13 @@ from rfr.review import users as u
 from rfr.review import workflow as wf
 from rfr.review.users import Principal
 from services.review.api_models import ErrorResponse, LoginIn, LoginOut, PrincipalOut
-from services.review.auth import EVERYONE, Guards, unauthorized
+from services.review.auth import BEARER, EVERYONE, Guards, api_error, unauthorized
 from services.review.context import ApiContext
 from services.review.outages import STORE_OUTAGES
 from services.review.routes_admin import admin_routes
 from services.review.routes_cases import case_routes
 from services.review.web import install_web
+from services.review.web.throttle import attempt_login
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +101,31 @@ def create_app(ctx: ApiContext) -> FastAPI:
     guards = Guards(ctx.users)
     _install_error_handlers(app)
 
-    @app.post("/v1/login", response_model=LoginOut, tags=["auth"])
-    def login(body: LoginIn) -> LoginOut:
+    @app.post("/v1/login", response_model=LoginOut, tags=["auth"], responses={
+        429: {"model": ErrorResponse, "description": "Too many failed logins of this name or from this address: "
+              "retry after Retry-After seconds (the sign-in page shares the count)"}})
+    def login(body: LoginIn, request: Request) -> LoginOut:
         """Log in with a name and password; returns a session token (audited: login / login_failed)."""
-        principal = ctx.users.authenticate(body.name, body.password)
-        if principal is None:
+        address = request.client.host if request.client else "-"
+        outcome = attempt_login(ctx.login_throttle, ctx.users, body.name, body.password, address)
+        if outcome.wait_s > 0:
+            logger.info("API login of %r from %s refused for %ss: too many failures", body.name[:64], address,
+                        outcome.wait_s)
+            raise api_error(429, "throttled", f"too many failed logins: retry in {outcome.wait_s} s",
+                            {"Retry-After": str(outcome.wait_s)})
+        if outcome.principal is None:
             raise unauthorized("unknown user, wrong password, or user deactivated")
-        token = ctx.users.issue_session(principal)
-        return LoginOut(token=token, name=principal.name, role=principal.role, expires_in_s=ctx.session_ttl_s)
+        token = ctx.users.issue_session(outcome.principal)
+        return LoginOut(token=token, name=outcome.principal.name, role=outcome.principal.role,
+                        expires_in_s=ctx.session_ttl_s)
+
+    @app.post("/v1/logout", status_code=204, response_class=Response, tags=["auth"])
+    def logout(_: Annotated[Principal, guards(EVERYONE)],
+               credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None) -> Response:
+        """End this session: its token is refused from now on (an API token is revoked by an administrator)."""
+        if credentials is None or not ctx.users.revoke_session(credentials.credentials):
+            raise api_error(422, "not_a_session", "only a session token from POST /v1/login can be logged out")
+        return Response(status_code=204)
 
     @app.get("/v1/me", response_model=PrincipalOut, tags=["auth"])
     def me(principal: Annotated[Principal, guards(EVERYONE)]) -> PrincipalOut:

@@ -24,7 +24,8 @@ QUEUE_READERS = CASE_VIEWERS | {Role.ADMINISTRATOR}
 """The queue: case ids, states, ages, counts and top scores; never a candidate's identity."""
 DECIDERS = frozenset({Role.REVIEWER, Role.SUPERVISOR})
 SUPERVISORS = frozenset({Role.SUPERVISOR})
-AUDIT_READERS = frozenset({Role.AUDITOR, Role.ADMINISTRATOR, Role.SUPERVISOR})
+AUDIT_READERS = frozenset({Role.AUDITOR, Role.ADMINISTRATOR})
+"""Not supervisors: they verify and resolve cases blind, and the log holds every decision of a case in progress."""
 AUDIT_EXPORTERS = frozenset({Role.AUDITOR})
 RETENTION_READERS = frozenset({Role.AUDITOR, Role.ADMINISTRATOR, Role.SUPERVISOR})
 ADMINISTRATORS = frozenset({Role.ADMINISTRATOR})

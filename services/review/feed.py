@@ -14,12 +14,16 @@ from rfr.core.review_messages import DecisionEvent
 from rfr.core.schemas import decode
 from rfr.review import tables as t
 from rfr.review.store import DECISIONS_TOPIC
+from services.review.bounds import MAX_INT
 
 logger = logging.getLogger(__name__)
 
 
 def final_decisions(engine: Engine, after: int, limit: int) -> list[tuple[int, DecisionEvent]]:
-    """Final decisions with an outbox id above ``after``, oldest first, at most ``limit``, as (id, event)."""
+    """Final decisions with an outbox id above ``after``, oldest first, at most ``limit``, as (id, event); none
+    above :data:`~services.review.bounds.MAX_INT` (a larger cursor would overflow the database's integers)."""
+    if after >= MAX_INT:
+        return []
     ob = t.outbox
     query = (select(ob.c.id, ob.c.payload).where(ob.c.topic == DECISIONS_TOPIC, ob.c.id > after)
              .order_by(ob.c.id).limit(limit))

@@ -65,7 +65,8 @@ class ReviewHandler:
 
     ``re_search``: the probes to search again after an enrolment (:func:`rfr.review.research.re_search` bound to
     the store, match settings and clock), None when ``review.re_search`` is off. ``ping`` raises when the store
-    does not answer (:func:`services.review.outages.ping`). ``blobs``: where erased gallery photos are deleted.
+    does not answer (:func:`services.review.outages.ping`). ``blobs``: where erased gallery photos are deleted: the
+    gallery photos' store (``<blob_dir>/gallery``), never the stills'.
     """
 
     def __init__(self, store: CaseRecorder, topics: Topics, *, re_search: ReSearch | None = None,

@@ -1,5 +1,7 @@
 """Prometheus figures of the review service (``rfr_review_*``), beside the common stage metrics. No per-person labels:
-never a reviewer's name, a subject or a case id, only states, stages, outcomes and kinds."""
+never a reviewer's name, a subject or a case id, only states, stages, outcomes and kinds. No figure shows the outcome
+of a decision that is not final (a first decision awaiting its blind verification): final decisions are counted by
+outcome, steps by stage only."""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ class ReviewMetrics:
 
     queue_cases: Gauge  # {state}
     oldest_pending_age: Gauge
-    decisions: Counter  # {stage, outcome}: stage first | verification | supervisor | escalation
+    decisions: Counter  # {outcome}: final decisions only (lead | no_lead), never a first decision's outcome
+    steps: Counter  # {stage}: first | verification | supervisor | escalation (no outcome: the blind rule)
     disagreements: Counter
     purged: Counter  # {kind}: still | crop | template
     cases_created: Counter  # {trigger}: submission | re_search
@@ -36,8 +39,11 @@ class ReviewMetrics:
             oldest_pending_age=Gauge("rfr_review_oldest_pending_age_seconds",
                                      "Age of the oldest case waiting for people (pending, awaiting verification "
                                      "or escalated), seconds; 0 when none waits", registry=registry),
-            decisions=Counter("rfr_review_decisions_total", "Reviewer decisions recorded, by stage and outcome",
-                              ["stage", "outcome"], registry=registry),
+            decisions=Counter("rfr_review_decisions_total", "Final decisions of cases, by outcome (counted when the "
+                              "case becomes final, so no outcome shows before it is verified)", ["outcome"],
+                              registry=registry),
+            steps=Counter("rfr_review_steps_total", "People's steps on cases, by stage (first, verification, "
+                          "supervisor, escalation), without their outcome", ["stage"], registry=registry),
             disagreements=Counter("rfr_review_disagreements_total",
                                   "Verifications that disagreed with the first decision (escalated to a supervisor)",
                                   registry=registry),

@@ -11,7 +11,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
 from rfr.review.audit import AuditAction, canonical_json
 from rfr.review.users import Principal
@@ -32,10 +31,11 @@ from services.review.auth import (
     RETENTION_READERS,
     Guards,
 )
+from services.review.bounds import MAX_INT, UtcTime
 from services.review.context import ApiContext
 
-Since = Annotated[AwareDatetime | None, Query(description="From this time (inclusive), with a UTC offset")]
-Until = Annotated[AwareDatetime | None, Query(description="Up to this time (exclusive), with a UTC offset")]
+Since = Annotated[UtcTime | None, Query(description="From this time (inclusive), with a UTC offset (1970..9999)")]
+Until = Annotated[UtcTime | None, Query(description="Up to this time (exclusive), with a UTC offset (1970..9999)")]
 
 
 def admin_routes(ctx: ApiContext, guards: Guards) -> APIRouter:
@@ -45,8 +45,8 @@ def admin_routes(ctx: ApiContext, guards: Guards) -> APIRouter:
     def audit(
         _: Annotated[Principal, guards(AUDIT_READERS)], since: Since = None, until: Until = None,
         actor: str | None = None, action: AuditAction | None = None,
-        case_id: Annotated[int | None, Query(ge=1)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+        case_id: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     ) -> list[AuditEntryOut]:
         """Audit entries matching every filter given, newest first."""
         rows = ctx.audit.query(actor=actor, action=action, case_id=case_id, since=since, until=until, limit=limit,
@@ -82,13 +82,17 @@ def admin_routes(ctx: ApiContext, guards: Guards) -> APIRouter:
 
     @router.post("/tokens", status_code=201, tags=["administration"])
     def create_token(body: TokenIn, principal: Annotated[Principal, guards(ADMINISTRATORS)]) -> TokenOut:
-        """Create an API token (for a case system: role case_system); the token is shown only in this answer."""
-        token = ctx.users.create_token(body.name, body.role, by=principal, reason=body.reason)
-        return TokenOut(token=token, name=body.name, role=body.role)
+        """Create an API token for a case system (role case_system only; it expires in ``expires_in_days``); the
+        token is shown only in this answer."""
+        token = ctx.users.create_token(body.name, body.role, by=principal, reason=body.reason,
+                                       expires_in_days=body.expires_in_days)
+        info = ctx.users.token_info(token)
+        assert info is not None, "the token was just stored"
+        return TokenOut(token=token, name=info.name, role=info.role, expires_at=info.expires_at)
 
     @router.get("/decisions", tags=["decisions"])
     def decisions(principal: Annotated[Principal, guards(DECISION_READERS)],
-                  after: Annotated[int, Query(ge=0, description="next_after of the previous page")] = 0,
+                  after: Annotated[int, Query(ge=0, le=MAX_INT, description="next_after of the previous page")] = 0,
                   limit: Annotated[int, Query(ge=1, le=500)] = 100) -> DecisionsOut:
         """Final decisions (lead / no_lead) oldest first, as published on rfr.decisions.v1."""
         page = ctx.decisions(after, limit)

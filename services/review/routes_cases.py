@@ -2,22 +2,29 @@
 
 Only reviewers, supervisors and auditors see a case, its probe, its still or a candidate's photo (administrators
 see the queue, which names no candidate; case systems see none of it). Images are answered with their real
-content type (from their bytes) and ``Cache-Control: no-store``, so no browser or proxy keeps a face.
+content type (from their bytes) and ``Cache-Control: no-store``, so no browser or proxy keeps a face, and every
+read that hands one out is audited first: ``case_view`` with ``{"part": "probe" | "still"}`` for a case's images,
+``photo_view`` with the gallery face id for an enrolled photo (tied to the case given as ``case_id`` when the face
+is one of its candidates), with the ``reason`` given or ``image of case N``. Enrolled photos are read from their
+own blob store (:attr:`ApiContext.photo_store`), stills from ``blobs``.
 """
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
-from pydantic import AwareDatetime
+from sqlalchemy import select
 
-from rfr.core.blobstore import BlobCorrupt, BlobNotFound
+from rfr.core.blobstore import BlobCorrupt, BlobNotFound, BlobStore
 from rfr.core.image_headers import sniff_format
+from rfr.review import tables as t
 from rfr.review import workflow as wf
+from rfr.review.audit import AuditAction
 from rfr.review.users import Principal
 from rfr.review.views import CaseView, QueueItem
 from services.review.api_models import REASON, DecisionIn, NoteIn
 from services.review.auth import CASE_VIEWERS, DECIDERS, QUEUE_READERS, SUPERVISORS, Guards, api_error
+from services.review.bounds import MAX_INT, MAX_NAME, MAX_REASON, CaseId, UtcTime
 from services.review.context import ApiContext
 from services.review.metrics import ReviewMetrics
 
@@ -28,7 +35,11 @@ IMAGE: dict[int | str, dict[str, Any]] = {
     200: {"content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))}, "description": "The image"}}
 FINAL_STATES = frozenset({wf.CaseState.LEAD, wf.CaseState.NO_LEAD})
 
-CaseId = Annotated[int, Path(ge=1, description="The case id")]
+ImageReason = Annotated[str, Query(max_length=MAX_REASON, description="Why (the case or crime reference), audited "
+                                    "with the read; default: 'image of case N' (or 'gallery photo')")]
+ForCase = Annotated[int | None, Query(ge=1, le=MAX_INT, description="The case whose candidate this photo is "
+                                      "(audited with the read when it is one of its candidates)")]
+FaceId = Annotated[str, Path(max_length=MAX_NAME, description="The gallery face id")]
 
 
 def image_response(data: bytes) -> Response:
@@ -42,14 +53,18 @@ def _labels(body: DecisionIn) -> list[wf.CandidateLabel]:
 
 
 def count_step(metrics: ReviewMetrics | None, view: CaseView, actor: Principal) -> None:
-    """Count ``actor``'s latest step on ``view`` (and a disagreement when a verification escalated the case)."""
+    """Count ``actor``'s latest step on ``view`` by its stage only, the final decision by its outcome when the step
+    made the case final, and a disagreement when a verification escalated the case. A step's own outcome is never
+    counted: the first decision's must not show before the blind verification."""
     if metrics is None:
         return
     mine = [d for d in view.decisions if d.actor == actor.name]
     if not mine:
         return
     step = mine[-1]
-    metrics.decisions.labels(step.stage, step.outcome or "none").inc()
+    metrics.steps.labels(step.stage).inc()
+    if view.state in FINAL_STATES and view.outcome is not None:
+        metrics.decisions.labels(view.outcome).inc()
     if step.stage == wf.Stage.VERIFICATION and view.state == wf.CaseState.ESCALATED:
         metrics.disagreements.inc()
 
@@ -70,8 +85,8 @@ def case_routes(ctx: ApiContext, guards: Guards) -> APIRouter:
         _: Annotated[Principal, guards(QUEUE_READERS)],
         state: Annotated[wf.CaseState | None, Query(description="Default: every open state")] = None,
         watch_list: str | None = None, retailer_id: str | None = None,
-        older_than: Annotated[AwareDatetime | None, Query(description="Only cases created before this")] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+        older_than: Annotated[UtcTime | None, Query(description="Only cases created before this")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     ) -> list[QueueItem]:
         """Cases oldest first, with filters and paging. A queue row names no candidate and no decision."""
         return ctx.store.queue(state, watch_list, retailer_id, older_than, limit, offset)
@@ -84,19 +99,24 @@ def case_routes(ctx: ApiContext, guards: Guards) -> APIRouter:
         return ctx.store.case(case_id, principal, reason)
 
     @router.get("/cases/{case_id}/probe.jpg", response_class=Response, responses=IMAGE)
-    def probe_crop(case_id: CaseId, _: Annotated[Principal, guards(CASE_VIEWERS)]) -> Response:
-        """The aligned probe face crop (JPEG); 410 once retention purged it."""
-        return probe_response(ctx, case_id)
+    def probe_crop(case_id: CaseId, principal: Annotated[Principal, guards(CASE_VIEWERS)],
+                   reason: ImageReason = "") -> Response:
+        """The aligned probe face crop (JPEG); 410 once retention purged it. Audited (case_view, part probe)."""
+        return probe_response(ctx, case_id, principal, reason, "api")
 
     @router.get("/cases/{case_id}/still", response_class=Response, responses=IMAGE)
-    def still(case_id: CaseId, _: Annotated[Principal, guards(CASE_VIEWERS)]) -> Response:
-        """The submitted still the probe was found in; 404 when it was not kept or was purged."""
-        return still_response(ctx, case_id)
+    def still(case_id: CaseId, principal: Annotated[Principal, guards(CASE_VIEWERS)],
+              reason: ImageReason = "") -> Response:
+        """The submitted still the probe was found in; 404 when it was not kept or was purged. Audited
+        (case_view, part still)."""
+        return still_response(ctx, case_id, principal, reason, "api")
 
     @router.get("/gallery-photos/{gallery_face_id}", response_class=Response, responses=IMAGE)
-    def gallery_photo(gallery_face_id: str, _: Annotated[Principal, guards(CASE_VIEWERS)]) -> Response:
-        """An enrolled photo of a candidate (by its gallery face id); 404 when unknown, not kept or erased."""
-        return gallery_photo_response(ctx, gallery_face_id)
+    def gallery_photo(gallery_face_id: FaceId, principal: Annotated[Principal, guards(CASE_VIEWERS)],
+                      reason: ImageReason = "", case_id: ForCase = None) -> Response:
+        """An enrolled photo of a candidate (by its gallery face id); 404 when unknown, not kept or erased. Audited
+        (photo_view)."""
+        return gallery_photo_response(ctx, gallery_face_id, principal, reason, "api", case_id)
 
     @router.post("/cases/{case_id}/decisions")
     def decide(case_id: CaseId, body: DecisionIn, principal: Annotated[Principal, guards(DECIDERS)]) -> CaseView:
@@ -121,35 +141,71 @@ def case_routes(ctx: ApiContext, guards: Guards) -> APIRouter:
     return router
 
 
-def probe_response(ctx: ApiContext, case_id: int) -> Response:
-    """The case's aligned probe crop; 410 once retention purged it."""
+def case_image_reason(case_id: int, reason: str) -> str:
+    """The reason audited with an image of case ``case_id``: the one given, else ``image of case N``."""
+    return reason.strip()[:MAX_REASON] or f"image of case {case_id}"
+
+
+def _audit_case_image(ctx: ApiContext, case_id: int, viewer: Principal, reason: str, part: str, via: str) -> None:
+    ctx.audit.append_now(viewer.name, str(viewer.role), AuditAction.CASE_VIEW,
+                         reason=case_image_reason(case_id, reason), case_id=case_id, details={"part": part, "via": via})
+
+
+def probe_response(ctx: ApiContext, case_id: int, viewer: Principal, reason: str = "", via: str = "api") -> Response:
+    """The case's aligned probe crop; 410 once retention purged it. The read is audited first (``case_view`` of
+    ``viewer``, details ``{"part": "probe", "via": via}``, with ``reason`` or ``image of case N``)."""
     data = ctx.store.probe_crop(case_id)
     if data is None:
         raise api_error(410, "purged", f"the probe of case {case_id} was purged by retention")
+    _audit_case_image(ctx, case_id, viewer, reason, "probe", via)
     return image_response(data)
 
 
-def still_response(ctx: ApiContext, case_id: int) -> Response:
-    """The still the case's probe was found in; 404 when it was not kept or was purged."""
+def still_response(ctx: ApiContext, case_id: int, viewer: Principal, reason: str = "", via: str = "api") -> Response:
+    """The still the case's probe was found in; 404 when it was not kept or was purged. The read is audited first
+    (as :func:`probe_response`, part ``still``)."""
     ref = ctx.store.probe_still_ref(case_id)
     if ref is None:
         raise api_error(404, "no_still", f"the still of case {case_id} was not kept or was purged")
-    return blob_response(ctx, ref, "still")
+    data = blob_data(ctx.blobs, ref, "still")
+    _audit_case_image(ctx, case_id, viewer, reason, "still", via)
+    return image_response(data)
 
 
-def gallery_photo_response(ctx: ApiContext, gallery_face_id: str) -> Response:
-    """An enrolled photo by its gallery face id; 404 when unknown, not kept or erased."""
+def gallery_photo_response(ctx: ApiContext, gallery_face_id: str, viewer: Principal, reason: str = "",
+                           via: str = "api", case_id: int | None = None) -> Response:
+    """An enrolled photo by its gallery face id (from the gallery photos' store); 404 when unknown, not kept or
+    erased. The read is audited first (``photo_view`` of ``viewer`` with the face id, and ``case_id`` when the
+    face is one of that case's candidates; ``reason`` or ``image of case N`` / ``gallery photo``)."""
     ref = ctx.store.gallery_photo(gallery_face_id)
     if ref is None:
         raise api_error(404, "no_photo", "no kept photo for this gallery face")
-    return blob_response(ctx, ref, "gallery photo")
+    data = blob_data(ctx.photo_store, ref, "gallery photo")
+    of_case = case_id if case_id is not None and _is_candidate(ctx, case_id, gallery_face_id) else None
+    why = reason.strip()[:MAX_REASON] or (f"image of case {of_case}" if of_case is not None else "gallery photo")
+    ctx.audit.append_now(viewer.name, str(viewer.role), AuditAction.PHOTO_VIEW, reason=why, case_id=of_case,
+                         details={"gallery_face_id": gallery_face_id, "via": via})
+    return image_response(data)
+
+
+def _is_candidate(ctx: ApiContext, case_id: int, gallery_face_id: str) -> bool:
+    c = t.candidates.c
+    with ctx.store.engine.connect() as conn:
+        return conn.execute(select(c.rank).where(c.case_id == case_id, c.gallery_face_id == gallery_face_id)
+                            .limit(1)).first() is not None
 
 
 def blob_response(ctx: ApiContext, ref: str, what: str) -> Response:
-    """The image at ``ref`` in the blob store (:func:`image_response`); the API error (404, 500, 503) naming
-    ``what`` when it is gone, corrupt or the store is down."""
+    """The image at ``ref`` in the stills' blob store (:func:`image_response`); the API error (404, 500, 503)
+    naming ``what`` when it is gone, corrupt or the store is down."""
+    return image_response(blob_data(ctx.blobs, ref, what))
+
+
+def blob_data(blobs: BlobStore, ref: str, what: str) -> bytes:
+    """The bytes at ``ref`` in ``blobs``; the API error (404, 500, 503) naming ``what`` when they are gone, corrupt
+    or the store is down."""
     try:
-        return image_response(ctx.blobs.get(ref))
+        return blobs.get(ref)
     except (BlobNotFound, ValueError) as exc:
         raise api_error(404, "not_found", f"the {what} is no longer in the blob store") from exc
     except BlobCorrupt as exc:

@@ -36,7 +36,7 @@ from rfr.core.http_thread import Background
 from rfr.core.logs import setup_logging
 from rfr.core.review_messages import GalleryChange
 from rfr.core.schemas import utcnow
-from rfr.core.settings import Settings, review_database_url, review_secret, settings_or_exit
+from rfr.core.settings import Settings, gallery_blob_dir, review_database_url, review_secret, settings_or_exit
 from rfr.core.stage import StageSpec, run_stage
 from rfr.core.stream import BatchHandler
 from rfr.core.topics import GALLERY, MATCHES, Topics
@@ -99,10 +99,12 @@ def open_review(settings: Settings) -> Review:
 
 
 def start_http(settings: Settings, ctx: ApiContext, timeout_s: float = 20.0) -> Background:
-    """Serve the API in a thread; raise OSError when it does not come up."""
+    """Serve the API in a thread; raise OSError when it does not come up. Forwarded headers are believed only
+    from ``review.trusted_proxies`` (none by default): the sign-in throttle counts the client's address."""
     return http_thread.start_http(create_app(ctx), settings.review.http_host, settings.review.http_port,
                                   label="review API", thread_name="review-http", timeout_s=timeout_s,
-                                  access_log=False)  # the audit log records who saw what; URLs carry case references
+                                  access_log=False,  # the audit log records who saw what; URLs carry case references
+                                  trusted_proxies=settings.review.trusted_proxies)
 
 
 def make_jobs(settings: Settings, review: Review, publisher: OutboxPublisher, retention: RetentionJob,
@@ -143,10 +145,18 @@ def _exit_on_signal() -> None:
 
 
 def api_context(settings: Settings, review: Review, blobs: BlobStore, retention: RetentionJob,
-                metrics: ReviewMetrics, on_final: Callable[[], None]) -> ApiContext:
+                metrics: ReviewMetrics, on_final: Callable[[], None], photos: BlobStore | None = None) -> ApiContext:
+    """The API's context: ``blobs`` the stills, ``photos`` the gallery photos (default: :func:`photo_store`)."""
     return ApiContext(review.store, review.users, review.audit, blobs,
                       lambda after, limit: final_decisions(review.engine, after, limit),
-                      settings.review.session_ttl_s, retention.status, metrics, on_final, settings)
+                      settings.review.session_ttl_s, retention.status, metrics, on_final, settings,
+                      photos=photos if photos is not None else photo_store(settings))
+
+
+def photo_store(settings: Settings) -> BlobStore:
+    """The enrolled gallery photos (:func:`gallery_blob_dir`: ``<blob_dir>/gallery``), apart from the stills, so an
+    erasure deletes only photos and a retention purge only stills."""
+    return FileBlobStore(gallery_blob_dir(settings))
 
 
 def main() -> int:
@@ -164,12 +174,14 @@ def main() -> int:
     logger.info("review store %s (two-person verification %s)", url, "on" if settings.review.two_person else "OFF")
     metrics = ReviewMetrics.create()
     blobs: BlobStore = FileBlobStore(settings.blob_dir)
+    photos = photo_store(settings)
     producer = kafka.make_producer(settings.kafka)
     publisher = OutboxPublisher(review.store, kafka.DeliveryTracker(producer), Topics.from_settings(settings.kafka))
     retention = RetentionJob(review.store, blobs, settings.retention, metrics)
     jobs = make_jobs(settings, review, publisher, retention, metrics)
     try:
-        http = start_http(settings, api_context(settings, review, blobs, retention, metrics, jobs[-1].wake))
+        http = start_http(settings, api_context(settings, review, blobs, retention, metrics, jobs[-1].wake,
+                                                photos))
     except OSError as exc:
         logger.error("review cannot start: %s", exc)
         review.engine.dispose()
@@ -178,7 +190,7 @@ def main() -> int:
         job.start()
 
     def make_handler(_settings: Settings, topics: Topics) -> BatchHandler:
-        return ReviewHandler(review.store, topics, re_search=researcher(settings, review.store), blobs=blobs,
+        return ReviewHandler(review.store, topics, re_search=researcher(settings, review.store), blobs=photos,
                              ping=lambda: ping(review.engine), metrics=metrics)
 
     try:

@@ -299,6 +299,7 @@ def test_dashboard_covers_the_pipeline_and_is_provisioned(tools: Tools) -> None:
                    "histogram_quantile(0.95,", "histogram_quantile(0.99,", "deadletters", "rejections_total",
                    "faces_rejected_total", "gallery_faces", "batch_messages_bucket", "batch_faces", "inflight",
                    "rfr_review:queue_cases", "rfr_review:oldest_pending_age_seconds", "rfr_review_decisions_total",
+                   "rfr_review_steps_total",
                    "rfr_review_disagreements_total", "rfr_review_purged_total", "rfr_review:outbox_pending"):
         assert needle in queries, needle
     assert "Review" in {p["title"] for p in dash["panels"] if p["type"] == "row"}
@@ -313,6 +314,20 @@ def test_dashboard_covers_the_pipeline_and_is_provisioned(tools: Tools) -> None:
     compose = load(tools, DEPLOY / "compose" / "compose.yaml")
     mounts = compose["services"]["grafana"]["volumes"]
     assert any(m.endswith(f"{provider['options']['path']}/rfr-dashboard.json:ro") for m in mounts)
+
+
+def test_no_query_reads_the_outcome_of_a_step(rules: dict[str, Any]) -> None:
+    """Final decisions are counted by outcome only, steps by stage only: a first decision's outcome never shows
+    before its blind verification, so no panel or rule asks for a decision's stage or a step's outcome."""
+    exprs = [expr for _, expr in dashboard_targets()] + [r["expr"] for r in all_rules(rules)]
+    for expr in exprs:
+        for name, labels in re.findall(r"(rfr_review_decisions_total|rfr_review_steps_total)\s*(\{[^}]*\})?", expr):
+            forbidden = "stage" if name == "rfr_review_decisions_total" else "outcome"
+            assert forbidden not in labels, expr
+        if "rfr_review_decisions_total" in expr:
+            assert not re.search(r"by\s*\([^)]*stage", expr), expr
+        if "rfr_review_steps_total" in expr:
+            assert not re.search(r"by\s*\([^)]*outcome", expr), expr
 
 
 # --- settings carried by env -----------------------------------------------------------------------------
@@ -471,6 +486,7 @@ def test_configmap_settings_are_real(k8s: K8s, monkeypatch: pytest.MonkeyPatch) 
     settings = assert_valid_settings(k8s[("ConfigMap", "rfr-config")]["data"], monkeypatch)
     assert settings.metrics.host == "0.0.0.0" and settings.ingest.http_host == "0.0.0.0"
     assert settings.review.http_host == "0.0.0.0"
+    assert settings.review.cookie_secure is True  # the pages are served behind TLS
     assert settings.kafka.bootstrap_servers.startswith(f"{k8s_kafka(k8s)['metadata']['name']}-kafka-bootstrap.")
     job = k8s[("Job", "rfr-models-fetch")]["spec"]["template"]["spec"]["containers"][0]
     assert job["command"] == ["rfr", "models", "fetch"]
@@ -612,6 +628,9 @@ def test_compose_stores_secret_and_blobs(compose: dict[str, Any], monkeypatch: p
         assert services[svc]["depends_on"]["postgres"]["condition"] == "service_healthy"
     settings = assert_valid_settings(services["review"]["environment"], monkeypatch)
     assert settings.review.http_host == "0.0.0.0"
+    assert settings.review.cookie_secure is True  # the pages are served behind TLS
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    assert "`RFR_REVIEW__COOKIE_SECURE` | `true`" in readme and "RFR_REVIEW__TRUSTED_PROXIES" in readme
     mounts = {v.split(":")[1]: v for v in services["review"]["volumes"]}
     secret_dir = settings.review.secret_file.parent if settings.review.secret_file else settings.stack.state_dir
     assert mounts[str(secret_dir)].split(":")[0] in compose["volumes"], "the review secret must outlive containers"

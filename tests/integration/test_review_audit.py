@@ -9,12 +9,23 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
+from support.review_data import Env, candidate_list, open_store
 
-from rfr.core.db import make_engine, migrate
-from rfr.review.audit import GENESIS_HASH, AuditAction, AuditLog, AuditTampered, entry_hash
+from rfr.core.db import make_engine, migrate, sqlite_url
+from rfr.review.audit import (
+    GENESIS_HASH,
+    AuditAction,
+    AuditLog,
+    AuditTampered,
+    audit_checkpoints,
+    audit_entries,
+    audit_head,
+    entry_hash,
+)
 from rfr.review.store import MIGRATIONS, VERSION_TABLE
 
 SECRET = b"s" * 32
@@ -271,3 +282,50 @@ def test_append_refuses_to_resign_a_forged_head(engine: Engine) -> None:
         log.append_now("alice", "reviewer", AuditAction.CASE_VIEW)
     assert _problems(log) == ["audit head: bad signature (forged or edited)"]
     assert AuditLog(engine, b"another secret!!", clock=StepClock()).verify().problems[0].startswith("audit head")
+
+
+# --- a log wiped whole (or reset to its genesis), against the review store's own records --------------------------
+def _review_env(database_url: str) -> Env:
+    env = open_store(database_url, checkpoint_every=5)
+    for i in range(6):
+        env.store.record_search(candidate_list(f"sub_w{i}:f0"))
+    env.store.record_search(candidate_list("sub_n:f0", candidates=()))
+    assert env.audit.verify().ok
+    return env
+
+
+def test_a_wiped_log_is_named_against_the_review_records(database_url: str) -> None:
+    env = _review_env(database_url)
+    for table in ("audit_entries", "audit_checkpoints", "audit_head"):
+        _sql(env.store.engine, f"DELETE FROM {table}")
+    assert _problems(env.audit) == [
+        "entry 1: missing; the log is empty but the review store holds 6 cases, 7 searches, each written with an "
+        "audit entry (the log was wiped or reset)"]
+    env.store.record_search(candidate_list("sub_after:f0"))  # the service carries on from a fresh entry 1
+    assert _problems(env.audit) == [
+        "entry 1: the review store holds 8 searches but the log only 1 'search' entries (entries deleted, the log "
+        "restarted)",
+        "entry 1: the review store holds 7 cases but the log only 1 'case_created' entries (entries deleted, the "
+        "log restarted)"]
+    env.store.engine.dispose()
+
+
+def test_a_log_reset_to_its_genesis_is_named(database_url: str) -> None:
+    env = _review_env(database_url)
+    _sql(env.store.engine, "DELETE FROM audit_entries")
+    _sql(env.store.engine, "DELETE FROM audit_checkpoints")
+    _sql(env.store.engine, "UPDATE audit_head SET entry_count = 0, head_hash = :h, signature = ''", h=GENESIS_HASH)
+    problems = _problems(env.audit)
+    assert len(problems) == 1 and problems[0].startswith("entry 1: missing; the log is empty but the review store")
+    env.store.engine.dispose()
+
+
+def test_a_log_without_review_tables_verifies(tmp_path: Path) -> None:
+    engine = make_engine(sqlite_url(tmp_path / "audit-only.db"))
+    for table in (audit_entries, audit_checkpoints, audit_head):
+        table.create(engine)
+    log = _log(engine)
+    assert log.verify().ok
+    _fill(log, 3)
+    assert log.verify().ok
+    engine.dispose()

@@ -66,6 +66,20 @@ def test_a_claim_runs_out_and_can_be_given_back(env: Env) -> None:
     assert env.store.release(case_id, BOB) is False
 
 
+def test_one_person_holds_at_most_three_live_claims(env: Env) -> None:
+    cases = [_case(env, f"sub_{i}:f0") for i in range(5)]
+    assert [env.store.claim(c, ALICE, 15).taken for c in cases[:3]] == [True, True, True]
+    fourth = env.store.claim(cases[3], ALICE, 15)
+    assert (fourth.taken, fourth.claimed_by, fourth.limit_reached) == (False, None, True)
+    assert env.store.claim(cases[0], ALICE, 15).taken  # renewing one she holds is not a fourth
+    assert env.store.claim(cases[3], BOB, 15).taken  # the fourth stays free for others
+    assert [q.claimed_by for q in env.store.queue()] == ["alice", "alice", "alice", "bob", None]
+    env.store.decide(cases[0], ALICE, labels(2, lead=1), "crime-1")  # a decision ends one of her claims
+    assert env.store.claim(cases[4], ALICE, 15).taken
+    env.clock.advance(minutes=16)  # lapsed claims count no more
+    assert all(env.store.claim(c, ALICE, 15).taken for c in cases[1:3])
+
+
 def test_only_someone_with_a_step_to_take_takes_a_case(env: Env) -> None:
     case_id = _case(env, "sub_a:f0")
     with pytest.raises(wf.NotPermitted):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,7 @@ def test_users_tokens_verify_and_tampering(env: dict[str, str]) -> None:
     result = rfr(env, "review", "token-create", "case-system-1")
     assert result.exit_code == 0, result.output
     token = result.stdout.strip()
+    assert "expires" in result.stderr
     engine = make_engine(env["RFR_REVIEW__DATABASE_URL"])
     users = UserStore(engine, AuditLog(engine, SECRET))
     assert users.authenticate("alice", PASSWORD) == Principal("alice", Role.REVIEWER)
@@ -135,3 +137,22 @@ def test_parse_time() -> None:
     assert parse_time("2024-05-01").isoformat() == "2024-05-01T00:00:00+00:00"
     assert parse_time("2024-05-01T10:00:00+02:00").utcoffset() is not None
     assert parse_time("2024-05-01T10:00:00Z").isoformat() == "2024-05-01T10:00:00+00:00"
+
+
+def test_token_create_refuses_any_role_but_case_system(env: dict[str, str]) -> None:
+    """Regression (finding 3): an API token is for a case system, never a person's role; it expires."""
+    for role in ("reviewer", "supervisor", "auditor", "administrator"):
+        result = rfr(env, "review", "token-create", "alice", "--role", role)
+        assert result.exit_code == 1, result.output
+        assert "case system" in result.stderr and "--role must be case_system" in result.stderr
+        assert result.stdout == ""
+    assert rfr(env, "review", "token-create", "cad", "--expires-in-days", "0").exit_code == 1
+    result = rfr(env, "review", "token-create", "cad", "--expires-in-days", "30")
+    assert result.exit_code == 0, result.output
+    engine = make_engine(env["RFR_REVIEW__DATABASE_URL"])
+    users = UserStore(engine, AuditLog(engine, SECRET))
+    [info] = users.list_tokens()
+    assert (info.name, info.role) == ("cad", Role.CASE_SYSTEM)
+    assert info.expires_at - info.created_at == timedelta(days=30)
+    assert users.check_token(result.stdout.strip()) == Principal("token:cad", Role.CASE_SYSTEM)
+    engine.dispose()

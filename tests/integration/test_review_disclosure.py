@@ -98,6 +98,27 @@ def test_the_pdf_text_has_the_notice_the_case_and_every_decision(env: Env, blobs
     assert re.search(r"#\d+ .* sue \(supervisor\) export reason: CPS request 78", text)
 
 
+def test_the_pdf_prints_text_as_given_and_numbers_its_pages(env: Env, blobs: FileBlobStore, tmp_path: Path) -> None:
+    photos = FileBlobStore(tmp_path / "blobs" / "gallery")  # the gallery photos' own store
+    env.store.record_gallery_change(enrolment("gc-nb", [("gf-REF-{nb}", "REF-{nb}", unit((1, 1.0)))],
+                                              photo_refs=[photos.put(jpeg(60, 72, seed=1))]))
+    case_id = env.store.record_search(candidate_list("sub_nb:f0", (("REF-{nb}", 0.9), ("subj-2", 0.8)),
+                                                     still_ref=blobs.put(STILL)))
+    assert isinstance(case_id, int)
+    marks = [wf.CandidateLabel(1, wf.Label.POSSIBLE_MATCH, "ear shape matches {nb} points"), *labels(2)[1:]]
+    env.store.decide(case_id, ALICE, marks, "CR-{nb}", "first look")
+    env.store.decide(case_id, BOB, marks, "CR-{nb}", "agree")
+    pack = dc.gather(env.store, blobs, case_id, SUE, "CPS request {nb}", "pdf", photos=photos)
+    assert [c.photo_status for c in pack.candidates] == ["kept", "not kept, or erased from the gallery"]
+    pdf = pack_pdf(pack)
+    text = pdf_text(pdf)
+    for given in ("ear shape matches {nb} points", "REF-{nb}", "CPS request {nb}"):
+        assert given in text, given  # fpdf2's page-count alias is off: nothing is rewritten
+    pages = pdf.count(b"/Type /Page\n") or len(re.findall(rb"/Type\s*/Page\b", pdf))
+    footers = re.findall(r"identification - page (\d+)/(\d+)", text)
+    assert pages >= 2 and footers == [(str(n), str(pages)) for n in range(1, pages + 1)]
+
+
 def test_the_printable_page_shows_the_pack_inline(env: Env, blobs: FileBlobStore, tmp_path: Path) -> None:
     case_id = lead_case(env, blobs)
     users = users_of(env, {"sue": Role.SUPERVISOR}, "a long enough password")

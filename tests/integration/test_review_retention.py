@@ -10,6 +10,7 @@ from sqlalchemy import select
 from support.review_data import ALICE, BOB, POLICY, SUE, Env, candidate_list, labels
 
 from rfr.core.blobstore import BlobNotFound, FileBlobStore
+from rfr.review import retention
 from rfr.review import tables as t
 from rfr.review.retention import due_counts, run_retention
 
@@ -81,6 +82,65 @@ def test_an_undecided_case_expires_after_pending_days(env: Env, blobs: FileBlobS
     assert view.state == "expired" and view.decisions[0].actor == "alice"
     run_details = [e for e in env.audit.export() if e["action"] == "retention_run"][-1]["details"]
     assert run_details["expired_cases"] == [case_id] and run_details["policy"]["pending_days"] == 90
+    [expiry] = env.audit.query(action="case_expired")
+    assert (expiry["case_id"], expiry["actor"], expiry["reason"]) == (case_id, "retention", "retention:pending")
+    assert expiry["details"]["from_state"] == "awaiting_verification"
+
+
+def test_a_case_expires_only_with_its_audit_entry(env: Env, blobs: FileBlobStore,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    case_id = env.store.record_search(candidate_list("sub_x:f0"))
+    real = env.store.audit.append
+
+    def crash_on_expiry(conn: Any, actor: str, role: str, action: str, *a: Any, **kw: Any) -> int:
+        if action == "case_expired":
+            raise RuntimeError("crash while recording the expiry")
+        return real(conn, actor, role, action, *a, **kw)
+
+    monkeypatch.setattr(env.store.audit, "append", crash_on_expiry)
+    with pytest.raises(RuntimeError):
+        run_retention(env.store, blobs, POLICY, env.clock.advance(days=POLICY.pending_days + 1))
+    monkeypatch.undo()
+    assert env.store.queue(state="pending")[0].case_id == case_id  # not expired without its entry
+    assert run_retention(env.store, blobs, POLICY, env.clock.now).expired_cases == [case_id]
+    assert [e["case_id"] for e in env.audit.query(action="case_expired")] == [case_id]
+    assert env.audit.verify().ok
+
+
+def test_a_late_re_search_list_makes_no_case_of_a_purged_probe(env: Env, blobs: FileBlobStore) -> None:
+    still = blobs.put(b"still of an unmatched probe")
+    env.store.record_search(candidate_list("sub_q:f0", [], still_ref=still))
+    env.clock.advance(days=POLICY.no_candidate_days + 1)
+    late = candidate_list("sub_q:f0", event_id="sub_q:f0:rs:g9", trigger="re_search", re_search_of="g9",
+                          still_ref=still, at=env.clock.now)  # computed before the purge, recorded after it
+    assert run_retention(env.store, blobs, POLICY, env.clock.now).probes == ["sub_q:f0"]
+    assert env.store.record_search(late) is None
+    assert env.store.queue() == []
+    search = env.audit.query(action="search")[0]
+    assert search["details"]["probe_purged"] is True and search["case_id"] is None
+
+
+def test_a_probe_that_got_a_new_case_during_the_pass_is_kept(env: Env, blobs: FileBlobStore,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    still = blobs.put(b"still of a no-lead probe")
+    case_id = env.store.record_search(candidate_list("sub_rs:f0", still_ref=still))
+    assert case_id is not None
+    env.store.decide(case_id, ALICE, labels(2), "crime-1")
+    env.store.decide(case_id, BOB, labels(2), "crime-1")
+    env.clock.advance(days=POLICY.no_lead_days + 1)
+    real = retention._purge_probe
+
+    def re_search_meanwhile(*args: Any) -> Any:  # the stream thread records a re-search list of this probe now
+        env.store.record_search(candidate_list("sub_rs:f0", event_id="sub_rs:f0:rs:g1", trigger="re_search",
+                                               re_search_of="g1", still_ref=still, at=env.clock.now))
+        return real(*args)
+
+    monkeypatch.setattr(retention, "_purge_probe", re_search_meanwhile)
+    report = run_retention(env.store, blobs, POLICY, env.clock.now)
+    assert report.probes == [] and _purge_entries(env) == []
+    [new] = env.store.queue()
+    assert new.trigger == "re_search"
+    assert env.store.probe_crop(new.case_id) is not None and blobs.get(still) == b"still of a no-lead probe"
 
 
 def test_a_lead_is_kept_while_open_and_purged_after_closing(env: Env, blobs: FileBlobStore) -> None:

@@ -157,7 +157,9 @@ def test_a_candidate_list_becomes_a_case_and_its_lead_is_published(service: Serv
     assert record.headers[EVENT_ID_HEADER] == f"case-{case['case_id']}:final"
     page = urllib.request.urlopen(svc.metrics, timeout=5).read().decode()
     assert 'rfr_review_cases_created_total{trigger="submission"} 1.0' in page
-    assert 'rfr_review_decisions_total{outcome="lead",stage="verification"} 1.0' in page
+    assert 'rfr_review_decisions_total{outcome="lead"} 1.0' in page
+    assert 'rfr_review_steps_total{stage="first"} 1.0' in page
+    assert 'rfr_review_steps_total{stage="verification"} 1.0' in page
     assert svc.stop() == 0, svc.log.read_text()[-3000:]
     report = svc.audit().verify()
     assert report.ok and report.checkpoints >= 1, report.problems

@@ -38,7 +38,8 @@ from rfr.review.tables import metadata
 from rfr.review.users import Principal
 
 ALL_TABLES = {"probes", "searches", "cases", "candidates", "decisions", "gallery_photos", "gallery_changes",
-              "outbox", "policy_state", "audit_entries", "audit_checkpoints", "audit_head", "users", "api_tokens"}
+              "outbox", "policy_state", "audit_entries", "audit_checkpoints", "audit_head", "users", "api_tokens",
+              "revoked_sessions"}
 
 
 def _new_case(env: Env, face_id: str = "sub_a:f0", **kw: object) -> int:
@@ -60,7 +61,7 @@ def test_migrate_creates_every_table_and_matches_the_metadata(database_url: str)
     names = set(inspect(engine).get_table_names())
     assert ALL_TABLES | {VERSION_TABLE} <= names
     with engine.connect() as conn:
-        assert conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar_one() == "0002"
+        assert conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar_one() == "0003"
         context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": VERSION_TABLE})
         diff = compare_metadata(context, metadata)
     assert diff == []
@@ -119,7 +120,8 @@ def test_a_lead_stands_when_a_second_reviewer_agrees_blind(env: Env) -> None:
 
     blind = env.store.case(case_id, BOB, "crime-1")
     assert blind.decisions == [] and blind.hidden_decisions == 1
-    assert env.store.case(case_id, SUE, "crime-1").hidden_decisions == 0
+    supervisor = env.store.case(case_id, SUE, "crime-1")  # a supervisor may verify too: blind as well
+    assert supervisor.decisions == [] and supervisor.hidden_decisions == 1
     assert env.store.case(case_id, AUDREY, "audit 2025-03").decisions[0].actor == "alice"
 
     final = env.store.decide(case_id, BOB, labels(2, lead=1), "crime-1", note="agree")
@@ -131,7 +133,7 @@ def test_a_lead_stands_when_a_second_reviewer_agrees_blind(env: Env) -> None:
         ("alice", "first", "lead", "subj-1"), ("bob", "verification", "lead", "subj-1")]
     assert (event.case_ref, event.retailer_id, event.face_id, event.model_id) == (
         "crime-1", "shop-1", "sub_a:f0", "facenet-test")
-    assert "never an identification" in event.notice
+    assert "never an identification" in event.notice and "confirmed by two trained reviewers" in event.notice
     assert env.actions() == ["search", "case_created", "decision", "case_view", "case_view", "case_view",
                              "verification"]
     assert env.audit.verify().ok
@@ -176,6 +178,7 @@ def test_no_lead_when_both_reviewers_see_no_match(env: Env) -> None:
     assert final.state == "no_lead" and final.decided_at == T0
     [event] = _events(env)
     assert (event.outcome, event.lead, event.two_person) == ("no_lead", None, True)
+    assert event.notice.startswith("No lead:") and "never an identification" in event.notice
 
 
 def test_a_supervisor_who_decided_cannot_resolve_the_disagreement(env: Env) -> None:
@@ -222,13 +225,25 @@ def test_with_two_person_off_the_first_decision_is_final(database_url: str) -> N
     assert (event.outcome, event.two_person, event.lead and event.lead.subject_id) == ("lead", False, "subj-2")
 
 
-def test_escalated_without_a_decision_then_closed_by_a_supervisor(env: Env) -> None:
+def test_escalated_without_a_decision_the_resolution_is_a_first_decision_then_closed(env: Env) -> None:
     case_id = _new_case(env)
     view = env.store.escalate(case_id, ALICE, "face half hidden, need a second look", "crime-1")
     assert view.state == "escalated" and view.decisions[0].stage == "escalation"
-    lead = env.store.resolve(case_id, SUE, labels(2, lead=1), "crime-1")
+    first = env.store.resolve(case_id, SUE, labels(2, lead=1), "crime-1")  # nobody decided yet: the first decision
+    assert (first.state, first.outcome, [d.stage for d in first.decisions], first.hidden_decisions) == (
+        "awaiting_verification", None, ["first"], 1)
+    assert _events(env) == []
+    for who in (ALICE, SUE):  # the one who escalated and the one who decided do not verify
+        with pytest.raises(wf.NotPermitted) as caught:
+            env.store.decide(case_id, who, labels(2, lead=1), "crime-1")
+        assert caught.value.reason == "own_decision"
+    blind = env.store.case(case_id, BOB, "crime-1")
+    assert blind.decisions == [] and blind.hidden_decisions == 2
+    lead = env.store.decide(case_id, BOB, labels(2, lead=1), "crime-1")
     assert lead.state == "lead"
-    assert not _events(env)[0].two_person
+    [event] = _events(env)
+    assert event.two_person and [(d.reviewer, d.stage) for d in event.decisions] == [
+        ("sue", "first"), ("bob", "verification")]
     with pytest.raises(wf.NotPermitted):
         env.store.close(case_id, ALICE, "done", "crime-1")
     env.clock.advance(days=3)
@@ -236,7 +251,96 @@ def test_escalated_without_a_decision_then_closed_by_a_supervisor(env: Env) -> N
     assert closed.closed_at == T0 + timedelta(days=3) and closed.state == "lead"
     with pytest.raises(wf.WrongState):
         env.store.close(case_id, SUE, "again", "crime-1")
-    assert env.actions()[-3:] == ["escalation", "resolution", "case_closed"]
+    assert env.actions()[-5:] == ["escalation", "resolution", "case_view", "verification", "case_closed"]
+    resolution = env.audit.query(action="resolution")[0]
+    assert (resolution["details"]["stage"], resolution["details"]["state"]) == ("first", "awaiting_verification")
+
+
+def test_a_supervisor_who_escalated_never_resolves_it_alone(env: Env) -> None:
+    case_id = _new_case(env)
+    env.store.escalate(case_id, SUE, "I will take this one myself", "crime-1")
+    with pytest.raises(wf.NotPermitted) as caught:
+        env.store.resolve(case_id, SUE, labels(2, lead=1), "crime-1")
+    assert caught.value.reason == "own_decision"
+    assert env.store.resolve(case_id, SAM, labels(2, lead=1), "crime-1").state == "awaiting_verification"
+    with pytest.raises(wf.NotPermitted):  # nor verifies the decision of the supervisor she escalated to
+        env.store.decide(case_id, SUE, labels(2, lead=1), "crime-1")
+    assert _events(env) == []
+    assert env.store.decide(case_id, ALICE, labels(2, lead=1), "crime-1").state == "lead"
+    [event] = _events(env)
+    assert event.two_person and {d.reviewer for d in event.decisions} == {"sam", "alice"}
+
+
+def test_two_person_off_a_resolution_of_an_undecided_escalation_is_final(database_url: str) -> None:
+    env = open_store(database_url, two_person=False)
+    case_id = _new_case(env)
+    env.store.escalate(case_id, SAM, "poor image, ask another supervisor", "crime-1")
+    with pytest.raises(wf.NotPermitted):
+        env.store.resolve(case_id, SAM, labels(2), "crime-1")
+    assert env.store.resolve(case_id, SUE, labels(2), "crime-1").state == "no_lead"
+    env.store.engine.dispose()
+
+
+def test_a_verifier_who_escalates_leaves_a_blind_verification_to_the_supervisor(env: Env) -> None:
+    case_id = _new_case(env)
+    env.store.decide(case_id, ALICE, labels(2, lead=1), "crime-1")
+    escalated = env.store.escalate(case_id, BOB, "not sure about the ear", "crime-1")
+    assert escalated.state == "escalated"
+    assert [d.actor for d in escalated.decisions] == ["bob"] and escalated.hidden_decisions == 1  # still blind
+    assert env.store.case(case_id, BOB, "crime-1").hidden_decisions == 1
+    supervisor = env.store.case(case_id, SUE, "crime-1")  # the escalation note, not the first decision
+    assert [(d.actor, d.stage) for d in supervisor.decisions] == [("bob", "escalation")]
+    assert supervisor.hidden_decisions == 1
+    with pytest.raises(wf.NotPermitted):  # the one who escalated never resolves (here: bob as a supervisor)
+        env.store.resolve(case_id, Principal("bob", SUE.role), labels(2, lead=1), "crime-1")
+    final = env.store.resolve(case_id, SUE, labels(2, lead=1), "crime-1")  # agrees, blind: alice and sue
+    assert final.state == "lead" and {d.actor for d in final.decisions} == {"alice", "bob", "sue"}
+    [event] = _events(env)
+    assert event.two_person and [(d.reviewer, d.stage) for d in event.decisions] == [
+        ("alice", "first"), ("sue", "verification")]
+    assert env.store.case(case_id, BOB, "crime-1").hidden_decisions == 0  # final: everyone sees every decision
+
+
+def test_a_supervisor_who_verifies_an_escalation_and_disagrees_leaves_it_to_another(env: Env) -> None:
+    case_id = _new_case(env)
+    env.store.decide(case_id, ALICE, labels(2, lead=1), "crime-1")
+    env.store.escalate(case_id, BOB, "not sure about the ear", "crime-1")
+    disagreed = env.store.resolve(case_id, SUE, labels(2), "crime-1")
+    assert disagreed.state == "escalated" and [d.actor for d in disagreed.decisions] == ["alice", "bob", "sue"]
+    assert _events(env) == []
+    with pytest.raises(wf.NotPermitted):
+        env.store.resolve(case_id, SUE, labels(2), "crime-1")
+    assert env.store.case(case_id, SAM, "crime-1").hidden_decisions == 0  # a real disagreement: all shown
+    assert env.store.case(case_id, ALICE, "crime-1").hidden_decisions == 2  # a reviewer: her own only
+    assert env.store.resolve(case_id, SAM, labels(2, lead=1), "crime-1").state == "lead"
+    [event] = _events(env)
+    assert [d.stage for d in event.decisions] == ["first", "verification", "supervisor"] and event.two_person
+
+
+def test_the_first_reviewer_cannot_escalate_her_own_awaiting_decision(env: Env) -> None:
+    case_id = _new_case(env)
+    env.store.decide(case_id, ALICE, labels(2, lead=1), "crime-1")
+    entries = len(env.actions())
+    with pytest.raises(wf.NotPermitted) as caught:
+        env.store.escalate(case_id, ALICE, "skip the second reviewer", "crime-1")
+    assert caught.value.reason == "own_decision"
+    assert env.store.case(case_id, AUDREY, "check").state == "awaiting_verification"
+    assert len(env.actions()) == entries + 1
+
+
+def test_a_purged_probe_makes_no_case_of_a_late_re_search(env: Env) -> None:
+    env.store.record_search(candidate_list("sub_r:f0", []))
+    with env.store.engine.begin() as conn:
+        conn.execute(t.probes.update().values(crop_jpeg=None, template=None, purged_at=T0, purge_reason="x"))
+    late = candidate_list("sub_r:f0", event_id="sub_r:f0:rs:g9", trigger="re_search", re_search_of="g9")
+    assert env.store.record_search(late) is None
+    assert env.store.queue_stats().counts["pending"] == 0
+    search = env.audit.query(action="search")[0]
+    assert search["details"]["probe_purged"] is True and search["details"]["event_id"] == "sub_r:f0:rs:g9"
+    assert search["case_id"] is None and "case_created" not in env.actions()
+    with env.store.engine.connect() as conn:
+        assert conn.execute(select(t.probes.c.status)).scalar_one() == "unmatched"
+        assert len(conn.execute(select(t.searches)).all()) == 2
 
 
 def test_two_verifiers_at_once_make_one_decision(env: Env) -> None:

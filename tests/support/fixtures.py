@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from rfr.core.blobstore import FileBlobStore
 from rfr.core.review_messages import GalleryChange
+from rfr.core.settings import Settings, gallery_blob_dir
 from rfr.gallery import extraction, milvus
 from rfr.gallery.memory import InMemoryGallery
 from rfr.tools import gallery_events
@@ -22,7 +23,7 @@ from support.faces import MODEL, FakeEmbedder, FakeExtractor
 class Announcements:
     """Stands in for :func:`rfr.tools.gallery_events.announce`: records what `rfr enrol` and `rfr gallery delete`
     would have told the review service (``changes``, in order), or raises ``fail`` (e.g. ``BrokerUnavailable``)
-    without recording. ``blobs``: the blob store (``blob_dir``) the commands keep the photos in."""
+    without recording. ``blobs``: the blob store (``<blob_dir>/gallery``) the commands keep the photos in."""
 
     blobs: FileBlobStore
     changes: list[GalleryChange] = field(default_factory=list)
@@ -42,7 +43,7 @@ def announcements(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     temporary folder of its own (outside the test's ``tmp_path``, which a test may enrol from)."""
     blob_dir = tmp_path_factory.mktemp("blobs")
     monkeypatch.setenv("RFR_BLOB_DIR", str(blob_dir))
-    recorder = Announcements(FileBlobStore(blob_dir))
+    recorder = Announcements(FileBlobStore(gallery_blob_dir(Settings(blob_dir=blob_dir))))
     monkeypatch.setattr(gallery_events, "announce", recorder)
     return recorder
 

@@ -118,7 +118,8 @@ def api_context(env: Env, users: UserStore, blobs: BlobStore, **fields: Any) -> 
 def make_pages(tmp_path: Path, settings: Settings | None = None) -> Pages:
     env = open_store(sqlite_url(tmp_path / "review.db"))
     users = users_of(env, PEOPLE, PASSWORD)
-    ctx = api_context(env, users, FileBlobStore(tmp_path / "blobs"), settings=settings)
+    ctx = api_context(env, users, FileBlobStore(tmp_path / "blobs"), settings=settings,
+                      photos=FileBlobStore(tmp_path / "blobs" / "gallery"))
     app = create_app(ctx)
     state = app.state.rfr_web
     assert isinstance(state, WebState)

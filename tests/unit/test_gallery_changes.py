@@ -10,17 +10,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from support.faces import MAGIC, MODEL, FakeEmbedder, FakeExtractor, write
 from support.fixtures import Announcements
+from support.kafka import FakeMsg
+from support.review_data import POLICY, candidate_list, enrolment, open_store, unit
+from support.stills import jpeg
 from typer.testing import CliRunner
 
-from rfr.core.blobstore import FileBlobStore, blob_ref
+from rfr.core.blobstore import BlobNotFound, FileBlobStore, blob_ref
+from rfr.core.db import sqlite_url
 from rfr.core.kafka import BrokerUnavailable, DeliveryFailed
 from rfr.core.review_messages import GALLERY_CHANGE_MAX_FACES, GalleryChange, GalleryFaceRecord
 from rfr.core.schemas import decode, template_vector
+from rfr.core.settings import Settings, gallery_blob_dir
+from rfr.core.topics import Topics
 from rfr.gallery.base import GalleryFace, enrol_face_id
 from rfr.gallery.changes import (
     change_event_id,
@@ -31,8 +38,11 @@ from rfr.gallery.changes import (
 )
 from rfr.gallery.enrol import EnrolledFace, Enroller, items_from_folder
 from rfr.gallery.memory import InMemoryGallery
+from rfr.review.retention import run_retention
 from rfr.tools import gallery_events
 from rfr.tools.gallery_cli import app
+from services.review.handler import ReviewHandler
+from services.review.service import photo_store
 
 runner = CliRunner()
 AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -155,9 +165,12 @@ def test_enrol_keeps_and_announces_the_photos_it_enrolled(cli_gallery: InMemoryG
         "enrolled", "custody", MODEL, "custody record C-9")
     assert change.actor == gallery_events.cli_actor() and change.actor.startswith("cli:")
     assert {f.face_id for f in change.faces} == {f.face_id for f in cli_gallery._faces.values()}
+    stills = FileBlobStore(announcements.blobs.root.parent)  # blob_dir: the stills' store
+    assert announcements.blobs.root == stills.root / "gallery"
     for record in change.faces:
         data = (root / record.source_ref).read_bytes()
         assert record.photo_ref == blob_ref(data) and announcements.blobs.get(record.photo_ref) == data
+        assert not stills.path(record.photo_ref).exists()  # kept in <blob_dir>/gallery, apart from the stills
         stored = cli_gallery._faces[record.face_id].vector
         assert np.array_equal(np.frombuffer(record.template or b"", "<f4"), stored)  # little-endian float32
 
@@ -228,3 +241,42 @@ def test_delete_announces_the_erasure_before_erasing(cli_gallery: InMemoryGaller
     offline = runner.invoke(app, ["gallery", "delete", "dave", "--yes", "--no-announce"])
     assert offline.exit_code == 0 and cli_gallery.count() == 0 and announcements.calls == 2
     assert "not announced (--no-announce)" in offline.stderr
+
+
+# --- photos and stills apart -------------------------------------------------------------------------------------
+def test_photos_and_stills_with_the_same_bytes_are_kept_apart(tmp_path: Path) -> None:
+    """An erased photo leaves the still of an open case with the same bytes alone, and a retention purge of a still
+    leaves an enrolled photo with the same bytes alone: the photos have their own store (<blob_dir>/gallery)."""
+    settings = Settings(blob_dir=tmp_path / "blobs")
+    stills, photos = FileBlobStore(settings.blob_dir), photo_store(settings)
+    assert isinstance(photos, FileBlobStore) and photos.root == gallery_blob_dir(settings) == stills.root / "gallery"
+    env = open_store(sqlite_url(tmp_path / "review.db"))
+    handler = ReviewHandler(env.store, Topics("t"), blobs=photos)
+
+    def tell(change: GalleryChange) -> None:
+        msg: Any = FakeMsg(change.to_bytes(), topic=Topics("t").gallery)
+        [result] = handler.handle_batch([msg])
+        assert result == []
+
+    shared = jpeg(seed=9)
+    ref = stills.put(shared)
+    assert photos.put(shared) == ref
+    case_id = env.store.record_search(candidate_list("p:0", still_ref=ref))  # the still of an open case
+    assert case_id is not None
+    tell(enrolment("e1", [("gf-x", "subj-x", unit((1, 1.0)))], photo_refs=[ref]))
+    tell(enrolment("e2", [("gf-x", "subj-x", None)], action="erased"))
+    with pytest.raises(BlobNotFound):
+        photos.get(ref)  # the erased photo is gone ...
+    assert env.store.probe_still_ref(case_id) == ref and stills.get(ref) == shared  # ... the case's still is not
+
+    enrolled = jpeg(seed=11)
+    other = stills.put(enrolled)
+    assert photos.put(enrolled) == other
+    env.store.record_search(candidate_list("nc:0", candidates=(), still_ref=other))  # a probe without candidates
+    tell(enrolment("e3", [("gf-y", "subj-y", unit((2, 1.0)))], photo_refs=[other]))
+    env.clock.advance(days=POLICY.no_candidate_days + 1)
+    run_retention(env.store, stills, POLICY, env.clock())
+    with pytest.raises(BlobNotFound):
+        stills.get(other)  # the purged still is gone ...
+    assert env.store.gallery_photo("gf-y") == other and photos.get(other) == enrolled  # ... the photo is not
+    env.store.engine.dispose()

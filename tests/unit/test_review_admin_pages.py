@@ -46,6 +46,7 @@ class Pages:
     ctx: ApiContext
     users: UserStore
     blobs: FileBlobStore
+    photos: FileBlobStore
     clients: dict[str, TestClient] = field(default_factory=dict)
 
     def as_(self, who: str) -> TestClient:
@@ -74,11 +75,12 @@ class Pages:
 def pages(tmp_path: Path) -> Iterator[Pages]:
     env = open_store(sqlite_url(tmp_path / "review.db"))
     users = users_of(env, PEOPLE, PASSWORD)
-    blobs = FileBlobStore(tmp_path / "blobs")
+    blobs, photos = FileBlobStore(tmp_path / "blobs"), FileBlobStore(tmp_path / "blobs" / "gallery")
     retention = RetentionJob(env.store, blobs, POLICY, clock=env.clock)
-    ctx = api_context(env, users, blobs, retention=retention.status, settings=Settings(retention=POLICY))
+    ctx = api_context(env, users, blobs, retention=retention.status, settings=Settings(retention=POLICY),
+                      photos=photos)
     app = create_app(ctx)
-    yield Pages(app, env, ctx, users, blobs)
+    yield Pages(app, env, ctx, users, blobs, photos)
     env.store.engine.dispose()
 
 
@@ -89,7 +91,8 @@ def rows(html: str, testid: str) -> int:
 # -- roles ---------------------------------------------------------------------------------------------------------
 
 ALLOWED = {
-    "/audit": {"sue", "audrey", "root"}, "/audit/1": {"sue", "audrey", "root"}, "/audit/export": {"audrey"},
+    # Not supervisors ("sue"): they verify and resolve cases blind, and the log holds a case's earlier decisions.
+    "/audit": {"audrey", "root"}, "/audit/1": {"audrey", "root"}, "/audit/export": {"audrey"},
     "/retention": {"sue", "audrey", "root"}, "/gallery": {"root"}, "/cases/1/disclosure": {"sue", "audrey"},
     "/cases/1/disclosure.pdf": {"sue", "audrey"},
 }
@@ -133,9 +136,19 @@ def test_the_audit_page_filters_by_who_what_when_case_and_reason(pages: Pages) -
                 "audit-row") == 1
     assert "No entry matches" in audrey.get("/audit", params={"actor": "nobody"}).text
 
-    for bad in ({"case_id": "x1"}, {"since": "yesterday"}, {"action": "delete_everything"}):
+    for bad in ({"case_id": "x1"}, {"since": "yesterday"}, {"action": "delete_everything"}, {"case_id": "\u00b2"},
+                {"offset": "\u00b2"}, {"case_id": "1" + "0" * 20}, {"offset": "1" + "0" * 20},
+                {"since": "0001-01-01T00:00+01:00"}, {"until": "9999-12-31T23:30-01:00"}, {"since": "1969-12-31"}):
         resp = audrey.get("/audit", params=bad)
-        assert resp.status_code == 400 and 'data-testid="audit-error"' in resp.text
+        assert resp.status_code == 400 and 'data-testid="audit-error"' in resp.text, bad
+    at_bounds = {"case_id": str(2**53 - 1), "offset": str(2**53 - 1), "since": "1970-01-01T00:00",
+                 "until": "9999-12-31T23:59"}
+    assert "No entry matches" in audrey.get("/audit", params=at_bounds).text
+    assert audrey.get("/audit/100000000000000000000").status_code == 404
+    assert audrey.get("/retention", params={"offset": "\u00b2"}).status_code == 400
+    assert pages.as_("root").get("/gallery", params={"offset": "1" + "0" * 20}).status_code == 400
+    export = audrey.get("/audit/export", params={"reason": "DPO", "since": "0001-01-01T00:00+01:00"})
+    assert export.status_code == 400 and "between 1970 and 9999" in export.text
 
 
 def test_the_audit_page_pages_newest_first(pages: Pages) -> None:
@@ -156,11 +169,11 @@ def test_the_audit_page_pages_newest_first(pages: Pages) -> None:
 def test_one_entry_shows_every_field_and_its_hashes(pages: Pages) -> None:
     case_id = pages.decided_case("sub_e:f0")
     entry = next(e for e in pages.env.audit.export() if e["action"] == "decision")
-    page = pages.as_("sue").get(f"/audit/{entry['seq']}").text
+    page = pages.as_("audrey").get(f"/audit/{entry['seq']}").text
     for value in (entry["hash"], entry["prev_hash"], "alice", "reviewer", "decision", "crime-1", "first look",
                   f'href="/audit?case_id={case_id}"', "possible_match"):
         assert value in page
-    assert pages.as_("sue").get("/audit/99999").status_code == 404
+    assert pages.as_("audrey").get("/audit/99999").status_code == 404
 
 
 def test_the_export_is_audited_before_it_streams(pages: Pages) -> None:
@@ -169,6 +182,7 @@ def test_the_export_is_audited_before_it_streams(pages: Pages) -> None:
     form = audrey.get("/audit/export")
     assert form.status_code == 200 and 'name="reason" required' in form.text
     assert audrey.get("/audit/export", params={"reason": "x"}).status_code == 422
+    assert audrey.get("/audit/export", params={"reason": "R" * 257}).status_code == 422
     before = len(list(pages.env.audit.export()))
     resp = audrey.get("/audit/export", params={"reason": "DPO request 12"})
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("application/x-ndjson")
@@ -256,7 +270,7 @@ def wiring(monkeypatch: pytest.MonkeyPatch) -> Wiring:
 
 
 def enrol(pages: Pages) -> dict[str, str]:
-    refs = {face: pages.blobs.put(jpeg(40, 48, seed=i)) for i, face in enumerate(("gf-a1", "gf-a2", "gf-b1"))}
+    refs = {face: pages.photos.put(jpeg(40, 48, seed=i)) for i, face in enumerate(("gf-a1", "gf-a2", "gf-b1"))}
     pages.env.store.record_gallery_change(enrolment("gc-1", [
         ("gf-a1", "subj-a", unit((1, 1.0))), ("gf-a2", "subj-a", unit((2, 1.0))), ("gf-b1", "subj-b", unit((3, 1.0)))],
         photo_refs=list(refs.values())))
@@ -274,9 +288,15 @@ def test_the_gallery_page_lists_subjects_and_photos_by_watch_list(pages: Pages) 
     assert rows(root.get("/gallery", params={"watch_list": "staff"}).text, "gallery-subject") == 0
     photo = root.get("/gallery/photos/gf-a1")
     assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
-    assert photo.content == pages.blobs.get(refs["gf-a1"]) and photo.headers["cache-control"] == "no-store"
+    assert photo.content == pages.photos.get(refs["gf-a1"]) and photo.headers["cache-control"] == "no-store"
+    seen = pages.env.audit.query(actor="root", limit=1)[0]
+    assert (seen["action"], seen["case_id"], seen["reason"], seen["details"]) == (
+        "photo_view", None, "gallery page", {"gallery_face_id": "gf-a1", "via": "gallery page"})
+    count = len(list(pages.env.audit.export()))
     assert root.get("/gallery/photos/gf-nope").status_code == 404
     assert pages.as_("sue").get("/gallery/photos/gf-a1").status_code == 403
+    assert root.get("/gallery/photos/" + "x" * 300).status_code == 400
+    assert len(list(pages.env.audit.export())) == count  # nothing shown, nothing audited
 
 
 def test_erasing_announces_first_then_deletes_and_the_review_store_records_it(pages: Pages, wiring: Wiring) -> None:
@@ -311,6 +331,7 @@ def test_an_erasure_without_reason_confirmation_or_form_token_is_refused(pages: 
     for data, status in (({"reason": "court order 17", "confirm": "yes"}, 403),
                          ({"csrf": token, "reason": "  x ", "confirm": "yes"}, 422),
                          ({"csrf": token, "reason": "court order 17"}, 422),
+                         ({"csrf": token, "reason": "R" * 257, "confirm": "yes"}, 422),
                          ({"csrf": token, "reason": "court order 17", "confirm": "yes"}, 404)):
         path = "/gallery/custody/nobody/erase" if status == 404 else "/gallery/custody/subj-a/erase"
         assert root.post(path, data=data).status_code == status, data
@@ -415,6 +436,7 @@ def test_the_disclosure_pack_asks_why_and_each_export_is_audited(pages: Pages) -
         form = sue.get(path)
         assert form.status_code == 200 and 'id="d-reason" type="text" name="reason" required' in form.text
         assert sue.get(path, params={"reason": "ab"}).status_code == 422
+        assert sue.get(path, params={"reason": "R" * 257}).status_code == 422
     assert _exports(pages, case_id) == []
 
     html = sue.get(f"/cases/{case_id}/disclosure", params={"reason": "CPS request 4411"})

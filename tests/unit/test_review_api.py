@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,8 @@ def api(tmp_path: Path, registry: CollectorRegistry) -> Iterator[Api]:
     blobs = FileBlobStore(tmp_path / "blobs")
     metrics = ReviewMetrics.create(registry)
     retention = RetentionJob(env.store, blobs, RetentionSettings(), metrics, clock=env.clock)
-    ctx = api_context(env, users, blobs, retention=retention.status, metrics=metrics)
+    ctx = api_context(env, users, blobs, retention=retention.status, metrics=metrics,
+                      photos=FileBlobStore(tmp_path / "blobs" / "gallery"))
     out = Api(TestClient(create_app(ctx)), env, ctx, registry, {})
     ctx.on_final = lambda: out.finals.append(1)
     out.tokens = {name: users.issue_session(users.authenticate(name, PASSWORD) or ADMIN) for name in PEOPLE}
@@ -94,6 +96,8 @@ def call(api: Api, method: str, path: str, headers: dict[str, str]) -> Any:
         body = {"name": "zed", "role": "reviewer", "password": PASSWORD}
     elif path == "/v1/tokens":
         body = {"name": "cms2"}
+    elif path == "/v1/logout":
+        body = {}
     params = {"reason": "crime-1"} if path.startswith("/v1/cases/") else {}
     return api.client.request(method, path, headers=headers, params=params,
                               json=body if method == "POST" else None)
@@ -122,12 +126,13 @@ ALLOWED: dict[str, set[str]] = {
     "POST /v1/cases/1/escalate": {"alice", "sue"},
     "POST /v1/cases/1/resolve": {"sue"},
     "POST /v1/cases/1/close": {"sue"},
-    "GET /v1/audit": {"audrey", "root", "sue"},
+    "GET /v1/audit": {"audrey", "root"},  # not supervisors: the log would show them a decision they verify blind
     "GET /v1/audit/export": {"audrey"},
     "GET /v1/retention": {"audrey", "root", "sue"},
     "POST /v1/users": {"root"},
     "POST /v1/tokens": {"root"},
     "GET /v1/decisions": {"cms", "sue", "audrey"},
+    "POST /v1/logout": set(PEOPLE) | {"cms"},  # last: it ends the caller's session (a case system's token: 422)
 }
 
 
@@ -190,8 +195,9 @@ def test_two_reviewers_agree_blind_and_the_decision_is_final(api: Api) -> None:
     assert [d["reviewer"] for d in event["decisions"]] == ["alice", "bob"]
     assert api.client.get("/v1/decisions", headers=api.h("cms"), params={"after": page["next_after"]}).json() == {
         "decisions": [], "next_after": page["next_after"]}
-    assert sample(api.registry, "rfr_review_decisions_total", stage="first", outcome="lead") == 1
-    assert sample(api.registry, "rfr_review_decisions_total", stage="verification", outcome="lead") == 1
+    assert sample(api.registry, "rfr_review_steps_total", stage="first") == 1
+    assert sample(api.registry, "rfr_review_steps_total", stage="verification") == 1
+    assert sample(api.registry, "rfr_review_decisions_total", outcome="lead") == 1
     views = [e for e in api.env.audit.export(None, None) if e["action"] == "case_view"]
     assert [(e["actor"], e["reason"]) for e in views] == [("alice", "crime-1"), ("bob", "crime-1")]
 
@@ -207,6 +213,80 @@ def test_a_disagreement_goes_to_a_supervisor(api: Api) -> None:
     assert resolved.status_code == 200 and resolved.json()["state"] == "no_lead"
     assert api.client.post(f"/v1/cases/{case_id}/close", headers=api.h("sue"),
                            json={"note": "closing", "reason": "crime-1"}).status_code == 409
+
+
+def test_a_supervisor_who_escalates_a_pending_case_cannot_resolve_it_alone(api: Api) -> None:
+    case_id = api.new_case("sub_a:f0")
+    assert api.client.post(f"/v1/cases/{case_id}/escalate", headers=api.h("sue"),
+                           json={"note": "I will take it", "reason": "crime-1"}).status_code == 200
+    own = api.decide("sue", case_id, lead=1, path="resolve")
+    assert own.status_code == 403 and own.json()["detail"]["reason"] == "own_decision"
+    first = api.decide("sam", case_id, lead=1, path="resolve")  # no decision yet: sam's is the first
+    assert first.status_code == 200 and first.json()["state"] == "awaiting_verification"
+    assert api.finals == [] and api.env.store.decisions_since(0, 10) == []
+    assert api.decide("sue", case_id, lead=1).json()["detail"]["reason"] == "own_decision"
+    final = api.decide("alice", case_id, lead=1)
+    assert final.json()["state"] == "lead"
+    [(_, event)] = api.env.store.decisions_since(0, 10)
+    assert event.two_person and [(d.reviewer, d.stage) for d in event.decisions] == [
+        ("sam", "first"), ("alice", "verification")]
+
+
+def test_a_reviewers_escalation_of_a_pending_case_leaves_no_one_person_lead(api: Api) -> None:
+    case_id = api.new_case("sub_a:f0")
+    assert api.client.post(f"/v1/cases/{case_id}/escalate", headers=api.h("alice"),
+                           json={"note": "not sure", "reason": "crime-1"}).status_code == 200
+    resolved = api.decide("sue", case_id, lead=1, path="resolve")
+    assert resolved.json()["state"] == "awaiting_verification" and api.finals == []
+    assert api.decide("alice", case_id, lead=1).json()["detail"]["reason"] == "own_decision"
+    assert api.decide("bob", case_id, lead=None).json()["state"] == "escalated"  # a real disagreement
+    assert api.decide("sam", case_id, lead=None, path="resolve").json()["state"] == "no_lead"
+
+
+def test_a_supervisor_verifies_blind(api: Api) -> None:
+    case_id = api.new_case("sub_a:f0")
+    assert api.decide("alice", case_id, lead=1).status_code == 200
+    seen = api.client.get(f"/v1/cases/{case_id}", headers=api.h("sue"), params={"reason": "crime-1"}).json()
+    assert seen["state"] == "awaiting_verification" and seen["decisions"] == [] and seen["hidden_decisions"] == 1
+    audited = api.client.get(f"/v1/cases/{case_id}", headers=api.h("audrey"), params={"reason": "audit"}).json()
+    assert [d["actor"] for d in audited["decisions"]] == ["alice"]
+    final = api.decide("sue", case_id, lead=1).json()
+    assert final["state"] == "lead" and [d["actor"] for d in final["decisions"]] == ["alice", "sue"]
+
+
+def test_a_verifier_who_escalates_still_does_not_see_the_first_decision(api: Api) -> None:
+    case_id = api.new_case("sub_a:f0")
+    assert api.decide("alice", case_id, lead=1).status_code == 200
+    escalated = api.client.post(f"/v1/cases/{case_id}/escalate", headers=api.h("bob"),
+                                json={"note": "unsure", "reason": "crime-1"})
+    assert escalated.status_code == 200
+    body = escalated.json()
+    assert body["state"] == "escalated" and [d["actor"] for d in body["decisions"]] == ["bob"]
+    assert body["hidden_decisions"] == 1
+    again = api.client.get(f"/v1/cases/{case_id}", headers=api.h("bob"), params={"reason": "crime-1"}).json()
+    assert "alice" not in json.dumps(again["decisions"]) and again["hidden_decisions"] == 1
+
+
+def test_the_first_reviewer_cannot_escalate_her_own_awaiting_case(api: Api) -> None:
+    case_id = api.new_case("sub_a:f0")
+    assert api.decide("alice", case_id, lead=1).status_code == 200
+    own = api.client.post(f"/v1/cases/{case_id}/escalate", headers=api.h("alice"),
+                          json={"note": "skip the second reviewer", "reason": "crime-1"})
+    assert own.status_code == 403 and own.json()["detail"]["reason"] == "own_decision"
+
+
+def test_metrics_never_show_a_first_decisions_outcome(api: Api) -> None:
+    case_id = api.new_case("sub_a:f0")
+    assert api.decide("alice", case_id, lead=1).status_code == 200
+    assert sample(api.registry, "rfr_review_steps_total", stage="first") == 1
+
+    def series(name: str) -> list[dict[str, str]]:
+        return [x.labels for m in api.registry.collect() for x in m.samples if x.name == name]
+
+    assert series("rfr_review_decisions_total") == []  # nothing final: no outcome anywhere
+    assert all("outcome" not in labels for labels in series("rfr_review_steps_total"))
+    assert api.decide("bob", case_id, lead=1).json()["state"] == "lead"
+    assert series("rfr_review_decisions_total") == [{"outcome": "lead"}]
 
 
 def test_refusals_map_to_statuses(api: Api) -> None:
@@ -226,7 +306,7 @@ def test_refusals_map_to_statuses(api: Api) -> None:
                                 json={"note": "not sure at all", "reason": "crime-1"})
     assert escalated.status_code == 200 and escalated.json()["state"] == "escalated"
     assert api.decide("bob", case_id, lead=1).status_code == 409
-    assert sample(api.registry, "rfr_review_decisions_total", stage="escalation", outcome="none") == 1
+    assert sample(api.registry, "rfr_review_steps_total", stage="escalation") == 1
 
 
 def test_images_have_their_content_type_and_are_never_cached(api: Api, tmp_path: Path) -> None:
@@ -238,7 +318,7 @@ def test_images_have_their_content_type_and_are_never_cached(api: Api, tmp_path:
     assert crop.headers["cache-control"] == "no-store" and crop.content.startswith(b"\xff\xd8")
     whole = api.client.get(f"/v1/cases/{case_id}/still", headers=api.h("audrey"))
     assert whole.status_code == 200 and whole.content == still and whole.headers["cache-control"] == "no-store"
-    photo_ref = api.ctx.blobs.put(PNG)
+    photo_ref = api.ctx.photo_store.put(PNG)
     from support.review_data import enrolment, unit
 
     api.env.store.record_gallery_change(enrolment("gc-1", [("gf-subj-1", "subj-1", unit((1, 1.0)))],
@@ -253,10 +333,66 @@ def test_images_have_their_content_type_and_are_never_cached(api: Api, tmp_path:
     assert api.client.get(f"/v1/cases/{case_id}/still", headers=api.h("alice")).status_code == 404
 
 
+def test_every_image_read_is_audited_with_who_why_and_which_part(api: Api) -> None:
+    from support.review_data import enrolment, unit
+
+    case_id = api.new_case("sub_a:f0", still_ref=api.ctx.blobs.put(jpeg(64, 48, seed=3)))
+    api.ctx.store.record_gallery_change(enrolment("gc-1", [("gf-subj-1", "subj-1", unit((1, 1.0)))],
+                                                  photo_refs=[api.ctx.photo_store.put(PNG)]))
+    before = len(api.env.actions())
+    h = api.h("bob")
+    assert api.client.get(f"/v1/cases/{case_id}/probe.jpg", headers=h).status_code == 200
+    assert api.client.get(f"/v1/cases/{case_id}/still", headers=h, params={"reason": "CR-7"}).status_code == 200
+    assert api.client.get("/v1/gallery-photos/gf-subj-1", headers=h, params={"case_id": case_id}).status_code == 200
+    assert api.client.get("/v1/gallery-photos/gf-subj-1", headers=h).status_code == 200
+    assert len(api.env.actions()) == before + 4
+    newest_first = api.env.audit.query(actor="bob", limit=4)
+    assert [(e["action"], e["case_id"], e["reason"], e["details"]) for e in reversed(newest_first)] == [
+        ("case_view", case_id, f"image of case {case_id}", {"part": "probe", "via": "api"}),
+        ("case_view", case_id, "CR-7", {"part": "still", "via": "api"}),
+        ("photo_view", case_id, f"image of case {case_id}", {"gallery_face_id": "gf-subj-1", "via": "api"}),
+        ("photo_view", None, "gallery photo", {"gallery_face_id": "gf-subj-1", "via": "api"})]
+    # a photo read naming a case it is no candidate of is not tied to that case
+    other = api.new_case("sub_b:f0", candidates=(("subj-9", 0.8),))
+    assert api.client.get("/v1/gallery-photos/gf-subj-1", headers=h, params={"case_id": other}).status_code == 200
+    assert api.env.audit.query(actor="bob", limit=1)[0]["case_id"] is None
+    # nothing handed out, nothing audited; a reason over 256 characters is refused
+    count = len(api.env.actions())
+    assert api.client.get("/v1/gallery-photos/gf-nope", headers=h).status_code == 404
+    assert api.client.get(f"/v1/cases/{other}/still", headers=h).status_code == 404
+    assert api.client.get(f"/v1/cases/{case_id}/probe.jpg", headers=h, params={"reason": "R" * 257}).status_code == 422
+    assert len(api.env.actions()) == count
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/queue?offset=100000000000000000000", "/v1/queue?offset=%C2%B2",
+    "/v1/queue?older_than=0001-01-01T00:00%2B01:00", "/v1/audit?offset=100000000000000000000",
+    "/v1/audit?case_id=100000000000000000000", "/v1/audit?case_id=%C2%B2", "/v1/audit?since=0001-01-01T00:00%2B01:00",
+    "/v1/audit?until=9999-12-31T23:30-01:00", "/v1/audit/export?since=0001-01-01T00:00%2B01:00&reason=r",
+    "/v1/decisions?after=100000000000000000000", "/v1/decisions?after=%C2%B2",
+    "/v1/cases/100000000000000000000?reason=r", "/v1/cases/100000000000000000000/still",
+    "/v1/gallery-photos/" + "x" * 300])
+def test_numbers_and_times_out_of_bounds_are_refused_not_a_500(api: Api, path: str) -> None:
+    who = "cms" if path.startswith("/v1/decisions") else "audrey"
+    resp = api.client.get(path, headers=api.h(who))
+    assert resp.status_code == 422, (resp.status_code, resp.text[:200])
+    assert resp.json()["detail"]["reason"] == "invalid_request"
+
+
+def test_numbers_and_times_at_the_bounds_are_answered(api: Api) -> None:
+    big = 2**53 - 1
+    assert api.client.get(f"/v1/queue?offset={big}", headers=api.h("audrey")).json() == []
+    assert api.client.get(f"/v1/audit?offset={big}&case_id={big}", headers=api.h("audrey")).json() == []
+    assert api.client.get(f"/v1/decisions?after={big}", headers=api.h("cms")).json()["decisions"] == []
+    assert api.client.get("/v1/audit", headers=api.h("audrey"), params={
+        "since": "1970-01-01T01:00+01:00", "until": "9999-12-31T23:00-00:30"}).status_code == 200
+    assert api.client.get(f"/v1/cases/{big}", headers=api.h("audrey"), params={"reason": "r"}).status_code == 404
+
+
 def test_audit_query_and_export_reverify_offline(api: Api) -> None:
     case_id = api.new_case("sub_a:f0")
     api.client.get(f"/v1/cases/{case_id}", headers=api.h("alice"), params={"reason": "crime-1"})
-    views = api.client.get("/v1/audit", headers=api.h("sue"), params={"action": "case_view"}).json()
+    views = api.client.get("/v1/audit", headers=api.h("audrey"), params={"action": "case_view"}).json()
     assert [(v["actor"], v["case_id"]) for v in views] == [("alice", case_id)]
     resp = api.client.get("/v1/audit/export", headers=api.h("audrey"), params={"reason": "annual review"})
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("application/x-ndjson")
@@ -283,6 +419,8 @@ def test_administrators_create_users_and_tokens(api: Api) -> None:
     assert weak.status_code == 422
     token = api.client.post("/v1/tokens", headers=api.h("root"), json={"name": "police-cms"})
     assert token.status_code == 201 and token.json()["role"] == "case_system"
+    expires = datetime.fromisoformat(token.json()["expires_at"])
+    assert timedelta(days=364) < expires - datetime.now(UTC) <= timedelta(days=365)
     me = api.client.get("/v1/me", headers={"Authorization": f"Bearer {token.json()['token']}"})
     assert me.json() == {"name": "token:police-cms", "role": "case_system"}
     actions = api.env.actions()
@@ -310,3 +448,72 @@ def test_openapi_documents_the_bearer_scheme(api: Api) -> None:
     spec = api.client.get("/openapi.json").json()
     assert "bearer" in spec["components"]["securitySchemes"]
     assert "/v1/cases/{case_id}/decisions" in spec["paths"]
+
+
+# --- regression: finding 3 (administrators minted API tokens of any role) -----------------------------------------
+def test_api_tokens_are_for_case_systems_only_and_expire(api: Api) -> None:
+    case_id = api.new_case("sub_a:f0")
+    assert api.decide("alice", case_id, lead=1).status_code == 200
+    for role in ("reviewer", "supervisor", "auditor", "administrator"):
+        resp = api.client.post("/v1/tokens", headers=api.h("root"), json={"name": "alice", "role": role})
+        assert resp.status_code == 422, (role, resp.text)
+        assert "case system" in resp.json()["detail"]["message"]
+    assert api.env.actions().count("token_created") == 1  # the fixture's cms only
+    for days in (0, 3651):
+        resp = api.client.post("/v1/tokens", headers=api.h("root"), json={"name": "cad", "expires_in_days": days})
+        assert resp.status_code == 422
+    made = api.client.post("/v1/tokens", headers=api.h("root"), json={"name": "alice", "expires_in_days": 30})
+    assert made.status_code == 201, made.text
+    expires = datetime.fromisoformat(made.json()["expires_at"])
+    assert timedelta(days=29) < expires - datetime.now(UTC) <= timedelta(days=30)
+    bearer = {"Authorization": f"Bearer {made.json()['token']}"}
+    assert api.client.get("/v1/me", headers=bearer).json() == {"name": "token:alice", "role": "case_system"}
+    labels = [{"rank": r, "label": "possible_match" if r == 1 else "not_match", "note": "looked"} for r in (1, 2)]
+    verify = api.client.post(f"/v1/cases/{case_id}/decisions", headers=bearer,
+                             json={"labels": labels, "reason": "crime-1"})
+    assert verify.status_code == 403  # a case system's token never decides, whatever its name
+
+
+# --- regression: finding 4 (POST /v1/login unthrottled, flooding the audit log) -----------------------------------
+def test_api_login_is_throttled_and_cannot_flood_the_audit_log(api: Api) -> None:
+    now = [1000.0]
+    api.ctx.login_throttle.clock = lambda: now[0]
+    before = len(list(api.env.audit.export(None, None)))
+    codes = [api.client.post("/v1/login", json={"name": "alice", "password": f"guess-{i}"}).status_code
+             for i in range(40)]
+    assert codes == [401] * 5 + [429] * 35
+    refused = api.client.post("/v1/login", json={"name": "alice", "password": PASSWORD})  # even the right one
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert refused.json()["detail"]["reason"] == "throttled"
+    new = list(api.env.audit.export(None, None))[before:]
+    assert [(e["action"], e["actor"], e["details"]["why"]) for e in new] == [
+        ("login_failed", "unauthenticated", "bad_password")] * 5 + [("login_failed", "unauthenticated", "throttled")]
+    assert all(e["details"]["name"] == "alice" for e in new)
+    now[0] += 1.0
+    good = api.client.post("/v1/login", json={"name": "alice", "password": PASSWORD})
+    assert good.status_code == 200
+    last = list(api.env.audit.export(None, None))[-1]
+    assert (last["action"], last["actor"], last["details"]) == ("login", "alice", {"method": "password",
+                                                                                  "suppressed": 35})
+    for _ in range(20):  # an actor name of the attacker's choosing never lands in the log
+        api.client.post("/v1/login", json={"name": "rfr-review", "password": "x"})
+    assert api.env.audit.query(actor="rfr-review") == []
+    spoofed = [e for e in api.env.audit.export(None, None) if e["details"].get("name") == "rfr-review"]
+    assert len(spoofed) == 6  # five failures, then one entry for the throttle window (14 counted, not written)
+    long = api.client.post("/v1/login", json={"name": "x" * 128, "password": "x"})
+    assert long.status_code == 401
+    assert list(api.env.audit.export(None, None))[-1]["details"]["name"] == "x" * 128
+
+
+# --- regression: finding 11 (signing out did not end the session) -------------------------------------------------
+def test_api_logout_ends_the_session(api: Api) -> None:
+    token = api.client.post("/v1/login", json={"name": "alice", "password": PASSWORD}).json()["token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert api.client.get("/v1/me", headers=bearer).status_code == 200
+    assert api.client.post("/v1/logout", headers=bearer).status_code == 204
+    assert api.client.get("/v1/me", headers=bearer).status_code == 401
+    assert api.client.post("/v1/logout", headers=bearer).status_code == 401
+    assert api.client.get("/v1/me", headers=api.h("alice")).status_code == 200  # another session of alice's
+    refused = api.client.post("/v1/logout", headers=api.h("cms"))
+    assert refused.status_code == 422 and refused.json()["detail"]["reason"] == "not_a_session"
+    assert api.client.get("/v1/decisions", headers=api.h("cms")).status_code == 200

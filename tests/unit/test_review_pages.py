@@ -4,13 +4,16 @@ be verified; a case is taken by one reviewer at a time; disagreements reach the 
 
 from __future__ import annotations
 
+import html as html_lib
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.review_data import SUE
+from support.review_data import SUE, enrolment, unit
 from support.review_pages import Pages, by_testid, csrf_of, make_pages, pages_fixture
+from support.stills import jpeg
 
 from rfr.core.settings import ReviewSettings, Settings
 
@@ -57,6 +60,8 @@ def test_reviewer_a_decides_and_reviewer_b_confirms_blind(pages: Pages) -> None:
     assert by_testid(after, "decision-actor") == ["alice"]
 
     bob = pages.sign_in("bob")
+    assert by_testid(bob.get("/queue").text, "count-verifiable") == ["1"]  # the signal, without the filter on
+    assert by_testid(alice.get("/queue").text, "count-verifiable") == ["0"]  # not hers to verify
     assert by_testid(bob.get("/queue?mine=verify").text, "open-case-" + str(oldest)) == [f"Case {oldest}"]
     blind = pages.open_case(bob, oldest, "crime-9").text
     assert 'data-testid="blind"' in blind and by_testid(blind, "decision-actor") == []
@@ -120,6 +125,35 @@ def test_a_case_is_taken_by_one_reviewer_at_a_time(pages: Pages) -> None:
     assert by_testid(bob.get("/queue").text, f"taken-by-{case_id}") == ["—"]  # a decision ends the claim
 
 
+def test_a_reviewer_takes_at_most_three_cases_the_next_is_shown_not_taken(pages: Pages) -> None:
+    cases = [pages.new_case(f"sub_h{i}:f0") for i in range(5)]
+    alice, bob = pages.sign_in("alice"), pages.sign_in("bob")
+    for case_id in cases:
+        pages.open_case(alice, case_id)
+    queue = bob.get("/queue").text
+    assert [by_testid(queue, f"taken-by-{c}") for c in cases] == [["taken by alice"]] * 3 + [["—"]] * 2
+    fourth = pages.open_case(alice, cases[3]).text  # shown, not taken: still hers to decide while nobody holds it
+    assert 'data-testid="decision-form"' in fourth and 'data-testid="taken-by"' not in fourth
+    assert pages.decide(bob, cases[4], None).status_code == 303  # free for others
+    assert pages.decide(alice, cases[0], None).status_code == 303  # a decision frees one of her three
+    pages.open_case(alice, cases[3])
+    assert by_testid(bob.get("/queue").text, f"taken-by-{cases[3]}") == ["taken by alice"]
+
+
+def test_a_supervisor_who_escalates_cannot_resolve_alone(pages: Pages) -> None:
+    case_id = pages.new_case("sub_s:f0")
+    sue = pages.sign_in("sue")
+    page = pages.open_case(sue, case_id).text
+    resp = sue.post(f"/cases/{case_id}/escalate", data={"csrf": csrf_of(page), "reason": "crime-1",
+                                                        "escalation_note": "mine now"})
+    assert resp.status_code == 303
+    page = pages.open_case(sue, case_id).text
+    assert _state(page) == "escalated" and 'data-testid="decision-form"' not in page
+    resp = pages.decide(sue, case_id, 1, action="resolve")
+    assert resp.status_code == 403 and by_testid(resp.text, "error-title") == ["Not yours to verify"]
+    assert pages.env.store.queue(state="lead") == []
+
+
 def test_disagreement_reaches_the_supervisor_who_resolves_it(pages: Pages) -> None:
     case_id = pages.new_case("sub_a:f0")
     alice, bob, sue = pages.sign_in("alice"), pages.sign_in("bob"), pages.sign_in("sue")
@@ -134,6 +168,8 @@ def test_disagreement_reaches_the_supervisor_who_resolves_it(pages: Pages) -> No
     assert _state(sue.get(resp.headers["location"]).text) == "lead"
     assert "No case is escalated." in sue.get("/supervisor").text
     closing = pages.open_case(sue, case_id).text
+    assert by_testid(closing, "disclosure-link") == ["Disclosure pack"]  # decided: the pack is one click away
+    assert by_testid(pages.open_case(alice, case_id).text, "disclosure-link") == []  # not for the deciders
     resp = sue.post(f"/cases/{case_id}/close", data={"csrf": csrf_of(closing), "reason": "crime-1",
                                                      "close_note": "arrested and charged"})
     assert resp.status_code == 303 and "case_closed" in pages.env.actions()
@@ -175,3 +211,55 @@ def test_queue_filters_and_hidden_scores(tmp_path: Path) -> None:
     assert 'data-testid="score-1"' not in page and 'data-testid="quality-warning"' not in page
     assert "Top score" not in alice.get("/queue").text
     pages.env.store.engine.dispose()
+
+
+def test_the_images_of_a_case_page_are_audited_with_the_reason_it_was_opened_with(pages: Pages) -> None:
+    case_id = pages.new_case("sub_a:f0", still_ref=pages.ctx.blobs.put(jpeg(64, 48, seed=3)))
+    photo = pages.ctx.photo_store.put(jpeg(40, 48, seed=4))
+    pages.env.store.record_gallery_change(enrolment("gc-1", [("gf-subj-1", "subj-1", unit((1, 1.0)))],
+                                                    photo_refs=[photo]))
+    audrey = pages.sign_in("audrey")
+    page = pages.open_case(audrey, case_id, "CR 9/25 & co").text
+    sources = sorted({html_lib.unescape(src) for src in re.findall(r'<img[^>]* src="([^"]+)"', page)})
+    assert sources == [f"/cases/{case_id}/probe.jpg?reason=CR+9%2F25+%26+co",
+                       f"/cases/{case_id}/still?reason=CR+9%2F25+%26+co",
+                       f"/gallery-photos/gf-subj-1?case_id={case_id}&reason=CR+9%2F25+%26+co"]
+    for src in sources:
+        resp = audrey.get(src)
+        assert resp.status_code == 200 and resp.headers["cache-control"] == "no-store"
+    reads = pages.env.audit.query(actor="audrey", limit=3)
+    seen = sorted((e["action"], e["case_id"], e["reason"], json.dumps(e["details"], sort_keys=True)) for e in reads)
+    assert seen == [
+        ("case_view", case_id, "CR 9/25 & co", '{"part": "probe", "via": "pages"}'),
+        ("case_view", case_id, "CR 9/25 & co", '{"part": "still", "via": "pages"}'),
+        ("photo_view", case_id, "CR 9/25 & co", '{"gallery_face_id": "gf-subj-1", "via": "pages"}')]
+    assert audrey.get(f"/cases/{case_id}/probe.jpg").status_code == 200  # without the page's reason
+    assert pages.env.audit.query(actor="audrey", limit=1)[0]["reason"] == f"image of case {case_id}"
+
+
+def test_page_forms_keep_the_apis_bounds(pages: Pages) -> None:
+    case_id = pages.new_case("sub_a:f0")
+    alice = pages.sign_in("alice")
+    too_long = {"note": "N" * 4001, "reason": "R" * 257, "note-1": "n" * 4001,
+                **{f"label-{r}": "not_match" for r in range(1, 102)}}
+    for field, value in too_long.items():
+        extra = {k: v for k, v in too_long.items() if k.startswith("label-")} if field.startswith("label-") else {
+            field: value}
+        resp = pages.decide(alice, case_id, 1, extra=extra)
+        assert resp.status_code == 422 and by_testid(resp.text, "error-title") == ["Too long"], field
+        if field.startswith("label-"):
+            break
+    sue = pages.sign_in("sue")
+    for who, path, form in ((alice, "escalate", {"escalation_note": "E" * 4001}),
+                            (alice, "escalate", {"escalation_note": "twins", "reason": "R" * 257}),
+                            (sue, "close", {"close_note": "C" * 4001})):
+        page = pages.open_case(who, case_id).text
+        resp = who.post(f"/cases/{case_id}/{path}", data={"csrf": csrf_of(page), "reason": "crime-1", **form})
+        assert resp.status_code == 422 and "is at most" in resp.text, path
+    assert alice.get(f"/cases/{case_id}", params={"reason": "R" * 257}).status_code == 422
+    assert [a for a in pages.env.actions() if a in ("decision", "escalation", "case_closed")] == []
+    resp = pages.decide(alice, case_id, 1, reason="R" * 256, extra={"note": "N" * 4000, "note-1": "n" * 4000,
+                                                                     "label-\u00b2": "not_match"})
+    assert resp.status_code == 303  # at the bounds; a field 'label-²' is no candidate's (ignored, not a 500)
+    decision = pages.env.audit.query(action="decision")[0]
+    assert decision["reason"] == "R" * 256 and len(decision["details"]["note"]) == 4000

@@ -8,13 +8,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from argon2 import PasswordHasher
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, column, insert, select, text
+from sqlalchemy import table as sa_table
 from support.review_data import cheap_hasher
 
-from rfr.core.db import make_engine, migrate, sqlite_url
+from rfr.core.db import CONNECTION_ATTR, VERSION_TABLE_ATTR, make_engine, migrate, sqlite_url
 from rfr.review.audit import AuditLog
 from rfr.review.store import MIGRATIONS, VERSION_TABLE
+from rfr.review.tables import UtcDateTime
 from rfr.review.users import (
     DuplicateUser,
     NotPermitted,
@@ -26,6 +30,7 @@ from rfr.review.users import (
     api_tokens,
     check_session,
     issue_session,
+    revoked_sessions,
     token_digest,
     users,
 )
@@ -93,8 +98,8 @@ def test_login_is_audited_and_never_records_the_password(store: UserStore, engin
     assert _actions(audit) == [
         ("user_created", "cli:root", {"user": "alice", "role": "reviewer"}),
         ("login", "alice", {"method": "password"}),
-        ("login_failed", "alice", {"why": "bad_password"}),
-        ("login_failed", "mallory", {"why": "unknown_user"}),
+        ("login_failed", "unauthenticated", {"name": "alice", "why": "bad_password"}),
+        ("login_failed", "unauthenticated", {"name": "mallory", "why": "unknown_user"}),
     ]
     assert PASSWORD not in _everything(engine, audit)
     assert audit.verify().ok
@@ -105,7 +110,7 @@ def test_inactive_user_is_refused(store: UserStore, audit: AuditLog) -> None:
     store.deactivate("bob", ADMIN, reason="left the unit")
     assert store.authenticate("bob", PASSWORD) is None
     assert _actions(audit)[-2:] == [("user_changed", "cli:root", {"user": "bob", "active": False}),
-                                    ("login_failed", "bob", {"why": "inactive"})]
+                                    ("login_failed", "unauthenticated", {"name": "bob", "why": "inactive"})]
     info = store.get_user("bob")
     assert info is not None and not info.active and info.role is Role.SUPERVISOR
 
@@ -188,7 +193,93 @@ def test_api_tokens(store: UserStore, engine: Engine, audit: AuditLog) -> None:
     assert store.revoke_token(info.id, ADMIN, reason="rotated")
     assert not store.revoke_token(info.id, ADMIN)
     assert store.check_token(token) is None
+    assert info.expires_at == T0 + timedelta(days=365)
     assert _actions(audit) == [
-        ("token_created", "cli:root", {"token_id": info.id, "name": "case-system-1", "role": "case_system"}),
+        ("token_created", "cli:root", {"token_id": info.id, "name": "case-system-1", "role": "case_system",
+                                       "expires_at": (T0 + timedelta(days=365)).isoformat()}),
         ("token_revoked", "cli:root", {"token_id": info.id, "name": "case-system-1"}),
     ]
+
+
+# --- regression: finding 3 (API tokens of any role, never expiring) ----------------------------------------------
+@pytest.mark.parametrize("role", [r for r in Role if r is not Role.CASE_SYSTEM])
+def test_api_tokens_are_for_case_systems_only(store: UserStore, audit: AuditLog, role: Role) -> None:
+    with pytest.raises(UserError, match="case system"):
+        store.create_token("alice", role, ADMIN)
+    assert store.list_tokens() == [] and _actions(audit) == []
+
+
+def test_api_tokens_expire(store: UserStore, clock: Clock) -> None:
+    token = store.create_token("cad", Role.CASE_SYSTEM, ADMIN, expires_in_days=2)
+    info = store.token_info(token)
+    assert info is not None and info.expires_at == T0 + timedelta(days=2)
+    clock.now = T0 + timedelta(days=2) - timedelta(seconds=1)
+    assert store.check_bearer(token) == Principal("token:cad", Role.CASE_SYSTEM)
+    clock.now = T0 + timedelta(days=2)
+    assert store.check_bearer(token) is None
+    for days in (0, -1, 3651):
+        with pytest.raises(UserError, match="expires in"):
+            store.create_token("cad", Role.CASE_SYSTEM, ADMIN, expires_in_days=days)
+
+
+def test_a_token_of_another_role_made_before_is_refused(store: UserStore, engine: Engine) -> None:
+    token = store.create_token("alice", Role.CASE_SYSTEM, ADMIN)
+    with engine.begin() as conn:  # as a release before 0003 could make it
+        conn.execute(text("UPDATE api_tokens SET role = 'reviewer'"))
+    assert store.check_bearer(token) is None
+
+
+def test_migration_0003_gives_earlier_tokens_a_year(tmp_path: Path) -> None:
+    eng = make_engine(sqlite_url(tmp_path / "old.db"))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with eng.begin() as conn:
+        config.attributes[CONNECTION_ATTR] = conn
+        config.attributes[VERSION_TABLE_ATTR] = VERSION_TABLE
+        command.upgrade(config, "0002")
+        old = sa_table("api_tokens", column("name"), column("role"), column("token_sha256"),
+                       column("created_at", UtcDateTime()))
+        conn.execute(insert(old).values(name="cad", role="case_system", token_sha256=token_digest("rft1.old"),
+                                        created_at=T0))
+    migrate(eng, MIGRATIONS, VERSION_TABLE)
+    store = UserStore(eng, AuditLog(eng, SECRET), clock=lambda: T0 + timedelta(days=364))
+    [info] = store.list_tokens()
+    assert info.expires_at == T0 + timedelta(days=365)
+    assert store.check_token("rft1.old") == Principal("token:cad", Role.CASE_SYSTEM)
+    eng.dispose()
+
+
+# --- regression: finding 4 (failed logins audited under an attacker-chosen actor) ---------------------------------
+def test_failed_logins_are_audited_as_unauthenticated_with_the_name_cut(store: UserStore, audit: AuditLog) -> None:
+    assert store.authenticate("rfr-review", "x") is None
+    assert store.authenticate("n" * 500, "x", suppressed=3) is None
+    store.login_throttled("alice", 4, suppressed=2)
+    assert _actions(audit) == [
+        ("login_failed", "unauthenticated", {"name": "rfr-review", "why": "unknown_user"}),
+        ("login_failed", "unauthenticated", {"name": "n" * 128, "why": "unknown_user", "suppressed": 3}),
+        ("login_failed", "unauthenticated", {"name": "alice", "why": "throttled", "retry_after_s": 4,
+                                             "suppressed": 2}),
+    ]
+    assert audit.query(actor="rfr-review") == []
+
+
+# --- regression: finding 11 (signing out did not end the session) -------------------------------------------------
+def test_a_revoked_session_is_refused_until_it_expires(store: UserStore, engine: Engine, clock: Clock) -> None:
+    alice = store.create_user("alice", Role.REVIEWER, PASSWORD, ADMIN)
+    token, other = store.issue_session(alice), store.issue_session(alice)  # two devices, at the same time
+    assert token != other
+    assert store.revoke_session(token)
+    assert not store.revoke_session(token)  # already
+    assert not store.revoke_session("rfs1.forged.token") and not store.revoke_session("rft1.x")
+    assert store.check_session(token) is None and store.check_bearer(token) is None
+    assert store.check_session(other) == alice  # only the session signed out ends
+    with engine.connect() as conn:
+        rows = conn.execute(select(revoked_sessions)).all()
+    assert [(r.name, r.expires_at, r.token_sha256) for r in rows] == [
+        ("alice", T0 + timedelta(seconds=3600), token_digest(token))]
+    assert token not in repr(rows)
+    clock.now = T0 + timedelta(hours=2)  # both expired: the next sign-out drops the old row
+    later = store.issue_session(alice)
+    assert store.revoke_session(later)
+    with engine.connect() as conn:
+        assert conn.execute(select(revoked_sessions.c.token_sha256)).scalars().all() == [token_digest(later)]

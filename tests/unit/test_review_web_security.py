@@ -4,9 +4,11 @@ that never work on a page (a retailer's, a case system's)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from support.review_data import ADMIN
@@ -14,8 +16,9 @@ from support.review_pages import PASSWORD, Pages, by_testid, csrf_of, make_pages
 
 from rfr.core.settings import ReviewSettings, Settings
 from rfr.review.users import Role
+from services.review.service import start_http
 from services.review.web.security import CSP, safe_next
-from services.review.web.throttle import LoginThrottle
+from services.review.web.throttle import ADDRESS_FACTOR, LoginThrottle
 
 RETAILER_KEY = "rfr_retailer-key-0123456789abcdef0123456789"
 
@@ -60,6 +63,90 @@ def test_sign_out_drops_the_cookie(pages: Pages) -> None:
     assert resp.status_code == 303 and resp.headers["location"] == "/login"
     assert 'rfr_session=""' in resp.headers["set-cookie"] or "Max-Age=0" in resp.headers["set-cookie"]
     assert client.get("/queue").status_code == 303
+
+
+def test_sign_out_ends_the_session_not_only_the_cookie(pages: Pages) -> None:
+    """Regression (finding 11): a copy of the cookie taken before sign-out no longer works after it."""
+    alice, elsewhere = pages.sign_in("alice"), pages.sign_in("alice")
+    token = alice.cookies.get("rfr_session")
+    assert token
+    assert alice.post("/logout", data={"csrf": csrf_of(alice.get("/queue").text)}).status_code == 303
+    thief = pages.browser()
+    thief.cookies.set("rfr_session", token)
+    assert thief.get("/queue").status_code == 303
+    assert pages.browser().get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert elsewhere.get("/queue").status_code == 200  # alice's other session goes on
+
+
+def test_the_pre_sign_in_csrf_token_is_refused_after_sign_in(pages: Pages) -> None:
+    """Regression (finding 15): the pre-session token is for the sign-in form only."""
+    case_id = pages.new_case("sub_a:f0")
+    browser = pages.browser()
+    pre_token = csrf_of(browser.get("/login").text)
+    resp = browser.post("/login", data={"name": "alice", "password": PASSWORD, "csrf": pre_token, "next": "/queue"})
+    assert resp.status_code == 303
+    assert "rfr_csrf=" in resp.headers["set-cookie"] and "Max-Age=0" in resp.headers["set-cookie"]  # dropped
+    browser.cookies.set("rfr_csrf", "planted")  # even with a pre-session cookie (re)planted
+    pages.open_case(browser, case_id)
+    assert browser.post(f"/cases/{case_id}/release", data={"csrf": pre_token}).status_code == 403
+    assert pages.decide(browser, case_id, 1, csrf=pre_token).status_code == 403
+    assert pages.decide(browser, case_id, 1).status_code == 303  # the session's token works
+
+
+def test_cookie_secure_names_the_pre_sign_in_cookie_host_only(tmp_path: Path) -> None:
+    pages = make_pages(tmp_path, Settings(review=ReviewSettings(cookie_secure=True)))
+    client = TestClient(pages.app, base_url="https://testserver", follow_redirects=False)
+    cookie = client.get("/login").headers["set-cookie"]
+    assert cookie.startswith("__Host-rfr_csrf=") and "Secure" in cookie and "Path=/" in cookie
+    assert "Domain" not in cookie
+    token = csrf_of(client.get("/login").text)
+    planted = TestClient(pages.app, base_url="https://testserver", follow_redirects=False)
+    planted.cookies.set("rfr_csrf", client.cookies["__Host-rfr_csrf"])  # without the prefix: not the one read
+    assert planted.post("/login", data={"name": "alice", "password": PASSWORD, "csrf": token}).status_code == 403
+    assert client.post("/login", data={"name": "alice", "password": PASSWORD, "csrf": token}).status_code == 303
+    pages.env.store.engine.dispose()
+
+
+def test_the_sign_in_page_and_the_api_share_one_throttle(pages: Pages) -> None:
+    """Regression (finding 4): POST /v1/login is no way around the page's throttle, nor the page around it."""
+    api = pages.browser()
+    for _ in range(5):
+        assert api.post("/v1/login", json={"name": "alice", "password": "wrong password!"}).status_code == 401
+    assert pages.submit_login(pages.browser(), "alice", PASSWORD).status_code == 429
+    resp = api.post("/v1/login", json={"name": "alice", "password": PASSWORD})
+    assert resp.status_code == 429 and resp.headers["retry-after"] == "1"
+    assert resp.json()["detail"]["reason"] == "throttled"
+    pages.throttle_clock.now += 1.0
+    assert api.post("/v1/login", json={"name": "alice", "password": PASSWORD}).status_code == 200
+
+
+def test_the_review_api_believes_forwarded_addresses_only_from_trusted_proxies(tmp_path: Path) -> None:
+    """Regression (finding 8): served as `python -m services.review` serves it, X-Forwarded-For from 127.0.0.1 is
+    ignored unless review.trusted_proxies names it, so a spray of names cannot rotate the address key."""
+    for trusted, spray_throttled in (([], True), (["127.0.0.1"], False)):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        settings = Settings(review=ReviewSettings(http_port=port, trusted_proxies=trusted))
+        pages = make_pages(tmp_path / str(bool(trusted)), settings)
+        server = start_http(settings, pages.ctx)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+                codes = [client.post("/v1/login", json={"name": f"spray{i}", "password": "wrong password!"},
+                                     headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code
+                         for i in range(5 * ADDRESS_FACTOR + 1)]
+        finally:
+            server.close()
+            pages.env.store.engine.dispose()
+        assert (codes[-1] == 429) is spray_throttled, (trusted, codes[-3:])
+        assert set(codes[:-1]) == {401}
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    assert ReviewSettings(trusted_proxies=["10.0.0.5", "10.1.0.0/16", "::1"]).trusted_proxies[1] == "10.1.0.0/16"
+    for bad in (["*"], ["proxy.example"], ["10.0.0.1/8"]):
+        with pytest.raises(ValueError, match="trusted_proxies"):
+            ReviewSettings(trusted_proxies=bad)
 
 
 def test_forms_without_a_valid_csrf_token_are_refused(pages: Pages) -> None:
@@ -107,9 +194,22 @@ def test_repeated_failed_sign_ins_are_slowed_down(pages: Pages) -> None:
 
 def test_one_address_trying_many_names_is_slowed_down_too(pages: Pages) -> None:
     client = pages.browser()
-    for name in ("a1", "a2", "a3", "a4", "a5"):
-        assert pages.submit_login(client, name, "wrong password!").status_code == 401
+    for i in range(5 * ADDRESS_FACTOR):  # ten times the per-name limit
+        assert pages.submit_login(client, f"a{i}", "wrong password!").status_code == 401
     assert pages.submit_login(client, "bob", PASSWORD).status_code == 429
+
+
+def test_junk_names_from_a_shared_address_do_not_lock_out_another_user(pages: Pages) -> None:
+    """Regression (finding 8): behind a proxy every client has its address; a few junk names must not lock out
+    alice, while the per-name lock still holds for a name tried too often."""
+    attacker, alice = pages.browser(), pages.browser()  # TestClient: one address for both
+    for i in range(6):
+        assert pages.submit_login(attacker, f"nobody{i}", "x").status_code == 401
+    assert pages.submit_login(alice, "alice", PASSWORD).status_code == 303
+    for _ in range(5):
+        assert pages.submit_login(attacker, "bob", "wrong password!").status_code == 401
+    assert pages.submit_login(pages.browser(), "bob", PASSWORD).status_code == 429  # bob's name is locked
+    assert pages.submit_login(pages.browser(), "carol", PASSWORD).status_code == 303
 
 
 def test_throttle_delay_doubles_up_to_the_limit() -> None:

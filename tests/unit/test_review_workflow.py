@@ -11,6 +11,7 @@ from rfr.review.workflow import CandidateLabel, CaseState, Label, Outcome, Prior
 ALICE = Principal("alice", Role.REVIEWER)
 BOB = Principal("bob", Role.REVIEWER)
 SUE = Principal("sue", Role.SUPERVISOR)
+SAM = Principal("sam", Role.SUPERVISOR)
 AUDREY = Principal("audrey", Role.AUDITOR)
 ADMIN = Principal("root", Role.ADMINISTRATOR)
 SUBJECTS = {1: "subj-a", 2: "subj-b", 3: "subj-c"}
@@ -127,28 +128,61 @@ def test_a_supervisors_resolution_is_final_whatever_it_is() -> None:
 
 def test_only_a_supervisor_not_involved_resolves_an_escalated_case() -> None:
     prior = [_first("alice"), PriorDecision("bob", "reviewer", Stage.VERIFICATION, Outcome.NO_LEAD, None)]
-    wf.check_resolver(5, CaseState.ESCALATED, SUE, prior)
+    assert wf.resolution_stage(5, CaseState.ESCALATED, SUE, prior) == Stage.SUPERVISOR
     with pytest.raises(wf.NotPermitted) as caught:
-        wf.check_resolver(5, CaseState.ESCALATED, BOB, prior)
+        wf.resolution_stage(5, CaseState.ESCALATED, BOB, prior)
     assert caught.value.reason == "role_not_allowed"
     with pytest.raises(wf.NotPermitted) as caught:
-        wf.check_resolver(5, CaseState.ESCALATED, SUE, [PriorDecision("sue", "supervisor", Stage.FIRST,
-                                                                      Outcome.LEAD, "subj-a"), *prior[1:]])
+        wf.resolution_stage(5, CaseState.ESCALATED, SUE, [PriorDecision("sue", "supervisor", Stage.FIRST,
+                                                                        Outcome.LEAD, "subj-a"), *prior[1:]])
     assert caught.value.reason == "own_decision"
     with pytest.raises(wf.WrongState):
-        wf.check_resolver(5, CaseState.AWAITING_VERIFICATION, SUE, prior[:1])
+        wf.resolution_stage(5, CaseState.AWAITING_VERIFICATION, SUE, prior[:1])
+
+
+def _escalation(actor: str = "alice", role: str = "reviewer") -> PriorDecision:
+    return PriorDecision(actor, role, Stage.ESCALATION, None, None)
+
+
+def test_the_supervisor_who_escalated_never_resolves() -> None:
+    with pytest.raises(wf.NotPermitted) as caught:
+        wf.resolution_stage(6, CaseState.ESCALATED, SUE, [_escalation("sue", "supervisor")])
+    assert caught.value.reason == "own_decision"
+    assert not wf.can_take(CaseState.ESCALATED, SUE, [_escalation("sue", "supervisor")])
+    assert wf.can_take(CaseState.ESCALATED, SAM, [_escalation("sue", "supervisor")])
+
+
+def test_a_resolution_counts_as_the_step_the_case_lacks() -> None:
+    # nobody decided: the supervisor's resolution is the first decision, and awaits a blind verification
+    assert wf.resolution_stage(6, CaseState.ESCALATED, SUE, [_escalation()]) == Stage.FIRST
+    assert wf.next_state(Stage.FIRST, Outcome.LEAD, "subj-a", True, [_escalation()]) == \
+        CaseState.AWAITING_VERIFICATION
+    # one decision (its verifier escalated instead): the supervisor's resolution is its blind verification
+    one = [_first("alice"), _escalation("bob")]
+    assert wf.resolution_stage(6, CaseState.ESCALATED, SUE, one) == Stage.VERIFICATION
+    assert wf.next_state(Stage.VERIFICATION, Outcome.LEAD, "subj-a", True, one) == CaseState.LEAD
+    assert wf.next_state(Stage.VERIFICATION, Outcome.NO_LEAD, None, True, one) == CaseState.ESCALATED
+    # a real disagreement (two people decided): final
+    two = [*one, PriorDecision("sam", "supervisor", Stage.VERIFICATION, Outcome.NO_LEAD, None)]
+    assert wf.resolution_stage(6, CaseState.ESCALATED, Principal("sal", Role.SUPERVISOR), two) == Stage.SUPERVISOR
 
 
 def test_escalation_of_an_undecided_case_needs_a_note() -> None:
-    assert wf.check_escalation(1, CaseState.PENDING, ALICE, "  poor image, ask a supervisor ") == \
+    assert wf.check_escalation(1, CaseState.PENDING, ALICE, [], "  poor image, ask a supervisor ") == \
         "poor image, ask a supervisor"
-    assert wf.check_escalation(1, CaseState.AWAITING_VERIFICATION, BOB, "unsure") == "unsure"
+    assert wf.check_escalation(1, CaseState.AWAITING_VERIFICATION, BOB, [_first("alice")], "unsure") == "unsure"
     with pytest.raises(wf.DecisionRefused):
-        wf.check_escalation(1, CaseState.PENDING, ALICE, "")
+        wf.check_escalation(1, CaseState.PENDING, ALICE, [], "")
     with pytest.raises(wf.WrongState):
-        wf.check_escalation(1, CaseState.ESCALATED, ALICE, "again please")
+        wf.check_escalation(1, CaseState.ESCALATED, ALICE, [], "again please")
     with pytest.raises(wf.NotPermitted):
-        wf.check_escalation(1, CaseState.PENDING, AUDREY, "auditors do not escalate")
+        wf.check_escalation(1, CaseState.PENDING, AUDREY, [], "auditors do not escalate")
+
+
+def test_the_first_reviewer_never_escalates_her_own_awaiting_decision() -> None:
+    with pytest.raises(wf.NotPermitted) as caught:
+        wf.check_escalation(1, CaseState.AWAITING_VERIFICATION, ALICE, [_first("alice")], "skip the verifier")
+    assert caught.value.reason == "own_decision"
 
 
 def test_a_supervisor_closes_a_lead_once() -> None:
@@ -161,19 +195,32 @@ def test_a_supervisor_closes_a_lead_once() -> None:
         wf.check_close(2, CaseState.NO_LEAD, False, SUE, "charged")
 
 
-def test_the_verifier_decides_blind() -> None:
+def test_the_verifier_decides_blind_and_so_does_a_supervisor() -> None:
     prior = [_first("alice")]
     assert wf.visible_decisions(CaseState.AWAITING_VERIFICATION, prior, BOB) == []
     assert wf.visible_decisions(CaseState.AWAITING_VERIFICATION, prior, ALICE) == [0]
-    assert wf.visible_decisions(CaseState.AWAITING_VERIFICATION, prior, SUE) == [0]
+    assert wf.visible_decisions(CaseState.AWAITING_VERIFICATION, prior, SUE) == []
     assert wf.visible_decisions(CaseState.AWAITING_VERIFICATION, prior, AUDREY) == [0]
     assert wf.visible_decisions(CaseState.AWAITING_VERIFICATION, prior, ADMIN) == []
 
 
-def test_an_escalation_note_is_not_a_decision_and_stays_visible() -> None:
-    prior = [_first("alice"), PriorDecision("alice", "reviewer", Stage.ESCALATION, None, None)]
-    assert wf.visible_decisions(CaseState.AWAITING_VERIFICATION, prior, BOB) == [1]
-    assert wf.visible_decisions(CaseState.ESCALATED, prior, BOB) == [0, 1]
+def test_a_reviewer_sees_only_her_own_decisions_until_the_case_is_final() -> None:
+    escalated = [_first("alice"), _escalation("bob")]  # the verifier escalated instead of deciding
+    assert wf.visible_decisions(CaseState.ESCALATED, escalated, BOB) == [1]
+    assert wf.visible_decisions(CaseState.ESCALATED, escalated, ALICE) == [0]
+    disagreed = [_first("alice"), PriorDecision("bob", "reviewer", Stage.VERIFICATION, Outcome.NO_LEAD, None)]
+    assert wf.visible_decisions(CaseState.ESCALATED, disagreed, BOB) == [1]
+    for state in (CaseState.LEAD, CaseState.NO_LEAD, CaseState.EXPIRED):
+        assert wf.visible_decisions(state, disagreed, BOB) == [0, 1]
+
+
+def test_a_supervisor_sees_every_decision_only_after_a_disagreement_or_once_final() -> None:
+    escalated = [_first("alice"), _escalation("bob")]  # one decision: the supervisor verifies it blind
+    assert wf.visible_decisions(CaseState.ESCALATED, escalated, SUE) == [1]
+    assert wf.visible_decisions(CaseState.ESCALATED, escalated, AUDREY) == [0, 1]
+    disagreed = [_first("alice"), PriorDecision("bob", "reviewer", Stage.VERIFICATION, Outcome.NO_LEAD, None)]
+    assert wf.visible_decisions(CaseState.ESCALATED, disagreed, SUE) == [0, 1]
+    assert wf.visible_decisions(CaseState.LEAD, escalated, SUE) == [0, 1]
 
 
 def test_two_person_means_two_different_people_reached_the_outcome() -> None:

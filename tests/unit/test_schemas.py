@@ -195,3 +195,14 @@ def test_dead_letter_carries_payload() -> None:
     dl = DeadLetter(event_id="t:0:1", service="ingest", reason="corrupt", error_type="PoisonMessage",
                     source_topic="t", partition=0, offset=1, payload=b"\x00\x01")
     assert decode(DeadLetter, dl.to_bytes()).payload == b"\x00\x01"
+
+
+@pytest.mark.parametrize("bad", ["Infinity", "-Infinity", "NaN"])
+def test_a_non_finite_number_is_a_malformed_message(bad: str) -> None:
+    cl = CandidateList(event_id="f", face_id="f", submission_id="s", meta=META, received_at=datetime.now(UTC),
+                       searched_at=datetime.now(UTC), outcome="no_candidate", candidates=[], threshold=0.5, top_k=5,
+                       watch_lists=["custody"], model_id="m", quality=QUALITY, **search_fields(datetime.now(UTC)))
+    raw = cl.to_bytes().replace(b'"threshold":0.5', b'"threshold":' + bad.encode())
+    assert bad.encode() in raw
+    with pytest.raises(ValidationError, match="finite"):
+        decode(CandidateList, raw)

@@ -81,7 +81,7 @@ def install_web(app: FastAPI, ctx: ApiContext) -> None:
     """Serve the pages on ``app`` (after its API error handlers are installed): security, routes, static files."""
     rs = ctx.review_settings
     install_security(app, new_state(ctx.users, ctx.audit.secret, ctx.session_ttl_s, rs.cookie_secure,
-                                    rs.login_max_failures, rs.login_max_delay_s))
+                                    ctx.login_throttle))
     install_page_errors(app)
     app.include_router(web_routes(ctx))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

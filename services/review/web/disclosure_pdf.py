@@ -34,11 +34,15 @@ def latin1(text: object) -> str:
 
 
 class PackPdf(FPDF):
-    """A4 pages with the case and the notice in every page's footer."""
+    """A4 pages with the case and the notice in every page's footer: ``page N/total`` when ``total`` (the page count
+    of a first rendering) is known, else ``page N``. fpdf2's page-count alias (``{nb}``) is off, so that text
+    from people (notes, subject ids, reasons) is printed as given, ``{nb}`` included."""
 
-    def __init__(self, case_id: int) -> None:
+    def __init__(self, case_id: int, total: int | None = None) -> None:
         super().__init__(orientation="P", unit="mm", format="A4")
+        self.alias_nb_pages("")
         self.case_id = case_id
+        self.total = total
         self.set_auto_page_break(auto=True, margin=18)
         self.set_margins(15, 15, 15)
         self.set_title(f"RFR disclosure pack, case {case_id}")
@@ -47,8 +51,9 @@ class PackPdf(FPDF):
     def footer(self) -> None:
         self.set_y(-13)
         self.set_font("Helvetica", "", 7)
+        of = f"/{self.total}" if self.total is not None else ""
         self.cell(0, 4, latin1(f"Case {self.case_id} - disclosure pack - a candidate list is never an "
-                               f"identification - page {self.page_no()}/{{nb}}"), align="C")
+                               f"identification - page {self.page_no()}{of}"), align="C")
 
     # -- writing helpers ------------------------------------------------------------------------------------------
     def heading(self, text: str, size: int = 13) -> None:
@@ -211,9 +216,14 @@ def _audit(pdf: PackPdf, pack: dc.DisclosurePack) -> None:
 
 
 def pack_pdf(pack: dc.DisclosurePack) -> bytes:
-    """The PDF of ``pack``."""
+    """The PDF of ``pack``: drawn once to count its pages, then again with ``page N/total`` in the footers."""
+    pages = _draw(pack, None).pages_count
+    return bytes(_draw(pack, pages).output())
+
+
+def _draw(pack: dc.DisclosurePack, total: int | None) -> PackPdf:
     case = pack.case
-    pdf = PackPdf(case.id)
+    pdf = PackPdf(case.id, total)
     pdf.add_page()
     pdf.heading(f"Disclosure pack - case {case.id}", size=16)
     pdf.para(pack.notice, size=10, style="B", border=1)
@@ -229,4 +239,4 @@ def pack_pdf(pack: dc.DisclosurePack) -> bytes:
     _candidates(pdf, pack)
     _decisions(pdf, pack)
     _audit(pdf, pack)
-    return bytes(pdf.output())
+    return pdf

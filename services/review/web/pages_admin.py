@@ -31,11 +31,12 @@ from rfr.review.audit_search import AuditFilter
 from rfr.review.retention import due_counts, upcoming
 from rfr.review.users import Principal
 from services.review.auth import AUDIT_EXPORTERS, AUDIT_READERS, RETENTION_READERS
+from services.review.bounds import MAX_INT, MAX_REASON
 from services.review.context import ApiContext
 from services.review.web.gallery_erase import GalleryEraser
 from services.review.web.pages_disclosure import disclosure_pages
 from services.review.web.pages_gallery import gallery_pages
-from services.review.web.paging import FilterError, Pager, input_time, parse_id, parse_time, show_time
+from services.review.web.paging import FilterError, Pager, input_time, parse_id, parse_offset, parse_time, show_time
 from services.review.web.security import CSRF, PageError, page_principal, render
 
 logger = logging.getLogger(__name__)
@@ -72,8 +73,8 @@ def audit_filter(params: dict[str, str]) -> AuditFilter:
 
 
 def _offset(request: Request) -> int:
-    text = request.query_params.get("offset", "0")
-    return int(text) if text.isdigit() else 0
+    """The page's ``offset`` (0 when absent). Raises :class:`FilterError`."""
+    return parse_offset(request.query_params.get("offset", ""))
 
 
 def _audit_pages(router: APIRouter, ctx: ApiContext) -> None:
@@ -84,10 +85,10 @@ def _audit_pages(router: APIRouter, ctx: ApiContext) -> None:
         """Search the audit log: who, what, when, case id, reason (case or crime reference) contains; newest first."""
         params = {k: request.query_params.get(k, "") for k in FILTERS}
         try:
-            where = audit_filter(params)
+            where, offset = audit_filter(params), _offset(request)
         except FilterError as exc:
             return render(request, "audit_list.html", _list_context(params, None, str(exc), principal), 400)
-        found = audit_search.search(engine, where, PAGE, _offset(request))
+        found = audit_search.search(engine, where, PAGE, offset)
         pager = Pager("/audit", params, found.total, found.limit, found.offset)
         return render(request, "audit_list.html", _list_context(params, pager, None, principal) | {
             "entries": found.entries})
@@ -103,9 +104,9 @@ def _audit_pages(router: APIRouter, ctx: ApiContext) -> None:
             return render(request, "audit_export.html", {"form": form, "error": str(exc)}, 400)
         if not reason.strip():
             return render(request, "audit_export.html", {"form": form, "error": None})
-        if len(reason.strip()) < MIN_REASON:
-            return render(request, "audit_export.html", {"form": form, "error": f"Give the reason for this export "
-                          f"(at least {MIN_REASON} characters)."}, 422)
+        if not MIN_REASON <= len(reason.strip()) <= MAX_REASON:
+            return render(request, "audit_export.html", {"form": form | {"reason": reason[:MAX_REASON]}, "error":
+                          f"Give the reason for this export ({MIN_REASON} to {MAX_REASON} characters)."}, 422)
         seq = ctx.audit.append_now(principal.name, principal.role, AuditAction.EXPORT, reason=reason.strip(),
                                    details={"what": "audit_log", "since": start, "until": end, "via": "pages"})
         logger.info("audit log exported by %s (audit entry %s)", principal.name, seq)
@@ -121,7 +122,7 @@ def _audit_pages(router: APIRouter, ctx: ApiContext) -> None:
     def audit_entry(request: Request, seq: int,
                     _: Annotated[Principal, page_principal(AUDIT_READERS)]) -> HTMLResponse:
         """One entry with every field, its hash and the previous entry's."""
-        found = audit_search.entry(engine, seq)
+        found = audit_search.entry(engine, seq) if seq <= MAX_INT else None
         if found is None:
             raise PageError(404, "No such audit entry", f"The audit log has no entry {seq}.")
         return render(request, "audit_entry.html", {
@@ -158,8 +159,11 @@ def _retention_page(router: APIRouter, ctx: ApiContext) -> None:
         policy = ctx.settings.retention if ctx.settings is not None else (
             RetentionSettings.model_validate(status.policy) if status.policy else RetentionSettings())
         now = ctx.store.clock()
-        purged = audit_search.search(ctx.store.engine, AuditFilter(action=AuditAction.PURGE), PAGE,
-                                     _offset(request))
+        try:
+            offset = _offset(request)
+        except FilterError as exc:
+            raise PageError(400, "Not a valid request", str(exc)) from exc
+        purged = audit_search.search(ctx.store.engine, AuditFilter(action=AuditAction.PURGE), PAGE, offset)
         return render(request, "retention.html", {
             "title": "Retention", "policy": policy, "status": status, "now": now,
             "due": due_counts(ctx.store, policy, now), "upcoming": upcoming(ctx.store, policy, now, UPCOMING),

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from rfr.review import workflow as wf
@@ -24,6 +25,7 @@ from rfr.review.queue import QueueFilter
 from rfr.review.users import Principal, Role
 from rfr.review.views import CaseView
 from services.review.auth import CASE_VIEWERS, DECIDERS, QUEUE_READERS, SUPERVISORS
+from services.review.bounds import MAX_LABELS, MAX_NOTE, MAX_REASON, CaseId
 from services.review.context import ApiContext
 from services.review.routes_cases import after_step
 from services.review.web import case_model as cm
@@ -32,11 +34,12 @@ from services.review.web.security import CSRF, PageError, page_principal, render
 
 logger = logging.getLogger(__name__)
 
-CaseId = Annotated[int, Path(ge=1)]
 PAGE_SIZE = 50
-MAX_REASON = 256
+NOTE_FIELDS = {"note": "The note on the decision", "escalation_note": "The note for the supervisor",
+               "close_note": "The note on closing"}
 DONE = {"decided": "Your decision is recorded.", "escalated": "The case went to a supervisor.",
-        "resolved": "Your resolution is recorded: the decision is final.", "closed": "The case is closed."}
+        "resolved": "Your resolution is recorded (final after a disagreement; otherwise the case still needs a "
+                    "second person).", "closed": "The case is closed."}
 
 
 async def form_data(request: Request) -> dict[str, str]:
@@ -53,6 +56,26 @@ LabelledStep = Callable[[int, Principal, list[wf.CandidateLabel], str, str], Cas
 def case_url(case_id: int, reason: str, **extra: str) -> str:
     """The case page's address with its reason (and ``done=...`` etc.)."""
     return f"/cases/{case_id}?" + urlencode({"reason": reason[:MAX_REASON], **extra})
+
+
+def bounded(form: dict[str, str], back: str) -> dict[str, str]:
+    """``form`` when its fields keep the API's bounds (reason at most 256 characters, each note 4000, at most 100
+    candidates' labels); else the 422 error page saying which field is too long, with a link ``back``."""
+    problems = []
+    if len(form.get("reason", "")) > MAX_REASON:
+        problems.append(f"The case or crime reference is at most {MAX_REASON} characters.")
+    for key, value in form.items():
+        if len(value) <= MAX_NOTE:
+            continue
+        if key in NOTE_FIELDS:
+            problems.append(f"{NOTE_FIELDS[key]} is at most {MAX_NOTE} characters.")
+        elif key.startswith("note-"):
+            problems.append(f"The note on candidate {key[5:9]} is at most {MAX_NOTE} characters.")
+    if len(_ranks(form)) > MAX_LABELS:
+        problems.append(f"A decision labels at most {MAX_LABELS} candidates.")
+    if problems:
+        raise PageError(422, "Too long", " ".join(problems[:5]), back=back)
+    return form
 
 
 @contextmanager
@@ -97,7 +120,9 @@ def case_context(ctx: ApiContext, view: CaseView, viewer: Principal, reason: str
             "low_quality": any(f.low for f in flags), "steps": cm.steps(view, viewer, ctx.store.clock()),
             "decisions": [cm.shown(d) for d in view.decisions], "labels": cm.LABELS, "box": cm.box_of(view),
             "show_scores": rs.show_scores, "state_words": cm.STATE_WORDS.get(view.state, view.state),
-            "outcome_words": cm.OUTCOME_WORDS.get(view.outcome or "", None)}
+            "outcome_words": cm.OUTCOME_WORDS.get(view.outcome or "", None),
+            "image_query": urlencode({"reason": reason}),
+            "photo_query": urlencode({"case_id": view.id, "reason": reason})}
 
 
 def case_pages(ctx: ApiContext) -> APIRouter:
@@ -108,6 +133,7 @@ def case_pages(ctx: ApiContext) -> APIRouter:
                       done: str) -> Response:
         """A decision or resolution posted with the case's labels, then back to the case saying ``done``."""
         reason = form.get("reason", "")
+        bounded(form, case_url(case_id, reason))
         with refusals(case_url(case_id, reason)):
             labels = cm.labels_from_form(form, _ranks(form))
             view = step(case_id, principal, labels, reason, form.get("note", ""))
@@ -123,7 +149,8 @@ def case_pages(ctx: ApiContext) -> APIRouter:
         items = ctx.store.queue_page(where, PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
         keep = {k: v for k, v in params.items() if k != "page" and v}
         return render(request, "queue.html", {
-            "title": "Queue", "items": items[:PAGE_SIZE], "counts": ctx.store.queue_counts(where),
+            "title": "Queue", "items": items[:PAGE_SIZE], "counts": ctx.store.queue_counts(
+                replace(where, verifiable_by=principal.name if principal.role in DECIDERS else None)),
             "params": params, "errors": errors, "page": page, "more": len(items) > PAGE_SIZE,
             "prev_url": "/queue?" + urlencode({**keep, "page": page - 1}) if page > 1 else None,
             "next_url": "/queue?" + urlencode({**keep, "page": page + 1}), "states": cm.STATE_WORDS,
@@ -139,7 +166,10 @@ def case_pages(ctx: ApiContext) -> APIRouter:
     @router.get("/cases/{case_id}", response_class=HTMLResponse)
     def case(request: Request, case_id: CaseId, principal: Annotated[Principal, page_principal(CASE_VIEWERS)],
              reason: str = "", ref: str = "", done: str = "") -> Response:
-        why = reason.strip()[:MAX_REASON]
+        if len(reason) > MAX_REASON:
+            raise PageError(422, "Too long", f"The case or crime reference is at most {MAX_REASON} characters.",
+                            back=f"/cases/{case_id}")
+        why = reason.strip()
         if not why:
             return render(request, "case_reason.html", {"title": f"Case {case_id}: why", "case_id": case_id,
                                                         "ref": ref[:MAX_REASON]})
@@ -162,6 +192,7 @@ def case_pages(ctx: ApiContext) -> APIRouter:
     def escalate(case_id: CaseId, principal: Annotated[Principal, page_principal(DECIDERS)],
                  _: Annotated[None, CSRF], form: Form) -> Response:
         reason = form.get("reason", "")
+        bounded(form, case_url(case_id, reason))
         with refusals(case_url(case_id, reason)):
             view = ctx.store.escalate(case_id, principal, form.get("escalation_note", ""), reason)
         after_step(ctx, view, principal)
@@ -171,6 +202,7 @@ def case_pages(ctx: ApiContext) -> APIRouter:
     def close(case_id: CaseId, principal: Annotated[Principal, page_principal(SUPERVISORS)],
               _: Annotated[None, CSRF], form: Form) -> Response:
         reason = form.get("reason", "")
+        bounded(form, case_url(case_id, reason))
         with refusals(case_url(case_id, reason)):
             ctx.store.close(case_id, principal, form.get("close_note", ""), reason)
         return RedirectResponse(case_url(case_id, reason, done="closed"), status_code=303)
@@ -186,10 +218,11 @@ def case_pages(ctx: ApiContext) -> APIRouter:
 
 
 def _ranks(form: dict[str, str]) -> list[int]:
-    """The candidate ranks a decision form carries (every candidate has a ``note-r`` field)."""
+    """The candidate ranks a decision form carries (every candidate has a ``note-r`` field; ``r``: 1 to 3 ASCII
+    digits, other fields are ignored)."""
     ranks = set()
     for key in form:
         prefix, _, rank = key.partition("-")
-        if prefix in ("label", "note") and rank.isdigit() and len(rank) < 4:
+        if prefix in ("label", "note") and rank.isascii() and rank.isdigit() and len(rank) < 4:
             ranks.add(int(rank))
     return sorted(ranks)

@@ -13,12 +13,13 @@ import base64
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from rfr.core.image_headers import sniff_format
 from rfr.review import disclosure as dc
 from rfr.review.users import Principal, Role
+from services.review.bounds import MAX_REASON, CaseId
 from services.review.context import ApiContext
 from services.review.routes_cases import MEDIA_TYPES
 from services.review.web.disclosure_pdf import pack_pdf
@@ -26,7 +27,6 @@ from services.review.web.paging import show_time
 from services.review.web.security import page_principal, render
 
 DISCLOSERS = frozenset({Role.SUPERVISOR, Role.AUDITOR})
-CaseId = Annotated[int, Path(ge=1)]
 
 
 def data_uri(image: dc.PackImage | None) -> str | None:
@@ -60,23 +60,27 @@ def pack_context(pack: dc.DisclosurePack) -> dict[str, Any]:
 
 
 def _ask(request: Request, case_id: int, reason: str, status: int = 200) -> HTMLResponse:
-    error = None if status == 200 else f"Give the reason for this export (at least {dc.MIN_REASON} characters)."
+    error = None if status == 200 else f"Give the reason for this export ({dc.MIN_REASON} to {MAX_REASON} characters)."
     return render(request, "disclosure_form.html", {"title": f"Disclosure pack, case {case_id}", "case_id": case_id,
-                                                    "reason": reason, "error": error,
+                                                    "reason": reason[:MAX_REASON], "error": error,
                                                     "min_reason": dc.MIN_REASON}, status)
+
+
+def _reason_unfit(reason: str) -> bool:
+    return not dc.MIN_REASON <= len(reason.strip()) <= MAX_REASON
 
 
 def disclosure_pages(ctx: ApiContext) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     def _pack(case_id: int, principal: Principal, reason: str, fmt: str) -> dc.DisclosurePack:
-        return dc.gather(ctx.store, ctx.blobs, case_id, principal, reason, fmt)
+        return dc.gather(ctx.store, ctx.blobs, case_id, principal, reason, fmt, photos=ctx.photo_store)
 
     @router.get("/cases/{case_id}/disclosure", response_class=HTMLResponse)
     def disclosure_html(request: Request, case_id: CaseId, principal: Annotated[Principal, page_principal(DISCLOSERS)],
                         reason: str = "") -> HTMLResponse:
         """The printable pack (audited as an export); asks for the reason first."""
-        if len(reason.strip()) < dc.MIN_REASON:
+        if _reason_unfit(reason):
             return _ask(request, case_id, reason, 422 if reason.strip() else 200)
         return render(request, "disclosure.html", pack_context(_pack(case_id, principal, reason, "html")))
 
@@ -84,7 +88,7 @@ def disclosure_pages(ctx: ApiContext) -> APIRouter:
     def disclosure_pdf(request: Request, case_id: CaseId, principal: Annotated[Principal, page_principal(DISCLOSERS)],
                        reason: str = "") -> Response:
         """The pack as PDF (audited as an export); asks for the reason first."""
-        if len(reason.strip()) < dc.MIN_REASON:
+        if _reason_unfit(reason):
             return _ask(request, case_id, reason, 422 if reason.strip() else 200)
         pdf = pack_pdf(_pack(case_id, principal, reason, "pdf"))
         return Response(pdf, media_type="application/pdf", headers={

@@ -1,9 +1,11 @@
 """Sign-in and sign-out pages.
 
 ``GET /login`` shows the form (name, password, the pre-session CSRF token); ``POST /login`` checks the CSRF token,
-then the throttle (429 with ``Retry-After`` after repeated failures of the name or from the address), then the
-password (:meth:`rfr.review.users.UserStore.authenticate`, audited as login / login_failed), and on success sets
-the session cookie and goes on to ``next`` (a path on this site) or the queue. ``POST /logout`` drops the cookie.
+then the throttle (429 with ``Retry-After`` after repeated failures of the name or from the address; the same
+throttle as ``POST /v1/login``), then the password (:meth:`rfr.review.users.UserStore.authenticate`, audited as
+login / login_failed), and on success sets the session cookie, drops the pre-session CSRF cookie and goes on to
+``next`` (a path on this site) or the queue. ``POST /logout`` revokes the session (a copy of the cookie stops
+working too) and drops the cookie.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from services.review.context import ApiContext
 from services.review.web.security import (
     CSRF,
+    clear_csrf_cookie,
     clear_session_cookie,
     render,
     safe_next,
@@ -24,6 +27,7 @@ from services.review.web.security import (
     set_session_cookie,
     web_state,
 )
+from services.review.web.throttle import attempt_login
 
 logger = logging.getLogger(__name__)
 
@@ -52,25 +56,26 @@ def signin_pages(ctx: ApiContext) -> APIRouter:
               password: Annotated[str, Form(max_length=1024)] = "",
               next: Annotated[str, Form(max_length=2048)] = "/queue") -> Response:
         target = safe_next(next)
-        throttle = web_state(request).throttle
         address = request.client.host if request.client else "-"
-        wait = throttle.wait_s(name, address)
-        if wait > 0:
+        outcome = attempt_login(web_state(request).throttle, ctx.users, name, password, address)
+        if outcome.wait_s > 0:
+            wait = outcome.wait_s
             logger.info("sign-in of %r from %s refused for %ss: too many failures", name[:64], address, wait)
             return _login_page(request, target, name, f"Too many failed sign-ins: wait {wait} s, then try again.",
                                429, {"Retry-After": str(wait)})
-        principal = ctx.users.authenticate(name, password) if name and password else None
-        if principal is None:
-            throttle.failed(name, address)
+        if outcome.principal is None:
             return _login_page(request, target, name, "Unknown user or wrong password (or the user is deactivated).",
                                401)
-        throttle.succeeded(name, address)
         response = RedirectResponse(target, status_code=303)
-        set_session_cookie(request, response, ctx.users.issue_session(principal))
+        set_session_cookie(request, response, ctx.users.issue_session(outcome.principal))
+        clear_csrf_cookie(request, response)
         return response
 
     @router.post("/logout", response_model=None)
     def logout(request: Request, _: Annotated[None, CSRF]) -> Response:
+        token = getattr(request.state, "session_token", None)  # set by the CSRF check (signed in: its token)
+        if token:
+            ctx.users.revoke_session(token)
         response = RedirectResponse("/login", status_code=303)
         clear_session_cookie(request, response)
         return response

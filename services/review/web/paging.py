@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
+from services.review.bounds import MAX_YEAR, MIN_YEAR, utc_time, whole_number
+
 
 class FilterError(ValueError):
     """A filter value people typed that cannot be used; the message names the field."""
@@ -15,25 +17,42 @@ class FilterError(ValueError):
 
 def parse_time(field: str, text: str) -> datetime | None:
     """A time typed in a filter: ISO 8601 (``2025-03-01``, ``2025-03-01T12:00`` as a ``datetime-local`` input sends
-    it, or with an offset or ``Z``); without an offset it is UTC. Empty: None. Raises :class:`FilterError`."""
+    it, or with an offset or ``Z``); without an offset it is UTC; returned in UTC, years 1970..9999. Empty: None.
+    Raises :class:`FilterError`."""
     text = text.strip()
     if not text:
         return None
     try:
         value = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise FilterError(f"{field}: {text!r} is not a time like 2025-03-01T12:00 (UTC)") from exc
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        raise FilterError(f"{field}: {text[:64]!r} is not a time like 2025-03-01T12:00 (UTC)") from exc
+    try:
+        return utc_time(value.replace(tzinfo=UTC) if value.tzinfo is None else value)
+    except ValueError as exc:
+        raise FilterError(f"{field}: {text[:64]!r} is not between {MIN_YEAR} and {MAX_YEAR} (UTC)") from exc
 
 
 def parse_id(field: str, text: str) -> int | None:
-    """A positive whole number typed in a filter; empty: None. Raises :class:`FilterError`."""
+    """A positive whole number typed in a filter (ASCII digits, at most 2^53 - 1); empty: None. Raises
+    :class:`FilterError`."""
     text = text.strip()
     if not text:
         return None
-    if not text.isdigit() or int(text) < 1:
-        raise FilterError(f"{field}: {text!r} is not a positive whole number")
-    return int(text)
+    value = whole_number(text)
+    if value is None or value < 1:
+        raise FilterError(f"{field}: {text[:64]!r} is not a positive whole number")
+    return value
+
+
+def parse_offset(text: str) -> int:
+    """A page's offset from its query string: 0 when empty. Raises :class:`FilterError` when it is not a whole
+    number (ASCII digits, at most 2^53 - 1)."""
+    if not text.strip():
+        return 0
+    value = whole_number(text)
+    if value is None:
+        raise FilterError(f"offset: {text[:64]!r} is not a whole number")
+    return value
 
 
 def show_time(value: datetime | str | None) -> str:

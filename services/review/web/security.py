@@ -3,9 +3,13 @@
 * Session: the token of :meth:`rfr.review.users.UserStore.issue_session` in cookie ``rfr_session`` (HttpOnly,
   SameSite=Strict, Path=/, Secure when ``review.cookie_secure``, Max-Age the session's lifetime). Only session
   tokens work on pages (:meth:`UserStore.check_session`): a case system's API token or a retailer's key never.
+* Sign-out (``POST /logout``) revokes the session token itself (:meth:`UserStore.revoke_session`), not only the
+  cookie: a copy of the cookie stops working too.
 * CSRF: every form carries a hidden ``csrf`` field, HMAC-SHA256 (key derived from the service secret, purpose
-  ``csrf``) of the session token; before sign-in, of a random ``rfr_csrf`` cookie (double submit). A POST without a
-  valid one gets the 403 page "form expired or forged (CSRF)".
+  ``csrf``) of the session token; before sign-in, of a random pre-session cookie (double submit: ``rfr_csrf``, or
+  ``__Host-rfr_csrf`` when ``review.cookie_secure``, so that a sibling host cannot plant it). The pre-session token
+  is for the sign-in form only: once signed in, only the session's token is accepted. A POST without a valid one
+  gets the 403 page "form expired or forged (CSRF)".
 * Headers (:func:`security_headers`): CSP without inline script or style, ``Cache-Control: no-store``,
   ``nosniff``, ``Referrer-Policy: no-referrer`` on every page and image (not on ``/docs``, whose page needs a CDN).
 
@@ -41,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "rfr_session"
 CSRF_COOKIE = "rfr_csrf"
+SECURE_CSRF_COOKIE = "__Host-rfr_csrf"
+"""The pre-session CSRF cookie's name when ``cookie_secure``: the ``__Host-`` prefix makes browsers refuse it unless
+it is Secure, Path=/ and without Domain, so a same-site (sibling host) page cannot plant one."""
 CSRF_FIELD = "csrf"
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; "
        "form-action 'self'; base-uri 'none'")
@@ -73,7 +80,7 @@ QUEUE_ROLES = frozenset({Role.REVIEWER, Role.SUPERVISOR, Role.AUDITOR, Role.ADMI
 NAV: tuple[tuple[str, str, frozenset[Role]], ...] = (
     ("Queue", "/queue", QUEUE_ROLES),
     ("Supervisor", "/supervisor", frozenset({Role.SUPERVISOR})),
-    ("Audit", "/audit", frozenset({Role.AUDITOR, Role.ADMINISTRATOR, Role.SUPERVISOR})),
+    ("Audit", "/audit", frozenset({Role.AUDITOR, Role.ADMINISTRATOR})),
     ("Gallery", "/gallery", frozenset({Role.ADMINISTRATOR})),
     ("Retention", "/retention", frozenset({Role.AUDITOR, Role.ADMINISTRATOR, Role.SUPERVISOR})),
 )
@@ -85,16 +92,24 @@ class SessionChecker(Protocol):
 
     def check_session(self, token: str) -> Principal | None: ...
 
+    def revoke_session(self, token: str) -> bool: ...
+
 
 @dataclass
 class WebState:
-    """One app's page security: sessions, the CSRF key, cookie flags and the sign-in throttle."""
+    """One app's page security: sessions, the CSRF key, cookie flags and the sign-in throttle (the same object
+    as the API's ``POST /v1/login``)."""
 
     users: SessionChecker
     csrf_key: bytes
     session_ttl_s: float
     cookie_secure: bool
     throttle: LoginThrottle
+
+    @property
+    def csrf_cookie(self) -> str:
+        """The pre-session CSRF cookie's name."""
+        return SECURE_CSRF_COOKIE if self.cookie_secure else CSRF_COOKIE
 
 
 class PageError(Exception):
@@ -182,6 +197,14 @@ def clear_session_cookie(request: Request, response: Response) -> None:
                            secure=web_state(request).cookie_secure)
 
 
+def clear_csrf_cookie(request: Request, response: Response) -> None:
+    """Drop the pre-session CSRF cookie (after sign-in it is no longer accepted)."""
+    state = web_state(request)
+    if request.cookies.get(state.csrf_cookie):
+        response.delete_cookie(state.csrf_cookie, path="/", httponly=True, samesite="strict",
+                               secure=state.cookie_secure)
+
+
 # -- CSRF ---------------------------------------------------------------------------------------------------------
 
 def _mac(key: bytes, text: str) -> str:
@@ -189,14 +212,14 @@ def _mac(key: bytes, text: str) -> str:
 
 
 def csrf_token(request: Request) -> str:
-    """The CSRF token forms of this request's page carry: bound to the session, else to the ``rfr_csrf`` cookie
+    """The CSRF token forms of this request's page carry: bound to the session, else to the pre-session cookie
     (minted here when absent; :func:`render` sets it)."""
     state = web_state(request)
     session_principal(request)
     token = request.state.session_token
     if token:
         return _mac(state.csrf_key, "session:" + token)
-    pre = request.cookies.get(CSRF_COOKIE) or getattr(request.state, "new_csrf_cookie", None)
+    pre = request.cookies.get(state.csrf_cookie) or getattr(request.state, "new_csrf_cookie", None)
     if not pre:
         pre = secrets.token_urlsafe(24)
         request.state.new_csrf_cookie = pre
@@ -208,23 +231,23 @@ def csrf_field(request: Request) -> Markup:
     return Markup('<input type="hidden" name="{}" value="{}">').format(CSRF_FIELD, csrf_token(request))
 
 
-def _expected_tokens(request: Request) -> list[str]:
+def _expected_token(request: Request) -> str | None:
+    """The one token a form post must carry: the session's when signed in (never the pre-session one then), else
+    the pre-session cookie's; None when there is neither."""
     state = web_state(request)
     session_principal(request)
-    expected = []
     if request.state.session_token:
-        expected.append(_mac(state.csrf_key, "session:" + request.state.session_token))
-    pre = request.cookies.get(CSRF_COOKIE)
-    if pre:
-        expected.append(_mac(state.csrf_key, "pre:" + pre))
-    return expected
+        return _mac(state.csrf_key, "session:" + request.state.session_token)
+    pre = request.cookies.get(state.csrf_cookie)
+    return _mac(state.csrf_key, "pre:" + pre) if pre else None
 
 
 async def require_csrf(request: Request) -> None:
     """Refuse (403 page) a form post whose ``csrf`` field is missing or not this session's token."""
     form = await request.form()
     sent = form.get(CSRF_FIELD)
-    if isinstance(sent, str) and sent and any(hmac.compare_digest(sent, e) for e in _expected_tokens(request)):
+    expected = _expected_token(request)
+    if isinstance(sent, str) and sent and expected is not None and hmac.compare_digest(sent, expected):
         return
     logger.info("form post to %s refused: missing or wrong CSRF token", request.url.path)
     raise PageError(403, "Form expired or forged (CSRF)",
@@ -256,8 +279,9 @@ def render(request: Request, template_name: str, context: Mapping[str, Any] | No
     response = HTMLResponse(body, status_code=status, headers=dict(headers or {}))
     new = getattr(request.state, "new_csrf_cookie", None)
     if new:
-        response.set_cookie(CSRF_COOKIE, new, path="/", httponly=True, samesite="strict",
-                            secure=web_state(request).cookie_secure)
+        state = web_state(request)
+        response.set_cookie(state.csrf_cookie, new, path="/", httponly=True, samesite="strict",
+                            secure=state.cookie_secure)
     return response
 
 
@@ -306,7 +330,7 @@ def install_security(app: FastAPI, state: WebState) -> None:
 
 
 def new_state(users: SessionChecker, secret: bytes, session_ttl_s: float, cookie_secure: bool,
-              max_failures: int, max_delay_s: float) -> WebState:
-    """A :class:`WebState` with its CSRF key derived from the service ``secret``."""
-    return WebState(users, derive_key(secret, "csrf"), session_ttl_s, cookie_secure,
-                    LoginThrottle(max_failures, max_delay_s))
+              throttle: LoginThrottle) -> WebState:
+    """A :class:`WebState` with its CSRF key derived from the service ``secret``; ``throttle``: the app's sign-in
+    throttle (:attr:`services.review.context.ApiContext.login_throttle`)."""
+    return WebState(users, derive_key(secret, "csrf"), session_ttl_s, cookie_secure, throttle)
