@@ -511,9 +511,9 @@ class Settings(BaseSettings):
         shortest = min(self.retention.no_candidate_days, self.retention.no_lead_days, self.retention.pending_days)
         longest = self.kafka.retention_ms * 4 / 86_400_000  # dead letters are kept four times longer
         if longest > shortest:
-            raise ValueError(f"kafka.retention_ms keeps images {longest:g} days on the dead-letter topic (4 x "
-                             f"retention_ms), longer than the shortest retention purge ({shortest:g} days): lower "
-                             "RFR_KAFKA__RETENTION_MS or raise the retention.* days")
+            raise ValueError(f"RFR_KAFKA__RETENTION_MS={self.kafka.retention_ms} keeps images {longest:g} days on "
+                             f"the dead-letter topic (4 x retention_ms), longer than the shortest retention purge "
+                             f"({shortest:g} days): lower RFR_KAFKA__RETENTION_MS or raise the RFR_RETENTION__*_DAYS")
         return self
 
 

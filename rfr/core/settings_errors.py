@@ -29,6 +29,9 @@ def describe_errors(exc: ValidationError, model: type[BaseModel]) -> str:
         if err["type"] == "extra_forbidden":
             lines.append(f"{name}: no such setting{_did_you_mean(model, loc)}")
             continue
+        if not loc:  # a rule across settings: its message names the variables
+            lines.append(str(err["msg"]).removeprefix("Value error, "))
+            continue
         value = f"={err['input']!s:.60}" if isinstance(err.get("input"), str | int | float) else ""
         allowed = f" (allowed: {allowed_values(field)})" if field is not None and allowed_values(field) else ""
         hint = f" {field.description}" if field is not None and field.description else ""

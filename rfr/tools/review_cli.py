@@ -8,6 +8,8 @@ the actor ``cli:<operating-system user>`` with the role ``administrator``.
 * ``rfr audit verify``: checks the hash chain, the signed head and checkpoints (:mod:`rfr.review.audit`). Exit 0
   when the log holds; 1 with each problem on stdout, naming the entry (``entry 17: hash does not match its content
   (edited)``); 2 when the database or the secret cannot be read. The check itself is recorded (``audit_verify``).
+* ``rfr audit verify --file EXPORT``: the same for an export, offline (chain and hashes; no signatures, which need
+  the secret).
 * ``rfr audit export [--since T] [--until T] [--out FILE] --reason TEXT``: JSON lines (the export format of
   :mod:`rfr.review.audit`, re-verifiable offline) of the entries with ``since <= at < until`` (ISO-8601; a time
   without a zone is UTC; a date is its midnight UTC). The export is audited (action ``export``) before it is
@@ -40,6 +42,7 @@ from rfr.core.db import make_engine, redacted
 from rfr.core.logs import setup_logging
 from rfr.core.settings import Settings, load_settings, review_database_url, review_secret, review_secret_path
 from rfr.review.audit import AuditAction, AuditLog
+from rfr.review.audit_chain import verify_export
 from rfr.review.users import TOKEN_DEFAULT_DAYS, TOKEN_MAX_DAYS, TOKEN_ROLES, Principal, Role, UserError, UserStore
 
 app = typer.Typer(add_completion=False, help="The review service's audit log, retention and users.")
@@ -117,9 +120,15 @@ def _time_option(text: str | None, name: str) -> datetime | None:
 
 # --- audit --------------------------------------------------------------------------------------------------
 @audit_app.command("verify")
-def audit_verify() -> None:
+def audit_verify(
+    file: Annotated[Path | None, typer.Option("--file", help="Check an export (JSON lines of `rfr audit export`) "
+                                                        "instead of the database: chain and hashes, offline.")] = None,
+) -> None:
     """Check the audit log: hash chain, no gaps, signed head and checkpoints. Exit 0 when it holds, 1 with each
-    problem named, 2 when the database or secret cannot be read."""
+    problem named, 2 when the database or secret (or the --file) cannot be read."""
+    if file is not None:
+        _verify_file(file)
+        return
     with _audit_log(_settings(), migrate=False) as (_, audit):
         report = audit.verify()
         who = cli_principal()
@@ -135,6 +144,21 @@ def audit_verify() -> None:
                    f"{report.checkpoints} checkpoints", err=True)
         raise typer.Exit(EXIT_PROBLEMS)
     typer.echo(f"audit log OK: {report.entries} entries, {report.checkpoints} signed checkpoints")
+
+
+def _verify_file(file: Path) -> None:
+    try:
+        with file.open(encoding="utf-8") as fh:
+            report = verify_export(fh)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(f"cannot read {file}: {exc}") from exc
+    for problem in report.problems:
+        typer.echo(problem)
+    if not report.ok:
+        typer.echo(f"export FAILED: {len(report.problems)} problem(s) in {report.entries} entries", err=True)
+        raise typer.Exit(EXIT_PROBLEMS)
+    typer.echo(f"export OK: {report.entries} entries chained and unedited (signatures need the database and "
+               "secret: `rfr audit verify`)")
 
 
 @audit_app.command("export")

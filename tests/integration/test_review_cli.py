@@ -107,6 +107,20 @@ def test_export_is_audited_and_bounded(env: dict[str, str], tmp_path: Path) -> N
     assert rfr(env, "audit", "export", "--reason", "x", "--since", "yesterday").exit_code == 2
     assert rfr(env, "audit", "verify").exit_code == 0
 
+    # The export is checked offline, from entry 2 on (no database, no secret needed).
+    held = rfr({}, "audit", "verify", "--file", str(out))
+    assert held.exit_code == 0 and "export OK: 3 entries" in held.stdout, held.output
+    text = out.read_text().splitlines()
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("\n".join([text[0], text[1].replace('"reviewer"', '"supervisor"'), text[2]]) + "\n")
+    bad = rfr({}, "audit", "verify", "--file", str(edited))
+    assert bad.exit_code == 1 and "entry 3: hash does not match its content (edited)" in bad.stdout, bad.output
+    gap = tmp_path / "gap.jsonl"
+    gap.write_text("\n".join([text[0], text[2]]) + "\n")
+    bad = rfr({}, "audit", "verify", "--file", str(gap))
+    assert bad.exit_code == 1 and "entry 3: missing" in bad.stdout, bad.output
+    assert rfr({}, "audit", "verify", "--file", str(tmp_path / "absent.jsonl")).exit_code == 2
+
 
 def test_retention_run_purges_and_reports(env: dict[str, str], tmp_path: Path) -> None:
     blobs = FileBlobStore(tmp_path / "blobs")

@@ -105,3 +105,14 @@ def test_settings_env_reproduces_settings(monkeypatch: pytest.MonkeyPatch, tmp_p
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert load_settings() == s
+
+
+def test_topics_may_not_keep_images_longer_than_the_shortest_purge(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RFR_KAFKA__RETENTION_MS", str(10 * 86_400_000))  # dead letters: 4 x 10 = 40 days > 31
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert str(err.value).startswith("RFR_KAFKA__RETENTION_MS=864000000 keeps images 40 days")
+    assert "RFR_RETENTION__*_DAYS" in str(err.value) and "Value error" not in str(err.value)
+    monkeypatch.setenv("RFR_RETENTION__NO_CANDIDATE_DAYS", "40")
+    monkeypatch.setenv("RFR_RETENTION__NO_LEAD_DAYS", "40")
+    assert load_settings().kafka.retention_ms == 10 * 86_400_000  # raising the purge days makes it consistent
