@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Select, and_, exists, false, func, not_, or_,
 
 from rfr.review import tables as t
 from rfr.review import workflow as wf
+from rfr.review.claims import live_claim
 from rfr.review.views import QueueItem
 
 Quality = Literal["ok", "low"]
@@ -87,11 +88,11 @@ def read_queue(conn: Connection, f: QueueFilter, limit: int, offset: int, now: d
             summary[case_id] = (int(n), float(top), sorted(named.get(case_id, set())))
     items = []
     for r in rows:
-        live = r.claimed_by is not None and r.claimed_until is not None and r.claimed_until > now
+        holder, until = live_claim(r, now)
         items.append(QueueItem(
             r.id, r.state, r.created_at, r.updated_at, r.face_id, r.retailer_id, r.case_ref, r.trigger,
-            *summary.get(r.id, (0, 0.0, [])), store_id=r.store_id, claimed_by=r.claimed_by if live else None,
-            claimed_until=r.claimed_until if live else None, face_px=r.face_px, sharpness=r.sharpness,
+            *summary.get(r.id, (0, 0.0, [])), store_id=r.store_id, claimed_by=holder,
+            claimed_until=until, face_px=r.face_px, sharpness=r.sharpness,
             pose_ok=None if r.pose_ok is None else bool(r.pose_ok)))
     return items
 

@@ -34,6 +34,7 @@ from rfr.core.blobstore import BlobStore
 from rfr.core.settings import RetentionSettings
 from rfr.review import tables as t
 from rfr.review import workflow as wf
+from rfr.review.claims import FREE
 from rfr.review.store import SYSTEM_ROLE, ReviewStore
 
 logger = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def _expire(store: ReviewStore, cut: _Cutoffs, actor: str) -> list[int]:
         if rows:
             now = store.clock()
             conn.execute(update(t.cases).where(t.cases.c.id.in_([r.id for r in rows]))
-                         .values(state=wf.CaseState.EXPIRED, updated_at=now, claimed_by=None, claimed_until=None))
+                         .values(state=wf.CaseState.EXPIRED, updated_at=now, **FREE))
             for row in rows:
                 store.audit.append(conn, actor, SYSTEM_ROLE, "case_expired", reason="retention:pending",
                                    case_id=row.id, details={"from_state": row.state,

@@ -23,15 +23,13 @@ the actor ``cli:<operating-system user>`` with the role ``administrator``.
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 from sqlalchemy import Engine
@@ -44,6 +42,7 @@ from rfr.core.settings import Settings, load_settings, review_database_url, revi
 from rfr.review.audit import AuditAction, AuditLog
 from rfr.review.audit_chain import verify_export
 from rfr.review.users import TOKEN_DEFAULT_DAYS, TOKEN_MAX_DAYS, TOKEN_ROLES, Principal, Role, UserError, UserStore
+from rfr.tools.gallery_events import cli_actor
 
 app = typer.Typer(add_completion=False, help="The review service's audit log, retention and users.")
 audit_app = typer.Typer(no_args_is_help=True, help="The review audit log: verify it, export it.")
@@ -70,11 +69,7 @@ def _fail(message: str, code: int = EXIT_UNAVAILABLE) -> typer.Exit:
 
 def cli_principal() -> Principal:
     """``cli:<operating-system user>`` as an administrator: whoever holds the database and the secret."""
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):
-        user = f"uid{os.getuid()}"
-    return Principal(f"cli:{user}", Role.ADMINISTRATOR)
+    return Principal(cli_actor(), Role.ADMINISTRATOR)
 
 
 @contextmanager
@@ -181,19 +176,23 @@ def audit_export(
 
 
 def _write_lines(audit: AuditLog, since: datetime | None, until: datetime | None, out: Path | None) -> int:
-    count = 0
+    """Write the entries to ``out`` (through ``<out>.partial``, renamed when complete) or stdout; their count."""
     if out is None:
-        for entry in audit.export(since, until):
-            sys.stdout.write(json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n")
-            count += 1
+        count = _dump(audit, since, until, sys.stdout)
         sys.stdout.flush()
         return count
     partial = out.with_name(out.name + ".partial")
     with partial.open("w", encoding="utf-8") as fh:
-        for entry in audit.export(since, until):
-            fh.write(json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n")
-            count += 1
+        count = _dump(audit, since, until, fh)
     partial.replace(out)
+    return count
+
+
+def _dump(audit: AuditLog, since: datetime | None, until: datetime | None, fh: TextIO) -> int:
+    count = 0
+    for entry in audit.export(since, until):
+        fh.write(json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n")
+        count += 1
     return count
 
 

@@ -195,12 +195,6 @@ def _is_candidate(ctx: ApiContext, case_id: int, gallery_face_id: str) -> bool:
                             .limit(1)).first() is not None
 
 
-def blob_response(ctx: ApiContext, ref: str, what: str) -> Response:
-    """The image at ``ref`` in the stills' blob store (:func:`image_response`); the API error (404, 500, 503)
-    naming ``what`` when it is gone, corrupt or the store is down."""
-    return image_response(blob_data(ctx.blobs, ref, what))
-
-
 def blob_data(blobs: BlobStore, ref: str, what: str) -> bytes:
     """The bytes at ``ref`` in ``blobs``; the API error (404, 500, 503) naming ``what`` when they are gone, corrupt
     or the store is down."""

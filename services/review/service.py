@@ -46,7 +46,6 @@ from rfr.review.store import SYSTEM_ACTOR, ReviewStore
 from rfr.review.users import UserStore
 from services.review.app import create_app
 from services.review.context import ApiContext
-from services.review.feed import final_decisions
 from services.review.handler import ReSearch, ReviewHandler
 from services.review.jobs import RetentionJob
 from services.review.metrics import ReviewMetrics, stats_refresher
@@ -148,7 +147,7 @@ def api_context(settings: Settings, review: Review, blobs: BlobStore, retention:
                 metrics: ReviewMetrics, on_final: Callable[[], None], photos: BlobStore | None = None) -> ApiContext:
     """The API's context: ``blobs`` the stills, ``photos`` the gallery photos (default: :func:`photo_store`)."""
     return ApiContext(review.store, review.users, review.audit, blobs,
-                      lambda after, limit: final_decisions(review.engine, after, limit),
+                      review.store.decisions_since,
                       settings.review.session_ttl_s, retention.status, metrics, on_final, settings,
                       photos=photos if photos is not None else photo_store(settings))
 

@@ -19,7 +19,6 @@ from rfr.core.settings import Settings
 from rfr.review.users import Role, UserStore
 from services.review.app import create_app
 from services.review.context import ApiContext
-from services.review.feed import final_decisions
 from services.review.web.security import WebState
 from support.review_data import ADMIN, Env, candidate_list, cheap_hasher, open_store
 
@@ -111,7 +110,7 @@ def users_of(env: Env, people: Mapping[str, Role], password: str) -> UserStore:
 def api_context(env: Env, users: UserStore, blobs: BlobStore, **fields: Any) -> ApiContext:
     """The review API's context on ``env``, its final decisions read from the store; ``fields``: the context's
     others (``settings``, ``retention``, ``metrics``...)."""
-    return ApiContext(env.store, users, env.audit, blobs, lambda a, n: final_decisions(env.store.engine, a, n),
+    return ApiContext(env.store, users, env.audit, blobs, env.store.decisions_since,
                       **fields)
 
 
