@@ -8,6 +8,8 @@
 * ``stage``: the embed stage in process at batch 32 - crop JPEG decode (cv2) + preprocessing + model - and
   the whole handler (FaceEvent JSON in, EmbeddingEvent JSON out) on the auto path.
 * ``accuracy``: bf16-vs-fp32 cosine on real LFW crops and the same/different-person AUC under both.
+* ``--levers`` (alone): issue #17's embedder levers in one run, ``embed()`` faces/s at batch 32 on the auto
+  path: today's model, mirror TTA, the fine-tuned ``casia-webface-lowres-v1`` and both (``rfr models fetch``).
 
 Each figure is the median of per-iteration rates over at least ``--seconds`` and 2 iterations after a warm-up.
 The machine may be shared: the load average at start and end is recorded beside the numbers (with other work
@@ -160,6 +162,24 @@ def accuracy(fp32: FacenetEmbedder, fast: FacenetEmbedder, first: np.ndarray, se
             "top1_agreement": float(((e32[:n] @ e32[n:].T).argmax(1) == (efast[:n] @ efast[n:].T).argmax(1)).mean())}
 
 
+LEVERS = {"casia-webface": {}, "tta-mirror": {"tta": "mirror"}, "lowres-v1": {"model": "casia-webface-lowres-v1"},
+          "lowres-v1+tta-mirror": {"model": "casia-webface-lowres-v1", "tta": "mirror"}}
+
+
+def lever_rows(model_dir: Path, crops: np.ndarray, seconds: float, batch: int = 32) -> dict[str, Any]:
+    """``embed()`` faces/s (median) of each lever at ``batch`` on the auto path, 2 threads, in one run."""
+    torch.set_num_threads(2)
+    rows: dict[str, Any] = {}
+    for name, update in LEVERS.items():
+        embedder = load_embedder(EmbedSettings(device="cpu", precision="auto", **update), model_dir).load()
+        faces_per_s = rate(partial(embedder.embed, batch_of(crops, batch)), batch, seconds)
+        rows[name] = {"model_id": embedder.model_id, "tta": embedder.tta, "faces_per_s": round(faces_per_s, 1)}
+    base = rows["casia-webface"]["faces_per_s"]
+    for row in rows.values():
+        row["vs_today"] = round(row["faces_per_s"] / base, 2)
+    return {"batch": batch, "threads": 2, "loadavg": os.getloadavg(), "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=None)
@@ -167,7 +187,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--people", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="batch 1 and 32 only, shorter timings, 40 people")
+    parser.add_argument("--levers", action="store_true", help="only issue #17's embedder levers (faces/s)")
     args = parser.parse_args()
+    if args.levers:
+        crops, _ = load_crops(args.lfw_dir, min(args.people, 40))
+        print(json.dumps(lever_rows(args.model_dir or load_settings().model_dir, crops, args.seconds), indent=2))
+        return
     if args.quick:
         args.seconds, args.people = min(args.seconds, 0.3), min(args.people, 40)
     batches = (1, 32) if args.quick else (1, 8, 32)

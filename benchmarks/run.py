@@ -81,13 +81,13 @@ def run_stage(stage: str, quick: bool, timeout_s: float) -> dict[str, Any]:
         return {"error": f"{module}: {exc}", "stdout_tail": done.stdout[-2000:], "seconds": seconds, **note}
 
 
-def run_pipeline(faces: Path, quick: bool, rate: float | None) -> dict[str, Any]:
+def run_pipeline(faces: Path, quick: bool, rate: float | None, detector: str | None = None) -> dict[str, Any]:
     from rfr.tools.eval.stackbench import StackBenchConfig, run_stack_bench
 
     if not faces.is_dir():
         return {"error": f"labelled faces not found at {faces} (--faces)"}
     n = 10 if quick else 40
-    cfg = StackBenchConfig(faces, gallery_identities=n, burst=n, paced=n, rate=rate)
+    cfg = StackBenchConfig(faces, gallery_identities=n, burst=n, paced=n, rate=rate, detector=detector)
     started = time.perf_counter()
     try:
         result = run_stack_bench(cfg)
@@ -96,6 +96,14 @@ def run_pipeline(faces: Path, quick: bool, rate: float | None) -> dict[str, Any]
         seconds = round(time.perf_counter() - started, 1)
         return {"error": f"{type(exc).__name__}: {str(exc)[-2000:]}", "seconds": seconds}
     return {"result": result, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def pipeline_ratios(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Stills/s of each detector's stack against the first one's (same run, same stills)."""
+    rates = {d: r.get("result", {}).get("throughput", {}).get("stills_per_s") for d, r in runs.items()}
+    base_name = next(iter(rates))
+    base = rates[base_name]
+    return {f"{d}_vs_{base_name}": round(v / base, 2) for d, v in rates.items() if v and base}
 
 
 def machine() -> dict[str, Any]:
@@ -112,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None,
                         help="Offered load (stills/s) of the latency run; default half the measured throughput.")
     parser.add_argument("--stage-timeout", type=float, default=None, help="Seconds per stage benchmark.")
+    parser.add_argument("--pipeline-detectors", default="mediapipe,litert",
+                        help="The whole stack once per detector (RFR_DETECT__DETECTOR), the first as the baseline "
+                        "of the ratios; 'default' for the configured one.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
@@ -124,12 +135,14 @@ def main(argv: list[str] | None = None) -> int:
             report["stages"][stage] = run_stage(stage, args.quick, timeout)
     if "pipeline" in wanted:
         logger.info("pipeline benchmark (rfr up ... rfr down) ...")
-        report["pipeline"] = run_pipeline(args.faces, args.quick, args.rate)
+        runs = {d: run_pipeline(args.faces, args.quick, args.rate, None if d == "default" else d)
+                for d in (x.strip() for x in args.pipeline_detectors.split(",")) if d}
+        report["pipeline"] = {"by_detector": runs, "stills_per_s_ratio": pipeline_ratios(runs)}
     report["machine"]["loadavg_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    errors = [k for k, v in report["stages"].items() if "error" in v] + (
-        ["pipeline"] if "error" in report.get("pipeline", {}) else [])
+    errors = [k for k, v in report["stages"].items() if "error" in v] + [
+        f"pipeline:{d}" for d, v in report.get("pipeline", {}).get("by_detector", {}).items() if "error" in v]
     print(json.dumps({"out": str(args.out), "errors": errors}))
     return 0
 

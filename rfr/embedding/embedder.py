@@ -3,6 +3,9 @@
     embedder = load_embedder(settings.embed, settings.model_dir)   # resolves + hashes the weights, fails fast
     vectors = embedder.embed(crops)    # N x 160 x 160 x 3 uint8 RGB -> N x 512 float32, L2-normalised
 
+With ``EmbedSettings.tta="mirror"`` every crop is embedded together with its horizontal mirror (one batch of
+2N) and the two embeddings are averaged and re-normalised: the one code path for probes and gallery photos.
+
 The model is built and its weights loaded (``strict=True``) once, lazily, under a lock; every embedding
 carries ``model_id`` and ``weights_sha256`` so vectors from different weights are never mixed up.
 Preprocessing is the one the weights were trained with: fixed image standardisation ``(x - 127.5) / 128``
@@ -15,8 +18,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +36,8 @@ from rfr.models import facenet_model_id as model_id_for
 logger = logging.getLogger(__name__)
 
 __all__ = ["CROP_SIZE", "EMBEDDING_DIM", "Embedder", "FacenetEmbedder", "load_embedder"]
+
+TtaMode = Literal["none", "mirror"]
 
 CLASSIFIER_PREFIX = "logits."  # the training head in published state dicts; embeddings never use it
 
@@ -70,6 +76,14 @@ def build_model(state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     return model.eval()
 
 
+def mirror_fused(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Unit embeddings of a preprocessed N x 3 x H x W batch fused with those of its horizontal mirror: one
+    forward pass over 2N, the mean of each pair, re-normalised (float32, N x 512, on ``x``'s device)."""
+    both = forward(torch.cat([x, x.flip(3)]))
+    n = x.shape[0]
+    return torch.nn.functional.normalize(both[:n] + both[n:], p=2, dim=1)
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load a state dict saved with ``torch.save`` (tensors only: ``weights_only=True``)."""
     try:
@@ -88,11 +102,13 @@ class FacenetEmbedder:
 
     dim: int = EMBEDDING_DIM
 
-    def __init__(self, weights_path: Path, model_id: str, weights_sha256: str, runtime: Runtime) -> None:
+    def __init__(self, weights_path: Path, model_id: str, weights_sha256: str, runtime: Runtime,
+                 tta: TtaMode = "none") -> None:
         self.weights_path = weights_path
         self.model_id = model_id
         self.weights_sha256 = weights_sha256
         self.runtime = runtime
+        self.tta: TtaMode = tta
         self._model: nn.Module | None = None
         self._lock = threading.Lock()
 
@@ -126,7 +142,9 @@ class FacenetEmbedder:
         check_crops(crops)
         if len(crops) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        result: npt.NDArray[np.float32] = self.forward(preprocess(crops, self.runtime.device)).cpu().numpy()
+        x = preprocess(crops, self.runtime.device)
+        vectors = mirror_fused(self.forward, x) if self.tta == "mirror" else self.forward(x)
+        result: npt.NDArray[np.float32] = vectors.cpu().numpy()
         return result
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,5 +190,5 @@ def load_embedder(settings: EmbedSettings, model_dir: Path) -> FacenetEmbedder:
             digest = sha256_file(path) if settings.weights_path else verify_model_file(model_dir, path).sha256
             runtime = resolve_runtime(settings)
             logger.info("embed runtime: %s (%s)", runtime.describe(), runtime.reason)
-            cached = _CACHE[key] = FacenetEmbedder(path, model_id_for(settings.model), digest, runtime)
+            cached = _CACHE[key] = FacenetEmbedder(path, model_id_for(settings.model), digest, runtime, settings.tta)
         return cached

@@ -27,11 +27,12 @@ import numpy as np
 import numpy.typing as npt
 
 from rfr.core.geometry import Box
-from rfr.core.settings import DetectSettings
 
 if TYPE_CHECKING:
     from mediapipe.tasks.python.components.containers.detections import Detection as MpDetection
     from mediapipe.tasks.python.vision import FaceDetector
+
+    from rfr.core.settings import DetectSettings
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ MAX_FACE_SLACK = 1.25
 """A tile level keeps faces up to ``MAX_FACE_SLACK * tile_overlap * side`` wide; bigger ones belong to the
 next, coarser level (which finds them with more context). This drops the large, weak boxes the model
 puts on plain texture when it sees a small tile."""
+
+CENTRE_SLACK = 0.25
+"""nms containment: how far (fraction of the larger box) the centres of a face and a box around it may be apart."""
 
 FIXED_STRATEGIES: dict[str, int | None] = {"full": None, "tiles540": 540, "tiles360": 360, "tiles256": 256}
 STRATEGIES: tuple[str, ...] = (*FIXED_STRATEGIES, "auto")
@@ -72,6 +76,13 @@ class Detector(Protocol):
     """Finds faces in an RGB uint8 (H, W, 3) image; best score first."""
 
     def detect(self, image_rgb: npt.NDArray[np.uint8]) -> list[Detection]: ...
+
+
+def close_detector(detector: Detector) -> None:
+    """Free a detector's native resources, if it holds any (its ``close``)."""
+    close = getattr(detector, "close", None)
+    if callable(close):
+        close()
 
 
 @dataclass(frozen=True)
@@ -134,14 +145,36 @@ def iou(a: Box | Sequence[float], b: Box | Sequence[float]) -> float:
     return Box.of(a).iou(Box.of(b))
 
 
-def nms(detections: list[Detection], iou_threshold: float) -> list[Detection]:
-    """Greedy non-maximum suppression, highest score first. Caps nothing: the detect stage's ``max_faces``
-    guard applies after the quality gate, and reports what it drops."""
+def inside(inner: Box, outer: Box) -> float:
+    """How much of ``inner`` lies inside ``outer``: their intersection over ``inner``'s area, in [0, 1]."""
+    x0, y0 = max(inner.x, outer.x), max(inner.y, outer.y)
+    x1, y1 = min(inner.x + inner.width, outer.x + outer.width), min(inner.y + inner.height, outer.y + outer.height)
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    return inter / inner.area if inner.area > 0 else 0.0
+
+
+def nms(detections: list[Detection], iou_threshold: float, containment: float | None = None) -> list[Detection]:
+    """Greedy non-maximum suppression, highest score first: a detection is dropped when its IoU with a kept one
+    exceeds ``iou_threshold``, or (``containment`` set) when it is a LARGER box than a kept, stronger one that lies
+    mostly inside it (at least ``containment`` of the kept box's area) and about its centre. That removes the large
+    spurious box around a real face (IoU 0.23, so IoU alone keeps both: one person, two candidate lists) and never
+    a smaller face inside a stronger, larger box (a child's face in front of an adult's). Caps nothing: the detect
+    stage's ``max_faces`` guard applies after the quality gate, and reports what it drops."""
     kept: list[Detection] = []
     for det in sorted(detections, key=lambda d: d.score, reverse=True):
-        if all(det.box.iou(k.box) <= iou_threshold for k in kept):
+        if all(det.box.iou(k.box) <= iou_threshold and not _surrounds(det.box, k.box, containment) for k in kept):
             kept.append(det)
     return kept
+
+
+def _surrounds(box: Box, stronger: Box, containment: float | None) -> bool:
+    """``box`` is a larger box around ``stronger``: it holds it (``containment``) about its own centre (within a
+    quarter of its size on each axis), as a spurious box around one face does; a second face in front of
+    another sits off-centre (a child's face at an adult's chin: half the adult's box away)."""
+    if containment is None or box.area <= stronger.area or inside(stronger, box) < containment:
+        return False
+    (cx, cy), (sx, sy) = box.centre, stronger.centre
+    return abs(cx - sx) <= CENTRE_SLACK * box.width and abs(cy - sy) <= CENTRE_SLACK * box.height
 
 
 def _cut_by_inner_edge(box: Box, tile: Tile, width: int, height: int) -> bool:
@@ -237,7 +270,7 @@ class MediaPipeDetector:
                     for d in self._run(image_rgb, tile)
                     if d.box.width <= max_face and not _cut_by_inner_edge(d.box, tile, width, height)
                 )
-        return nms(found, self.settings.nms_iou)
+        return nms(found, self.settings.nms_iou, self.settings.nms_containment)
 
     def close(self) -> None:
         """Free the native Tasks graph; a later :meth:`detect` loads it again."""

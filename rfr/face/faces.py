@@ -23,6 +23,7 @@ class FoundFace:
     detection: Detection
     crop: npt.NDArray[np.uint8]  # aligned (crop_size, crop_size, 3) RGB
     quality: FaceQuality
+    gated_reason: str | None = None  # an investigative search: the gate's reason this face was let through anyway
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class RejectedFace:
     detection: Detection
     quality: FaceQuality
     reason: str
+    crop: npt.NDArray[np.uint8] | None = None  # the aligned crop, kept for an investigative search
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,15 @@ class FaceFindings:
     def rejection_summary(self) -> str:
         return ", ".join(f"{reason}×{n}" for reason, n in self.rejection_counts().items())
 
+    def with_gated(self) -> FaceFindings:
+        """An investigative search: the faces the quality gate stopped become searchable too, after the accepted
+        ones (largest first), each marked with its ``gated_reason``; a face rejected without a crop stays rejected.
+        The default policy (this method unused) stays as measured in :mod:`rfr.face.quality`."""
+        gated = [FoundFace(r.detection, r.crop, r.quality, gated_reason=r.reason)
+                 for r in self.rejected if r.crop is not None]
+        gated.sort(key=lambda f: f.quality.face_px, reverse=True)
+        return FaceFindings(accepted=[*self.accepted, *gated], rejected=[r for r in self.rejected if r.crop is None])
+
 
 def find_faces(image_rgb: npt.NDArray[np.uint8], detector: Detector, settings: DetectSettings) -> FaceFindings:
     """Every detected face, aligned and graded; accepted ones largest first."""
@@ -58,6 +69,6 @@ def find_faces(image_rgb: npt.NDArray[np.uint8], detector: Detector, settings: D
         if reason is None:
             findings.accepted.append(FoundFace(det, crop, quality))
         else:
-            findings.rejected.append(RejectedFace(det, quality, reason))
+            findings.rejected.append(RejectedFace(det, quality, reason, crop))
     findings.accepted.sort(key=lambda f: f.quality.face_px, reverse=True)
     return findings

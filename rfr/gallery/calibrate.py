@@ -15,6 +15,13 @@ target FMR is the lowest t with FMR(t) <= target on the calibration pairs.
 The evaluation folder split also gets an open-set (watch-list) check: half of its identities with >= 2 photos
 are enrolled with their first photo; their other photos are probes that should find them at rank 1 above the
 threshold, and the photos of the other half (not enrolled) should find no candidate.
+
+With a cohort (``score_norm=cohort``, :mod:`rfr.gallery.scoring`) the scores are T-norm scores: every ordered
+pair (probe photo, other photo), normalised by the probe photo's scores against the cohort (cohort photos of
+the probe's own identity left out), so the thresholds are in standard deviations. With a gallery size N, each
+target FPIR becomes the per-comparison FMR ``1 - (1 - FPIR)^(1/N)`` and its threshold is stated
+(``threshold_policy=gallery_size``); :func:`threshold_table` keeps the calibration half's impostor tail for the
+match service to do the same at whatever size the gallery has grown to.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rfr.gallery import openset
+from rfr.gallery.scoring import Cohort, ThresholdTable, cohort_stats, fmr_for_fpir
 
 Scores = npt.NDArray[np.float64]
 Labels = npt.NDArray[np.int64]
@@ -119,22 +127,88 @@ class LabelledVectors:
         return LabelledVectors(self.vectors[rows], self.labels[rows], self.names, [self.paths[i] for i in rows])
 
 
-def calibrate_folder(data: LabelledVectors, target_fmrs: Sequence[float], eval_fraction: float = 0.5,
-                     seed: int = 0) -> dict[str, Any]:
-    """Thresholds on the calibration identities, rates at those thresholds on the evaluation identities."""
+def normalised_pair_scores(data: LabelledVectors, cohort: Cohort, top: int = 0) -> tuple[Scores, Scores]:
+    """(genuine, impostor) T-norm scores of every ORDERED pair of distinct rows (row = the probe side)."""
+    names = np.asarray([data.names[int(i)] for i in data.labels])
+    exclude = names[:, None] == np.asarray(cohort.identities)[None, :]
+    mean, std = cohort_stats(data.vectors, cohort.vectors, top, exclude)
+    genuine: list[Scores] = []
+    impostor: list[Scores] = []
+    for start in range(0, len(names), _BLOCK):
+        rows = np.arange(start, min(len(names), start + _BLOCK))
+        z = (data.vectors[rows] @ data.vectors.T - mean[rows, None]) / std[rows, None]
+        other = np.arange(len(names))[None, :] != rows[:, None]
+        same = data.labels[rows][:, None] == data.labels[None, :]
+        genuine.append(z[other & same])
+        impostor.append(z[other & ~same])
+    return np.concatenate(genuine).astype(np.float64), np.concatenate(impostor).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class ScoreSplit:
+    """Genuine / impostor scores of the calibration and the evaluation identities."""
+
+    calib: LabelledVectors
+    evaluation: LabelledVectors
+    cg: Scores
+    ci: Scores
+    eg: Scores
+    ei: Scores
+    score_norm: str = "none"
+
+
+def split_scores(data: LabelledVectors, eval_fraction: float = 0.5, seed: int = 0, cohort: Cohort | None = None,
+                 cohort_top: int = 0) -> ScoreSplit:
     present = sorted({data.names[int(i)] for i in data.labels})
     calib_names, eval_names = split_identities(present, eval_fraction, seed)
     calib, evaluation = data.subset(calib_names), data.subset(eval_names)
-    cg, ci = pair_scores(calib.vectors, calib.labels)
-    eg, ei = pair_scores(evaluation.vectors, evaluation.labels)
+    if cohort is None:
+        return ScoreSplit(calib, evaluation, *pair_scores(calib.vectors, calib.labels),
+                          *pair_scores(evaluation.vectors, evaluation.labels))
+    return ScoreSplit(calib, evaluation, *normalised_pair_scores(calib, cohort, cohort_top),
+                      *normalised_pair_scores(evaluation, cohort, cohort_top), score_norm="cohort")
+
+
+def gallery_size_points(scores: ScoreSplit, target_fpirs: Sequence[float], gallery_size: int) -> dict[str, Any]:
+    """The threshold for each target FPIR at ``gallery_size`` templates (threshold_policy=gallery_size), chosen
+    on the calibration impostor scores; FMR / TMR at it on the evaluation half, and the FPIR they predict."""
+    points = []
+    for target in target_fpirs:
+        fmr = fmr_for_fpir(target, gallery_size)
+        point: dict[str, Any] = {"target_fpir": target, "per_comparison_fmr": fmr}
+        if fmr * len(scores.ci) < 1.0:
+            point["threshold"] = None
+            point["note"] = f"{len(scores.ci)} calibration impostor scores cannot resolve FMR {fmr:.3g}"
+        else:
+            t = threshold_for_fmr(scores.ci, fmr)
+            ev = rates(scores.eg, scores.ei, t)
+            point |= {"threshold": round(t, 6), "evaluation": ev,
+                      "predicted_fpir_evaluation": -float(np.expm1(gallery_size * np.log1p(-ev["fmr"])))}
+        points.append(point)
+    return {"gallery_size": gallery_size, "score_norm": scores.score_norm, "points": points}
+
+
+def threshold_table(scores: ScoreSplit, model_id: str, cohort_sha256: str = "", source: str = "") -> ThresholdTable:
+    """The calibration half's impostor tail as the match service's table (threshold_policy=gallery_size)."""
+    return ThresholdTable.from_impostor(scores.ci, model_id, scores.score_norm, cohort_sha256=cohort_sha256,
+                                        source=source)
+
+
+def calibrate_folder(data: LabelledVectors, target_fmrs: Sequence[float], eval_fraction: float = 0.5,
+                     seed: int = 0, scores: ScoreSplit | None = None) -> dict[str, Any]:
+    """Thresholds on the calibration identities, rates at those thresholds on the evaluation identities
+    (``scores``: precomputed, e.g. T-norm scores of :func:`split_scores` with a cohort)."""
+    s = scores or split_scores(data, eval_fraction, seed)
     points = []
     for target in target_fmrs:
-        t = threshold_for_fmr(ci, target)
-        points.append({"target_fmr": target, "calibration": rates(cg, ci, t), "evaluation": rates(eg, ei, t),
-                       "evaluation_open_set": open_set(evaluation.vectors, evaluation.labels, t, seed)})
+        t = threshold_for_fmr(s.ci, target)
+        point = {"target_fmr": target, "calibration": rates(s.cg, s.ci, t), "evaluation": rates(s.eg, s.ei, t)}
+        if s.score_norm == "none":
+            point["evaluation_open_set"] = open_set(s.evaluation.vectors, s.evaluation.labels, t, seed)
+        points.append(point)
     return {
-        "split": {"seed": seed, "eval_fraction": eval_fraction},
-        "calibration": _describe(calib, cg, ci), "evaluation": _describe(evaluation, eg, ei),
+        "split": {"seed": seed, "eval_fraction": eval_fraction}, "score_norm": s.score_norm,
+        "calibration": _describe(s.calib, s.cg, s.ci), "evaluation": _describe(s.evaluation, s.eg, s.ei),
         "operating_points": points,
     }
 

@@ -82,12 +82,11 @@ class PipelineExtractor:
 
     def __init__(self, settings: Settings) -> None:
         from rfr.core.imaging import ImageLimits
-        from rfr.face.detector import MediaPipeDetector
-        from rfr.models import detector_model_path
+        from rfr.face.runners import make_detector
 
         self.settings = settings
         self.limits = ImageLimits.from_settings(settings.ingest)
-        self.detector = MediaPipeDetector(detector_model_path(settings.model_dir), settings.detect)
+        self.detector = make_detector(settings.detect, settings.model_dir)
 
     def extract(self, data: bytes) -> Extraction:
         from rfr.core.imaging import ImageRejected, decode_image
@@ -102,7 +101,9 @@ class PipelineExtractor:
         return Extraction(faces=faces, gated=[r.reason for r in findings.rejected])
 
     def close(self) -> None:
-        self.detector.close()
+        from rfr.face.detector import close_detector
+
+        close_detector(self.detector)
 
 
 def as_probe_crop(crop: Crop) -> Crop:

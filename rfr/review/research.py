@@ -24,7 +24,15 @@ from sqlalchemy import exists, or_, select
 
 from rfr.core.geometry import Box
 from rfr.core.review_messages import GalleryChange
-from rfr.core.schemas import Candidate, CandidateList, FaceQuality, Probe, SubmissionMeta, template_vector
+from rfr.core.schemas import (
+    Candidate,
+    CandidateList,
+    FaceQuality,
+    Probe,
+    ProbeStill,
+    SubmissionMeta,
+    template_vector,
+)
 from rfr.core.settings import MatchSettings
 from rfr.gallery.base import FaceHit, Vectors, normalise, rank_subjects
 from rfr.review import tables as t
@@ -119,4 +127,18 @@ def _candidate_list(store: ReviewStore, row: Any, change: GalleryChange, match: 
         top_k=match.top_k, watch_lists=[change.watch_list], model_id=change.model_id,
         quality=FaceQuality.model_validate_json(row.quality),
         search_started_at=started, trigger="re_search", re_search_of=change.event_id,
-        probe=Probe(still_ref=row.still_ref, box=Box(**box), crop_jpeg=row.crop_jpeg, template=row.template))
+        probe=Probe(still_ref=row.still_ref, box=Box(**box), crop_jpeg=row.crop_jpeg, template=row.template),
+        **_first_search(store, row.face_id))
+
+
+def _first_search(store: ReviewStore, face_id: str) -> dict[str, Any]:
+    """What a re-search keeps of the probe's own search: the low-quality mark, the incident and its stills."""
+    s = t.searches
+    query = select(s.c.low_quality, s.c.incident_id, s.c.stills).where(
+        s.c.face_id == face_id, s.c.trigger == "submission").limit(1)
+    with store.engine.connect() as conn:
+        row = conn.execute(query).first()
+    if row is None:
+        return {}
+    stills = [ProbeStill.model_validate(x) for x in json.loads(row.stills)] if row.stills else []
+    return {"low_quality": bool(row.low_quality), "incident_id": row.incident_id, "stills": stills}

@@ -97,7 +97,7 @@ class ReviewStore(CaseReader, Claims, Outbox, GalleryChanges):
                 event_id=cl.event_id, face_id=cl.face_id, trigger=cl.trigger, re_search_of=cl.re_search_of,
                 started_at=cl.search_started_at, searched_at=cl.searched_at, outcome=cl.outcome,
                 threshold=cl.threshold, top_k=cl.top_k, watch_lists=canonical(cl.watch_lists), model_id=cl.model_id,
-                candidate_count=len(cl.candidates)))
+                candidate_count=len(cl.candidates), **_v4_columns(cl)))
             case_id = self._create_case(conn, cl) if has_case else None
             details = _search_details(cl)
             if purged:
@@ -323,9 +323,20 @@ def _loads(text: str) -> Any:
     return json.loads(text)
 
 
+def _stills(cl: CandidateList) -> list[dict[str, Any]]:
+    """The stills behind a list's probe, as stored and audited (a v3 list: its one still)."""
+    return [s.model_dump(mode="json", exclude={"schema_version"}) for s in cl.probe_stills]
+
+
+def _v4_columns(cl: CandidateList) -> dict[str, Any]:
+    """The ``searches`` columns of what CandidateList v4 added (a v3 list: its defaults)."""
+    return {"low_quality": cl.low_quality, "incident_id": cl.incident_id, "stills": canonical(_stills(cl)),
+            "threshold_policy": cl.threshold_policy, "gallery_size": cl.gallery_size, "score_norm": cl.score_norm}
+
+
 def _search_details(cl: CandidateList) -> dict[str, Any]:
     """The Art 12(3) / DPA s.62 fields of one search, for its audit entry."""
-    return {
+    return _v4_details(cl) | {
         "event_id": cl.event_id, "trigger": cl.trigger, "re_search_of": cl.re_search_of,
         "started_at": cl.search_started_at.isoformat(), "ended_at": cl.searched_at.isoformat(),
         "watch_lists": list(cl.watch_lists), "threshold": cl.threshold, "top_k": cl.top_k, "model_id": cl.model_id,
@@ -333,3 +344,16 @@ def _search_details(cl: CandidateList) -> dict[str, Any]:
         "store_id": cl.meta.store_id, "camera_id": cl.meta.camera_id, "still_ref": cl.probe.still_ref,
         "outcome": cl.outcome, "candidate_count": len(cl.candidates),
     }
+
+
+def _v4_details(cl: CandidateList) -> dict[str, Any]:
+    """Audit fields of a v4 list, only where they differ from a v3 list's (older entries keep their shape)."""
+    details: dict[str, Any] = {}
+    if cl.low_quality:
+        details["low_quality"] = True
+    if cl.incident_id is not None or len(cl.stills) > 1:
+        details |= {"incident_id": cl.incident_id, "stills": _stills(cl), "stills_expected": cl.stills_expected}
+    if cl.threshold_policy != "fixed" or cl.gallery_size is not None or cl.score_norm != "none":
+        details |= {"threshold_policy": cl.threshold_policy, "gallery_size": cl.gallery_size,
+                    "score_norm": cl.score_norm}
+    return details

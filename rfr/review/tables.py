@@ -33,6 +33,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -119,6 +120,13 @@ searches = Table(
     Column("watch_lists", Text(), nullable=False, comment="JSON list of the watch-lists searched"),
     Column("model_id", String(NAME), nullable=False),
     Column("candidate_count", Integer(), nullable=False),
+    Column("low_quality", Boolean(), nullable=False, server_default=false(),
+           comment="an investigative search of a probe the quality gate stopped (CandidateList v4)"),
+    Column("incident_id", String(ID), nullable=True, comment="the incident whose stills were fused (v4)"),
+    Column("stills", Text(), nullable=True, comment="JSON list of the stills behind the probe (v4 ProbeStill)"),
+    Column("threshold_policy", String(32), nullable=True, comment="fixed | gallery_size (v4)"),
+    Column("gallery_size", Integer(), nullable=True, comment="faces in the gallery at search time (v4)"),
+    Column("score_norm", String(32), nullable=True, comment="none | cohort (v4)"),
     Index(None, "face_id"),
 )
 

@@ -6,7 +6,7 @@ Frozen dataclasses, read from the tables of :mod:`rfr.review.tables` (``row_*`` 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -60,6 +60,15 @@ class SearchView:
     top_k: int
     watch_lists: list[str]
     model_id: str
+    low_quality: bool = False
+    """An investigative search of a probe the quality gate stopped: the page warns about it."""
+    incident_id: str | None = None
+    stills: list[dict[str, Any]] = field(default_factory=list)
+    """The stills behind the probe (CandidateList v4 ProbeStill as JSON: submission_id, face_id, still_ref, box,
+    status); empty for a search recorded before v4."""
+    threshold_policy: str | None = None
+    gallery_size: int | None = None
+    score_norm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +201,9 @@ def decision_view(row: Row[Any]) -> DecisionView:
 def search_view(row: Row[Any]) -> SearchView:
     m = row._mapping
     return SearchView(m["event_id"], m["trigger"], m["re_search_of"], m["started_at"], m["searched_at"],
-                      float(m["threshold"]), m["top_k"], json.loads(m["watch_lists"]), m["model_id"])
+                      float(m["threshold"]), m["top_k"], json.loads(m["watch_lists"]), m["model_id"],
+                      bool(m["low_quality"]), m["incident_id"], json.loads(m["stills"]) if m["stills"] else [],
+                      m["threshold_policy"], m["gallery_size"], m["score_norm"])
 
 
 def probe_view(row: Row[Any]) -> ProbeView:

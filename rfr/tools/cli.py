@@ -14,6 +14,7 @@ from rfr.core.topics import Topics
 from rfr.tools import configdoc, demo, gallery_cli, review_cli, submit
 from rfr.tools.eval import cli as eval_cli
 from rfr.tools.procs import StackError
+from rfr.tools.train.command import train_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -24,6 +25,7 @@ models_app = typer.Typer(no_args_is_help=True, help="Model files: fetch and veri
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics.")
 app.add_typer(models_app, name="models")
 app.add_typer(topics_app, name="topics")
+app.add_typer(train_app, name="train")
 
 # Each of these tool modules exposes a typer `app` whose commands join `rfr`.
 _SUB_APPS = (submit.app, gallery_cli.app, eval_cli.app, demo.app, configdoc.app, review_cli.app)

@@ -17,6 +17,7 @@ service (offline).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -297,6 +298,51 @@ def gallery_delete(
         raise typer.Exit(1)
 
 
+def _embed_folder(photos: dict[str, list[Path]], extractor: PipelineExtractor, embedder: Any, cache: Path | None,
+                  batch_size: int, progress: bool) -> tuple[Any, dict[str, int]]:
+    from rfr.gallery import faceset
+
+    with tqdm(total=sum(map(len, photos.values())), unit="img", disable=not progress, desc="embed") as bar:
+        return faceset.embed_labelled(photos, extractor, embedder, cache=cache, batch_size=batch_size,
+                                      progress=bar.update)
+
+
+def _cohort(settings: Settings, path: Path | None, source: Path | None, extractor: PipelineExtractor,
+            embedder: Any, progress: bool) -> Any:
+    """The cohort for T-norm calibration: built from ``source`` and written to ``path``, or read from ``path``."""
+    from rfr.gallery.scoring import Cohort
+
+    if path is None:
+        return None
+    if source is None:
+        try:
+            return Cohort.load(path, embedder.model_id)
+        except (OSError, ValueError, KeyError) as exc:
+            raise _fail(f"cohort {path}: {exc}") from exc
+    firsts = {k: v[:1] for k, v in identity_folders(source).items()}
+    data, _ = _embed_folder(firsts, extractor, embedder, None, settings.embed.batch_size, progress)
+    names = tuple(data.names[int(i)] for i in data.labels)
+    group = Cohort(data.vectors, names, embedder.model_id, embedder.weights_sha256, str(source))
+    group.save(path)
+    typer.echo(f"wrote a cohort of {len(names)} faces to {path}", err=True)
+    return group
+
+
+def _gallery_size(settings: Settings) -> int | None:
+    """Photos on the configured watch-lists of the configured gallery, or None when it cannot be reached."""
+    from rfr.gallery.milvus import open_gallery
+
+    try:
+        gallery = open_gallery(settings)
+        try:
+            return gallery.count(settings.match.watch_lists)
+        finally:
+            gallery.close()
+    except (GalleryError, OSError) as exc:
+        typer.echo(f"gallery size unknown ({exc}): give --gallery-size for the FPIR thresholds", err=True)
+        return None
+
+
 @app.command()
 def calibrate(
     faces: Annotated[Path | None, typer.Argument(help="Labelled faces DIR/<identity>/*.jpg (e.g. LFW).")] = None,
@@ -307,33 +353,60 @@ def calibrate(
     max_per_identity: Annotated[int | None, typer.Option(help="Use at most this many photos per identity.")] = 20,
     cache: Annotated[Path | None, typer.Option(help="Cache the embeddings here (.npz).")] = None,
     output: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+    cohort: Annotated[Path | None, typer.Option(help="Cohort file (.npz): calibrate T-norm scores "
+                                                     "(match.score_norm=cohort); with --cohort-from, written here.")
+                      ] = None,
+    cohort_from: Annotated[Path | None, typer.Option(help="Build the cohort from this folder DIR/<identity>/*.jpg "
+                                                          "(first photo of each identity; none in the gallery).")
+                           ] = None,
+    cohort_top: Annotated[int | None, typer.Option(help="Highest cohort scores per probe (default "
+                                                        "match.cohort_top).")] = None,
+    gallery_size: Annotated[int | None, typer.Option(help="State the threshold for each --target-fpir at this many "
+                                                          "gallery photos (default: the configured gallery's).")
+                            ] = None,
+    target_fpir: Annotated[list[float] | None, typer.Option(help="Target FPIR(s) at the gallery size.")] = None,
+    table_out: Annotated[Path | None, typer.Option(help="Write the threshold table (match.threshold_table, for "
+                                                        "threshold_policy=gallery_size) here.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Report the cosine threshold for each target false-match rate, calibrated and evaluated on disjoint data."""
+    """Report the threshold for each target false-match rate, and for each target FPIR at the gallery's size,
+    calibrated and evaluated on disjoint data (docs/calibration.md)."""
     from rfr.gallery import calibrate as cal
-    from rfr.gallery import faceset
     from rfr.gallery.extraction import PipelineExtractor, load_embedder
 
     if (faces is None) == (pairs is None):
         raise _fail("give either a labelled faces folder or --pairs CSV")
+    if cohort_from is not None and cohort is None:
+        raise _fail("--cohort-from needs --cohort FILE to write the cohort to")
     settings = _settings()
     targets = target_fmr or list(DEFAULT_FMRS)
     embedder = load_embedder(settings)
     extractor = PipelineExtractor(settings)
     try:
         if faces is not None:
+            group = _cohort(settings, cohort, cohort_from, extractor, embedder, progress)
             photos = {k: v[:max_per_identity] for k, v in identity_folders(faces).items()}
-            with tqdm(total=sum(map(len, photos.values())), unit="img", disable=not progress, desc="embed") as bar:
-                data, rejected = faceset.embed_labelled(photos, extractor, embedder, cache=cache,
-                                                        batch_size=settings.embed.batch_size, progress=bar.update)
-            result = cal.calibrate_folder(data, targets, eval_fraction, seed) | {"rejected_photos": rejected}
+            data, rejected = _embed_folder(photos, extractor, embedder, cache, settings.embed.batch_size, progress)
+            top = settings.match.cohort_top if cohort_top is None else cohort_top
+            scores = cal.split_scores(data, eval_fraction, seed, group, top)
+            result = cal.calibrate_folder(data, targets, eval_fraction, seed, scores) | {"rejected_photos": rejected}
+            size = gallery_size if gallery_size is not None else _gallery_size(settings)
+            if size:
+                result["at_gallery_size"] = cal.gallery_size_points(scores, target_fpir or [0.01], size)
+            if table_out is not None:
+                digest = hashlib.sha256(cohort.read_bytes()).hexdigest() if group and cohort else ""
+                cal.threshold_table(scores, embedder.model_id, digest, str(faces)).save(table_out)
         elif pairs is not None:
-            scores = faceset.pairs_scores(faceset.read_pairs(pairs), extractor, embedder)
-            if "calibration" not in scores:
+            from rfr.gallery import faceset
+
+            by_split = faceset.pairs_scores(faceset.read_pairs(pairs), extractor, embedder)
+            if "calibration" not in by_split:
                 raise _fail(f"{pairs}: no usable calibration pairs")
-            result = cal.calibrate_pairs(scores, targets)
+            result = cal.calibrate_pairs(by_split, targets)
     finally:
         extractor.close()
+    if table_out is not None and faces is not None:
+        typer.echo(f"wrote the threshold table to {table_out}", err=True)
     text = json.dumps({"model_id": embedder.model_id, "weights_sha256": embedder.weights_sha256} | result, indent=2)
     typer.echo(text)
     if output:

@@ -2,7 +2,8 @@
 
 Whether a still is final is :func:`rfr.core.progress.summarize`'s rule (the same one ingest's status API and the stack
 benchmark apply). The collector also waits, for each face whose outcome says it was searched, for the candidate
-list itself (it travels on the matches topic beside the outcome), since that is what it shows.
+list itself (it travels on the matches topic beside the outcome), since that is what it shows. The list of a
+multi-still incident (CandidateList v4) is filed under every still whose face it fused, keyed by that face.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from confluent_kafka import Consumer, Message
 
 from rfr.core import kafka
 from rfr.core.progress import Progress, summarize
-from rfr.core.schemas import CandidateList, OutcomeEvent, OutcomeStatus, decode
+from rfr.core.schemas import CandidateList, OutcomeEvent, OutcomeStatus, StillStatus, decode
 from rfr.core.settings import KafkaSettings
 from rfr.core.topics import Topics
 
 logger = logging.getLogger(__name__)
 
 _SEARCHED = (OutcomeStatus.PASSED_FOR_REVIEW, OutcomeStatus.NO_CANDIDATE)
-ACCEPTS_LISTS = frozenset({3})  # CandidateList schema versions this reader understands
+ACCEPTS_LISTS = frozenset({3, 4})  # CandidateList schema versions this reader understands
 ACCEPTS_OUTCOMES = frozenset({1})  # OutcomeEvent schema versions
 
 
@@ -93,7 +94,9 @@ class ResultCollector:
         try:
             if msg.topic() == self._topics()[0]:
                 cl = decode(CandidateList, msg.value(), accepts=ACCEPTS_LISTS)
-                self._result(cl.submission_id).lists[cl.face_id] = cl
+                for still in cl.probe_stills:  # a fused incident list is the list of every still it fused
+                    if still.status == StillStatus.SEARCHED and still.face_id:
+                        self._result(still.submission_id).lists[still.face_id] = cl
             else:
                 oe = decode(OutcomeEvent, msg.value(), accepts=ACCEPTS_OUTCOMES)
                 self._result(oe.submission_id).outcomes.append(oe)

@@ -1,6 +1,9 @@
 """``rfr submit`` and ``rfr api-keys create``: the command-line submission channel and key management.
 
 ``rfr submit PATH...`` uploads files to the ingest HTTP channel, one request per file, with a progress bar.
+``--incident ID``: the images found are the stills of one incident (their faces are fused into one probe and
+searched once; the incident announces how many images were found). ``--investigative``: faces the quality gate
+stops are searched too, their candidate lists marked low-quality.
 Folders are walked recursively and every file in them is accounted for: whether a file is an image is decided by
 its content (:mod:`rfr.core.image_files`: the first bytes name a format the decoder takes), never by its name; hidden
 files, links and the rest follow the rules in that module's doc. One line per file on stdout::
@@ -163,6 +166,12 @@ def submit(
     captured_at: Annotated[str | None, typer.Option(
         "--captured-at", help="ISO 8601 with a UTC offset; default: each file's modification time.")] = None,
     case_ref: Annotated[str | None, typer.Option("--case-ref", help="Investigation reference.")] = None,
+    incident: Annotated[str | None, typer.Option(
+        "--incident", help="Incident id: the stills given are frames of one incident, fused into one probe and "
+                           "searched once (one candidate list naming them).")] = None,
+    investigative: Annotated[bool, typer.Option(
+        "--investigative", help="Search faces the quality gate stops too; their candidate lists are marked "
+                                "low-quality.")] = False,
     api_key: Annotated[str, typer.Option(envvar="RFR_API_KEY", help="The retailer's API key.")] = "",
     url: Annotated[str | None, typer.Option(help="Ingest HTTP base URL (default from settings).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -184,8 +193,11 @@ def submit(
     fields = {"store_id": store_id, "camera_id": camera_id}
     fields |= {"captured_at": captured_at} if captured_at else {}
     fields |= {"case_ref": case_ref} if case_ref else {}
+    fields |= {"investigative": "true"} if investigative else {}
     try:
         found = scan(paths)
+        if incident:  # every image found is a still of the incident, one request each
+            fields |= {"incident_id": incident, "incident_stills": str(sum(f.is_image for f in found))}
         with httpx.Client(base_url=base, headers={API_KEY_HEADER: api_key}, timeout=120.0) as client:
             results = submit_files(client, found, fields, progress)
     except (FileNotFoundError, ServiceRefused) as exc:

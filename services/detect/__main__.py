@@ -14,7 +14,7 @@ from rfr.core.settings import Settings, settings_or_exit
 from rfr.core.stage import StageSpec, run_stage
 from rfr.core.stream import BatchHandler
 from rfr.core.topics import FRAMES, Topics
-from rfr.face.detector import MediaPipeDetector
+from rfr.face.runners import make_detector
 from rfr.models import ModelMissingError, detector_model_path
 from services.detect.handler import FrameHandler
 from services.detect.metrics import DetectMetrics
@@ -29,13 +29,13 @@ def main() -> int:
     settings = settings_or_exit("rfr-detect")
     setup_logging(settings.log_level, json_lines=settings.log_json, service=SERVICE)
     try:
-        model_path = detector_model_path(settings.model_dir)
+        detector_model_path(settings.model_dir)
     except ModelMissingError as exc:
         logger.error("detect cannot start: %s", exc)
         return EXIT_NO_MODEL
 
     def make_handler(s: Settings, topics: Topics) -> BatchHandler:
-        detector = MediaPipeDetector(model_path, s.detect).load()
+        detector = make_detector(s.detect, s.model_dir)
         return FrameHandler(s, topics, detector, FileBlobStore(s.blob_dir), DetectMetrics.create())
 
     spec = StageSpec(SERVICE, "rfr-detect", [FRAMES], settings.metrics.detect_port, batch_size=4, batch_timeout_ms=20)

@@ -20,6 +20,7 @@ from rfr.core.reasons import Reason
 from rfr.core.schemas import (
     FaceEvent,
     FrameEvent,
+    IncidentStillReport,
     OutcomeEvent,
     OutcomeStatus,
     Point,
@@ -110,14 +111,18 @@ class FrameHandler:
         self.metrics.frames.inc()
         for rejected in findings.rejected:
             self.metrics.faces_rejected.labels(rejected.reason).inc()
+        if frame.meta.investigative:  # the submitter asked for gated faces to be searched too (low_quality lists)
+            findings = findings.with_gated()
         faces, dropped = self._within_guard(frame, findings)
         self.metrics.faces_found.inc(len(faces))
         self.metrics.faces_per_frame.observe(len(faces))
         if not faces:
             detail = "no face detected" if not findings.rejected else f"faces unusable: {findings.rejection_summary()}"
             return [self._outcome(OutcomeEvent.make(frame.submission_id, frame.meta.retailer_id,
-                                                    OutcomeStatus.NO_FACE, detail=detail, faces=0, dropped=dropped))]
+                                                    OutcomeStatus.NO_FACE, detail=detail, faces=0, dropped=dropped)),
+                    *self._incident_report(frame, [], detail)]
         out = [self._face_output(frame, i, len(faces), face) for i, face in enumerate(faces)]
+        out += self._incident_report(frame, [f"{frame.submission_id}:f{i}" for i in range(len(faces))], "")
         summary = f"{len(faces)} face(s) passed on"
         if findings.rejected:
             summary += f"; unusable {findings.rejection_summary()}"
@@ -158,5 +163,16 @@ class FrameHandler:
             crop_jpeg=encode_crop(face.crop),
             crop_size=int(face.crop.shape[0]),
             still_ref=frame.image_ref,
+            gated_reason=face.gated_reason,
         )
         return Output(self.topics.faces, event.to_bytes(), key=frame.submission_id, event_id=face_id)
+
+    def _incident_report(self, frame: FrameEvent, face_ids: list[str], detail: str) -> list[Output]:
+        """A still of a multi-still incident tells match which faces to wait for (none: do not wait for it)."""
+        if frame.meta.incident_key is None:
+            return []
+        report = IncidentStillReport(event_id=f"{frame.submission_id}:incident", submission_id=frame.submission_id,
+                                     meta=frame.meta, received_at=frame.received_at, still_ref=frame.image_ref,
+                                     face_ids=face_ids, detail=detail)
+        return [Output(self.topics.incidents, report.to_bytes(), key=frame.meta.incident_key,
+                       event_id=report.event_id)]

@@ -33,8 +33,8 @@ from services.embed.metrics import EmbedMetrics
 logger = logging.getLogger(__name__)
 
 CANARY_GREY = 128  # a flat mid-grey crop: any working model embeds it to a finite vector
-ACCEPTS = frozenset({3})
-"""FaceEvent schema versions this stage reads (v3: the still's blob reference for review)."""
+ACCEPTS = frozenset({3, 4})
+"""FaceEvent schema versions this stage reads (v3: the still's blob reference for review; v4: ``gated_reason``)."""
 
 
 def parse_face(msg: Message) -> tuple[FaceEvent, Crop]:
@@ -146,6 +146,7 @@ class EmbedHandler:
             still_ref=event.still_ref,
             box=event.box,
             crop_jpeg=event.crop_jpeg,
+            gated_reason=event.gated_reason,
         )
         self.metrics.faces.inc()
         return [Output(self.topics.embeddings, out.to_bytes(), key=event.submission_id, event_id=event.face_id)]

@@ -52,6 +52,41 @@ class RawMeta:
     camera_id: str | None
     captured_at: str | None
     case_ref: str | None = None
+    incident_id: str | None = None  # an explicit incident id (else case_ref, when incident_stills is given)
+    incident_stills: str | None = None  # how many stills the incident has, as text (a header or form field)
+    investigative: str | None = None  # "true"/"false" (also 1/0, yes/no): search gated faces too
+
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
+MAX_INCIDENT_STILLS = 64
+"""Most stills one incident may announce (SubmissionMeta.incident_stills' bound)."""
+
+
+def parse_flag(name: str, text: str | None) -> bool:
+    """A yes/no field: 1/true/yes/on or 0/false/no/off (any case; absent: False); Rejected otherwise."""
+    word = (text or "").strip().lower()
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise Rejected(Reason.INVALID_METADATA, f"{name} {text[:32]!r} is not true or false" if text else name)
+
+
+def incident_fields(raw: RawMeta) -> tuple[str | None, int | None, bool]:
+    """``(incident_id, incident_stills, investigative)`` for :class:`SubmissionMeta`, or Rejected.
+
+    The incident is the explicit ``incident_id``, else the ``case_ref`` when ``incident_stills`` is given (a
+    case_ref alone keeps today's meaning: each still searched on its own). ``incident_stills``: 1 to 64."""
+    stills: int | None = None
+    if raw.incident_stills is not None and raw.incident_stills.strip():
+        text = raw.incident_stills.strip()
+        if not text.isdigit() or not 1 <= int(text) <= MAX_INCIDENT_STILLS:
+            raise Rejected(Reason.INVALID_METADATA, f"incident_stills {text[:16]!r} is not a whole number from 1 "
+                                                    f"to {MAX_INCIDENT_STILLS}")
+        stills = int(text)
+    incident = raw.incident_id or (raw.case_ref if stills is not None else None)
+    if stills is not None and not incident:
+        raise Rejected(Reason.MISSING_METADATA, "incident_stills needs an incident_id or a case_ref")
+    return incident or None, stills, parse_flag("investigative", raw.investigative)
 
 
 def _captured_at_or_none(text: str | None) -> datetime | None:
@@ -83,11 +118,13 @@ def build_meta(raw: RawMeta, channel: Channel) -> SubmissionMeta:
     if missing:
         raise Rejected(Reason.MISSING_METADATA, "missing " + ", ".join(missing))
     captured_at = parse_captured_at(raw.captured_at or "")
+    incident_id, incident_stills, investigative = incident_fields(raw)
     try:
         # ids are taken as given: one with a space, even a trailing one, is invalid, never stripped (rfr.core.ids)
         return SubmissionMeta(retailer_id=raw.retailer_id or "", store_id=raw.store_id or "",
                               camera_id=raw.camera_id or "", captured_at=captured_at,
-                              case_ref=raw.case_ref or None, channel=channel)
+                              case_ref=raw.case_ref or None, channel=channel, incident_id=incident_id,
+                              incident_stills=incident_stills, investigative=investigative)
     except ValidationError as exc:
         fields = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
         raise Rejected(Reason.INVALID_METADATA, f"invalid {fields} (letters, digits and _.:@- only, "

@@ -1,7 +1,9 @@
 """The HTTP channel (FastAPI): upload stills with an API key, then follow each submission's status.
 
 ``POST /v1/submissions`` (multipart/form-data): one or more ``images`` parts with the same ``store_id``,
-``camera_id``, ``captured_at`` (ISO 8601 with a UTC offset) and optional ``case_ref``; the retailer is the
+``camera_id``, ``captured_at`` (ISO 8601 with a UTC offset) and optional ``case_ref``, ``incident_id`` /
+``incident_stills`` (several stills of one incident, fused into one probe: with an ``incident_id`` alone the
+request's images are the incident) and ``investigative`` (search gated faces too); the retailer is the
 one the ``X-API-Key`` belongs to. Every image is validated before any is accepted: if one is rejected the
 answer is its 4xx (413 too large, 415 unsupported format, 422 corrupt, truncated or missing metadata) and
 none of the request's images is processed; otherwise 202 with a submission id per image, after the frame
@@ -53,6 +55,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 _IMAGES = "One or more stills: JPEG, PNG, WebP, BMP, TIFF or HEIC, recognised by content (not name or declared type)."
+_INCIDENT_ID = ("The incident the images are frames of: their faces are fused into one probe, searched once, giving "
+                "one candidate list that names the stills. Without incident_stills, the images of this request are "
+                "the whole incident.")
+_INCIDENT_STILLS = ("How many stills the incident has in all (1-64), when they come in several requests; with no "
+                    "incident_id the case_ref is the incident.")
+_INVESTIGATIVE = ("true: an investigative search: faces the quality gate stops are searched too, and their "
+                  "candidate lists are marked low-quality. Default false.")
 
 
 @dataclass
@@ -115,11 +124,18 @@ def create_app(ctx: HttpContext) -> FastAPI:
         camera_id: Annotated[str, Form()],
         captured_at: Annotated[str, Form(description="ISO 8601 with a UTC offset, e.g. 2024-05-01T13:45:00Z")],
         case_ref: Annotated[str | None, Form()] = None,
+        incident_id: Annotated[str | None, Form(description=_INCIDENT_ID)] = None,
+        incident_stills: Annotated[str | None, Form(description=_INCIDENT_STILLS)] = None,
+        investigative: Annotated[str | None, Form(description=_INVESTIGATIVE)] = None,
     ) -> SubmitResponse:
         """Submit stills with the same metadata; returns a submission id per image."""
         if len(images) > ctx.max_files:
             raise error(Reason.TOO_MANY_FILES, f"{len(images)} images; at most {ctx.max_files} per request")
-        return _submit(ctx, RawMeta(retailer_id, store_id, camera_id, captured_at, case_ref), images)
+        if incident_id and not incident_stills:  # the request's images are the incident
+            incident_stills = str(len(images))
+        raw = RawMeta(retailer_id, store_id, camera_id, captured_at, case_ref, incident_id, incident_stills,
+                      investigative)
+        return _submit(ctx, raw, images)
 
     @app.get("/v1/submissions/{submission_id}", response_model=StatusResponse, responses=_ERRORS)
     def status(submission_id: str, retailer_id: Annotated[str, Depends(retailer)]) -> StatusResponse:

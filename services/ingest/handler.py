@@ -13,6 +13,12 @@ header                 required  value
 ``rfr-camera-id``      yes       the camera, same alphabet
 ``rfr-captured-at``    yes       ISO 8601 with a UTC offset, e.g. ``2024-05-01T13:45:07.250Z``
 ``rfr-case-ref``       no        an investigation or incident reference
+``rfr-incident-id``    no        the incident this still is one frame of (same alphabet): its face is fused
+                                 with the other stills' into one probe, searched once (docs/design.md)
+``rfr-incident-stills`` no       how many stills the incident has (1-64); with it and no incident id, the
+                                 case ref is the incident. Without it the incident is searched on a timeout
+``rfr-investigative``  no        ``true``: search faces the quality gate stops too; their lists are marked
+                                 low-quality (default ``false``)
 =====================  ========  ===========================================================
 
 The message key is not read; key by ``<retailer>/<store>/<camera>`` so one camera's stills stay in order.
@@ -44,21 +50,28 @@ H_STORE = "rfr-store-id"
 H_CAMERA = "rfr-camera-id"
 H_CAPTURED_AT = "rfr-captured-at"
 H_CASE_REF = "rfr-case-ref"
+H_INCIDENT_ID = "rfr-incident-id"
+H_INCIDENT_STILLS = "rfr-incident-stills"
+H_INVESTIGATIVE = "rfr-investigative"
 HEADER_PREFIX = "rfr-"
 
 
 def raw_meta(headers: dict[str, str]) -> RawMeta:
     return RawMeta(retailer_id=headers.get(H_RETAILER), store_id=headers.get(H_STORE),
                    camera_id=headers.get(H_CAMERA), captured_at=headers.get(H_CAPTURED_AT),
-                   case_ref=headers.get(H_CASE_REF))
+                   case_ref=headers.get(H_CASE_REF), incident_id=headers.get(H_INCIDENT_ID),
+                   incident_stills=headers.get(H_INCIDENT_STILLS), investigative=headers.get(H_INVESTIGATIVE))
 
 
 def submission_headers(retailer_id: str, store_id: str, camera_id: str, captured_at: str,
-                       case_ref: str | None = None) -> list[tuple[str, bytes]]:
+                       case_ref: str | None = None, incident_id: str | None = None,
+                       incident_stills: int | None = None, investigative: bool = False) -> list[tuple[str, bytes]]:
     """The headers a producer attaches to a submission (for clients and tests)."""
     pairs = [(H_RETAILER, retailer_id), (H_STORE, store_id), (H_CAMERA, camera_id), (H_CAPTURED_AT, captured_at)]
-    if case_ref:
-        pairs.append((H_CASE_REF, case_ref))
+    optional = [(H_CASE_REF, case_ref), (H_INCIDENT_ID, incident_id),
+                (H_INCIDENT_STILLS, str(incident_stills) if incident_stills else None),
+                (H_INVESTIGATIVE, "true" if investigative else None)]
+    pairs += [(k, v) for k, v in optional if v]
     return [(k, v.encode()) for k, v in pairs]
 
 

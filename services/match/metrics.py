@@ -24,6 +24,7 @@ class MatchMetrics:
     candidates: Histogram
     gallery_faces: Gauge
     end_to_end_seconds: Histogram
+    incidents_pending: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> MatchMetrics:
@@ -39,6 +40,8 @@ class MatchMetrics:
             end_to_end_seconds=Histogram("rfr_match_end_to_end_seconds",
                                          "Seconds from the still's receipt (FrameEvent.received_at) to its candidate "
                                          "list", buckets=LATENCY_BUCKETS, registry=registry),
+            incidents_pending=Gauge("rfr_match_incidents_pending", "Multi-still incidents waiting for their other "
+                                    "stills or their timeout", registry=registry),
         )
 
 

@@ -2,7 +2,7 @@
 
 Consumes ``rfr.matches.v1`` and ``rfr.gallery.v1`` (group ``rfr-review``), at least once:
 
-* a :class:`~rfr.core.schemas.CandidateList` (schema v3) is recorded by the review store: its search is audited,
+* a :class:`~rfr.core.schemas.CandidateList` (schema v3 or v4) is recorded by the review store: its search is audited,
   its probe kept, and a list with candidates becomes a pending case. The store ignores an ``event_id`` it has
   already recorded, so a redelivered list never makes a second case.
 * a :class:`~rfr.core.review_messages.GalleryChange` (v1) is recorded (enrolled photos become viewable beside the
@@ -43,8 +43,9 @@ from services.review.outages import STORE, STORE_OUTAGES
 
 logger = logging.getLogger(__name__)
 
-CANDIDATE_LISTS = frozenset({3})
-"""CandidateList schema versions read (v3: with the probe, the search start and the trigger)."""
+CANDIDATE_LISTS = frozenset({3, 4})
+"""CandidateList schema versions read (v3: with the probe, the search start and the trigger; v4: with the stills
+of an incident, the low-quality mark and the threshold policy)."""
 GALLERY_CHANGES = frozenset({1})
 
 T = TypeVar("T")

@@ -20,7 +20,8 @@ import pytest
 from rfr.core.geometry import Box
 from rfr.core.settings import DetectSettings
 from rfr.face.align import align_face
-from rfr.face.detector import Detection, MediaPipeDetector, iou
+from rfr.face.detector import Detection, Detector, close_detector, iou
+from rfr.face.runners import make_detector
 from rfr.tools.degrade import LFW_FACE_FRACTION, SCENE_1080P, place_in_scene, synthetic_background
 
 pytestmark = pytest.mark.timeout(300)
@@ -45,10 +46,12 @@ def detector_model(model_dir: Path) -> Path:
         pytest.skip(str(exc))
 
 
-@pytest.fixture(scope="module")
-def detector(detector_model: Path) -> Iterator[MediaPipeDetector]:
-    with MediaPipeDetector(detector_model, DetectSettings()) as det:
-        yield det
+@pytest.fixture(scope="module", params=["litert", "mediapipe"])
+def detector(request: pytest.FixtureRequest, detector_model: Path, model_dir: Path) -> Iterator[Detector]:
+    """The default detector and the reference (MediaPipe Tasks over tiles), each held to the same floors."""
+    det = make_detector(DetectSettings(detector=request.param), model_dir)
+    yield det
+    close_detector(det)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +77,7 @@ def near_photo_centre(d: Detection, side: int) -> bool:
     return abs(cx - 0.5 * side) < 0.17 * side and abs(cy - 0.55 * side) < 0.17 * side
 
 
-def test_faces_found_in_the_photos(detector: MediaPipeDetector, photos: list[npt.NDArray[np.uint8]]) -> None:
+def test_faces_found_in_the_photos(detector: Detector, photos: list[npt.NDArray[np.uint8]]) -> None:
     widths = []
     for img in photos:
         found = detector.detect(img)
@@ -103,7 +106,7 @@ def away_from_photo(d: Detection, truth: Box) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cctv(detector: MediaPipeDetector, photos: list[npt.NDArray[np.uint8]]) -> CctvResult:
+def cctv(detector: Detector, photos: list[npt.NDArray[np.uint8]]) -> CctvResult:
     rng = np.random.default_rng(SEED)
     backgrounds = [synthetic_background(SCENE_1080P, rng) for _ in range(4)]
     recall: dict[int, float] = {}
@@ -119,7 +122,8 @@ def cctv(detector: MediaPipeDetector, photos: list[npt.NDArray[np.uint8]]) -> Cc
             frames += 1
         recall[face_px] = hits / len(photos)
     result = CctvResult(recall, false / frames)
-    print(f"\ndetect recall, 1920x1080 mild, auto: {result.recall}, false/frame {result.false_per_frame:.3f}")
+    print(f"\ndetect recall, 1920x1080 mild, auto, {type(detector).__name__}: {result.recall}, "
+          f"false/frame {result.false_per_frame:.3f}")
     return result
 
 

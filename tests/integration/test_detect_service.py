@@ -77,7 +77,7 @@ def test_frames_to_faces_and_no_face(kafka_settings: KafkaSettings, model_dir: P
     assert [f.submission_id for f in faces] == ["sub_face"]
     face = faces[0]
     assert face.face_id == "sub_face:f0" and face.quality.face_px > 60 and len(face.keypoints) == 6
-    assert face.schema_version == 3 and face.still_ref is None and face.quality.sharpness > 0
+    assert face.schema_version == 4 and face.still_ref is None and face.quality.sharpness > 0
     crop = cv2.imdecode(np.frombuffer(face.crop_jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert crop is not None and crop.shape == (160, 160, 3)
     assert outcomes["sub_face"].status == OutcomeStatus.FACES_FOUND and outcomes["sub_face"].faces == 1

@@ -130,7 +130,7 @@ def test_service_embeds_and_dead_letters_poison(kafka_settings: KafkaSettings, m
     assert {d.offset: d.payload for d in letters} == {1: inputs[1], 3: inputs[3], 4: inputs[4], 6: inputs[6]}
     assert all(d.service == "embed" and d.source_topic == topics.faces for d in letters)
     old = next(d for d in letters if d.offset == 6)
-    assert old.reason == "unsupported_schema_version: got 1, accepts 3 (FaceEvent)"
+    assert old.reason == "unsupported_schema_version: got 1, accepts 3, 4 (FaceEvent)"
     assert sorted(o.face_id or "" for o in failed) == [f"{SUBMISSION}:f{i}" for i in (1, 3, 6)]  # JSON ones
     for topic, raw, _, headers in got:  # consumers drop duplicates on this header: every record has it
         assert headers.get(kafka.EVENT_ID_HEADER) == json.loads(raw)["event_id"], topic

@@ -61,3 +61,28 @@ def test_degrade_is_seeded_and_reproducible(lfw_dir: Path, model_dir: Path, tmp_
         rows = list(csv.DictReader(fh))
     assert len(rows) == 3 and all(r["framed"] == "1" for r in rows)
     assert all(float(r["box_w"]) == 40.0 for r in rows)
+
+
+def test_ablation_scores_every_lever_on_the_same_crops(lfw_dir: Path, model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ablation"
+    done = _rfr(["eval", "--labelled", str(lfw_dir), "--enrolled", "12", "--strangers", "singles", "--nonmated", "30",
+                 "--distractors", "6", "--seed", "0", "--degrade", "mild", "--face-px", "40", "--searcher", "memory",
+                 "--ablation", "--out", str(out), "--no-progress"], model_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    ab = report["ablation"]
+    rows = {r["lever"]: r for r in ab["rows"]}
+    today = rows["today's defaults"]
+    assert set(today["conditions"]) == {"original", "mild"}
+    assert today["conditions"]["original"]["rank1"] == report["conditions"]["original"]["rank"]["1"]
+    for name, row in rows.items():  # T-norm never reorders a list: rank-1 of the cohort rows is today's
+        if name.startswith("score_norm"):
+            assert {c: v["rank1"] for c, v in row["conditions"].items()} == {
+                c: v["rank1"] for c, v in today["conditions"].items()}
+        assert row["faces_per_s"] > 0
+    assert any(name.startswith("all together") for name in rows)
+    templates = ab["templates"]["today"]
+    assert [t["gallery"].split(",")[0] for t in templates] == ["one photo per subject", "two photos", "two photos"]
+    assert ab["policy"] and ab["cohort_identities"] >= 5
+    assert report["split"]["description"].endswith("200 training identities left out")
+    assert "## Ablation" in (out / "report.md").read_text()

@@ -61,7 +61,7 @@ def test_migrate_creates_every_table_and_matches_the_metadata(database_url: str)
     names = set(inspect(engine).get_table_names())
     assert ALL_TABLES | {VERSION_TABLE} <= names
     with engine.connect() as conn:
-        assert conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar_one() == "0003"
+        assert conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar_one() == "0004"
         context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": VERSION_TABLE})
         diff = compare_metadata(context, metadata)
     assert diff == []

@@ -106,3 +106,38 @@ def test_read_pairs_and_identity_folders(tmp_path: Path) -> None:
         (tmp_path / "faces" / rel).write_bytes(data)
     photos = identity_folders(tmp_path / "faces")  # by content, not by name
     assert {k: [p.name for p in v] for k, v in photos.items()} == {"x": ["1.jpg", "2.jfif", "3.JPG"], "y": ["1.png"]}
+
+
+def _clusters(n_ids: int, per_id: int, dim: int = 32, seed: int = 0) -> LabelledVectors:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_ids, dim))
+    rows = np.repeat(centres, per_id, axis=0) + 0.6 * rng.normal(size=(n_ids * per_id, dim))
+    vectors = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    labels = np.repeat(np.arange(n_ids), per_id).astype(np.int64)
+    return LabelledVectors(vectors, labels, [f"id{i}" for i in range(n_ids)], [f"p{i}" for i in range(len(labels))])
+
+
+def test_cohort_scores_gallery_size_thresholds_and_table() -> None:
+    from rfr.gallery.calibrate import gallery_size_points, normalised_pair_scores, split_scores, threshold_table
+    from rfr.gallery.scoring import Cohort, cohort_stats, fmr_for_fpir
+
+    data = _clusters(60, 3)
+    cohort = Cohort(_clusters(40, 1, seed=1).vectors, tuple(f"c{i}" for i in range(40)), "m")
+    genuine, impostor = normalised_pair_scores(data, cohort)
+    assert len(genuine) == 60 * 3 * 2 and len(impostor) == 180 * 179 - 360  # ordered pairs
+    mean, std = cohort_stats(data.vectors[:1], cohort.vectors)
+    z01 = (float(data.vectors[0] @ data.vectors[1]) - mean[0]) / std[0]
+    assert z01 == pytest.approx(genuine[0])  # row 0 against row 1, normalised by row 0's cohort scores
+    assert np.median(genuine) > np.median(impostor) + 2  # standard deviations apart, not cosines
+
+    scores = split_scores(data, 0.5, 0, cohort)
+    assert scores.score_norm == "cohort"
+    at = gallery_size_points(scores, [0.5, 0.001], 10)
+    easy, hard = at["points"]
+    assert easy["per_comparison_fmr"] == pytest.approx(fmr_for_fpir(0.5, 10))
+    assert easy["threshold"] == pytest.approx(threshold_for_fmr(scores.ci, easy["per_comparison_fmr"]), abs=1e-6)
+    assert 0.0 <= easy["predicted_fpir_evaluation"] <= 1.0
+    assert hard["threshold"] is None and "cannot resolve" in hard["note"]  # 1e-4 per comparison: too few pairs
+    table = threshold_table(scores, "m")
+    assert table.score_norm == "cohort" and table.impostor_scores == len(scores.ci)
+    assert calibrate_folder(data, [0.01], scores=scores)["score_norm"] == "cohort"

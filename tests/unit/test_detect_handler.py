@@ -89,9 +89,9 @@ def test_a_frame_of_an_unaccepted_schema_version_is_refused(tmp_path: Path) -> N
     assert result.detail == "got 2, accepts 1 (FrameEvent)"
 
 
-def test_faces_carry_sharpness_in_a_version_3_face_event(tmp_path: Path) -> None:
+def test_faces_carry_sharpness_in_a_version_4_face_event(tmp_path: Path) -> None:
     faces, _, _ = _run(1, DetectSettings(), tmp_path)
-    assert faces[0].schema_version == 3 and faces[0].quality.schema_version == 2
+    assert faces[0].schema_version == 4 and faces[0].quality.schema_version == 2
     assert faces[0].quality.sharpness >= DetectSettings().gate_min_sharpness  # passed the gate
 
 

@@ -149,3 +149,35 @@ def test_unreadable_weights_name_the_fix(tmp_path: Path) -> None:
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelMissingError, match="rfr models fetch"):
         load_embedder(settings_for(path, precision="fp32"), tmp_path).load()
+
+
+def test_mirror_tta_fuses_crop_and_mirror(reference: torch.nn.Module, weights: Path, crops: np.ndarray) -> None:
+    fused = load_embedder(settings_for(weights, precision="fp32", tta="mirror"), weights.parent)
+    got = fused.embed(crops)
+    plain, mirrored = direct(reference, crops), direct(reference, np.ascontiguousarray(crops[:, :, ::-1]))
+    expected = plain + mirrored
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    assert fused.model_id == "facenet-casia-webface"  # TTA does not change the model
+    assert np.abs(plain - mirrored).max() > 2e-5  # random crops are not symmetric: the check is not vacuous
+
+
+def test_mirror_tta_of_a_symmetric_crop_is_the_plain_embedding(weights: Path) -> None:
+    half = np.random.default_rng(3).integers(0, 256, size=(1, 160, 80, 3), dtype=np.uint8)
+    symmetric = np.ascontiguousarray(np.concatenate([half, half[:, :, ::-1]], axis=2))
+    plain = load_embedder(settings_for(weights, precision="fp32"), weights.parent).embed(symmetric)
+    fused = load_embedder(settings_for(weights, precision="fp32", tta="mirror"), weights.parent).embed(symmetric)
+    np.testing.assert_allclose(fused, plain, rtol=0, atol=1e-5)
+
+
+def test_mirror_fused_is_one_forward_pass_of_2n() -> None:
+    calls: list[int] = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return torch.nn.functional.normalize(x.flatten(1)[:, :4] + torch.arange(4.0), dim=1)
+
+    x = torch.randn(3, 3, 8, 8)
+    out = embedder_mod.mirror_fused(forward, x)
+    assert calls == [6] and out.shape == (3, 4)
+    np.testing.assert_allclose(out.norm(dim=1).numpy(), 1.0, atol=1e-6)

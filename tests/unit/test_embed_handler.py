@@ -117,7 +117,7 @@ def test_a_version_1_face_event_is_refused_as_unsupported() -> None:
         "schema_version": 1, "blur": 40.0}  # v1 called sharpness "blur"
     [result] = run(handler, [FakeMsg(json.dumps(raw).encode(), 0)])
     assert isinstance(result, PoisonMessage) and result.reason == "unsupported_schema_version"
-    assert result.detail == "got 1, accepts 3 (FaceEvent)"
+    assert result.detail == "got 1, accepts 3, 4 (FaceEvent)"
     assert embedder.calls == []
 
 
@@ -125,7 +125,7 @@ def test_the_embedding_travels_as_float32_bytes() -> None:
     handler, _ = make_handler(FakeEmbedder("colour"))
     [[out]] = run(handler, [FakeMsg(face_event(0, jpeg_of(solid((250, 0, 0)))).to_bytes(), 0)])
     raw = json.loads(out.value)
-    assert raw["schema_version"] == 3 and "vector" not in raw and raw["quality"]["sharpness"] == 40.0
+    assert raw["schema_version"] == 4 and "vector" not in raw and raw["quality"]["sharpness"] == 40.0
     event = decode(EmbeddingEvent, out.value)
     assert len(event.template) == 4 * 512 and event.vector.dtype == np.float32
 

@@ -143,7 +143,7 @@ def test_a_version_1_embedding_is_dead_lettered_as_unsupported(gallery: InMemory
     handler, _ = make(gallery)
     [result] = handler.handle_batch(msgs(json.dumps(raw).encode()))
     assert isinstance(result, PoisonMessage) and result.reason == "unsupported_schema_version"
-    assert str(result) == "unsupported_schema_version: got 1, accepts 3 (EmbeddingEvent)"
+    assert str(result) == "unsupported_schema_version: got 1, accepts 3, 4 (EmbeddingEvent)"
 
 
 # Scores that are exact in float32: the unit probe (1/2, 1/2, 1/2, 1/2, 0, ...) against the unit vector e0

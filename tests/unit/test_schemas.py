@@ -18,11 +18,13 @@ from rfr.core.schemas import (
     FaceEvent,
     FaceQuality,
     FrameEvent,
+    IncidentStillReport,
     Message,
     OutcomeEvent,
     OutcomeStatus,
     Point,
     Probe,
+    ProbeStill,
     SubmissionMeta,
     UnsupportedSchemaVersion,
     decode,
@@ -78,14 +80,16 @@ def test_other_schema_versions_are_refused_with_their_own_reason(version: object
 
 
 def test_each_class_declares_its_version() -> None:
-    v3: set[type[Message]] = {FaceEvent, EmbeddingEvent, CandidateList}
-    v2: set[type[Message]] = {FaceQuality, Candidate}
-    v1: set[type[Message]] = {SubmissionMeta, FrameEvent, Point, OutcomeEvent, DeadLetter, Probe, GalleryFaceRecord,
-                              GalleryChange, ReviewerDecision, DecisionEvent}
-    assert {cls.version() for cls in v3} == {3} and {cls.version() for cls in v2} == {2}
-    assert {cls.version() for cls in v1} == {1}
-    assert set(Message.__subclasses__()) == v1 | v2 | v3  # a new message class must be placed in one of them
-    for cls in v1 | v2 | v3:
+    v4: set[type[Message]] = {CandidateList, FaceEvent, EmbeddingEvent}
+    v3: set[type[Message]] = set()
+    v2: set[type[Message]] = {FaceQuality, Candidate, SubmissionMeta}
+    v1: set[type[Message]] = {FrameEvent, Point, OutcomeEvent, DeadLetter, Probe, GalleryFaceRecord,
+                              GalleryChange, ReviewerDecision, DecisionEvent, ProbeStill, IncidentStillReport}
+    assert {cls.version() for cls in v4} == {4}
+    assert {cls.version() for cls in v2} == {2} and {cls.version() for cls in v1} == {1}
+    # a new message class must be placed in one of them
+    assert set(Message.__subclasses__()) == v1 | v2 | v3 | v4
+    for cls in v1 | v2 | v3 | v4:
         assert "schema_version" in cls.__annotations__, f"{cls.__name__} must declare its own schema_version"
 
 
@@ -162,14 +166,14 @@ def test_a_face_box_travels_as_a_plain_object() -> None:
     event = json.loads(face.to_bytes())
     assert event["box"] == {"x": 10.5, "y": 20.0, "width": 64.0, "height": 64.0}
     assert set(event["box"]) == {"x", "y", "width", "height"}
-    assert decode(FaceEvent, json.dumps(event).encode(), accepts={3}).box == Box(10.5, 20, 64, 64)
+    assert decode(FaceEvent, json.dumps(event).encode(), accepts={3, 4}).box == Box(10.5, 20, 64, 64)
     for bad in ({"x": 1, "y": 2, "width": 3}, {"x": 1, "y": 2, "width": 3, "height": 4, "schema_version": 1},
                 {"x": 1, "y": 2, "width": -3, "height": 4}, {"x": "1", "y": 2, "width": 3, "height": 4}):
         with pytest.raises(ValidationError, match="box"):
-            decode(FaceEvent, json.dumps(event | {"box": bad}).encode(), accepts={3})
+            decode(FaceEvent, json.dumps(event | {"box": bad}).encode(), accepts={3, 4})
     with pytest.raises(ValidationError, match="finite"):
         decode(FaceEvent, json.dumps(event | {"box": {"x": 1, "y": 2, "width": 3, "height": 4}})
-               .replace("4}", "NaN}").encode(), accepts={3})
+               .replace("4}", "NaN}").encode(), accepts={3, 4})
 
 
 def test_ids_reject_injection() -> None:

@@ -41,6 +41,10 @@ def eval_command(
     enrolled: Annotated[int, typer.Option(help="--labelled: identities (>= 2 images) to enrol; 0 = all.")] = 200,
     nonmated: Annotated[int, typer.Option(help="--labelled: identities held out as non-enrolled probes.")] = 200,
     distractors: Annotated[int, typer.Option(help="--labelled: single-image identities enrolled, never probed.")] = 0,
+    strangers: Annotated[str, typer.Option(help="--labelled: draw the non-enrolled identities from 'any' identity "
+                                                "or from the 'singles' (one image each) only.")] = "any",
+    exclude_training: Annotated[bool, typer.Option(help="--labelled: leave out the embedder fine-tune's training "
+                                                        "identities (rfr/tools/train/split.py).")] = True,
     max_probes: Annotated[int, typer.Option(help="Probe images per identity, at most.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the split, the calibration halves and the scenes.")] = 0,
     degrade: Annotated[str, typer.Option(help="Also probe with synthetic CCTV scenes at these levels, "
@@ -54,6 +58,14 @@ def eval_command(
                                                "the run) or 'memory' (exact, in process).")] = "milvus",
     milvus_uri: Annotated[str | None, typer.Option(help="Use this Milvus instead of starting one "
                                                          "(a temporary collection, dropped afterwards).")] = None,
+    ablation: Annotated[bool, typer.Option(help="Detect each probe once, then score every issue-#17 lever "
+                                                 "(embedder variants, cohort score_norm, fused templates, threshold "
+                                                 "policy) on the same crops, exact search; adds the ablation table.")
+                        ] = False,
+    crops_cache: Annotated[Path | None, typer.Option(help="--ablation: keep the faces found here and reuse them "
+                                                          "when the split, conditions and detect settings are the "
+                                                          "same (a local cache; only a file this command wrote).")
+                           ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
 ) -> None:
     """Measure rank-k, TPIR at fixed FPIR, DET and a calibrated threshold through the real pipeline code."""
@@ -63,6 +75,7 @@ def eval_command(
     from rfr.tools.eval.report import build_report, write_report
     from rfr.tools.eval.runner import EvalOptions, run_eval
     from rfr.tools.eval.scenes import parse_levels, parse_scene
+    from rfr.tools.train.split import training_identities
 
     settings = load_settings()
     setup_logging(settings.log_level, json_lines=settings.log_json)
@@ -74,9 +87,14 @@ def eval_command(
             ranks=tuple(sorted({int(k) for k in _floats(ranks, "--ranks")})), fpir_targets=_floats(fpir, "--fpir"),
             ship_fpir=ship_fpir, gallery="milvus" if searcher == "milvus" else "memory", milvus_uri=milvus_uri,
             batch_size=settings.embed.batch_size, command="rfr " + shlex.join(sys.argv[1:]),
+            ablation=ablation, crops_cache=crops_cache,
         )
         if labelled is not None:
-            plan = splits.LabelledPlan(enrolled or None, nonmated, distractors, max_probes, seed)
+            if strangers not in ("any", "singles"):
+                raise _fail(f"--strangers must be 'any' or 'singles', not {strangers!r}")
+            plan = splits.LabelledPlan(enrolled or None, nonmated, distractors, max_probes, seed,
+                                       "singles" if strangers == "singles" else "any",
+                                       training_identities(labelled) if exclude_training else frozenset())
             split = splits.from_labelled(labelled, plan)
         elif gallery is not None and probes is not None:
             split = splits.from_folders(gallery, probes, seed, max_probes)

@@ -110,6 +110,14 @@ def _conditions(opts: dict[str, Any]) -> str:
     return text + "."
 
 
+def _ablation(report: dict[str, Any]) -> list[str]:
+    if "ablation" not in report:
+        return []
+    from rfr.tools.eval.ablation_report import render_ablation
+
+    return [*render_ablation(report["ablation"]), "## Today's defaults in detail", ""]
+
+
 def render_markdown(report: dict[str, Any], plots: Sequence[str]) -> str:
     split, system, enrol = report["split"], report["system"], report["enrolment"]
     opts = report["options"]
@@ -128,6 +136,7 @@ def render_markdown(report: dict[str, Any], plots: Sequence[str]) -> str:
         f"gallery {system.get('gallery')} ({system.get('milvus_index')}), {system.get('cpus')} CPUs "
         f"(load average {system.get('loadavg_at_start')} at start, {system.get('loadavg_at_end')} at end).", "",
         f"## Headline: rank-1 = {_pct(report['rank1'])} ({report['primary_condition']})", "",
+        *_ablation(report),
         *_summary(report), "",
         "Rank-1 with its 95 % Wilson interval. TPIR at FPIR: in-sample (threshold chosen on the same probes); "
         "`*` = fewer non-mated searches than 1/FPIR, so that FPIR is not resolved.", "",

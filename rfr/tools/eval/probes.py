@@ -101,7 +101,9 @@ class StageTimes:
 
 
 @dataclass
-class _Pending:
+class FoundProbe:
+    """A probe's face, found: its aligned crop (None when none was found), quality and why it is not searched."""
+
     probe: Probe
     crop: npt.NDArray[np.uint8] | None = None
     quality: FaceQuality | None = None
@@ -141,7 +143,7 @@ class ProbeRunner:
     framing: dict[str, Box | None] = field(default_factory=dict)  # sample id -> face box in the photo
 
     def run(self, probes: Sequence[Probe], condition: Condition, times: StageTimes) -> list[ProbeOutcome]:
-        pending = [self._find(p, condition, times) for p in probes]
+        pending = [self.find(p, condition, times) for p in probes]
         # searched faces first, then the gated ones (searched only for the ungated figures)
         faced = sorted((p for p in pending if p.crop is not None), key=lambda p: p.failure is not None)
         results = self._search(faced, sum(p.failure is None for p in faced), times)
@@ -149,7 +151,7 @@ class ProbeRunner:
         times.stills += len(probes)
         return [self._outcome(p, condition, by_id.get(id(p), ())) for p in pending]
 
-    def _search(self, faced: Sequence[_Pending], deployed: int, times: StageTimes) -> list[Candidates]:
+    def _search(self, faced: Sequence[FoundProbe], deployed: int, times: StageTimes) -> list[Candidates]:
         """Embed and search every crop; only the first ``deployed`` count towards the pipeline's time."""
         if not faced:
             return []
@@ -161,7 +163,7 @@ class ProbeRunner:
         times.search += (time.perf_counter() - started) * deployed / len(faced)
         return [aggregate_by_subject(((h.subject_id, h.score) for h in row), self.top_k) for row in rows]
 
-    def _outcome(self, pending: _Pending, condition: Condition, found: Candidates) -> ProbeOutcome:
+    def _outcome(self, pending: FoundProbe, condition: Condition, found: Candidates) -> ProbeOutcome:
         probe, quality = pending.probe, pending.quality
         return ProbeOutcome(
             sample_id=probe.sample.sample_id, subject=self.subjects[probe.sample.identity], mated=probe.mated,
@@ -170,19 +172,22 @@ class ProbeRunner:
             sharpness=quality.sharpness if quality else None, ungated_candidates=found,
         )
 
-    def _find(self, probe: Probe, condition: Condition, times: StageTimes) -> _Pending:
+    def find(self, probe: Probe, condition: Condition, times: StageTimes) -> FoundProbe:
+        """Decode (after making the scene), detect and pick the probe's face; nothing embedded or searched.
+
+        Run the ORIGINAL condition first: a scene frames the face from its detection in the original photo."""
         try:
             data = probe.sample.path.read_bytes()
         except OSError:
             logger.exception("probe %s unreadable", probe.sample.path)
-            return _Pending(probe, failure=FAIL_DECODE)
+            return FoundProbe(probe, failure=FAIL_DECODE)
         truth: Box | None = None
         if condition.level is not None:
             started = time.perf_counter()
             made = self._scene(probe, data, condition)
             times.scene += time.perf_counter() - started
             if made is None:
-                return _Pending(probe, failure=FAIL_DECODE)
+                return FoundProbe(probe, failure=FAIL_DECODE)
             data, truth = made
         started = time.perf_counter()
         try:
@@ -190,7 +195,7 @@ class ProbeRunner:
         except ImageRejected as exc:
             logger.warning("probe %s refused: %s", probe.sample.sample_id, exc)
             times.decode += time.perf_counter() - started
-            return _Pending(probe, failure=FAIL_DECODE)
+            return FoundProbe(probe, failure=FAIL_DECODE)
         times.decode += time.perf_counter() - started
         started = time.perf_counter()
         findings = find_faces(rgb, self.detector, self.detect_settings)
@@ -199,11 +204,11 @@ class ProbeRunner:
         if condition.level is None:
             self.framing[probe.sample.sample_id] = face.detection.box if face is not None else None
         if face is None:
-            return _Pending(probe, failure=failure)
+            return FoundProbe(probe, failure=failure)
         if isinstance(face, RejectedFace):
             crop = align_face(rgb, face.detection, self.detect_settings.crop_size, self.detect_settings.crop_margin)
-            return _Pending(probe, crop, face.quality, failure)
-        return _Pending(probe, face.crop, face.quality)
+            return FoundProbe(probe, crop, face.quality, failure)
+        return FoundProbe(probe, face.crop, face.quality)
 
     def _scene(self, probe: Probe, data: bytes, condition: Condition) -> tuple[bytes, Box] | None:
         try:

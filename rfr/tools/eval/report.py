@@ -159,6 +159,7 @@ def build_report(run: EvalRun) -> dict[str, Any]:
         "conditions": conditions,
         "recommended_threshold": recommend(run, conditions),
         "timing": {name: t.to_dict() for name, t in run.times.items()},
+        **({"ablation": run.ablation} if run.ablation is not None else {}),
     }
 
 

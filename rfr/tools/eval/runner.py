@@ -14,9 +14,11 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rfr.core.imaging import ImageLimits
@@ -27,6 +29,7 @@ from rfr.tools.eval.splits import Probe, Split
 
 if TYPE_CHECKING:
     from rfr.embedding.embedder import FacenetEmbedder
+    from rfr.face.detector import Detector
     from rfr.gallery.base import Gallery
 
 logger = logging.getLogger(__name__)
@@ -47,6 +50,8 @@ class EvalOptions:
     milvus_uri: str | None = None
     batch_size: int = 32
     command: str = ""
+    ablation: bool = False  # detect once, then every issue-#17 lever on the same crops (rfr/tools/eval/ablation.py)
+    crops_cache: Path | None = None  # --ablation: keep the found crops here for a re-run (a local pickle)
 
     @property
     def conditions(self) -> list[Condition]:
@@ -65,6 +70,7 @@ class EvalRun:
     system: dict[str, Any] = field(default_factory=dict)
     started_at: str = ""
     seconds: float = 0.0
+    ablation: dict[str, Any] | None = None
 
     def by_condition(self, name: str) -> list[ProbeOutcome]:
         return [o for o in self.outcomes if o.condition == name]
@@ -75,7 +81,7 @@ def _system(settings: Settings, embedder: FacenetEmbedder, gallery_kind: str) ->
         "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
         "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
         "embedder": embedder.model_id, "weights_sha256": embedder.weights_sha256,
-        "embed_runtime": embedder.runtime.describe(), "detector": "mediapipe blazeface short-range",
+        "embed_runtime": embedder.runtime.describe(), "detector": f"blazeface short-range ({settings.detect.detector})",
         "detect_settings": settings.detect.model_dump(mode="json"),
         "gallery": gallery_kind,
         "milvus_index": settings.milvus.index_type if gallery_kind == "milvus" else "exact",
@@ -99,21 +105,41 @@ def enrol(settings: Settings, split: Split, gallery: Gallery, embedder: FacenetE
                                 "subjects_enrolled", "seconds", "images_per_s")}
 
 
+@contextmanager
+def eval_detector(settings: Settings) -> Iterator[Detector]:
+    """The detector the detect service runs (``detect.detector``, :func:`rfr.face.runners.make_detector`), closed
+    after the block."""
+    from rfr.face.detector import close_detector
+    from rfr.face.runners import make_detector
+
+    detector = make_detector(settings.detect, settings.model_dir)
+    try:
+        yield detector
+    finally:
+        close_detector(detector)
+
+
 def run_eval(settings: Settings, split: Split, options: EvalOptions, progress: Progress | None = None) -> EvalRun:
     """Enrol ``split.gallery`` into a fresh gallery and search every probe in every condition."""
     from rfr.embedding.embedder import load_embedder
-    from rfr.face.detector import MediaPipeDetector
-    from rfr.models import detector_model_path
 
     run = EvalRun(split, options, started_at=datetime.now(UTC).isoformat(timespec="seconds"))
     started = time.perf_counter()
     embedder = load_embedder(settings.embed, settings.model_dir).load()
     run.system = _system(settings, embedder, options.gallery)
+    if options.ablation:
+        from rfr.tools.eval.ablation import run_ablation
+
+        run.system |= {"gallery": "exact (NumPy, --ablation)", "milvus_index": "exact"}
+        run_ablation(settings, run, progress)
+        run.seconds = time.perf_counter() - started
+        run.system["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
+        return run
     with open_eval_gallery(options.gallery, settings.milvus, embedder.model_id, embedder.weights_sha256,
                            options.milvus_uri) as gallery:
         run.enrolment = enrol(settings, split, gallery, embedder, options.batch_size)
         logger.info("enrolled %s of %s gallery images", run.enrolment["enrolled"], run.enrolment["images"])
-        with MediaPipeDetector(detector_model_path(settings.model_dir), settings.detect) as detector:
+        with eval_detector(settings) as detector:
             runner = ProbeRunner(
                 detector, settings.detect, embedder, gallery, EVAL_WATCH_LIST,
                 {p.sample.identity: subject_id_for(p.sample.identity) for p in split.probes},

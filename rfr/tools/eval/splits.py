@@ -5,9 +5,12 @@ Two ways to get a split:
 * :func:`from_folders`: a gallery folder and a probe folder, one sub-folder per identity. A probe is
   *mated* when its identity has a gallery folder; the other probe identities are deliberately absent.
 * :func:`from_labelled`: one labelled folder (such as LFW). Seeded: a set of identities (single-image ones
-  included) is held out as non-enrolled probes; of the rest, identities with >= 2 images put their first
-  image (sorted by name) in the gallery and the next ones (at most ``max_probes_per_id``) in the probes;
-  optionally more single-image identities join the gallery as distractors (enrolled, never probed).
+  included, or with ``strangers="singles"`` single-image ones only) is held out as non-enrolled probes; of the
+  rest, identities with >= 2 images put their first image (sorted by name) in the gallery and the next ones (at
+  most ``max_probes_per_id``) in the probes; optionally more single-image identities join the gallery as
+  distractors (enrolled, never probed). The identities the embedder's fine-tune was trained on
+  (:func:`rfr.tools.train.split.training_identities`) are left out whenever they are present: an evaluation
+  never measures faces a model was trained on (issue #17).
 
 Every probe identity is assigned, by a seeded hash of its name, to the CALIBRATION or the EVALUATION half,
 so a threshold is chosen on one half and measured on the other (never tuned on what it is measured on).
@@ -20,6 +23,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -104,6 +108,8 @@ class LabelledPlan:
     distractors: int = 0
     max_probes_per_id: int = 2
     seed: int = 0
+    strangers: Literal["any", "singles"] = "any"  # who the non-enrolled probes are drawn from
+    exclude: frozenset[str] = frozenset()  # identities never used (the training identities)
 
 
 def _pick(rng: np.random.Generator, pool: Sequence[str], n: int | None) -> list[str]:
@@ -113,10 +119,12 @@ def _pick(rng: np.random.Generator, pool: Sequence[str], n: int | None) -> list[
 
 
 def from_labelled(root: Path, plan: LabelledPlan) -> Split:
-    ids = identity_folders(root)
+    every_id = identity_folders(root)
+    ids = {k: v for k, v in every_id.items() if k not in plan.exclude}
     rng = np.random.default_rng(plan.seed)
     everyone = sorted(ids)
-    held_out = set(_pick(rng, everyone, plan.nonmated))
+    pool = everyone if plan.strangers == "any" else [i for i in everyone if len(ids[i]) == 1]
+    held_out = set(_pick(rng, pool, plan.nonmated))
     multi = [i for i in everyone if i not in held_out and len(ids[i]) >= 2]
     singles = [i for i in everyone if i not in held_out and len(ids[i]) == 1]
     enrolled = _pick(rng, multi, plan.enrolled)
@@ -130,7 +138,8 @@ def from_labelled(root: Path, plan: LabelledPlan) -> Split:
     description = (
         f"{root}: seed {plan.seed}, {len(enrolled)} enrolled identities (first image to the gallery, "
         f"up to {cap} more as probes), {len(distractors)} gallery-only distractors, {len(held_out)} "
-        f"non-enrolled identities (up to {cap} images each as probes)"
+        f"non-enrolled identities ({'single-image ones, ' if plan.strangers == 'singles' else ''}up to {cap} "
+        f"images each as probes); {len(every_id) - len(ids)} training identities left out"
     )
     logger.info("split: %s", description)
     return Split(gallery, tuple(probes), description)

@@ -1,0 +1,262 @@
+"""Open-set scoring levers: cohort score normalisation, fused subject templates, thresholds that follow the gallery.
+
+* **Cohort normalisation (T-norm)**: a probe's cosine scores are restated as how far they stand above that
+  probe's scores against a fixed *cohort* of faces that are not in the gallery:
+  ``z = (s - mean_c) / std_c`` over the probe's ``top`` highest cohort scores (all of them when ``top`` is 0).
+  Per probe this is an increasing map, so the order of a candidate list never changes (rank-k rates are
+  untouched); what changes is which lists pass one threshold: a probe that resembles everyone (soft, dark,
+  small) no longer passes it as easily as one that resembles no one. Thresholds on normalised scores are in
+  standard deviations, not cosines, and must be calibrated with the same cohort (``rfr calibrate --cohort``).
+* **Fused subject template**: several photos of one subject averaged into one unit vector
+  (:func:`fuse_template`), against the product's default of one vector per photo scored by the subject's best.
+* **Gallery-size threshold**: at a fixed per-comparison threshold the chance that a stranger gets a candidate
+  grows with the number of templates compared: FPIR(N) = 1 - (1 - FMR)^N for N independent comparisons. For a
+  target FPIR at gallery size N the per-comparison false-match rate is ``1 - (1 - FPIR)^(1/N)``
+  (:func:`fmr_for_fpir`); a :class:`ThresholdTable` (measured impostor scores, written by ``rfr calibrate``)
+  turns that rate into a threshold.
+
+Nothing here reads the gallery or a model; vectors are float32 rows of unit length (cosine = dot product).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from rfr.gallery.base import normalise
+
+if TYPE_CHECKING:
+    from rfr.core.settings import MatchSettings
+
+ScoreNorm = Literal["none", "cohort"]
+Vectors = npt.NDArray[np.float32]
+Floats = npt.NDArray[np.float64]
+MIN_STD = 1e-3
+"""Floor of a probe's cohort standard deviation (cosine units), so a degenerate cohort cannot divide by ~0."""
+COHORT_FORMAT = "rfr-cohort-v1"
+logger = logging.getLogger(__name__)
+TABLE_FORMAT = "rfr-threshold-table-v1"
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Fixed non-gallery faces for T-norm: ``vectors`` (M x D float32 unit rows), one label per row
+    (``identities``, so an evaluation can leave a probe's own identity out), and the model they came from."""
+
+    vectors: Vectors
+    identities: tuple[str, ...]
+    model_id: str
+    weights_sha256: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.vectors.ndim != 2 or len(self.vectors) != len(self.identities) or len(self.vectors) < 2:
+            raise ValueError(f"a cohort needs >= 2 vectors with one identity each, got {self.vectors.shape} "
+                             f"and {len(self.identities)} identities")
+
+    def save(self, path: Path) -> Path:
+        """Write ``path`` (NumPy ``.npz``, no pickled objects); returns it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"format": COHORT_FORMAT, "model_id": self.model_id, "weights_sha256": self.weights_sha256,
+                "source": self.source, "identities": list(self.identities)}
+        with path.open("wb") as fh:
+            np.savez(fh, vectors=self.vectors.astype(np.float32), meta=np.array(json.dumps(meta)))
+        return path
+
+    @classmethod
+    def load(cls, path: Path, model_id: str | None = None) -> Cohort:
+        """Read a cohort file; ``ValueError`` when it is not one, or was made by another model than ``model_id``."""
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            vectors = normalise(data["vectors"])
+        if meta.get("format") != COHORT_FORMAT:
+            raise ValueError(f"{path} is not an RFR cohort file ({meta.get('format')!r})")
+        if model_id is not None and meta["model_id"] != model_id:
+            raise ValueError(f"cohort {path} was embedded by {meta['model_id']!r}, not {model_id!r}: rebuild it")
+        return cls(vectors, tuple(meta["identities"]), meta["model_id"], meta["weights_sha256"], meta["source"])
+
+
+def cohort_stats(probes: Vectors, cohort: Vectors, top: int = 0,
+                 exclude: npt.NDArray[np.bool_] | None = None) -> tuple[Floats, Floats]:
+    """(mean, std) per probe of its ``top`` highest cohort scores (all when 0), each shape (N,), float64.
+
+    ``exclude`` (N x M booleans): cohort rows left out for that probe (an evaluation's leave-one-identity-out).
+    The std is floored at :data:`MIN_STD`. ``ValueError`` when fewer than 2 cohort scores remain for a probe.
+    """
+    scores = (np.asarray(probes, np.float32) @ np.asarray(cohort, np.float32).T).astype(np.float64)
+    if exclude is not None:
+        scores = np.where(exclude, -np.inf, scores)
+    kept = scores.shape[1] - (exclude.sum(axis=1) if exclude is not None else np.zeros(len(scores), int))
+    k = int(min(top, scores.shape[1])) if top > 0 else scores.shape[1]
+    if len(scores) and int(np.min(np.minimum(kept, k))) < 2:
+        raise ValueError("fewer than 2 cohort scores for a probe")
+    ranked = -np.sort(-scores, axis=1)[:, :k]  # best first; excluded rows (-inf) last
+    finite = np.isfinite(ranked)
+    n = finite.sum(axis=1)
+    vals = np.where(finite, ranked, 0.0)
+    mean = vals.sum(axis=1) / n
+    var = np.where(finite, (vals - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(1, n - 1)
+    return mean, np.maximum(np.sqrt(var), MIN_STD)
+
+
+def tnorm(scores: npt.ArrayLike, mean: float | Floats, std: float | Floats) -> Floats:
+    """``(scores - mean) / std``; ``scores`` (N x K or K,) against ``mean``/``std`` per probe (N,) or scalars."""
+    arr = np.asarray(scores, np.float64)
+    m, s = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    if arr.ndim == 2:
+        m, s = m.reshape(-1, 1), s.reshape(-1, 1)
+    out: Floats = (arr - m) / s
+    return out
+
+
+def fuse_template(vectors: npt.ArrayLike) -> Vectors:
+    """One subject template (D,) float32 from several unit photo vectors (K x D): their mean, renormalised."""
+    arr = np.asarray(vectors, np.float32)
+    if arr.ndim != 2 or len(arr) == 0:
+        raise ValueError(f"need K x D vectors, got shape {arr.shape}")
+    fused: Vectors = normalise(normalise(arr).mean(axis=0))[0]
+    return fused
+
+
+def fmr_for_fpir(target_fpir: float, gallery_size: int) -> float:
+    """Per-comparison false-match rate that gives ``target_fpir`` over ``gallery_size`` independent comparisons."""
+    if not 0.0 < target_fpir < 1.0:
+        raise ValueError(f"target FPIR must be in (0, 1), got {target_fpir}")
+    if gallery_size < 1:
+        raise ValueError(f"gallery size must be >= 1, got {gallery_size}")
+    return -math.expm1(math.log1p(-target_fpir) / gallery_size)
+
+
+@dataclass(frozen=True)
+class ThresholdTable:
+    """Thresholds at a grid of per-comparison false-match rates, from measured impostor scores.
+
+    ``fmr`` descending, ``threshold`` ascending, same length; ``score_norm`` says which scores they are on
+    (``cohort``: T-norm scores, with the cohort file named by ``cohort_sha256``).
+    """
+
+    fmr: tuple[float, ...]
+    threshold: tuple[float, ...]
+    model_id: str
+    score_norm: str = "none"
+    impostor_scores: int = 0
+    cohort_sha256: str = ""
+    source: str = ""
+
+    @classmethod
+    def from_impostor(cls, impostor: npt.ArrayLike, model_id: str, score_norm: str = "none", min_count: int = 10,
+                      **extra: Any) -> ThresholdTable:
+        """The table of one impostor score sample, rates from 1e-1 down to the smallest it resolves (the rate at
+        which ``min_count`` scores lie above the threshold)."""
+        scores = np.sort(np.asarray(impostor, np.float64))[::-1]
+        if len(scores) < 100:
+            raise ValueError(f"{len(scores)} impostor scores: at least 100 are needed")
+        lowest = min_count / len(scores)
+        grid = [f for f in np.logspace(-1, -9, 81) if f >= lowest]
+        thresholds = [float(np.nextafter(scores[math.floor(f * len(scores))], np.inf)) for f in grid]
+        return cls(tuple(float(f) for f in grid), tuple(thresholds), model_id, score_norm, len(scores), **extra)
+
+    def threshold_at(self, fmr: float) -> float:
+        """Threshold for a per-comparison FMR, interpolated in log(FMR); ``ValueError`` below the table's reach."""
+        if fmr < self.fmr[-1] * (1 - 1e-9):
+            raise ValueError(f"FMR {fmr:.3g} is below what the table resolves ({self.fmr[-1]:.3g}): calibrate "
+                             "on more impostor comparisons")
+        x = np.log(np.asarray(self.fmr[::-1]))
+        return float(np.interp(math.log(min(fmr, self.fmr[0])), x, np.asarray(self.threshold[::-1])))
+
+    def threshold_for(self, target_fpir: float, gallery_size: int) -> float:
+        return self.threshold_at(fmr_for_fpir(target_fpir, gallery_size))
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"format": TABLE_FORMAT, **asdict(self)}, indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> ThresholdTable:
+        data = json.loads(path.read_text())
+        if data.pop("format", None) != TABLE_FORMAT:
+            raise ValueError(f"{path} is not an RFR threshold table")
+        data["fmr"], data["threshold"] = tuple(data["fmr"]), tuple(data["threshold"])
+        return cls(**data)
+
+
+def normalise_hits(scores: Sequence[float], mean: float, std: float) -> list[float]:
+    """One probe's candidate scores restated on the T-norm scale."""
+    return [float(v) for v in tnorm(np.asarray(scores, np.float64), mean, std)]
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """How the match service sets each search's review threshold (``MatchSettings``: ``threshold`` or
+    ``cohort_threshold``, ``threshold_policy``, ``target_fpir``, ``threshold_table``, ``score_norm``,
+    ``cohort_file``, ``cohort_top``).
+
+    ``base(n)``: the threshold on the policy's scale for a gallery of ``n`` templates (``fixed``: ``threshold``;
+    ``gallery_size``: the table's threshold for ``target_fpir`` at ``n``). ``per_probe``: the COSINE threshold of
+    each probe: ``base`` itself, or with a cohort ``mean + base x std`` of that probe's cohort scores (T-norm read
+    backwards, so candidate scores stay cosines and their order is untouched).
+    """
+
+    threshold: float
+    policy: str = "fixed"
+    target_fpir: float = 0.01
+    table: ThresholdTable | None = None
+    cohort: Cohort | None = None
+    cohort_top: int = 0
+
+    def __post_init__(self) -> None:
+        if self.policy == "gallery_size" and self.table is None:
+            raise ValueError("threshold_policy gallery_size needs a threshold table (rfr calibrate --table-out)")
+        if self.table is not None and self.table.score_norm != self.score_norm:
+            raise ValueError(f"the threshold table is on {self.table.score_norm!r} scores, the service normalises "
+                             f"{self.score_norm!r}: recalibrate with the same score_norm")
+
+    @property
+    def score_norm(self) -> str:
+        return "none" if self.cohort is None else "cohort"
+
+    @classmethod
+    def from_settings(cls, settings: MatchSettings, model_id: str) -> ThresholdRule:
+        """Load the cohort and table the settings name; ``ValueError`` when missing or of another model."""
+        cohort = table = None
+        if settings.score_norm == "cohort":
+            if settings.cohort_file is None:
+                raise ValueError("match.score_norm=cohort needs match.cohort_file (rfr calibrate --cohort-out)")
+            cohort = Cohort.load(settings.cohort_file, model_id)
+        if settings.threshold_policy == "gallery_size":
+            if settings.threshold_table is None:
+                raise ValueError("match.threshold_policy=gallery_size needs match.threshold_table")
+            table = ThresholdTable.load(settings.threshold_table)
+            if table.model_id != model_id:
+                raise ValueError(f"threshold table of {table.model_id!r}, gallery model {model_id!r}: recalibrate")
+        threshold = settings.threshold if cohort is None else settings.cohort_threshold
+        return cls(threshold, settings.threshold_policy, settings.target_fpir, table, cohort, settings.cohort_top)
+
+    def base(self, gallery_size: int | None) -> float:
+        if self.policy == "fixed" or self.table is None:
+            return self.threshold
+        fmr = fmr_for_fpir(self.target_fpir, max(1, gallery_size or 1))
+        if fmr < self.table.fmr[-1]:
+            logger.warning("gallery of %s templates needs FMR %.3g, below what the threshold table resolves (%.3g): "
+                           "using its strictest threshold; recalibrate on more impostor comparisons",
+                           gallery_size, fmr, self.table.fmr[-1])
+            return self.table.threshold[-1]
+        return self.table.threshold_at(fmr)
+
+    def per_probe(self, vectors: Vectors, gallery_size: int | None) -> Floats:
+        """Cosine thresholds, shape (N,), of N probe vectors (N x D, unit rows)."""
+        base = self.base(gallery_size)
+        if self.cohort is None:
+            return np.full(len(vectors), base, np.float64)
+        mean, std = cohort_stats(vectors, self.cohort.vectors, self.cohort_top)
+        out: Floats = mean + base * std
+        return out

@@ -1,0 +1,103 @@
+"""The match service's incident worker: searches complete or timed-out incidents and publishes their lists.
+
+A daemon thread, every ``match.incident_poll_s`` (and at once when the stream handler recorded something that may
+complete an incident): for each due incident of the store (:meth:`IncidentStore.due`: complete, or older than
+``match.incident_timeout_s``) it runs :meth:`MatchHandler.build_incident` inside :meth:`IncidentStore.close`
+(outputs into the outbox, incident closed, in one transaction), then produces the outbox with a producer of its
+own, waits for the broker's acknowledgements and only then deletes the rows. A crash anywhere publishes again
+with the same event ids; nothing is lost. Failures (gallery, store, broker) are logged once per outage and
+retried on the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from rfr.core.kafka import DeliveryFailed, DeliveryTracker, Output
+from rfr.core.stream import DependencyUnavailable
+from rfr.core.topics import Topics
+from services.match.incidents import Build, IncidentStore
+
+logger = logging.getLogger(__name__)
+
+FLUSH_TIMEOUT_S = 30.0
+
+
+class IncidentWorker:
+    """Closes due incidents of ``store`` with ``build`` and publishes the outbox through ``tracker``."""
+
+    def __init__(self, store: IncidentStore, build: Build, tracker: DeliveryTracker, topics: Topics,
+                 timeout_s: float, poll_s: float, on_pending: Callable[[int], None] = lambda n: None) -> None:
+        self.store = store
+        self.build = build
+        self.tracker = tracker
+        self.topics = {"matches": topics.matches, "outcomes": topics.outcomes}
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self.on_pending = on_pending  # the rfr_match_incidents_pending gauge
+        self.closed = 0
+        self._failing = False
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="match-incidents", daemon=True)
+
+    def start(self) -> IncidentWorker:
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def run_once(self) -> int:
+        """Close every due incident, then publish the outbox; return how many incidents were closed.
+
+        Raises DependencyUnavailable (gallery), SQLAlchemyError (store), DeliveryFailed (broker)."""
+        closed = 0
+        for key in self.store.due(self.timeout_s):
+            if self.store.close(key, self.build):
+                closed += 1
+                logger.info("incident %s searched", key)
+        self.closed += closed
+        self.publish()
+        self.on_pending(self.store.open_count())
+        return closed
+
+    def publish(self) -> None:
+        while rows := self.store.pending_outbox():
+            self.tracker.produce(Output(self.topics[r.topic], r.payload, key=r.key, event_id=r.event_id)
+                                 for r in rows)
+            self.tracker.flush(FLUSH_TIMEOUT_S)
+            self.store.mark_published([r.id for r in rows])
+
+    def tick(self) -> None:
+        """One pass for the schedule; failures are logged once per outage and retried on the next pass."""
+        try:
+            self.run_once()
+        except (DependencyUnavailable, SQLAlchemyError, DeliveryFailed) as exc:
+            if not self._failing:
+                logger.warning("pending incidents not searched or published yet (retrying every pass): %s", exc)
+            self._failing = True
+            return
+        if self._failing:
+            logger.info("pending incidents are being searched and published again")
+        self._failing = False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+            if not self._stop.is_set():
+                try:
+                    self.tick()
+                except Exception:  # a bug must not end the thread: the incidents would wait forever
+                    logger.exception("incident worker pass failed")

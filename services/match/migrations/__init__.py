@@ -1,0 +1,1 @@
+"""Alembic history of match's pending-incident store (services/match/incidents.py)."""

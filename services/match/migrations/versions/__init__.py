@@ -1,0 +1,1 @@
+"""Revisions of the pending-incident store, oldest first (Alembic skips this file)."""

@@ -1,0 +1,52 @@
+"""The benchmark helpers that decide what is measured: probe choice, old-vs-new ratios, recall comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_detect import speedups
+from benchmarks.run import parse_json_output, pipeline_ratios
+from rfr.tools.eval.stackbench import pick_people
+
+
+def _faces(root: Path, people: dict[str, int]) -> Path:
+    for name, n in people.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            (root / name / f"{name}_{i:04d}.jpg").write_bytes(b"\xff\xd8\xff" + bytes([i]))
+    return root
+
+
+def test_pick_people_skips_identities_whose_photos_the_gate_would_refuse(tmp_path: Path) -> None:
+    root = _faces(tmp_path, {"a": 2, "b": 3, "c": 2, "d": 1, "e": 2})
+    everyone = pick_people(root, 10, 0)
+    assert sorted(name for name, _, _ in everyone) == ["a", "b", "c", "e"]  # two photos or more
+    turned = {root / "c" / "c_0001.jpg"}  # a probe photo the detect stage would not search
+    chosen = pick_people(root, 3, 0, usable=lambda p: p not in turned)
+    assert sorted(name for name, _, _ in chosen) == ["a", "b", "e"]
+
+
+def test_pipeline_ratio_against_the_first_detector() -> None:
+    runs: dict[str, dict[str, Any]] = {"mediapipe": {"result": {"throughput": {"stills_per_s": 4.0}}},
+            "litert": {"result": {"throughput": {"stills_per_s": 10.0}}},
+            "torch": {"error": "no CUDA"}}
+    assert pipeline_ratios(runs) == {"mediapipe_vs_mediapipe": 1.0, "litert_vs_mediapipe": 2.5}
+
+
+def test_speedup_compares_recall_from_the_minimum_face_width_and_reports_below_it() -> None:
+    def row(detector: str, ms: float, recall: dict[str, float]) -> dict[str, object]:
+        return {"scene": "1920x1080", "detector": detector, "strategy": "auto", "ms_median": ms, "recall": recall}
+
+    results = [row("mediapipe", 100.0, {"24": 0.8, "32": 1.0, "48": 0.9}),
+               row("litert", 25.0, {"24": 0.7, "32": 1.0, "48": 0.9})]
+    new = speedups(results, "mediapipe:auto", 32)[1]
+    assert new["speedup_vs_mediapipe:auto"] == 4.0
+    assert new["recall_at_least_baseline_from_32px"] is True
+    assert new["below_baseline_under_min_face"] == {"24": [0.7, 0.8]}
+    worse = speedups([results[0], row("litert", 25.0, {"24": 0.8, "32": 0.97, "48": 0.9})], "mediapipe:auto", 32)
+    assert worse[1]["recall_at_least_baseline_from_32px"] is False
+
+
+def test_parse_json_output_takes_the_last_object() -> None:
+    assert parse_json_output('log line\n{"a": 1}\n') == {"a": 1}
