@@ -206,9 +206,10 @@ class DetectSettings(_Group):
         "pyramid (rfr/face/detector.py). Cost and recall of each: docs/benchmarks.md.",
     )
     refine_keypoints: bool = Field(
-        default=True, description="detector=litert/torch: measure each face's box and keypoints again on a "
-        "128x128 view where it is 0.4 of the input (one more network call a face, ~1 ms), which aligns small faces "
-        "better than the pyramid level that found them (rank-1 in docs/benchmarks.md).",
+        default=True, description="detector=litert/torch: measure each small face's keypoints again on a "
+        "128x128 view where it is 0.4 of the input (small: under 40 px at the first pyramid level; one more "
+        "network call a frame, ~1 ms), which aligns small faces better than the level that found them "
+        "(rfr/face/refine.py; rank-1 in docs/benchmarks.md).",
     )
     device: str = Field(
         default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",

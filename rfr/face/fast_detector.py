@@ -31,6 +31,7 @@ import numpy.typing as npt
 from rfr.core.geometry import Box
 from rfr.face.blazeface import RawFaces, decode, logit_cut, weighted_nms
 from rfr.face.detector import FIXED_STRATEGIES, MIN_FACE_FRACTION, MODEL_INPUT_PX, STRATEGIES, Detection, nms
+from rfr.face.refine import face_view, refined
 
 if TYPE_CHECKING:
     from rfr.core.settings import DetectSettings
@@ -184,49 +185,6 @@ def _cut_by_inner_edge(boxes: Floats, part: Part, level: Level) -> npt.NDArray[n
         | ((part.y + part.h < level.height) & (boxes[:, 3] > part.h - margin))
 
 
-REFINE_FACE_FRACTION = 0.4
-"""Face width over the side of the view the keypoints are measured again on (LFW photos, which the model places
-landmarks well on, show the face at ~0.4 of the frame: rfr/tools/degrade.py LFW_FACE_FRACTION)."""
-
-
-@dataclass(frozen=True)
-class FaceView:
-    """A 128x128 model input of the square image region (x, y, side) around one face."""
-
-    x: float
-    y: float
-    side: float
-    input: Floats
-
-
-def _face_view(image: npt.NDArray[np.uint8], box: Box) -> FaceView:
-    side = max(box.width, box.height) / REFINE_FACE_FRACTION
-    cx, cy = box.centre
-    x, y = cx - side / 2, cy - side / 2
-    scale = MODEL_INPUT_PX / side
-    matrix = np.array([[scale, 0.0, -x * scale], [0.0, scale, -y * scale]], np.float64)
-    flags = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
-    view = cv2.warpAffine(image, matrix, (MODEL_INPUT_PX, MODEL_INPUT_PX), flags=flags,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(128, 128, 128))
-    return FaceView(x, y, side, view.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0))
-
-
-def _refined(det: Detection, view: FaceView, faces: RawFaces) -> Detection:
-    """``det`` with the box and keypoints of the view's face that overlaps it most (IoU >= 0.5), else as it is."""
-    if not len(faces):
-        return det
-    scale = view.side / MODEL_INPUT_PX
-    boxes = faces.boxes * scale + np.asarray([view.x, view.y, view.x, view.y], np.float32)
-    ious = [det.box.iou(Box(b[0], b[1], b[2] - b[0], b[3] - b[1])) for b in boxes]
-    best = int(np.argmax(ious))
-    if ious[best] < 0.5:
-        return det
-    x0, y0, x1, y1 = (float(v) for v in boxes[best])
-    points = faces.keypoints[best] * scale + np.asarray([view.x, view.y], np.float32)
-    return Detection(box=Box(x0, y0, x1 - x0, y1 - y0), score=det.score,
-                     keypoints=tuple((float(px), float(py)) for px, py in points))
-
-
 def rescale(image: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
     """``image`` resized to ``width`` x ``height``: bilinear when shrinking by less than 2 (as MediaPipe scales its
     tiles; OpenCV's area filter costs 17 ms on a 1080p frame at 0.56), area-averaged beyond (no aliasing)."""
@@ -288,32 +246,38 @@ class BlazeFaceDetector:
                 raise ValueError(f"expected a non-empty RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
             groups.setdefault((image.shape[0], image.shape[1]), []).append(i)
         out: list[list[Detection]] = [[] for _ in images]
+        finest = [1.0] * len(images)
         for (height, width), members in groups.items():
             levels = self.levels(width, height)
+            for i in members:
+                finest[i] = levels[0].scale
             for level, outputs in zip(levels, self._outputs([images[i] for i in members], levels), strict=True):
                 for i, frame_parts in zip(members, outputs, strict=True):
                     for part, indices, regressors, logits in frame_parts:
                         out[i].extend(self._part_faces(level, part, regressors, logits, indices))
         merged = [nms(found, self.settings.nms_iou, self.settings.nms_containment) for found in out]
         if self.refine:
-            merged = [self._refine(image, found) for image, found in zip(images, merged, strict=True)]
+            merged = [self._refine(image, found, scale)
+                      for image, found, scale in zip(images, merged, finest, strict=True)]
         return merged
 
-    def _refine(self, image: npt.NDArray[np.uint8], found: list[Detection]) -> list[Detection]:
-        """Box and keypoints of each face measured again on a 128x128 view in which the face is
-        :data:`REFINE_FACE_FRACTION` of the input, the scale the model places landmarks best at (a 32 px face is
-        18 px at level 0: its keypoints then move by ~10 % of the face between two pyramids). The level's score
-        is kept; a face the second look does not find keeps its first measurement."""
-        if not found:
+    def _refine(self, image: npt.NDArray[np.uint8], found: list[Detection], finest: float = 1.0) -> list[Detection]:
+        """Keypoints of each small face measured again (rfr/face/refine.py) on a 128x128 view where the
+        face is at the scale the model places landmarks best at (a 32 px face is 18 px at level 0: its keypoints
+        then move by ~10 % of the face between two pyramids). Small: under
+        :data:`TILE_MAX_FACE` input pixels at the image's finest level (``finest``, its scale); larger faces were
+        seen at a good scale already. A face the second look does not find keeps its first keypoints."""
+        small = [i for i, det in enumerate(found) if det.box.width * finest < TILE_MAX_FACE]
+        if not small:
             return found
-        views = [_face_view(image, det.box) for det in found]
+        views = [face_view(image, found[i].box) for i in small]
         regressors, logits = self.runner.run(np.stack([v.input for v in views]))
         self.model_calls += 1
-        out = []
-        for det, view, reg, logit in zip(found, views, regressors, logits, strict=True):
+        out = list(found)
+        for i, view, reg, logit in zip(small, views, regressors, logits, strict=True):
             faces = weighted_nms(decode(reg, logit, MODEL_INPUT_PX, MODEL_INPUT_PX, self.settings.score_threshold),
                                  self.settings.nms_iou)
-            out.append(_refined(det, view, faces))
+            out[i] = refined(found[i], view, faces)
         return out
 
     def _outputs(self, frames: list[npt.NDArray[np.uint8]], levels: list[Level]) -> Iterator[list[list[PartOutput]]]:

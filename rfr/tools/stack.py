@@ -68,10 +68,18 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+LOCAL_EMBED_THREADS = 1
+"""torch threads of the local stack's embed service, unless RFR_EMBED__THREADS is set."""
+
+
 def service_env(settings: Settings, p: StackPlan) -> dict[str, str]:
     """The environment every service process gets: the caller's, with these settings made explicit."""
     env = dict(os.environ)
     env.update(settings_env(settings))
+    if "RFR_EMBED__THREADS" not in os.environ:
+        # every service shares this machine's cores: embed on 1 torch thread gave 12 % more stills/s than on 2,
+        # at a third of the CPU per still (docs/benchmarks.md, whole stack)
+        env["RFR_EMBED__THREADS"] = str(LOCAL_EMBED_THREADS)
     env["RFR_STACK__STATE_DIR"] = str(p.state_dir)
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
+from support.faces import first_photos
 
 from rfr.core.settings import DetectSettings
 from rfr.face.blazeface import decode, weighted_nms
@@ -28,13 +29,8 @@ SEED = 11
 
 
 @pytest.fixture(scope="module")
-def model_path(model_dir: Path) -> Path:
-    from rfr.models import ModelMissingError, detector_model_path
-
-    try:
-        return detector_model_path(model_dir)
-    except ModelMissingError as exc:
-        pytest.skip(str(exc))
+def model_path(detector_model: Path) -> Path:
+    return detector_model
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +41,7 @@ def reference(model_path: Path) -> Iterator[MediaPipeDetector]:
 
 @pytest.fixture(scope="module")
 def photos(lfw_dir: Path) -> list[npt.NDArray[np.uint8]]:
-    people = sorted(p for p in lfw_dir.iterdir() if p.is_dir())
-    chosen = sorted(np.random.default_rng(SEED).choice(len(people), size=24, replace=False))
-    out = []
-    for i in chosen:
-        bgr = cv2.imread(str(sorted(people[i].glob("*.jpg"))[0]))
-        assert bgr is not None
-        out.append(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8))
-    return out
+    return first_photos(lfw_dir, 24, SEED)
 
 
 def _inputs(photos: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.uint8]]:

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
+from support.faces import first_photos
 
 from rfr.core.geometry import Box
 from rfr.core.settings import DetectSettings
@@ -36,16 +36,6 @@ RECALL_FLOORS = {32: 0.9, 48: 0.95, 64: 0.95, 80: 0.95, 120: 0.95}
 MAX_FALSE_PER_FRAME = 0.25
 
 
-@pytest.fixture(scope="module")
-def detector_model(model_dir: Path) -> Path:
-    from rfr.models import ModelMissingError, detector_model_path
-
-    try:
-        return detector_model_path(model_dir)
-    except ModelMissingError as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(scope="module", params=["litert", "mediapipe"])
 def detector(request: pytest.FixtureRequest, detector_model: Path, model_dir: Path) -> Iterator[Detector]:
     """The default detector and the reference (MediaPipe Tasks over tiles), each held to the same floors."""
@@ -56,14 +46,7 @@ def detector(request: pytest.FixtureRequest, detector_model: Path, model_dir: Pa
 
 @pytest.fixture(scope="module")
 def photos(lfw_dir: Path) -> list[npt.NDArray[np.uint8]]:
-    people = sorted(p for p in lfw_dir.iterdir() if p.is_dir())
-    chosen = sorted(np.random.default_rng(SEED).choice(len(people), size=IDENTITIES, replace=False))
-    out = []
-    for i in chosen:
-        bgr = cv2.imread(str(sorted(people[i].glob("*.jpg"))[0]))
-        assert bgr is not None
-        out.append(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8))
-    return out
+    return first_photos(lfw_dir, IDENTITIES, SEED)
 
 
 def matches(truth: Box, found: list[Detection]) -> list[Detection]:

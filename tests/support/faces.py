@@ -115,3 +115,17 @@ class GridDetector:
                       (x + 0.5 * face, y + 0.8 * face), (x, eyes_y), (x + face, eyes_y))
             found.append(Detection((float(x), float(y), float(face), float(face)), 0.9, points))
         return found
+
+
+def first_photos(lfw_dir: Path, count: int, seed: int) -> list[npt.NDArray[np.uint8]]:
+    """The first photo (RGB uint8) of ``count`` labelled identities drawn with ``seed``."""
+    import cv2
+
+    people = sorted(p for p in lfw_dir.iterdir() if p.is_dir())
+    chosen = sorted(np.random.default_rng(seed).choice(len(people), size=count, replace=False))
+    out = []
+    for i in chosen:
+        bgr = cv2.imread(str(sorted(people[i].glob("*.jpg"))[0]))
+        assert bgr is not None
+        out.append(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8))
+    return out

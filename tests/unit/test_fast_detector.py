@@ -173,7 +173,7 @@ def test_a_large_level_runs_as_bounded_overlapping_parts() -> None:
 
 
 def test_refinement_measures_keypoints_again_on_a_view_at_the_models_best_scale() -> None:
-    from rfr.face.fast_detector import REFINE_FACE_FRACTION
+    from rfr.face.refine import REFINE_FACE_FRACTION
 
     frame = np.zeros((480, 640, 3), np.uint8)
     first = Detection(box=Box(300.0, 200.0, 40.0, 40.0), score=0.9, keypoints=((310.0, 210.0),))
@@ -181,13 +181,15 @@ def test_refinement_measures_keypoints_again_on_a_view_at_the_models_best_scale(
     # its first keypoint 8 input px right of and 4 above the centre
     runner = FakeRunner(REFINE_FACE_FRACTION * 128, 3.0, keypoint=(8.0, -4.0))
     det = BlazeFaceDetector(runner, DetectSettings())
-    (refined,) = det._refine(frame, [first])
-    assert refined.score == first.score
-    assert refined.box.width == pytest.approx(40.0, abs=1.0)
+    (refined,) = det._refine(frame, [first], finest=0.56)  # 22 px at level 0
+    assert (refined.score, refined.box) == (first.score, first.box)  # what the gate and recall read stays
     centres = anchor_centres(128, 128)
     ax, ay = centres[int(np.argmin(np.abs(centres - [64, 64]).sum(axis=1)))]  # where the fake puts the face
     view_x, view_y = 320.0 - 50.0, 220.0 - 50.0  # the 100 px view around the face centre (320, 220)
     assert refined.keypoints[0] == pytest.approx((view_x + (ax + 8) * 100 / 128, view_y + (ay - 4) * 100 / 128))
     assert runner.shapes[-1] == (1, 128, 128, 3)
     missing = BlazeFaceDetector(FakeRunner(REFINE_FACE_FRACTION * 128, -5.0), DetectSettings())
-    assert missing._refine(frame, [first]) == [first]  # not found again: the first measurement stays
+    assert missing._refine(frame, [first], finest=0.56) == [first]  # not found again: the first measurement stays
+    calls = det.model_calls
+    assert det._refine(frame, [first], finest=1.5) == [first]  # 60 px at the finest level: seen well already
+    assert det.model_calls == calls
