@@ -38,7 +38,8 @@ def main() -> int:
         detector = make_detector(s.detect, s.model_dir)
         return FrameHandler(s, topics, detector, FileBlobStore(s.blob_dir), DetectMetrics.create())
 
-    spec = StageSpec(SERVICE, "rfr-detect", [FRAMES], settings.metrics.detect_port, batch_size=4, batch_timeout_ms=20)
+    # frames are handled one by one: waiting for a batch would only add latency
+    spec = StageSpec(SERVICE, "rfr-detect", [FRAMES], settings.metrics.detect_port, batch_size=4, batch_timeout_ms=0)
     run_stage(settings, spec, make_handler)
     return 0
 

@@ -55,7 +55,7 @@ def store_url(settings: Settings) -> str:
 
 def stage_spec(settings: Settings) -> StageSpec:
     return StageSpec(service=SERVICE, group=GROUP, inputs=[SUBMISSIONS], metrics_port=settings.metrics.ingest_port,
-                     batch_size=settings.ingest.batch_size, batch_timeout_ms=50)
+                     batch_size=settings.ingest.batch_size, batch_timeout_ms=5)  # stills queue under load
 
 
 def build_ingestor(settings: Settings, topics: Topics, store: SubmissionStore,

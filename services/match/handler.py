@@ -248,6 +248,11 @@ class MatchHandler:
                                      stills=plan.stills, low_quality=plan.low_quality,
                                      stills_expected=incident.expected)
         rows.append(OutboxRow("matches", list_id, result.event_id, result.to_bytes()))
+        if self.metrics:  # every fused still's receipt to the list it is in (the shown one was observed above)
+            now = self.clock()
+            for event in plan.fused:
+                if event is not shown:
+                    self.metrics.end_to_end_seconds.observe(max(0.0, (now - event.received_at).total_seconds()))
         return rows + [self._row(self._outcome(event, result)) for event in plan.fused]
 
     def _row(self, out: Output) -> OutboxRow:

@@ -183,7 +183,12 @@ class OutcomeTracker:
             self.poll(0.5)
 
     def poll(self, timeout_s: float) -> None:
-        for msg in self.consumer.consume(500, timeout_s):
+        """Read what has arrived, waiting up to ``timeout_s`` for the first record only: a batch read would hold
+        early records for the whole timeout and add it to their measured latency."""
+        first = self.consumer.poll(timeout_s)
+        if first is None:
+            return
+        for msg in [first, *self.consumer.consume(500, 0)]:
             if msg.error() is not None:
                 continue
             try:
