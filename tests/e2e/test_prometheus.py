@@ -101,9 +101,10 @@ def test_prometheus_sees_the_pipeline(live_stack: Settings, prometheus: str, lfw
 
     _eventually(prometheus, 'sum(rfr_ingest_submissions_total{outcome="accepted"})', lambda s: s and _value(s) >= n)
     _eventually(prometheus, "sum(rfr_detect_frames_total)", lambda s: s and _value(s) >= n)
-    faces = _eventually(prometheus, "sum(rfr_embed_faces_total)", lambda s: s and _value(s) >= 1)
-    searched = _eventually(prometheus, "sum(rfr_match_end_to_end_seconds_count)",
-                           lambda s: s and _value(s) >= _value(faces))
+    _eventually(prometheus, "sum(rfr_embed_faces_total)", lambda s: s and _value(s) >= n)
+    # every face of this test's stills was searched; the stack is shared, and faces of another test's incident
+    # may still wait for its other stills (rfr_match_incidents_pending), so the totals need not be equal
+    searched = _eventually(prometheus, "sum(rfr_match_end_to_end_seconds_count)", lambda s: s and _value(s) >= n)
     assert _value(searched) >= 1
     p50 = _query(prometheus, "histogram_quantile(0.5, sum by (le) (rate(rfr_match_end_to_end_seconds_bucket[5m])))")
     assert 0 < _value(p50) < 120
