@@ -31,11 +31,15 @@ class Box:
     def centre(self) -> tuple[float, float]:
         return self.x + self.width / 2, self.y + self.height / 2
 
-    def iou(self, other: Box) -> float:
-        """Intersection over union with ``other``, in [0, 1] (0 for two empty boxes)."""
+    def intersection(self, other: Box) -> float:
+        """Area (pixels squared) the two boxes share; 0 when apart."""
         x0, y0 = max(self.x, other.x), max(self.y, other.y)
         x1, y1 = min(self.x + self.width, other.x + other.width), min(self.y + self.height, other.y + other.height)
-        inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+    def iou(self, other: Box) -> float:
+        """Intersection over union with ``other``, in [0, 1] (0 for two empty boxes)."""
+        inter = self.intersection(other)
         union = self.area + other.area - inter
         return inter / union if union > 0 else 0.0
 

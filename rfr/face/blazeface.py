@@ -119,8 +119,8 @@ def decode(regressors: Floats, logits: Floats, height: int, width: int, min_scor
     return RawFaces(boxes.astype(np.float32), points.astype(np.float32), scores.astype(np.float32))
 
 
-def pairwise_overlap(box: Floats, boxes: Floats) -> tuple[Floats, Floats]:
-    """IoU and intersection over the smaller area of ``box`` (4,) against ``boxes`` (N, 4), both x0, y0, x1, y1."""
+def pairwise_iou(box: Floats, boxes: Floats) -> Floats:
+    """IoU of ``box`` (4,) against ``boxes`` (N, 4), both x0, y0, x1, y1."""
     x0 = np.maximum(box[0], boxes[:, 0])
     y0 = np.maximum(box[1], boxes[:, 1])
     x1 = np.minimum(box[2], boxes[:, 2])
@@ -130,9 +130,7 @@ def pairwise_overlap(box: Floats, boxes: Floats) -> tuple[Floats, Floats]:
     areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
     union = area + areas - inter
     iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-    smaller = np.minimum(area, areas)
-    contained = np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1), 0.0)
-    return iou.astype(np.float32), contained.astype(np.float32)
+    return iou.astype(np.float32)
 
 
 def weighted_nms(faces: RawFaces, iou_threshold: float) -> RawFaces:
@@ -148,7 +146,7 @@ def weighted_nms(faces: RawFaces, iou_threshold: float) -> RawFaces:
     for i in range(len(scores)):
         if not remaining[i]:
             continue
-        iou, _ = pairwise_overlap(boxes[i], boxes)
+        iou = pairwise_iou(boxes[i], boxes)
         group = remaining & ((iou > iou_threshold) | (np.arange(len(scores)) == i))
         weights = scores[group][:, None].astype(np.float64)
         total = float(weights.sum())

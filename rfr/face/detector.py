@@ -147,10 +147,7 @@ def iou(a: Box | Sequence[float], b: Box | Sequence[float]) -> float:
 
 def inside(inner: Box, outer: Box) -> float:
     """How much of ``inner`` lies inside ``outer``: their intersection over ``inner``'s area, in [0, 1]."""
-    x0, y0 = max(inner.x, outer.x), max(inner.y, outer.y)
-    x1, y1 = min(inner.x + inner.width, outer.x + outer.width), min(inner.y + inner.height, outer.y + outer.height)
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    return inter / inner.area if inner.area > 0 else 0.0
+    return inner.intersection(outer) / inner.area if inner.area > 0 else 0.0
 
 
 def nms(detections: list[Detection], iou_threshold: float, containment: float | None = None) -> list[Detection]:

@@ -30,7 +30,15 @@ import numpy.typing as npt
 
 from rfr.core.geometry import Box
 from rfr.face.blazeface import RawFaces, decode, logit_cut, weighted_nms
-from rfr.face.detector import FIXED_STRATEGIES, MIN_FACE_FRACTION, MODEL_INPUT_PX, STRATEGIES, Detection, nms
+from rfr.face.detector import (
+    FIXED_STRATEGIES,
+    MAX_FACE_SLACK,
+    MIN_FACE_FRACTION,
+    MODEL_INPUT_PX,
+    STRATEGIES,
+    Detection,
+    nms,
+)
 from rfr.face.refine import face_view, refined
 
 if TYPE_CHECKING:
@@ -45,7 +53,6 @@ LEVEL_GROWTH = 4.0
 """Scale ratio between pyramid levels: a level keeps faces of 18-90 input pixels (benchmarks/bench_detect.py
 --levels measures recall against face size inside one level)."""
 
-MAX_FACE_SLACK = 1.25
 
 MAX_INPUT_SIDE = 1088
 """Longest network input side: a larger level (a 4K or 40 MP still) runs as overlapping parts, so memory stays
@@ -67,10 +74,9 @@ large weak boxes (scores 0.50-0.64, 90-160 px on a 1080p frame) on plain texture
 (benchmarks/bench_detect.py, false detections per frame), which the tiles never showed it."""
 
 Floats = npt.NDArray[np.float32]
-LevelOutput = tuple[npt.NDArray[np.int64] | None, Floats, Floats]
-"""One frame's outputs at one level: anchor indices (None: all anchors), regressors (K, 16), logits (K,)."""
 PartOutput = tuple["Part", npt.NDArray[np.int64] | None, Floats, Floats]
-"""One frame's outputs for one part of a level: the part, then as :data:`LevelOutput`."""
+"""One frame's outputs for one part of a level: the part, its anchor indices (None: all anchors), regressors
+(K, 16) and logits (K,)."""
 
 
 class Runner(Protocol):

@@ -31,7 +31,7 @@ from rfr.core.settings import Settings
 from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result, RetryableError
 from rfr.core.topics import Topics
 from rfr.face.crops import encode_crop
-from rfr.face.detector import Detector
+from rfr.face.detector import Detector, close_detector
 from rfr.face.faces import FaceFindings, FoundFace, find_faces
 from services.detect.metrics import DetectMetrics
 
@@ -56,9 +56,7 @@ class FrameHandler:
 
     def close(self) -> None:
         """Free the detector's native graph (called by rfr.core.stage.run_stage at shutdown)."""
-        close = getattr(self.detector, "close", None)
-        if callable(close):
-            close()
+        close_detector(self.detector)
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Result]:
         return [self.handle(m) for m in messages]

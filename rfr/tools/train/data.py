@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from rfr.core.geometry import Box
 from rfr.face.align import align_face
-from rfr.face.detector import Detection
+from rfr.face.detector import Detection, close_detector
 from rfr.tools.degrade import Degradation, apply_degradation
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def detect_photos(photos: dict[str, Image], cache: Path | None, model_dir: Path)
                 found = detector.detect(photos[key])
                 known[key] = _to_json(max(found, key=lambda d: d.box.width)) if found else []
         finally:
-            getattr(detector, "close", lambda: None)()
+            close_detector(detector)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(known, sort_keys=True))
