@@ -138,6 +138,7 @@ class MetricsSettings(_Group):
     embed_port: int = Field(default=9403, description="TCP port of the embed service's /metrics; 0: none.")
     match_port: int = Field(default=9404, description="TCP port of the match service's /metrics; 0: none.")
     review_port: int = Field(default=9405, description="TCP port of the review service's /metrics; 0: none.")
+    cluster_port: int = Field(default=9406, description="TCP port of the cluster service's /metrics; 0: none.")
 
 
 class IngestSettings(_Group):
@@ -489,6 +490,42 @@ class ReviewSettings(_Group):
         return self
 
 
+class ClusterSettings(_Group):
+    """Repeat unknown offenders (services/cluster/, rfr/cluster/): probes that got no candidate grouped by face
+    similarity across retailers and stores; a cluster is reported for review once it reaches the size and spread
+    below. Thresholds are cosine similarities of unit templates, calibrated by benchmarks/bench_cluster.py on one
+    split of the shared faces and reported on another (docs/benchmarks.md)."""
+
+    link_threshold: float = Field(
+        default=0.68, ge=-1, le=1, description="Least similarity of a face to a cluster's fused template to join it. "
+        "0.68: the highest pairwise recall with precision >= 0.95 in every arrival order on the calibration half "
+        "(benchmarks/bench_cluster.py, casia-webface, mild 1080p stills, 48 px faces; docs/benchmarks.md).")
+    merge_threshold: float = Field(
+        default=0.73, ge=-1, le=1, description="Least similarity of two clusters' fused templates to merge them. "
+        "0.73: calibrated with link_threshold (benchmarks/bench_cluster.py).")
+    min_sightings: int = Field(default=3, ge=1, description="Sightings a cluster needs before it is reported.")
+    min_stores: int = Field(default=2, ge=1, description="Distinct stores (of any retailer) a cluster needs before it "
+                            "is reported.")
+    neighbours: int = Field(
+        default=16, ge=1, le=1024, description="Earlier unknown faces looked up per new face (nearest first); the "
+        "clusters they belong to are the ones it may join.")
+    include_low_quality: bool = Field(
+        default=False, description="Also cluster faces of investigative searches the quality gate had stopped.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the cluster store (sightings and clusters), e.g. "
+        "`postgresql+psycopg://rfr:secret@db:5432/rfr_cluster`. Unset: SQLite file `<stack.state_dir>/cluster.db`.")
+    collection_prefix: str = Field(
+        default="rfr_unknowns", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Milvus collection of earlier "
+        "unknown faces: `<prefix>_<model>`, one per embedding model, never the custody gallery's.")
+    web_port: int = Field(default=6066, description="TCP port of the faust worker's own web server (127.0.0.1).")
+
+    @model_validator(mode="after")
+    def _merge_not_looser(self) -> ClusterSettings:
+        if self.merge_threshold < self.link_threshold:
+            raise ValueError("cluster.merge_threshold must not be below cluster.link_threshold")
+        return self
+
+
 class RetentionSettings(_Group):
     """How long probe stills, crops and templates are kept (rfr/review/retention.py); `rfr retention run` does one
     pass, the review service one every interval_s. Case and decision records and the audit log are kept."""
@@ -591,6 +628,7 @@ class Settings(BaseSettings):
     datasets: DatasetsSettings = DatasetsSettings()
     review: ReviewSettings = ReviewSettings()
     retention: RetentionSettings = RetentionSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @model_validator(mode="after")
     def _topics_within_retention(self) -> Settings:
@@ -609,6 +647,13 @@ def review_database_url(settings: Settings) -> str:
     if settings.review.database_url:
         return settings.review.database_url
     return f"sqlite:///{(settings.stack.state_dir / 'review.db').resolve()}"
+
+
+def cluster_database_url(settings: Settings) -> str:
+    """The cluster store's URL: ``cluster.database_url``, else SQLite under ``stack.state_dir``."""
+    if settings.cluster.database_url:
+        return settings.cluster.database_url
+    return f"sqlite:///{(settings.stack.state_dir / 'cluster.db').resolve()}"
 
 
 def incident_database_url(settings: Settings) -> str:

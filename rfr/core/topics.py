@@ -17,9 +17,12 @@ GALLERY = "rfr.gallery.v1"
 DECISIONS = "rfr.decisions.v1"
 INCIDENTS = "rfr.incidents.v1"
 """detect -> match: one IncidentStillReport per still of a multi-still incident (rfr.embedding.incidents)."""
+CLUSTERS = "rfr.clusters.v1"
+"""cluster -> review: one ClusterEvent each time a cluster of one unknown face seen at several stores is reportable
+(rfr.core.cluster_messages)."""
 
 ALL_TOPICS: tuple[str, ...] = (SUBMISSIONS, FRAMES, FACES, EMBEDDINGS, MATCHES, OUTCOMES, DEADLETTER, GALLERY,
-                               DECISIONS, INCIDENTS)
+                               DECISIONS, INCIDENTS, CLUSTERS)
 LONG_KEPT: tuple[str, ...] = (DEADLETTER, DECISIONS)
 """Kept four times longer than the stream: dead letters wait for a person, decisions for case systems."""
 
@@ -82,6 +85,10 @@ class Topics:
     @property
     def incidents(self) -> str:
         return self.name(INCIDENTS)
+
+    @property
+    def clusters(self) -> str:
+        return self.name(CLUSTERS)
 
     @classmethod
     def from_settings(cls, kafka: KafkaSettings) -> Topics:

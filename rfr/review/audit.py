@@ -122,6 +122,13 @@ class AuditAction(StrEnum):
     POLICY_CHANGE = "policy_change"
     AUDIT_VERIFY = "audit_verify"
     PHOTO_VIEW = "photo_view"
+    CLUSTER_REPORTED = "cluster_reported"
+    CLUSTER_VIEW = "cluster_view"
+    CLUSTER_CONFIRMED = "cluster_confirmed"
+    CLUSTER_DISMISSED = "cluster_dismissed"
+    CLUSTER_SPLIT = "cluster_split"
+    CLUSTER_RE_SEARCH = "cluster_re_search"
+    CLUSTER_PURGED = "cluster_purged"
 
 
 audit_entries = Table(

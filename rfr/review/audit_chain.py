@@ -27,9 +27,9 @@ HEAD_LABEL = "the signed head"
 MAX_PROBLEMS = 1000
 """At most this many problems are listed by :meth:`AuditLog.verify`, then a count of the rest."""
 AUDITED_RECORDS = {"searches": "search", "cases": "case_created", "users": "user_created",
-                   "api_tokens": "token_created"}
+                   "api_tokens": "token_created", "clusters": "cluster_reported"}
 """Tables of the review store whose every row is written with an audit entry (this action) in its transaction."""
-COUNTED_RECORDS = frozenset({"searches", "cases"})
+COUNTED_RECORDS = frozenset({"searches", "cases", "clusters"})
 """Of those, the tables whose rows are never deleted: each row's entry is still in the log."""
 
 

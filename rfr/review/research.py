@@ -9,15 +9,21 @@ Each probe with a candidate left gives a :class:`~rfr.core.schemas.CandidateList
 ``re_search_of`` the change's ``event_id`` and ``event_id`` ``<face_id>:rs:<change event_id>`` (deterministic: a
 redelivered change gives the same lists, which the store records once). The service publishes them on
 ``rfr.matches.v1`` and consumes them back like any list, so each becomes a case.
+
+Confirmed clusters of unknown faces (:mod:`rfr.review.clusters`) are searched too: :func:`re_search_clusters`
+compares each confirmed cluster's fused template (same model only) with the change's new photos, same threshold and
+top_k; :func:`search_cluster` searches one on demand against the whole gallery (the review service passes its Milvus
+gallery: the review store keeps no templates of enrolled photos). Each search is kept with the cluster and audited
+(``cluster_re_search``); its candidates are possible candidates for trained human review, never an identification.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import exists, or_, select
@@ -34,10 +40,10 @@ from rfr.core.schemas import (
     template_vector,
 )
 from rfr.core.settings import MatchSettings
-from rfr.gallery.base import FaceHit, Vectors, normalise, rank_subjects
+from rfr.gallery.base import FaceHit, SubjectHit, Vectors, normalise, rank_subjects
 from rfr.review import tables as t
 from rfr.review import workflow as wf
-from rfr.review.store import ReviewStore
+from rfr.review.store import SYSTEM_ACTOR, SYSTEM_ROLE, ReviewStore
 
 logger = logging.getLogger(__name__)
 
@@ -142,3 +148,75 @@ def _first_search(store: ReviewStore, face_id: str) -> dict[str, Any]:
         return {}
     stills = [ProbeStill.model_validate(x) for x in json.loads(row.stills)] if row.stills else []
     return {"low_quality": bool(row.low_quality), "incident_id": row.incident_id, "stills": stills}
+
+
+# -- confirmed clusters -----------------------------------------------------------------------------------------
+
+class SubjectSearcher(Protocol):
+    """What an on-demand search needs of a gallery (:class:`rfr.gallery.milvus.MilvusGallery`)."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    def search(self, vectors: Vectors, top_k: int, watch_lists: Sequence[str],
+               threshold: float) -> list[list[SubjectHit]]: ...
+
+
+def _found(hits: Sequence[SubjectHit]) -> list[dict[str, Any]]:
+    return [{"rank": i, "subject_id": h.subject_id, "watch_list": h.watch_list, "score": round(float(h.score), 6),
+             "gallery_face_id": h.face_id} for i, h in enumerate(hits, 1)]
+
+
+def re_search_clusters(store: ReviewStore, change: GalleryChange, match: MatchSettings) -> int:
+    """Search every confirmed cluster of ``change.model_id`` against ``change``'s new photos (see the module
+    docstring); each search is kept and audited once per (cluster, change): a redelivered change adds none.
+    Returns the searches kept; 0 for an erasure, a watch-list not searched, or no photo with a template."""
+    if change.action != "enrolled" or change.watch_list not in match.watch_lists:
+        return 0
+    faces = [f for f in change.faces if f.template is not None]
+    if not faces:
+        return 0
+    gallery = normalise(np.stack([template_vector(f.template or b"") for f in faces]))
+    kept = 0
+    for cluster_id, revision, template, _ in store.searchable_clusters(change.model_id):
+        vector = template_vector(template)
+        if vector.shape[0] != gallery.shape[1]:
+            logger.warning("cluster %s: template of another dimension, not searched", cluster_id)
+            continue
+        scores = normalise(vector[None, :]) @ gallery.T
+        hits = [FaceHit(f.face_id, f.subject_id, change.watch_list, float(x), f.source_ref)
+                for f, x in zip(faces, scores[0], strict=True)]
+        search = {"trigger": "gallery_change", "re_search_of": change.event_id, "source": "new_photos",
+                  "threshold": match.threshold, "top_k": match.top_k, "watch_lists": [change.watch_list],
+                  "model_id": change.model_id}
+        kept += store.record_cluster_search(cluster_id, revision, search,
+                                            _found(rank_subjects(hits, match.top_k, match.threshold)),
+                                            SYSTEM_ACTOR, SYSTEM_ROLE, reason=change.reason)
+    if kept:
+        logger.info("re-search %s: %d confirmed cluster(s) searched against %d new photo(s)", change.event_id,
+                    kept, len(faces))
+    return kept
+
+
+def search_cluster(store: ReviewStore, cluster_id: str, actor: wf.Actor, reason: str, gallery: SubjectSearcher,
+                   match: MatchSettings) -> list[dict[str, Any]]:
+    """Search confirmed cluster ``cluster_id``'s fused template against the whole of ``gallery`` (match settings'
+    watch-lists, threshold, top_k), keep the search with the cluster and audit it (``cluster_re_search``, with
+    ``actor`` and ``reason``). Returns the candidates. Raises ClusterNotFound, ClusterWrongState (not confirmed),
+    NotPermitted (reviewers and supervisors only), DecisionRefused (``reason_required``, ``model_mismatch``) and
+    what ``gallery.search`` raises (:class:`rfr.gallery.base.GalleryError`)."""
+    wf.require_role(actor, wf.DECIDING_ROLES, "search a cluster")
+    why = reason.strip()
+    if not why:
+        raise wf.DecisionRefused("reason_required", "give the reason for this search")
+    [(_, revision, template, model_id)] = store.searchable_clusters(None, cluster_id)
+    if gallery.model_id != model_id:
+        raise wf.DecisionRefused("model_mismatch", f"the cluster's templates are of model {model_id}, the gallery's "
+                                 f"of {gallery.model_id}: templates of different models are never compared")
+    [hits] = gallery.search(normalise(template_vector(template)[None, :]), match.top_k, list(match.watch_lists),
+                            match.threshold)
+    found = _found(hits)
+    search = {"trigger": "on_demand", "re_search_of": None, "source": "milvus", "threshold": match.threshold,
+              "top_k": match.top_k, "watch_lists": list(match.watch_lists), "model_id": model_id}
+    store.record_cluster_search(cluster_id, revision, search, found, actor.name, str(actor.role), reason=why)
+    return found

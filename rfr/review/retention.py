@@ -15,7 +15,8 @@ deleted before the commit: a failed commit leaves a row that the next pass purge
 its row); the probe's due rule is read again under the lock in that transaction, so a case made of it meanwhile
 (a re-search) keeps it, and the store makes no case of a probe once purged. A case expired under ``pending`` gets
 its ``case_expired`` entry in the transaction that expires it. Each pass writes one ``retention_run`` entry. A pass
-is idempotent. Probes never become gallery entries.
+is idempotent. Probes never become gallery entries. Clusters go with their probes: a purged probe's sightings leave
+every cluster in its purge's transaction (:mod:`rfr.review.cluster_retention`).
 
 :func:`due_counts` says what a pass would do now; :func:`upcoming` which probes the coming passes will purge, and
 when (the retention page).
@@ -35,6 +36,7 @@ from rfr.core.settings import RetentionSettings
 from rfr.review import tables as t
 from rfr.review import workflow as wf
 from rfr.review.claims import FREE
+from rfr.review.cluster_retention import leave_clusters, purge_unheld
 from rfr.review.store import SYSTEM_ROLE, ReviewStore
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ class RetentionReport:
     probes: list[str] = field(default_factory=list)
     rules: dict[str, str] = field(default_factory=dict)
     expired_cases: list[int] = field(default_factory=list)
+    unheld_sightings: int = 0
+    """Cluster sightings whose probe the store never held, taken out of their clusters (cluster_retention)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ def run_retention(store: ReviewStore, blobs: BlobStore, policy: RetentionSetting
     report.expired_cases = _expire(store, cut, actor)
     with store.engine.connect() as conn:
         due = _due_probes(conn, cut)
+    report.unheld_sightings = len(purge_unheld(store.engine, store.audit, cut.no_candidate, now, actor))
     for face_id, rule in sorted(due.items()):
         deleted = _purge_probe(store, blobs, face_id, cut, now, actor)
         if deleted is None:
@@ -214,10 +219,11 @@ def _purge_probe(store: ReviewStore, blobs: BlobStore, face_id: str, cut: _Cutof
             crop_jpeg=None, template=None, purged_at=now, purge_reason=rule))
         cases = list(conn.execute(select(t.cases.c.id).where(t.cases.c.face_id == face_id)
                                   .order_by(t.cases.c.id)).scalars())
+        clusters = leave_clusters(conn, store.audit, face_id, now, actor, rule)
         store.audit.append(conn, actor, SYSTEM_ROLE, "purge", reason=f"retention:{rule}",
                            case_id=cases[-1] if cases else None, details={
                                "face_id": face_id, "rule": rule, "deleted": deleted, "still_ref": row.still_ref,
-                               "cases": cases})
+                               "cases": cases} | ({"clusters": clusters} if clusters else {}))
     return deleted
 
 

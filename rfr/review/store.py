@@ -30,6 +30,7 @@ from rfr.review import tables as t
 from rfr.review import workflow as wf
 from rfr.review.cases import CaseReader, decision_event
 from rfr.review.claims import FREE, Claims
+from rfr.review.clusters import Clusters
 from rfr.review.gallery_changes import GALLERY_ROLE, GalleryChanges
 from rfr.review.outbox import DECISIONS_TOPIC, SYSTEM_ACTOR, SYSTEM_ROLE, AuditSink, Outbox
 from rfr.review.queue import QueueFilter, count_queue, read_queue
@@ -58,7 +59,7 @@ def _reason(reason: str) -> str:
     return text
 
 
-class ReviewStore(CaseReader, Claims, Outbox, GalleryChanges):
+class ReviewStore(CaseReader, Claims, Outbox, GalleryChanges, Clusters):
     """Cases and decisions on ``engine``; every change audited on ``audit`` in the transaction that makes it.
 
     ``two_person``: settings.review.two_person (cases awaiting verification keep needing it when it is turned off)."""

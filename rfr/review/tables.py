@@ -224,6 +224,68 @@ outbox = Table(
     Index(None, "published_at", "id"),
 )
 
+clusters = Table(
+    "clusters",
+    metadata,
+    Column("cluster_id", String(NAME), primary_key=True),
+    Column("revision", Integer(), nullable=False, comment="the highest revision recorded (ClusterEvent.revision)"),
+    Column("model_id", String(NAME), nullable=False),
+    Column("status", String(16), nullable=False, comment="pending | confirmed | dismissed | merged | purged"),
+    Column("merged_into", String(NAME), nullable=True, comment="the cluster that absorbed this one (status merged)"),
+    Column("template", LargeBinary(), nullable=True, comment="fused template, float32 LE; NULL once purged"),
+    Column("rule", Text(), nullable=False, comment="JSON ClusterRuleInfo of the latest revision"),
+    Column("reported_at", UtcDateTime(), nullable=False, comment="ClusterEvent.at of the first revision recorded"),
+    Column("event_at", UtcDateTime(), nullable=False, comment="ClusterEvent.at of the latest revision"),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+    Column("decision", String(16), nullable=True, comment="confirmed | dismissed: the last reviewer's decision"),
+    Column("decided_by", String(ID), nullable=True),
+    Column("decided_at", UtcDateTime(), nullable=True),
+    Column("decided_revision", Integer(), nullable=True, comment="the revision the decision was taken on"),
+    Column("purged_at", UtcDateTime(), nullable=True, comment="its last sighting left with its probe (retention)"),
+    Index(None, "status", "event_at"),
+)
+"""Clusters of unknown faces reported on rfr.clusters.v1 (:mod:`rfr.review.clusters`): leads for reviewers, never
+gallery entries or watch-lists."""
+
+cluster_sightings = Table(
+    "cluster_sightings",
+    metadata,
+    Column("cluster_id", ForeignKey("clusters.cluster_id"), nullable=False),
+    Column("face_id", String(NAME), nullable=False, comment="the probe (probes.face_id, when the store has it)"),
+    Column("submission_id", String(ID), nullable=False),
+    Column("retailer_id", String(ID), nullable=False),
+    Column("store_id", String(ID), nullable=False),
+    Column("camera_id", String(ID), nullable=False),
+    Column("captured_at", UtcDateTime(), nullable=False),
+    Column("similarity", Float(), nullable=False, comment="to the fused template of the latest revision"),
+    Column("added_revision", Integer(), nullable=False, comment="the first revision that named this sighting"),
+    Column("left_reason", String(16), nullable=True, comment="NULL: in the cluster; split | purged | dropped"),
+    Column("left_at", UtcDateTime(), nullable=True),
+    PrimaryKeyConstraint("cluster_id", "face_id"),
+    Index(None, "face_id"),
+)
+
+cluster_searches = Table(
+    "cluster_searches",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("cluster_id", ForeignKey("clusters.cluster_id"), nullable=False),
+    Column("trigger", String(16), nullable=False, comment="gallery_change | on_demand"),
+    Column("re_search_of", String(EVENT_ID), nullable=True, comment="the gallery change's event id (gallery_change)"),
+    Column("searched_at", UtcDateTime(), nullable=False),
+    Column("actor", String(NAME), nullable=False),
+    Column("source", String(32), nullable=False, comment="new_photos (the change's) | milvus (the whole gallery)"),
+    Column("revision", Integer(), nullable=False, comment="the cluster revision whose template was searched"),
+    Column("threshold", Float(), nullable=False),
+    Column("top_k", Integer(), nullable=False),
+    Column("watch_lists", Text(), nullable=False, comment="JSON list"),
+    Column("model_id", String(NAME), nullable=False),
+    Column("candidates", Text(), nullable=False, comment="JSON list of {rank, subject_id, watch_list, score, "
+           "gallery_face_id}"),
+    UniqueConstraint("cluster_id", "re_search_of"),
+    Index(None, "cluster_id", "searched_at"),
+)
+
 policy_state = Table(
     "policy_state",
     metadata,

@@ -39,7 +39,7 @@ def _settings() -> Settings:
 
 @app.command()
 def up(no_services: Annotated[bool, typer.Option(help="Start only the broker and milvus-lite.")] = False) -> None:
-    """Start the local stack on 127.0.0.1: broker, milvus-lite server and the five services."""
+    """Start the local stack on 127.0.0.1: broker, milvus-lite server and the six services."""
     from rfr.tools import stack
 
     settings = _settings()
@@ -64,7 +64,7 @@ def down() -> None:
 
 
 @app.command()
-def restart(service: Annotated[str, typer.Argument(help="ingest, detect, embed, match or review")]) -> None:
+def restart(service: Annotated[str, typer.Argument(help="ingest, detect, embed, match, review or cluster")]) -> None:
     """Restart one service of the running local stack."""
     from rfr.tools import stack
 

@@ -157,7 +157,7 @@ def running_stack(settings: Settings, *, keep: bool = False) -> Iterator[None]:
     """The demo's stack for the block; stopped afterwards, unless ``keep`` and the block succeeded."""
     from rfr.tools import stack
 
-    typer.echo("starting broker, milvus-lite and the five services on 127.0.0.1 …")
+    typer.echo("starting broker, milvus-lite and the six services on 127.0.0.1 …")
     stack.up(settings)
     ok = False
     try:

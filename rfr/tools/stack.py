@@ -22,7 +22,8 @@ from rfr.tools import procs
 
 logger = logging.getLogger(__name__)
 
-SERVICES = ("ingest", "detect", "embed", "match", "review")
+SERVICES = ("ingest", "detect", "embed", "match", "review", "cluster")
+"""Started in this order (stopped in reverse); cluster (repeat unknown offenders) reads what match writes."""
 
 
 @dataclass(frozen=True)

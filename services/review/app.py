@@ -9,7 +9,8 @@ role that may not. Errors are ``{"detail": {"reason": ..., "message": ...}}``: 4
 ``role_not_allowed``, 404 ``case_not_found``, 409 ``wrong_state``, 422 for a refused decision (``labels_incomplete``,
 ``note_too_short``, ``two_possible_matches``, ``reason_required``) or request, 503 ``unavailable`` (the store).
 
-Routes: :mod:`services.review.routes_cases` (queue, cases, images, decisions) and
+Routes: :mod:`services.review.routes_cases` (queue, cases, images, decisions), :mod:`services.review.routes_clusters`
+(clusters of unknown faces: confirm, dismiss, split, search) and
 :mod:`services.review.routes_admin` (audit, retention, users, tokens, final decisions for case systems). The same
 app serves the reviewers' web pages (:mod:`services.review.web`: sign-in with a cookie session, queue, cases,
 audit...), outside ``/v1`` and the OpenAPI schema.
@@ -35,6 +36,7 @@ from services.review.context import ApiContext
 from services.review.outages import STORE_OUTAGES
 from services.review.routes_admin import admin_routes
 from services.review.routes_cases import case_routes
+from services.review.routes_clusters import cluster_routes
 from services.review.web import install_web
 from services.review.web.throttle import attempt_login
 
@@ -137,6 +139,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(case_routes(ctx, guards))
+    app.include_router(cluster_routes(ctx, guards))
     app.include_router(admin_routes(ctx, guards))
     install_web(app, ctx)
     return app

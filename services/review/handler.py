@@ -1,6 +1,6 @@
 """The review service's stream handler: candidate lists become cases, gallery changes are kept and re-searched.
 
-Consumes ``rfr.matches.v1`` and ``rfr.gallery.v1`` (group ``rfr-review``), at least once:
+Consumes ``rfr.matches.v1``, ``rfr.gallery.v1`` and ``rfr.clusters.v1`` (group ``rfr-review``), at least once:
 
 * a :class:`~rfr.core.schemas.CandidateList` (schema v3 or v4) is recorded by the review store: its search is audited,
   its probe kept, and a list with candidates becomes a pending case. The store ignores an ``event_id`` it has
@@ -11,7 +11,10 @@ Consumes ``rfr.matches.v1`` and ``rfr.gallery.v1`` (group ``rfr-review``), at le
   each new candidate list is an output to ``rfr.matches.v1`` (key: its submission id), produced with the batch
   before the offsets are committed, consumed back by this handler, and made a case. A redelivered change is
   re-searched again: the lists have the same event ids, so they are de-duplicated, and none is lost when the
-  service died before producing them.
+  service died before producing them. Confirmed clusters are searched against the new faces too
+  (:func:`rfr.review.research.re_search_clusters`: kept with each cluster, once per change).
+* a :class:`~rfr.core.cluster_messages.ClusterEvent` (v1) is recorded (:mod:`rfr.review.clusters`): the highest
+  revision of each cluster wins, a redelivered or older one changes nothing, absorbed clusters retire.
 
 An undecodable message, or one of another schema version, is dead-lettered (:class:`PoisonMessage`). A store
 that does not answer raises :class:`DependencyUnavailable` ("review_store"): the batch is retried for as long as
@@ -29,6 +32,7 @@ from confluent_kafka import Message
 from sqlalchemy.exc import SQLAlchemyError
 
 from rfr.core.blobstore import BlobStore
+from rfr.core.cluster_messages import ClusterEvent
 from rfr.core.kafka import Output
 from rfr.core.logs import ids
 from rfr.core.reasons import Reason
@@ -37,6 +41,7 @@ from rfr.core.schemas import CandidateList, UnsupportedSchemaVersion, decode
 from rfr.core.schemas import Message as WireMessage
 from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result, RetryableError
 from rfr.core.topics import Topics
+from rfr.review.clusters import ClusterRecorded
 from rfr.review.views import GalleryChangeResult
 from services.review.metrics import ReviewMetrics
 from services.review.outages import STORE, STORE_OUTAGES
@@ -47,10 +52,13 @@ CANDIDATE_LISTS = frozenset({3, 4})
 """CandidateList schema versions read (v3: with the probe, the search start and the trigger; v4: with the stills
 of an incident, the low-quality mark and the threshold policy)."""
 GALLERY_CHANGES = frozenset({1})
+CLUSTER_EVENTS = frozenset({1})
 
 T = TypeVar("T")
 W = TypeVar("W", bound=WireMessage)
 ReSearch = Callable[[GalleryChange], list[CandidateList]]
+ClusterReSearch = Callable[[GalleryChange], int]
+"""Confirmed clusters searched against a change's new faces: the searches kept."""
 
 
 class CaseRecorder(Protocol):
@@ -60,6 +68,8 @@ class CaseRecorder(Protocol):
 
     def record_gallery_change(self, change: GalleryChange) -> GalleryChangeResult: ...
 
+    def record_cluster(self, event: ClusterEvent) -> ClusterRecorded: ...
+
 
 class ReviewHandler:
     """:class:`rfr.core.stream.BatchHandler` of the review service.
@@ -67,13 +77,15 @@ class ReviewHandler:
     ``re_search``: the probes to search again after an enrolment (:func:`rfr.review.research.re_search` bound to
     the store, match settings and clock), None when ``review.re_search`` is off. ``ping`` raises when the store
     does not answer (:func:`services.review.outages.ping`). ``blobs``: where erased gallery photos are deleted: the
-    gallery photos' store (``<blob_dir>/gallery``), never the stills'.
+    gallery photos' store (``<blob_dir>/gallery``), never the stills'. ``re_search_clusters``: confirmed clusters
+    searched after an enrolment (:func:`rfr.review.research.re_search_clusters` bound likewise), None when off.
     """
 
     def __init__(self, store: CaseRecorder, topics: Topics, *, re_search: ReSearch | None = None,
                  blobs: BlobStore | None = None, ping: Callable[[], None] | None = None,
-                 metrics: ReviewMetrics | None = None) -> None:
+                 metrics: ReviewMetrics | None = None, re_search_clusters: ClusterReSearch | None = None) -> None:
         self.store = store
+        self.re_search_clusters = re_search_clusters
         self.topics = topics
         self.re_search = re_search
         self.blobs = blobs
@@ -100,6 +112,8 @@ class ReviewHandler:
             return self._candidate_list(_parse(CandidateList, msg, CANDIDATE_LISTS))
         if topic == self.topics.gallery:
             return self._gallery_change(_parse(GalleryChange, msg, GALLERY_CHANGES))
+        if topic == self.topics.clusters:
+            return self._cluster(_parse(ClusterEvent, msg, CLUSTER_EVENTS))
         raise PoisonMessage(Reason.INVALID_MESSAGE, f"the review service does not read topic {topic!r}")
 
     def _candidate_list(self, cl: CandidateList) -> list[Output]:
@@ -120,13 +134,24 @@ class ReviewHandler:
             logger.info("gallery change %s: %s %d face(s) on %s by %s", change.event_id, change.action,
                         len(change.faces), change.watch_list, change.actor)
         self._delete_photos(result.orphaned_photo_refs)
-        if self.re_search is None or change.action != "enrolled":
+        if change.action != "enrolled":
+            return []
+        if self.re_search_clusters is not None:
+            self._store(self.re_search_clusters, change)
+        if self.re_search is None:
             return []
         lists = self._store(self.re_search, change)
         if lists:
             logger.info("re-search after %s: %d probe(s) with new candidates", change.event_id, len(lists))
         return [Output(self.topics.matches, cl.to_bytes(), key=cl.submission_id, event_id=cl.event_id)
                 for cl in lists]
+
+    def _cluster(self, event: ClusterEvent) -> list[Output]:
+        done = self._store(self.store.record_cluster, event)
+        if done.new:
+            logger.info("cluster %s revision %d recorded: %d sighting(s), %d new, %d absorbed, %s", event.cluster_id,
+                        event.revision, len(event.sightings), len(done.added), len(done.merged), done.status)
+        return []
 
     def _delete_photos(self, refs: Sequence[str]) -> None:
         """Erased photos that no enrolled face uses any more leave the blob store (best effort, logged)."""

@@ -3,8 +3,8 @@
 * the review store (``review.database_url``, else SQLite ``<stack.state_dir>/review.db``), migrated on start;
   the policy in force (match threshold, top_k, watch-lists, retention, two-person) is recorded, and a change from
   the last one recorded is audited as a ``policy_change``;
-* the stream handler (:class:`ReviewHandler`) on the matches and gallery topics (group ``rfr-review``), run by
-  :func:`rfr.core.stage.run_stage` in the main thread, which owns SIGTERM/SIGINT;
+* the stream handler (:class:`ReviewHandler`) on the matches, gallery and clusters topics (group ``rfr-review``), run
+  by :func:`rfr.core.stage.run_stage` in the main thread, which owns SIGTERM/SIGINT;
 * the API (FastAPI on ``review.http_host:http_port``, uvicorn, a thread);
 * threads: the decision publisher (every ``review.publish_interval_s``, and at once after a final decision), the
   retention pass (first shortly after start, then every ``retention.interval_s``), the signed audit checkpoint
@@ -39,14 +39,14 @@ from rfr.core.schemas import utcnow
 from rfr.core.settings import Settings, gallery_blob_dir, review_database_url, review_secret, settings_or_exit
 from rfr.core.stage import StageSpec, run_stage
 from rfr.core.stream import BatchHandler
-from rfr.core.topics import GALLERY, MATCHES, Topics
+from rfr.core.topics import CLUSTERS, GALLERY, MATCHES, Topics
 from rfr.review.audit import AuditLog
-from rfr.review.research import re_search
+from rfr.review.research import re_search, re_search_clusters
 from rfr.review.store import SYSTEM_ACTOR, ReviewStore
 from rfr.review.users import UserStore
 from services.review.app import create_app
 from services.review.context import ApiContext
-from services.review.handler import ReSearch, ReviewHandler
+from services.review.handler import ClusterReSearch, ReSearch, ReviewHandler
 from services.review.jobs import RetentionJob
 from services.review.metrics import ReviewMetrics, stats_refresher
 from services.review.outages import ping
@@ -64,8 +64,9 @@ GAUGE_INTERVAL_S = 10.0
 
 
 def stage_spec(settings: Settings) -> StageSpec:
-    return StageSpec(service=SERVICE, group=GROUP, inputs=[MATCHES, GALLERY], metrics_port=settings.metrics.review_port,
-                     batch_size=settings.review.batch_size, batch_timeout_ms=50, failed_outcomes=False)
+    return StageSpec(service=SERVICE, group=GROUP, inputs=[MATCHES, GALLERY, CLUSTERS],
+                     metrics_port=settings.metrics.review_port, batch_size=settings.review.batch_size,
+                     batch_timeout_ms=50, failed_outcomes=False)
 
 
 def current_policy(settings: Settings) -> dict[str, Any]:
@@ -132,6 +133,17 @@ def researcher(settings: Settings, store: ReviewStore) -> ReSearch | None:
     return search_again
 
 
+def cluster_researcher(settings: Settings, store: ReviewStore) -> ClusterReSearch | None:
+    """Confirmed clusters searched against each enrolment's new faces (with ``review.re_search``), else None."""
+    if not settings.review.re_search:
+        return None
+
+    def search_clusters(change: GalleryChange) -> int:
+        return re_search_clusters(store, change, settings.match)
+
+    return search_clusters
+
+
 def _exit_on_signal() -> None:
     """SIGTERM/SIGINT while opening the store: nothing was consumed, exit 0 at once (run_stage takes over)."""
 
@@ -190,7 +202,8 @@ def main() -> int:
 
     def make_handler(_settings: Settings, topics: Topics) -> BatchHandler:
         return ReviewHandler(review.store, topics, re_search=researcher(settings, review.store), blobs=photos,
-                             ping=lambda: ping(review.engine), metrics=metrics)
+                             ping=lambda: ping(review.engine), metrics=metrics,
+                             re_search_clusters=cluster_researcher(settings, review.store))
 
     try:
         run_stage(settings, stage_spec(settings), make_handler)

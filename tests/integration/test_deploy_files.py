@@ -32,7 +32,7 @@ from rfr.core.topics import ALL_TOPICS, EMBEDDINGS, FACES, FRAMES, MATCHES, SUBM
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROM = DEPLOY / "prometheus"
-SERVICES = ("ingest", "detect", "embed", "match", "review")
+SERVICES = ("ingest", "detect", "embed", "match", "review", "cluster")
 SCALED = ("ingest", "detect", "embed", "match")  # KEDA scales these on lag; review runs one replica
 INPUT_TOPIC = {"ingest": SUBMISSIONS, "detect": FRAMES, "embed": FACES, "match": EMBEDDINGS, "review": MATCHES}
 METRICS_PORT = {s: int(getattr(MetricsSettings(), f"{s}_port")) for s in SERVICES}

@@ -39,7 +39,7 @@ from rfr.review.users import Principal
 
 ALL_TABLES = {"probes", "searches", "cases", "candidates", "decisions", "gallery_photos", "gallery_changes",
               "outbox", "policy_state", "audit_entries", "audit_checkpoints", "audit_head", "users", "api_tokens",
-              "revoked_sessions"}
+              "revoked_sessions", "clusters", "cluster_sightings", "cluster_searches"}
 
 
 def _new_case(env: Env, face_id: str = "sub_a:f0", **kw: object) -> int:
@@ -61,7 +61,7 @@ def test_migrate_creates_every_table_and_matches_the_metadata(database_url: str)
     names = set(inspect(engine).get_table_names())
     assert ALL_TABLES | {VERSION_TABLE} <= names
     with engine.connect() as conn:
-        assert conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar_one() == "0004"
+        assert conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar_one() == "0005"
         context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": VERSION_TABLE})
         diff = compare_metadata(context, metadata)
     assert diff == []

@@ -22,6 +22,7 @@ def free_stack_settings(state_dir: Path, model_dir: Path) -> Settings:
         metrics={f"{s}_port": procs.free_port() for s in stack.SERVICES},  # type: ignore[arg-type]
         ingest={"http_port": procs.free_port()},  # type: ignore[arg-type]
         review={"http_port": procs.free_port(), "checkpoint_interval_s": 5.0},  # type: ignore[arg-type]
+        cluster={"web_port": procs.free_port()},  # type: ignore[arg-type]  # faust's own web server
     )
 
 

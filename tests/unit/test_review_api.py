@@ -83,7 +83,8 @@ def routes(api: Api) -> list[tuple[str, str]]:
     for path, ops in api.client.get("/openapi.json").json()["paths"].items():
         if path == "/v1/login":
             continue
-        concrete = path.replace("{case_id}", "1").replace("{gallery_face_id}", "gf-subj-1")
+        concrete = (path.replace("{case_id}", "1").replace("{gallery_face_id}", "gf-subj-1")
+                    .replace("{cluster_id}", "cl-1"))
         out += [(method.upper(), concrete) for method in sorted(ops)]
     return out
 
@@ -126,6 +127,12 @@ ALLOWED: dict[str, set[str]] = {
     "POST /v1/cases/1/escalate": {"alice", "sue"},
     "POST /v1/cases/1/resolve": {"sue"},
     "POST /v1/cases/1/close": {"sue"},
+    "GET /v1/clusters": {"alice", "sue", "audrey"},
+    "GET /v1/clusters/cl-1": {"alice", "sue", "audrey"},
+    "POST /v1/clusters/cl-1/confirm": {"alice", "sue"},
+    "POST /v1/clusters/cl-1/dismiss": {"alice", "sue"},
+    "POST /v1/clusters/cl-1/split": {"alice", "sue"},
+    "POST /v1/clusters/cl-1/search": {"alice", "sue"},
     "GET /v1/audit": {"audrey", "root"},  # not supervisors: the log would show them a decision they verify blind
     "GET /v1/audit/export": {"audrey"},
     "GET /v1/retention": {"audrey", "root", "sue"},

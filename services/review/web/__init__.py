@@ -3,8 +3,8 @@
 Served by the review API's own app (:func:`install_web`, called by :func:`services.review.app.create_app`):
 :mod:`~services.review.web.security` (cookie session, CSRF, sign-in throttle, headers, rendering),
 :mod:`~services.review.web.pages_signin` (sign-in, sign-out), :mod:`~services.review.web.pages_cases` (queue, case,
-decisions, supervisor; images: :mod:`~services.review.web.pages_images`), :mod:`~services.review.web.pages_admin`
-(audit, gallery, retention, disclosure),
+decisions, supervisor; images: :mod:`~services.review.web.pages_images`), :mod:`~services.review.web.pages_clusters`
+(clusters of unknown faces), :mod:`~services.review.web.pages_admin` (audit, gallery, retention, disclosure),
 ``templates/`` (Jinja2, autoescaped) and ``static/`` (one CSS and one JS file; no inline script or style).
 
 A refusal of the review rules on a page (own decision, wrong state, a case taken by another reviewer...) is
@@ -30,6 +30,7 @@ from services.review.outages import STORE_OUTAGES
 from services.review.web.case_model import refusal_title
 from services.review.web.pages_admin import admin_routes
 from services.review.web.pages_cases import case_pages
+from services.review.web.pages_clusters import cluster_pages
 from services.review.web.pages_signin import signin_pages
 from services.review.web.security import STATIC, error_page, install_security, is_page, new_state
 
@@ -46,6 +47,7 @@ def web_routes(ctx: ApiContext) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     router.include_router(signin_pages(ctx))
     router.include_router(case_pages(ctx))
+    router.include_router(cluster_pages(ctx))
     router.include_router(admin_routes(ctx))
     return router
 

@@ -80,6 +80,7 @@ QUEUE_ROLES = frozenset({Role.REVIEWER, Role.SUPERVISOR, Role.AUDITOR, Role.ADMI
 NAV: tuple[tuple[str, str, frozenset[Role]], ...] = (
     ("Queue", "/queue", QUEUE_ROLES),
     ("Supervisor", "/supervisor", frozenset({Role.SUPERVISOR})),
+    ("Clusters", "/clusters", frozenset({Role.REVIEWER, Role.SUPERVISOR, Role.AUDITOR})),
     ("Audit", "/audit", frozenset({Role.AUDITOR, Role.ADMINISTRATOR})),
     ("Gallery", "/gallery", frozenset({Role.ADMINISTRATOR})),
     ("Retention", "/retention", frozenset({Role.AUDITOR, Role.ADMINISTRATOR, Role.SUPERVISOR})),

@@ -1,0 +1,1 @@
+"""Revisions of the cluster store, oldest first (Alembic skips this file)."""

@@ -1,0 +1,94 @@
+"""Messages of repeat unknown offenders (schema v1 each): clusters of one unknown face seen at several stores, on
+``rfr.clusters.v1``. Same rules as :mod:`rfr.core.schemas` (frozen, ``schema_version``, JSON on the wire).
+
+A cluster is made by the cluster service (services/cluster/) from the probes that got no candidate; it is a lead
+for reviewers, never a gallery entry or a watch-list, and never an identification.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field, field_validator, model_validator
+
+from rfr.core.geometry import Box
+from rfr.core.schemas import Ident, Message, Template, check_template, template_vector, utcnow
+
+CLUSTER_NOTICE = ("Stills that may show one person not found in any gallery, grouped by face similarity for trained "
+                  "human review; not an identification.")
+
+
+class ClusterSighting(Message):
+    """One unknown face of a cluster (schema v1): the probe of a candidate list with outcome ``no_candidate``."""
+
+    schema_version: Literal[1] = 1
+    face_id: str = Field(description="The probe face (CandidateList.face_id); the review store keeps its crop.")
+    submission_id: str
+    retailer_id: Ident
+    store_id: Ident
+    camera_id: Ident
+    captured_at: datetime
+    still_ref: str | None = Field(default=None, description="Blob-store reference of the still; None: not kept.")
+    box: Box | None = Field(default=None, description="The face box in the still's pixels.")
+    similarity: float = Field(description="Cosine similarity of this face's template to the cluster's fused template.")
+
+    @property
+    def store_key(self) -> str:
+        """``<retailer_id>/<store_id>``: store ids are the retailer's own."""
+        return f"{self.retailer_id}/{self.store_id}"
+
+
+class ClusterRuleInfo(Message):
+    """The rule a cluster was formed under (schema v1), so that a reader can judge its strength."""
+
+    schema_version: Literal[1] = 1
+    link_threshold: float = Field(description="Least cosine similarity of a face to a cluster's fused template to "
+                                  "join it (calibrated: benchmarks/bench_cluster.py).")
+    merge_threshold: float = Field(description="Least similarity of two clusters' fused templates to merge them.")
+    min_sightings: int = Field(ge=1, description="Sightings a cluster needs before it is reported.")
+    min_stores: int = Field(ge=1, description="Distinct stores a cluster needs before it is reported.")
+
+
+class ClusterEvent(Message):
+    """The state of one reportable cluster (schema v1), on ``rfr.clusters.v1``: published when a cluster first
+    reaches the rule's size and spread, and again each time it grows or absorbs another. Each event carries the whole
+    cluster: a reader keeps the highest ``revision`` of each ``cluster_id`` and retires the ``merged_from`` ones.
+    ``event_id`` is ``<cluster_id>:<revision>`` (a redelivered event repeats it)."""
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    cluster_id: str
+    revision: int = Field(ge=1, description="Increases by one with every change of the cluster's sightings.")
+    model_id: str = Field(description="The embedding model of every template in the cluster (never mixed).")
+    at: datetime = Field(default_factory=utcnow)
+    sightings: list[ClusterSighting] = Field(min_length=1)
+    template: Template = Field(description="The fused template: the normalised mean of the sightings' unit vectors.")
+    merged_from: list[str] = Field(default_factory=list, description="Clusters absorbed into this one at this "
+                                   "revision: readers retire them.")
+    rule: ClusterRuleInfo
+    notice: str = CLUSTER_NOTICE
+
+    _whole_floats = field_validator("template")(check_template)
+
+    @model_validator(mode="after")
+    def _event_id_names_revision(self) -> ClusterEvent:
+        if self.event_id != f"{self.cluster_id}:{self.revision}":
+            raise ValueError("event_id must be '<cluster_id>:<revision>'")
+        return self
+
+    @property
+    def vector(self) -> npt.NDArray[np.float32]:
+        """The fused template as float32, shape ``(dim,)``."""
+        return template_vector(self.template)
+
+    @property
+    def stores(self) -> set[str]:
+        """The distinct ``<retailer_id>/<store_id>`` of the sightings."""
+        return {s.store_key for s in self.sightings}
+
+    @property
+    def retailers(self) -> set[str]:
+        return {s.retailer_id for s in self.sightings}

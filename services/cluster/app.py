@@ -1,0 +1,209 @@
+"""The faust-streaming app of the cluster service: one agent on ``rfr.matches.v1``, timers for retention and gauges.
+
+* The agent reads raw records (bytes: the wire format is the project's JSON, decoded by
+  :class:`~services.cluster.handler.ClusterHandler`), one at a time (``concurrency=1``). The domain step blocks
+  (SQL, Milvus), so it runs in a worker thread (``asyncio.to_thread``), never on the event loop. Its outputs (the
+  cluster event, key ``cluster_id``, header ``rfr-event-id``; or a dead letter) are produced and their broker
+  acknowledgements awaited, and only then is the record acked (the stream is ``noack``: the agent acks
+  explicitly), so faust may commit its offset: a crash or a shutdown anywhere before re-delivers the record,
+  which the idempotent step absorbs.
+* A dependency outage (Milvus, the store, Kafka) is retried with exponential backoff for as long as it lasts; any
+  other failure ``stream.max_attempts`` times, then the record is dead-lettered (``retry_exhausted``) and the
+  partition flows.
+* Timers: the retention pass (every ``retention.interval_s``, on the leader only) and the store gauges (every
+  :data:`GAUGE_INTERVAL_S`). A start-up task repairs the index and runs a first retention pass.
+
+No faust tables: the state is in SQL (rfr/cluster/store.py), because faust's table recovery over the local Tansu
+broker cannot be trusted (docs/design.md, "Repeat unknown offenders"). Every topic faust needs is created before
+start (:func:`faust_topics`), ``topic_allow_declare`` is off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+import faust
+from aiokafka.errors import KafkaError
+
+from rfr.cluster.clusterer import Clusterer
+from rfr.cluster.index import IndexUnavailableError
+from rfr.core.kafka import EVENT_ID_HEADER, Output, group_id
+from rfr.core.metrics import StageMetrics
+from rfr.core.reasons import Reason
+from rfr.core.schemas import utcnow
+from rfr.core.settings import KafkaSettings, Settings
+from rfr.core.stream import DependencyUnavailable, PoisonMessage
+from rfr.core.topics import Topics, TopicSpec
+from services.cluster.handler import STORE_OUTAGES, ClusterHandler, RawMessage
+from services.cluster.metrics import ClusterMetrics
+
+logger = logging.getLogger(__name__)
+
+GROUP = "rfr-cluster"
+GAUGE_INTERVAL_S = 15.0
+PASS_OUTAGES: tuple[type[Exception], ...] = (IndexUnavailableError, *STORE_OUTAGES)
+"""Failures that skip a repair or retention pass (the next one retries)."""
+
+
+@dataclass
+class Runtime:
+    """What the agent and timers use: the settings, the domain objects, the metrics."""
+
+    settings: Settings
+    clusterer: Clusterer
+    handler: ClusterHandler
+    metrics: ClusterMetrics
+    stage: StageMetrics
+
+
+def app_id(kafka: KafkaSettings) -> str:
+    """The faust app id, which is also its consumer group (``<group namespace>.rfr-cluster``)."""
+    return group_id(kafka, GROUP)
+
+
+def faust_topics(kafka: KafkaSettings) -> list[TopicSpec]:
+    """Topics faust needs beyond the pipeline's: its leader-election topic (one partition)."""
+    return [TopicSpec(f"{app_id(kafka)}-__assignor-__leader", 1, kafka.replication_factor)]
+
+
+def _credentials(kafka: KafkaSettings) -> Any:
+    """faust's form of the client security settings (None: PLAINTEXT)."""
+    context = ssl.create_default_context() if kafka.security_protocol.endswith("SSL") else None
+    if kafka.security_protocol.startswith("SASL"):
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        return faust.SASLCredentials(username=kafka.sasl_username, password=password,
+                                     mechanism=kafka.sasl_mechanism or "PLAIN", ssl_context=context)
+    return faust.SSLCredentials(context) if context is not None else None
+
+
+def make_app(settings: Settings) -> faust.App:
+    """The faust app for ``settings`` (nothing started: :func:`wire` adds the agent and timers)."""
+    kafka = settings.kafka
+    return faust.App(
+        app_id(kafka), broker=[f"kafka://{h.strip()}" for h in kafka.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(kafka), broker_client_id=kafka.client_id,
+        processing_guarantee="at_least_once", topic_allow_declare=False,
+        topic_replication_factor=kafka.replication_factor, topic_partitions=kafka.partitions,
+        web_bind="127.0.0.1", web_port=settings.cluster.web_port, web_host="127.0.0.1",
+        broker_session_timeout=kafka.session_timeout_ms / 1000,
+        broker_heartbeat_interval=kafka.heartbeat_interval_ms / 1000,
+        broker_max_poll_interval=kafka.max_poll_interval_ms / 1000, consumer_auto_offset_reset="earliest",
+        producer_acks=-1, producer_max_request_size=kafka.message_max_bytes,
+        consumer_max_fetch_size=max(kafka.message_max_bytes, 1_048_576),
+        datadir=str((settings.stack.state_dir / "cluster-faust").resolve()))
+
+
+def wire(app: faust.App, rt: Runtime) -> None:
+    """Add the agent on the candidate lists, the timers and the start-up task to ``app``."""
+    topics = Topics.from_settings(rt.settings.kafka)
+    source = app.topic(topics.matches, key_serializer="raw", value_serializer="raw")
+    sinks = {name: app.topic(name, key_serializer="raw", value_serializer="raw")
+             for name in (topics.clusters, topics.deadletter)}
+
+    async def send(outputs: list[Output]) -> None:
+        for out in outputs:
+            headers = [(k, v.encode()) for k, v in out.headers.items()]
+            if out.event_id:
+                headers.append((EVENT_ID_HEADER, out.event_id.encode()))
+            key = out.key.encode() if isinstance(out.key, str) else out.key
+            pending = await sinks[out.topic].send(key=key, value=out.value, headers=headers)
+            await pending  # the broker's acknowledgement (acks=all)
+
+    @app.agent(source, concurrency=1, name=f"{GROUP}.unknown-faces")
+    async def unknown_faces(stream: faust.StreamT[bytes]) -> None:
+        # noack: faust would otherwise ack a record when the loop leaves it for any reason, a cancelled task on
+        # shutdown included (the generator's `finally`); here only a record whose outputs are acknowledged is.
+        records = cast(faust.Stream[bytes], stream).noack()
+        async for event in records.events():
+            msg = event.message
+            raw = RawMessage(msg.topic, msg.partition, msg.offset, msg.key, msg.value, list(msg.headers or []))
+            await process(rt, raw, send)
+            await records.ack(event)
+
+    @app.timer(interval=rt.settings.retention.interval_s, on_leader=True)
+    async def retention() -> None:
+        await retention_pass(rt)
+
+    @app.timer(interval=GAUGE_INTERVAL_S)
+    async def gauges() -> None:
+        await update_gauges(rt)
+
+    @app.task
+    async def on_start() -> None:
+        try:
+            added = await asyncio.to_thread(rt.clusterer.repair_index)
+            if added:
+                logger.warning("index repair: %d sighting(s) re-added to the unknown-face index", added)
+        except PASS_OUTAGES as exc:
+            logger.warning("index repair skipped: %s", exc)
+        await retention_pass(rt)
+        await update_gauges(rt)
+
+
+async def process(rt: Runtime, msg: RawMessage, send: Callable[[list[Output]], Any]) -> list[Output]:
+    """Handle one record until its outputs are acknowledged (see the module doc); returns them."""
+    stage, stream = rt.stage, rt.settings.stream
+    stage.consumed.inc()
+    stage.inflight.set(1)
+    started = time.perf_counter()
+    backoff, attempts = stream.retry_backoff_s, 0
+    dead: Output | None = None
+    while True:
+        try:
+            outputs = [dead] if dead is not None else await asyncio.to_thread(rt.handler.handle, msg)
+            await send(outputs)
+            break
+        except DependencyUnavailable as exc:
+            stage.dependency_retries.labels(exc.dependency).inc()
+            logger.warning("%s; retrying in %.1fs", exc, backoff)
+        except KafkaError as exc:
+            stage.dependency_retries.labels("kafka").inc()
+            logger.warning("kafka: %s; retrying in %.1fs", exc, backoff)
+        except Exception as exc:
+            attempts += 1
+            stage.errors.labels(type(exc).__name__).inc()
+            logger.exception("%s[%s]@%s failed (try %d of %d)", msg.topic(), msg.partition(), msg.offset(), attempts,
+                             stream.max_attempts)
+            if attempts >= stream.max_attempts:
+                detail = f"{stream.max_attempts} tries: {type(exc).__name__}: {exc}"
+                dead = rt.handler.dead_letter(msg, PoisonMessage(Reason.RETRY_EXHAUSTED, detail))
+                continue
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, stream.max_backoff_s)
+    for out in outputs:
+        stage.produced.labels(out.topic).inc()
+        if out.topic != rt.handler.topics.deadletter:
+            rt.metrics.reported.inc()
+    stage.batch_size.observe(1)
+    stage.process_seconds.observe(time.perf_counter() - started)
+    stage.inflight.set(0)
+    stage.last_commit.set_to_current_time()  # durable in the store; faust commits the offset shortly after
+    return outputs
+
+
+async def retention_pass(rt: Runtime) -> None:
+    """One retention pass (failures are logged; the next pass retries)."""
+    before = utcnow() - timedelta(days=rt.settings.retention.no_candidate_days)
+    try:
+        report = await asyncio.to_thread(rt.clusterer.purge, before)
+    except PASS_OUTAGES as exc:
+        logger.warning("retention pass failed, next one retries: %s", exc)
+        return
+    rt.metrics.purged.inc(report.sightings)
+
+
+async def update_gauges(rt: Runtime) -> None:
+    try:
+        n_clusters, n_sightings = await asyncio.to_thread(rt.clusterer.store.counts)
+    except STORE_OUTAGES as exc:
+        logger.warning("cluster gauges not updated: %s", exc)
+        return
+    rt.metrics.clusters_open.set(n_clusters)
+    rt.metrics.sightings_held.set(n_sightings)
