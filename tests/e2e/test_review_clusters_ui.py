@@ -31,6 +31,8 @@ from rfr.core.topics import Topics
 RETAILER = "ui-cluster-shop"
 REVIEWER = "ui-cluster-reviewer"
 VIEWPORT = {"width": 1280, "height": 900}
+SHOT = Path(__file__).resolve().parents[2] / "docs" / "ui" / "cluster.png"
+"""The screenshot of the cluster page the README shows, saved by each run."""
 
 
 def _unknown_lists(live_stack: Settings, lfw_dir: Path) -> list[CandidateList]:
@@ -142,3 +144,5 @@ def test_a_reviewer_splits_out_a_stranger_and_confirms_a_cluster(context: Browse
     page.get_by_label("Reason for searching the whole gallery now").fill("CR-2026-CL-0001")
     page.get_by_test_id("search").click()
     expect(page.get_by_test_id("search-result").first).to_have_attribute("data-trigger", "on_demand")
+    SHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOT), full_page=True)
