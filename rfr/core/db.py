@@ -32,9 +32,15 @@ from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 logger = logging.getLogger(__name__)
+
+STORE_OUTAGES: tuple[type[Exception], ...] = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+"""Unreachable, locked past the busy timeout, connection lost, pool exhausted: the store, not the message (every
+service with a store retries these without limit)."""
+
 
 BUSY_TIMEOUT_S = 30.0
 """How long a SQLite connection waits for another writer's lock before failing (OperationalError)."""

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from rfr.embedding.incidents import fuse_templates
 from rfr.gallery.base import normalise
 
 if TYPE_CHECKING:
@@ -118,12 +119,12 @@ def tnorm(scores: npt.ArrayLike, mean: float | Floats, std: float | Floats) -> F
 
 
 def fuse_template(vectors: npt.ArrayLike) -> Vectors:
-    """One subject template (D,) float32 from several unit photo vectors (K x D): their mean, renormalised."""
+    """One subject template (D,) float32 from several photo vectors (K x D): the mean of their unit vectors,
+    renormalised (:func:`rfr.embedding.incidents.fuse_templates`, as multi-still probes are fused)."""
     arr = np.asarray(vectors, np.float32)
     if arr.ndim != 2 or len(arr) == 0:
         raise ValueError(f"need K x D vectors, got shape {arr.shape}")
-    fused: Vectors = normalise(normalise(arr).mean(axis=0))[0]
-    return fused
+    return fuse_templates(list(arr))
 
 
 def fmr_for_fpir(target_fpir: float, gallery_size: int) -> float:

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from rfr.core.cluster_messages import ClusterEvent
 from rfr.core.schemas import template_bytes, template_vector
+from rfr.embedding.incidents import fuse_templates
 from rfr.review import tables as t
 from rfr.review import workflow as wf
 from rfr.review.cluster_reads import (
@@ -317,6 +317,4 @@ def fused_template(conn: Connection, faces: Sequence[str]) -> bytes | None:
         return None
     dims = [v.shape[0] for v in vectors]
     dim = max(set(dims), key=dims.count)
-    stack = np.stack([v / max(float(np.linalg.norm(v)), 1e-12) for v in vectors if v.shape[0] == dim])
-    mean = stack.mean(axis=0)
-    return template_bytes(mean / max(float(np.linalg.norm(mean)), 1e-12))
+    return template_bytes(fuse_templates([v for v in vectors if v.shape[0] == dim]))

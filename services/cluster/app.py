@@ -34,6 +34,7 @@ from aiokafka.errors import KafkaError
 
 from rfr.cluster.clusterer import Clusterer
 from rfr.cluster.index import IndexUnavailableError
+from rfr.core.db import STORE_OUTAGES
 from rfr.core.kafka import EVENT_ID_HEADER, Output, group_id
 from rfr.core.metrics import StageMetrics
 from rfr.core.reasons import Reason
@@ -41,7 +42,7 @@ from rfr.core.schemas import utcnow
 from rfr.core.settings import KafkaSettings, Settings
 from rfr.core.stream import DependencyUnavailable, PoisonMessage
 from rfr.core.topics import Topics, TopicSpec
-from services.cluster.handler import STORE_OUTAGES, ClusterHandler, RawMessage
+from services.cluster.handler import ClusterHandler, RawMessage
 from services.cluster.metrics import ClusterMetrics
 
 logger = logging.getLogger(__name__)

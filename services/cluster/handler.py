@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pydantic
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from rfr.cluster.clusterer import Clusterer, Step, wanted
 from rfr.cluster.index import IndexMismatchError, IndexRefusedError, IndexUnavailableError, check_face_id
+from rfr.core.db import STORE_OUTAGES
 from rfr.core.deadletters import dead_letter
 from rfr.core.kafka import Output
 from rfr.core.metrics import StageMetrics
@@ -35,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 SERVICE = "cluster"
 CANDIDATE_LISTS = frozenset({3, 4})
-STORE_OUTAGES: tuple[type[Exception], ...] = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
-"""Unreachable, locked past the busy timeout, connection lost, pool exhausted: the store, not the message."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from rfr import __version__
+from rfr.core.db import STORE_OUTAGES
 from rfr.core.errors import ReasonedError
 from rfr.review import users as u
 from rfr.review import workflow as wf
@@ -33,7 +34,6 @@ from rfr.review.users import Principal
 from services.review.api_models import ErrorResponse, LoginIn, LoginOut, PrincipalOut
 from services.review.auth import BEARER, EVERYONE, Guards, api_error, unauthorized
 from services.review.context import ApiContext
-from services.review.outages import STORE_OUTAGES
 from services.review.routes_admin import admin_routes
 from services.review.routes_cases import case_routes
 from services.review.routes_clusters import cluster_routes

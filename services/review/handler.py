@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rfr.core.blobstore import BlobStore
 from rfr.core.cluster_messages import ClusterEvent
+from rfr.core.db import STORE_OUTAGES
 from rfr.core.kafka import Output
 from rfr.core.logs import ids
 from rfr.core.reasons import Reason
@@ -44,7 +45,7 @@ from rfr.core.topics import Topics
 from rfr.review.clusters import ClusterRecorded
 from rfr.review.views import GalleryChangeResult
 from services.review.metrics import ReviewMetrics
-from services.review.outages import STORE, STORE_OUTAGES
+from services.review.outages import STORE
 
 logger = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
+from rfr.core.db import STORE_OUTAGES
 from rfr.core.errors import ReasonedError
 from rfr.review import users as u
 from rfr.review import workflow as wf
 from services.review.context import ApiContext
-from services.review.outages import STORE_OUTAGES
 from services.review.web.case_model import refusal_title
 from services.review.web.pages_admin import admin_routes
 from services.review.web.pages_cases import case_pages
