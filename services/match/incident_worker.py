@@ -31,7 +31,8 @@ class IncidentWorker:
     """Closes due incidents of ``store`` with ``build`` and publishes the outbox through ``tracker``."""
 
     def __init__(self, store: IncidentStore, build: Build, tracker: DeliveryTracker, topics: Topics,
-                 timeout_s: float, poll_s: float, on_pending: Callable[[int], None] = lambda n: None) -> None:
+                 timeout_s: float, poll_s: float, on_pending: Callable[[int], None] = lambda n: None,
+                 on_overdue: Callable[[int], None] = lambda n: None) -> None:
         self.store = store
         self.build = build
         self.tracker = tracker
@@ -39,6 +40,7 @@ class IncidentWorker:
         self.timeout_s = timeout_s
         self.poll_s = poll_s
         self.on_pending = on_pending  # the rfr_match_incidents_pending gauge
+        self.on_overdue = on_overdue  # the rfr_match_incidents_overdue gauge
         self.closed = 0
         self._failing = False
         self._wake = threading.Event()
@@ -69,8 +71,14 @@ class IncidentWorker:
                 logger.info("incident %s searched", key)
         self.closed += closed
         self.publish()
-        self.on_pending(self.store.open_count())
         return closed
+
+    def report(self) -> None:
+        """Set the gauges: incidents waiting, and those past their timeout yet still open. After a good pass the
+        overdue count is 0 but for incidents that fell due since; it stays up while passes fail (the search, the
+        gallery or the broker down), which the RfrIncidentsOverdue alert watches. Raises SQLAlchemyError."""
+        self.on_pending(self.store.open_count())
+        self.on_overdue(self.store.overdue_count(self.timeout_s))
 
     def publish(self) -> None:
         while rows := self.store.pending_outbox():
@@ -87,10 +95,18 @@ class IncidentWorker:
             if not self._failing:
                 logger.warning("pending incidents not searched or published yet (retrying every pass): %s", exc)
             self._failing = True
+            self._report_quietly()
             return
+        self._report_quietly()
         if self._failing:
             logger.info("pending incidents are being searched and published again")
         self._failing = False
+
+    def _report_quietly(self) -> None:
+        try:
+            self.report()
+        except SQLAlchemyError:  # the store itself is down: the gauges keep their last values; the pass logged it
+            logger.debug("incident gauges not updated: the store is unavailable", exc_info=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import (
     Column,
+    ColumnElement,
     Connection,
     Engine,
     Float,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     Text,
     and_,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -133,12 +135,14 @@ class IncidentStore:
                 conn.execute(update(incidents).where(incidents.c.incident_key == key).values(ready=1))
         return Recorded.PENDING
 
+    def _due(self, timeout_s: float) -> tuple[ColumnElement[bool], ...]:
+        cutoff = self.clock().timestamp() - timeout_s
+        return incidents.c.closed_at.is_(None), or_(incidents.c.ready == 1, incidents.c.first_seen <= cutoff)
+
     def due(self, timeout_s: float, limit: int = 100) -> list[str]:
         """Keys of open incidents that are complete or older than ``timeout_s``, oldest first."""
-        cutoff = self.clock().timestamp() - timeout_s
-        query = (select(incidents.c.incident_key)
-                 .where(incidents.c.closed_at.is_(None), or_(incidents.c.ready == 1, incidents.c.first_seen <= cutoff))
-                 .order_by(incidents.c.first_seen).limit(limit))
+        due = self._due(timeout_s)
+        query = select(incidents.c.incident_key).where(*due).order_by(incidents.c.first_seen).limit(limit)
         with self.engine.connect() as conn:
             return [str(k) for k in conn.execute(query).scalars()]
 
@@ -185,6 +189,12 @@ class IncidentStore:
             return
         with self.engine.begin() as conn:
             conn.execute(delete(outbox).where(outbox.c.id.in_(list(ids))))
+
+    def overdue_count(self, timeout_s: float) -> int:
+        """Open incidents that are complete or older than ``timeout_s``: due, and not yet searched."""
+        query = select(func.count()).select_from(incidents).where(*self._due(timeout_s))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def open_count(self) -> int:
         """Incidents waiting (for the rfr_match_incidents_pending gauge)."""

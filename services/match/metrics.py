@@ -25,6 +25,7 @@ class MatchMetrics:
     gallery_faces: Gauge
     end_to_end_seconds: Histogram
     incidents_pending: Gauge
+    incidents_overdue: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> MatchMetrics:
@@ -42,6 +43,9 @@ class MatchMetrics:
                                          "list", buckets=LATENCY_BUCKETS, registry=registry),
             incidents_pending=Gauge("rfr_match_incidents_pending", "Multi-still incidents waiting for their other "
                                     "stills or their timeout", registry=registry),
+            incidents_overdue=Gauge("rfr_match_incidents_overdue", "Multi-still incidents complete or past their "
+                                    "timeout (RFR_MATCH__INCIDENT_TIMEOUT_S) but not yet searched and published",
+                                    registry=registry),
         )
 
 

@@ -28,14 +28,14 @@ from rfr.core.schemas import (
     template_bytes,
 )
 from rfr.core.settings import MatchSettings
-from rfr.core.stream import PoisonMessage
+from rfr.core.stream import DependencyUnavailable, PoisonMessage
 from rfr.core.topics import Topics
-from rfr.embedding.incidents import fuse_templates, incident_event_id
+from rfr.embedding.incidents import Incident, fuse_templates, incident_event_id
 from rfr.gallery.base import GalleryFace
 from rfr.gallery.memory import InMemoryGallery
 from services.match.handler import MatchHandler
 from services.match.incident_worker import IncidentWorker
-from services.match.incidents import IncidentStore
+from services.match.incidents import IncidentStore, OutboxRow
 
 MODEL = "facenet-test"
 DIM = 16
@@ -239,3 +239,25 @@ def test_incident_messages_without_a_store_are_dead_lettered(rig: Rig) -> None:
     assert isinstance(result, PoisonMessage)
     [result] = handler.handle_batch(msgs(rep(b"{nonsense")))
     assert isinstance(result, PoisonMessage) and result.reason == "invalid_message"
+
+
+def test_an_incident_that_cannot_be_searched_past_its_timeout_is_reported_overdue(rig: Rig) -> None:
+    gauges: dict[str, list[int]] = {"pending": [], "overdue": []}
+    gallery_up = False
+
+    def build(incident: Incident) -> list[OutboxRow]:
+        if not gallery_up:
+            raise DependencyUnavailable("milvus", "connection refused")
+        return rig.handler.build_incident(incident)
+
+    worker = IncidentWorker(rig.store, build, DeliveryTracker(cast(Any, rig.producer)), TOPICS, rig.timeout_s, 0.1,
+                            on_pending=gauges["pending"].append, on_overdue=gauges["overdue"].append)
+    rig.handle(emb(embedding("s0", unit(0, base=0))), rep(report("s0", 1)))
+    worker.tick()  # waits for its other stills: pending, not overdue
+    rig.clock.now = T0 + timedelta(seconds=121)
+    worker.tick()  # due, and the search fails: overdue
+    worker.tick()
+    gallery_up = True
+    worker.tick()  # searched and published
+    assert gauges == {"pending": [1, 1, 1, 0], "overdue": [0, 1, 1, 0]}
+    assert [s.submission_id for s in rig.lists()[0].stills] == ["s0"]
