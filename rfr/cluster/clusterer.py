@@ -57,7 +57,7 @@ def rule_of(settings: ClusterSettings) -> ClusterRule:
     """The rule the settings give (thresholds, report size and spread, neighbours looked up)."""
     return ClusterRule(link_threshold=settings.link_threshold, merge_threshold=settings.merge_threshold,
                        min_sightings=settings.min_sightings, min_stores=settings.min_stores,
-                       neighbours=settings.neighbours)
+                       neighbours=settings.neighbours, linkage=settings.linkage)
 
 
 def wanted(cl: CandidateList, include_low_quality: bool = False) -> bool:
@@ -192,7 +192,8 @@ class Clusterer:
                                      still_ref=m.still_ref, box=m.box, similarity=float(m.vector @ fused))
                      for m in self.store.members(conn, cluster.cluster_id)]
         rule = ClusterRuleInfo(link_threshold=self.rule.link_threshold, merge_threshold=self.rule.merge_threshold,
-                               min_sightings=self.rule.min_sightings, min_stores=self.rule.min_stores)
+                               min_sightings=self.rule.min_sightings, min_stores=self.rule.min_stores,
+                               linkage=self.rule.linkage)
         return ClusterEvent(event_id=f"{cluster.cluster_id}:{cluster.revision}", cluster_id=cluster.cluster_id,
                             revision=cluster.revision, model_id=cluster.model_id, at=cluster.updated_at,
                             sightings=sightings, template=template_bytes(fused), merged_from=list(cluster.merged_from),

@@ -50,6 +50,9 @@ class ClusterRuleInfo(Message):
     merge_threshold: float = Field(description="Least similarity of two clusters' fused templates to merge them.")
     min_sightings: int = Field(ge=1, description="Sightings a cluster needs before it is reported.")
     min_stores: int = Field(ge=1, description="Distinct stores a cluster needs before it is reported.")
+    linkage: Literal["centroid", "average"] = Field(
+        default="centroid", description="How a face's similarity to a cluster is read: to its fused template "
+        "(centroid), or the mean over its members (average). Added within v1 with the v1 meaning as default.")
 
 
 class ClusterEvent(Message):

@@ -503,6 +503,10 @@ class ClusterSettings(_Group):
     merge_threshold: float = Field(
         default=0.73, ge=-1, le=1, description="Least similarity of two clusters' fused templates to merge them. "
         "0.73: calibrated with link_threshold (benchmarks/bench_cluster.py).")
+    linkage: Literal["centroid", "average"] = Field(
+        default="centroid", description="How similar a face is to a cluster: to its fused template (centroid), or "
+        "the mean similarity to its members (average: the same recall at 48 px in docs/benchmarks.md, with its own "
+        "calibrated thresholds 0.66 / 0.71; set link_threshold and merge_threshold with it).")
     min_sightings: int = Field(default=3, ge=1, description="Sightings a cluster needs before it is reported.")
     min_stores: int = Field(default=2, ge=1, description="Distinct stores (of any retailer) a cluster needs before it "
                             "is reported.")

@@ -53,6 +53,7 @@ def test_three_sightings_at_two_stores_make_one_event_naming_them(clusterer: Clu
     assert np.allclose(event.vector, fused, atol=1e-5)
     assert all(s.similarity > 0.9 for s in event.sightings)
     assert event.rule.min_sightings == 3 and event.rule.link_threshold == RULE.link_threshold
+    assert event.rule.linkage == RULE.linkage == "centroid"
 
 
 def test_three_sightings_at_one_store_are_not_reported(clusterer: Clusterer) -> None:
@@ -185,6 +186,7 @@ def test_rule_of_settings() -> None:
     rule = rule_of(ClusterSettings(link_threshold=0.6, merge_threshold=0.65, min_sightings=4, min_stores=3,
                                    neighbours=8))
     assert rule == ClusterRule(0.6, 0.65, 4, 3, 8)
+    assert rule_of(ClusterSettings(linkage="average")).linkage == "average"
 
 
 def test_retention_rebuilds_the_cluster_a_merge_moved_an_expired_face_into(store: ClusterStore, index: FakeIndex,
