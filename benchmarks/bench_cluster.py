@@ -281,6 +281,8 @@ TODAY = Variant("today")
 LEVERS = (TODAY, Variant("mirror TTA", (("tta", "mirror"),)),
           Variant("fine-tuned casia-webface-lowres-v1", (("model", "casia-webface-lowres-v1"),)),
           Variant("mirror TTA + fine-tuned", (("tta", "mirror"), ("model", "casia-webface-lowres-v1"))),
+          Variant("fine-tuned casia-webface-lowres-v2", (("model", "casia-webface-lowres-v2"),)),
+          Variant("mirror TTA + fine-tuned v2", (("tta", "mirror"), ("model", "casia-webface-lowres-v2"))),
           Variant("average linkage", rule=(("linkage", "average"),)),
           Variant("neighbours 4", rule=(("neighbours", 4),)), Variant("neighbours 64", rule=(("neighbours", 64),)))
 
@@ -333,6 +335,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--orders", type=int, default=5, help="seeded arrival orders (medians over them)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--levers", action="store_true", help="also the embedder and rule levers at the first width")
+    p.add_argument("--only", default="", help="with --levers: only the levers whose names contain one of these "
+                   "comma-separated words (today's defaults always run)")
     p.add_argument("--quick", action="store_true", help="60 repeat identities, 48 px, 3 orders")
     p.add_argument("--cache", type=Path, default=REPO / "benchmarks" / "results" / "bench_cluster_faces.pkl")
     p.add_argument("--out", type=Path, default=None)
@@ -340,6 +344,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.quick:
         args.face_px, args.orders = "48", 3
     return args
+
+
+def levers(args: argparse.Namespace) -> tuple[Variant, ...]:
+    """The variants to run at the first width: today's, and the levers ``--levers`` / ``--only`` ask for."""
+    if not args.levers:
+        return (TODAY,)
+    words = [w.strip() for w in args.only.split(",") if w.strip()]
+    return (TODAY, *(v for v in LEVERS[1:] if not words or any(w in v.name for w in words)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -368,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "defaults": {"link_threshold": defaults.link_threshold, "merge_threshold": defaults.merge_threshold,
                      "min_sightings": defaults.min_sightings, "min_stores": defaults.min_stores,
                      "neighbours": defaults.neighbours},
-        "conditions": [condition(settings, seen, w, LEVERS if args.levers and i == 0 else (TODAY,), defaults, args)
+        "conditions": [condition(settings, seen, w, levers(args) if i == 0 else (TODAY,), defaults, args)
                        for i, w in enumerate(widths)],
     }
     report["seconds"] = round(time.perf_counter() - started, 1)
