@@ -281,8 +281,6 @@ TODAY = Variant("today")
 LEVERS = (TODAY, Variant("mirror TTA", (("tta", "mirror"),)),
           Variant("fine-tuned casia-webface-lowres-v1", (("model", "casia-webface-lowres-v1"),)),
           Variant("mirror TTA + fine-tuned", (("tta", "mirror"), ("model", "casia-webface-lowres-v1"))),
-          Variant("fine-tuned casia-webface-lowres-v2", (("model", "casia-webface-lowres-v2"),)),
-          Variant("mirror TTA + fine-tuned v2", (("tta", "mirror"), ("model", "casia-webface-lowres-v2"))),
           Variant("average linkage", rule=(("linkage", "average"),)),
           Variant("neighbours 4", rule=(("neighbours", 4),)), Variant("neighbours 64", rule=(("neighbours", 64),)))
 

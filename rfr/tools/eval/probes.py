@@ -28,7 +28,7 @@ from rfr.core.schemas import FaceQuality
 from rfr.face.align import align_face
 from rfr.face.faces import FaceFindings, FoundFace, RejectedFace, find_faces
 from rfr.gallery.openset import Candidates, Search, aggregate_by_subject
-from rfr.tools.eval.scenes import background_pool, encode_png, make_scene, scene_rng
+from rfr.tools.eval.scenes import background_pool, encode_png, make_scene, offset_from_truth, scene_rng
 from rfr.tools.eval.splits import Probe
 
 if TYPE_CHECKING:
@@ -222,18 +222,12 @@ class ProbeRunner:
         return encode_png(scene), truth
 
 
-def _near(box: Box, truth: Box) -> float:
-    """Distance between the centres of a detection box and the true face box, in true face widths."""
-    (cx, cy), (tx, ty) = box.centre, truth.centre
-    return float(np.hypot(cx - tx, cy - ty)) / max(1.0, truth.width)
-
-
 def _pick(faces: Sequence[Face], truth: Box | None, max_offset: float) -> Face | None:
     """Nearest to the known face (within ``max_offset`` face widths), or the largest when none is known."""
     if truth is None:
         return max(faces, key=lambda f: f.detection.box.area, default=None)
-    near = [f for f in faces if _near(f.detection.box, truth) <= max_offset]
-    return min(near, key=lambda f: _near(f.detection.box, truth), default=None)
+    near = [f for f in faces if offset_from_truth(f.detection.box, truth) <= max_offset]
+    return min(near, key=lambda f: offset_from_truth(f.detection.box, truth), default=None)
 
 
 def choose_probe_face(findings: FaceFindings, truth: Box | None,

@@ -54,6 +54,12 @@ def scene_rng(seed: int, level: str, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
 
+def offset_from_truth(box: Box, truth: Box) -> float:
+    """Distance between the centres of a detection box and the true face box, in true face widths."""
+    (cx, cy), (tx, ty) = box.centre, truth.centre
+    return float(np.hypot(cx - tx, cy - ty)) / max(1.0, truth.width)
+
+
 def frame_like_lfw(photo: Image, box: Box | None) -> Image:
     """A square crop of ``photo`` in which the face has the LFW framing (padded by edge replication)."""
     if box is None:

@@ -45,13 +45,17 @@ def lowres(
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
     workers: Annotated[int, typer.Option(help="Processes making the degraded crops (0: none).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, or cuda where a GPU is lent.")] = "cpu",
+    scene: Annotated[float, typer.Option(help="Fraction of small samples made as rfr eval's CCTV scenes and found "
+                                         "by the product's detector (0: v1's recipe; 0.7 was measured and not "
+                                         "kept, docs/eval/README.md).")] = 0.0,
 ) -> None:
     """Fine-tune FaceNet's last blocks for small, soft faces; write the delta that ships with the package."""
     from rfr.tools.train.lowres import TrainConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = replace(TrainConfig(), steps=steps, tune_from=tune_from, lora_rank=lora_rank, lr=lr,
-                     identity_weight=identity_weight, threads=threads, workers=workers, device=device)
+                     identity_weight=identity_weight, threads=threads, workers=workers, device=device,
+                     recipe=replace(TrainConfig().recipe, scene=scene))
     typer.echo(json.dumps(run(labelled, out, config, check), indent=2))
 
 
@@ -82,7 +86,7 @@ def run(labelled: Path, out: Path, config: TrainConfig, check: bool) -> dict[str
         torch.set_num_threads(config.threads)
         report["check_base"] = held_out.evaluate(build_model(base), data)
         logger.info("base: %s", report["check_base"])
-    student = train(base, faces, config)
+    student = train(base, faces, config, model_dir)
     report["train_s"] = round(time.perf_counter() - started, 1)
     delta = extract_delta(student, base, config)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 
 from rfr.embedding.embedder import build_model, preprocess
+from rfr.face.detector import Detector, close_detector
 from rfr.tools.train.data import FaceSet, Recipe, clean_crop, lowres_crop
 
 logger = logging.getLogger(__name__)
@@ -175,13 +177,27 @@ def losses(student: torch.Tensor, idx: torch.Tensor, flips: torch.Tensor, target
 
 
 _FACES: list[FaceSet] = []  # the training faces, for worker processes (forked: shared, not pickled)
+_MODEL_DIRS: list[Path | None] = []  # where the scene samples' detector comes from (rfr models fetch)
+_DETECTORS: dict[int, Detector] = {}  # one detector per process (pid), made on first use
+
+
+def _detector() -> Detector:
+    """This process's product detector (the default ``DetectSettings`` on one thread), for scene samples."""
+    pid = os.getpid()
+    if pid not in _DETECTORS:
+        from rfr.core.settings import DetectSettings, load_settings
+        from rfr.face.runners import make_detector
+
+        model_dir = _MODEL_DIRS[-1] if _MODEL_DIRS and _MODEL_DIRS[-1] is not None else load_settings().model_dir
+        _DETECTORS[pid] = make_detector(DetectSettings(threads=1), model_dir)
+    return _DETECTORS[pid]
 
 
 def sample_crop(i: int, seed: tuple[int, int, int], recipe: Recipe) -> tuple[npt.NDArray[np.uint8], bool]:
     """A fresh degraded crop of training photo ``i`` (mirrored or not), from its own seed (worker-safe)."""
     faces = _FACES[-1]
     rng = np.random.default_rng(seed)
-    crop = lowres_crop(faces.images[i], faces.detections[i], rng, recipe)
+    crop = lowres_crop(faces.images[i], faces.detections[i], rng, recipe, _detector() if recipe.scene > 0 else None)
     flip = bool(rng.random() < 0.5)
     return (np.ascontiguousarray(crop[:, ::-1]) if flip else crop), flip
 
@@ -190,8 +206,9 @@ class CropMaker:
     """Makes each step's crops, in this process or in ``workers`` forked ones; sample ``j`` of step ``s`` draws
     from the seed ``(config.seed, s, j)``, so the crops are the same whatever the number of workers."""
 
-    def __init__(self, faces: FaceSet, config: TrainConfig) -> None:
+    def __init__(self, faces: FaceSet, config: TrainConfig, model_dir: Path | None = None) -> None:
         _FACES.append(faces)
+        _MODEL_DIRS.append(model_dir)
         self.config = config
         self.pool = None
         if config.workers > 0:
@@ -211,6 +228,10 @@ class CropMaker:
         if self.pool is not None:
             self.pool.shutdown()
         _FACES.clear()
+        _MODEL_DIRS.clear()
+        for detector in _DETECTORS.values():
+            close_detector(detector)
+        _DETECTORS.clear()
 
 
 def schedule(step: int, steps: int) -> float:
@@ -221,19 +242,21 @@ def schedule(step: int, steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
 
-def train(base: dict[str, torch.Tensor], faces: FaceSet, config: TrainConfig) -> nn.Module:
+def train(base: dict[str, torch.Tensor], faces: FaceSet, config: TrainConfig,
+          model_dir: Path | None = None) -> nn.Module:
     """The fine-tuned student on the CPU (LoRA still unmerged; see :func:`extract_delta`). torch's process-wide
-    determinism and thread count are set for the run and restored after it."""
+    determinism and thread count are set for the run and restored after it. ``model_dir`` holds the detector
+    the recipe's scene samples use (default: the settings' ``model_dir``)."""
     previous = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     try:
         deterministic(config)
-        return _train(base, faces, config)
+        return _train(base, faces, config, model_dir)
     finally:
         torch.use_deterministic_algorithms(previous[0])
         torch.set_num_threads(previous[1])
 
 
-def _train(base: dict[str, torch.Tensor], faces: FaceSet, config: TrainConfig) -> nn.Module:
+def _train(base: dict[str, torch.Tensor], faces: FaceSet, config: TrainConfig, model_dir: Path | None) -> nn.Module:
     rng = np.random.default_rng(config.seed)
     targets = teacher_targets(build_model(base).to(config.device), faces).to(config.device)
     student = build_model(base)
@@ -245,7 +268,7 @@ def _train(base: dict[str, torch.Tensor], faces: FaceSet, config: TrainConfig) -
     frozen, tuned = STAGES[: STAGES.index(config.tune_from)], tuned_stages(config.tune_from)
     order: list[int] = []
     started = time.perf_counter()
-    make_crops = CropMaker(faces, config)
+    make_crops = CropMaker(faces, config, model_dir)
     for step in range(config.steps):
         while len(order) < config.batch:
             order += rng.permutation(len(faces)).tolist()
