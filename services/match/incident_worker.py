@@ -74,9 +74,9 @@ class IncidentWorker:
         return closed
 
     def report(self) -> None:
-        """Set the gauges: incidents waiting, and those past their timeout yet still open. After a good pass the
-        overdue count is 0 but for incidents that fell due since; it stays up while passes fail (the search, the
-        gallery or the broker down), which the RfrIncidentsOverdue alert watches. Raises SQLAlchemyError."""
+        """Set the gauges: incidents waiting, and those due whose list is not published yet. After a good pass the
+        overdue count is 0 but for incidents that fell due since; it stays up while passes fail (the gallery, the
+        store or the broker down), which the RfrIncidentsOverdue alert watches. Raises SQLAlchemyError."""
         self.on_pending(self.store.open_count())
         self.on_overdue(self.store.overdue_count(self.timeout_s))
 

@@ -191,10 +191,13 @@ class IncidentStore:
             conn.execute(delete(outbox).where(outbox.c.id.in_(list(ids))))
 
     def overdue_count(self, timeout_s: float) -> int:
-        """Open incidents that are complete or older than ``timeout_s``: due, and not yet searched."""
-        query = select(func.count()).select_from(incidents).where(*self._due(timeout_s))
+        """Incidents due (complete, or older than ``timeout_s``) whose candidate list is not on its topic yet: not
+        searched, or searched with the list still in the outbox (one ``matches`` row per incident)."""
+        unsearched = select(func.count()).select_from(incidents).where(*self._due(timeout_s))
+        unpublished = select(func.count()).select_from(outbox).where(outbox.c.published == 0,
+                                                                     outbox.c.topic == "matches")
         with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            return int(conn.execute(unsearched).scalar_one()) + int(conn.execute(unpublished).scalar_one())
 
     def open_count(self) -> int:
         """Incidents waiting (for the rfr_match_incidents_pending gauge)."""

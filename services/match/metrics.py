@@ -44,7 +44,8 @@ class MatchMetrics:
             incidents_pending=Gauge("rfr_match_incidents_pending", "Multi-still incidents waiting for their other "
                                     "stills or their timeout", registry=registry),
             incidents_overdue=Gauge("rfr_match_incidents_overdue", "Multi-still incidents complete or past their "
-                                    "timeout (RFR_MATCH__INCIDENT_TIMEOUT_S) but not yet searched and published",
+                                    "timeout (RFR_MATCH__INCIDENT_TIMEOUT_S) whose candidate list is not published "
+                                    "yet (not searched, or waiting in the outbox)",
                                     registry=registry),
         )
 

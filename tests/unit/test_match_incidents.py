@@ -261,3 +261,15 @@ def test_an_incident_that_cannot_be_searched_past_its_timeout_is_reported_overdu
     worker.tick()  # searched and published
     assert gauges == {"pending": [1, 1, 1, 0], "overdue": [0, 1, 1, 0]}
     assert [s.submission_id for s in rig.lists()[0].stills] == ["s0"]
+
+
+def test_a_searched_incident_whose_list_waits_in_the_outbox_is_still_overdue(rig: Rig) -> None:
+    rig.handle(emb(embedding("s0", unit(0, base=0))), rep(report("s0", 1)))
+    assert rig.store.overdue_count(rig.timeout_s) == 0
+    rig.clock.now = T0 + timedelta(seconds=121)
+    assert rig.store.overdue_count(rig.timeout_s) == 1
+    [key] = rig.store.due(rig.timeout_s)
+    assert rig.store.close(key, rig.handler.build_incident)  # searched; Kafka has not taken the list yet
+    assert rig.store.overdue_count(rig.timeout_s) == 1
+    rig.store.mark_published([r.id for r in rig.store.pending_outbox()])
+    assert rig.store.overdue_count(rig.timeout_s) == 0
