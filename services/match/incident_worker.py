@@ -95,12 +95,11 @@ class IncidentWorker:
             if not self._failing:
                 logger.warning("pending incidents not searched or published yet (retrying every pass): %s", exc)
             self._failing = True
-            self._report_quietly()
-            return
+        else:
+            if self._failing:
+                logger.info("pending incidents are being searched and published again")
+            self._failing = False
         self._report_quietly()
-        if self._failing:
-            logger.info("pending incidents are being searched and published again")
-        self._failing = False
 
     def _report_quietly(self) -> None:
         try:
