@@ -201,6 +201,7 @@ class IncidentStore:
 
     def open_count(self) -> int:
         """Incidents waiting (for the rfr_match_incidents_pending gauge)."""
+        query = select(func.count()).select_from(incidents).where(incidents.c.closed_at.is_(None))
         with self.engine.connect() as conn:
-            return len(conn.execute(select(incidents.c.incident_key).where(incidents.c.closed_at.is_(None))).all())
+            return int(conn.execute(query).scalar_one())
 
