@@ -15,7 +15,7 @@ from rfr.embedding.embedder import build_model
 from rfr.face.detector import Detection
 from rfr.models.finetune import apply_delta
 from rfr.tools.train import data as train_data
-from rfr.tools.train.data import FaceSet, Recipe, lowres_crop, scene_crop
+from rfr.tools.train.data import FaceSet, Recipe, lowres_sample, scene_crop
 from rfr.tools.train.lowres import CropMaker, TrainConfig, embed_all, extract_delta, train
 
 DETECTION = Detection(Box(44.0, 50.0, 62.0, 62.0), 0.9,
@@ -38,9 +38,9 @@ def base() -> dict[str, torch.Tensor]:
 
 def test_lowres_crops_are_seeded_and_fresh(faces: FaceSet) -> None:
     recipe = Recipe(full_res=0.0)
-    one = lowres_crop(faces.images[0], DETECTION, np.random.default_rng(1), recipe)
-    again = lowres_crop(faces.images[0], DETECTION, np.random.default_rng(1), recipe)
-    other = lowres_crop(faces.images[0], DETECTION, np.random.default_rng(2), recipe)
+    one = lowres_sample(faces.images[0], DETECTION, np.random.default_rng(1), recipe)[0]
+    again = lowres_sample(faces.images[0], DETECTION, np.random.default_rng(1), recipe)[0]
+    other = lowres_sample(faces.images[0], DETECTION, np.random.default_rng(2), recipe)[0]
     assert one.shape == (160, 160, 3) and one.dtype == np.uint8
     assert np.array_equal(one, again) and not np.array_equal(one, other)
 
@@ -51,6 +51,7 @@ def test_crops_do_not_depend_on_the_worker_count(faces: FaceSet) -> None:
     for workers in (0, 2):
         maker = CropMaker(faces, TrainConfig(workers=workers))
         made.append(maker(7, idx))
+        assert sum(maker.kinds.values()) == len(idx) and set(maker.kinds) <= {"full_res", "keypoints"}
         maker.close()
     assert np.array_equal(made[0][0], made[1][0]) and np.array_equal(made[0][1], made[1][1])
 
@@ -63,7 +64,7 @@ def test_training_is_deterministic_and_the_delta_rebuilds_the_student(
     delta = extract_delta(student, base, config, dtype=torch.float32)
     assert delta and all(k.startswith(("block8.", "last_linear.", "last_bn.")) for k in delta)
     assert any(k.endswith(".lora_down") for k in delta) and "last_linear.weight" in delta
-    crops = np.stack([lowres_crop(img, DETECTION, np.random.default_rng(0), Recipe()) for img in faces.images])
+    crops = np.stack([lowres_sample(img, DETECTION, np.random.default_rng(0), Recipe())[0] for img in faces.images])
     rebuilt = build_model(apply_delta(base, delta))
     torch.testing.assert_close(embed_all(rebuilt, crops), embed_all(student, crops), atol=1e-5, rtol=0)
     assert not torch.allclose(embed_all(build_model(base), crops), embed_all(student, crops), atol=1e-4)
@@ -130,7 +131,9 @@ def test_a_missed_scene_sample_falls_back_to_the_keypoint_crop(faces: FaceSet) -
     missed = scene_crop(faces.images[0], DETECTION, 40.0, camera, False, np.random.default_rng(4), BlindDetector())
     assert missed is None
     recipe = Recipe(full_res=0.0, scene=1.0)
-    crop = lowres_crop(faces.images[0], DETECTION, np.random.default_rng(4), recipe, BlindDetector())
-    assert crop.shape == (160, 160, 3) and crop.dtype == np.uint8
+    crop, kind = lowres_sample(faces.images[0], DETECTION, np.random.default_rng(4), recipe, BlindDetector())
+    assert crop.shape == (160, 160, 3) and crop.dtype == np.uint8 and kind == "scene_missed"
+    _, found = lowres_sample(faces.images[0], DETECTION, np.random.default_rng(4), recipe, GridDetector(40.0))
+    assert found == "scene"
     with pytest.raises(ValueError, match="needs a detector"):
-        lowres_crop(faces.images[0], DETECTION, np.random.default_rng(4), recipe)
+        lowres_sample(faces.images[0], DETECTION, np.random.default_rng(4), recipe)

@@ -2,7 +2,7 @@
 
 A :class:`FaceSet` holds labelled photos (RGB uint8, as read) with one detection each (MediaPipe box and
 keypoints on the full photo, found once and cached as JSON). :func:`clean_crop` is the product's aligned crop of
-the photo (:func:`rfr.face.align.align_face`, the detect service's margin); :func:`lowres_crop` draws a
+the photo (:func:`rfr.face.align.align_face`, the detect service's margin); :func:`lowres_sample` draws a
 :class:`Recipe` from a ``numpy.random.Generator`` and makes the crop the product would get of the same face
 seen small by a poor camera: the photo shrunk so the face is 24-64 px wide (``INTER_AREA``, as optics and a
 sensor do), then :func:`rfr.tools.degrade.apply_degradation` (blur, exposure, noise, JPEG), sometimes grey,
@@ -226,17 +226,22 @@ def scene_crop(image: Image, detection: Detection, face_px: float, camera: Degra
     return align_face(scene, min(near, key=lambda d: offset_from_truth(d.box, truth)), CROP_SIZE, CROP_MARGIN)
 
 
-def lowres_crop(image: Image, detection: Detection, rng: np.random.Generator, recipe: Recipe,
-                detector: Detector | None = None) -> Image:
-    """One fresh synthetic CCTV crop of the face (see the module docstring; ``detector`` for scene samples)."""
+def lowres_sample(image: Image, detection: Detection, rng: np.random.Generator, recipe: Recipe,
+                  detector: Detector | None = None) -> tuple[Image, str]:
+    """One fresh synthetic CCTV crop of the face and how it was made: ``full_res``, ``keypoints`` (aligned from the
+    photo's keypoints), ``scene`` (found by ``detector`` in a scene), or ``scene_missed`` (the detector missed it
+    and the keypoint sample stands in; counted so that a run reports how often). Raises ``ValueError`` for a recipe
+    with scene samples and no detector."""
     face_px = None if rng.random() < recipe.full_res else _uniform(rng, recipe.face_px)
     camera = draw_degradation(rng, recipe)
     grey = bool(rng.random() < recipe.greyscale)
+    kind = "full_res" if face_px is None else "keypoints"
     if face_px is not None and recipe.scene > 0 and rng.random() < recipe.scene:
         if detector is None:
             raise ValueError("a recipe with scene samples needs a detector")
         warp = replace(camera, max_rotation_deg=recipe.rotation_deg, max_perspective=recipe.perspective)
         crop = scene_crop(image, detection, face_px, warp, grey, rng, detector)
         if crop is not None:
-            return crop
-    return degrade_face(image, detection, face_px, camera, grey, rng, recipe.keypoint_jitter)
+            return crop, "scene"
+        kind = "scene_missed"
+    return degrade_face(image, detection, face_px, camera, grey, rng, recipe.keypoint_jitter), kind

@@ -4,7 +4,7 @@ Cross-resolution distillation with an identity-aware term (issue #17). The teach
 facenet-pytorch ``InceptionResnetV1`` with the CASIA-WebFace weights; the student is the same network whose
 blocks from ``tune_from`` on are fine-tuned (fully, or through low-rank updates of their convolutions when
 ``lora_rank`` > 0; ``last_linear`` and ``last_bn`` always fully). Each step draws a batch of training photos, makes
-a fresh synthetic CCTV crop of each (:func:`rfr.tools.train.data.lowres_crop`: 24-64 px faces, blur, noise,
+a fresh synthetic CCTV crop of each (:func:`rfr.tools.train.data.lowres_sample`: 24-64 px faces, blur, noise,
 JPEG, exposure, greyscale; a random mirror), and minimises
 
 * ``distill``: ``1 - cos(student(degraded), teacher(clean))``, the teacher's embedding of the same photo's
@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from torch import nn
 
 from rfr.embedding.embedder import build_model, preprocess
 from rfr.face.detector import Detector, close_detector
-from rfr.tools.train.data import FaceSet, Recipe, clean_crop, lowres_crop
+from rfr.tools.train.data import FaceSet, Recipe, clean_crop, lowres_sample
 
 logger = logging.getLogger(__name__)
 
@@ -193,13 +194,15 @@ def _detector() -> Detector:
     return _DETECTORS[pid]
 
 
-def sample_crop(i: int, seed: tuple[int, int, int], recipe: Recipe) -> tuple[npt.NDArray[np.uint8], bool]:
-    """A fresh degraded crop of training photo ``i`` (mirrored or not), from its own seed (worker-safe)."""
+def sample_crop(i: int, seed: tuple[int, int, int], recipe: Recipe) -> tuple[npt.NDArray[np.uint8], bool, str]:
+    """A fresh degraded crop of training photo ``i`` (mirrored or not) and how it was made
+    (:func:`rfr.tools.train.data.lowres_sample`), from its own seed (worker-safe)."""
     faces = _FACES[-1]
     rng = np.random.default_rng(seed)
-    crop = lowres_crop(faces.images[i], faces.detections[i], rng, recipe, _detector() if recipe.scene > 0 else None)
+    detector = _detector() if recipe.scene > 0 else None
+    crop, kind = lowres_sample(faces.images[i], faces.detections[i], rng, recipe, detector)
     flip = bool(rng.random() < 0.5)
-    return (np.ascontiguousarray(crop[:, ::-1]) if flip else crop), flip
+    return (np.ascontiguousarray(crop[:, ::-1]) if flip else crop), flip, kind
 
 
 class CropMaker:
@@ -210,6 +213,7 @@ class CropMaker:
         _FACES.append(faces)
         _MODEL_DIRS.append(model_dir)
         self.config = config
+        self.kinds: Counter[str] = Counter()  # samples made so far, by how (lowres_sample's kinds)
         self.pool = None
         if config.workers > 0:
             import multiprocessing
@@ -222,7 +226,8 @@ class CropMaker:
         recipes = [self.config.recipe] * len(idx)
         mapper = self.pool.map if self.pool is not None else map
         made = list(mapper(sample_crop, idx.tolist(), seeds, recipes))
-        return np.stack([c for c, _ in made]), np.array([f for _, f in made])
+        self.kinds.update(kind for _, _, kind in made)
+        return np.stack([c for c, _, _ in made]), np.array([f for _, f, _ in made])
 
     def close(self) -> None:
         if self.pool is not None:
@@ -288,6 +293,8 @@ def _train(base: dict[str, torch.Tensor], faces: FaceSet, config: TrainConfig, m
         if step % 25 == 0 or step == config.steps - 1:
             logger.info("step %d/%d distill %.4f identity %.4f (%.0fs)", step, config.steps, float(distill.detach()),
                         float(identity.detach()), time.perf_counter() - started)
+    logger.info("training samples by kind: %s (scene_missed: the detector missed the face in its scene and the "
+                "keypoint sample stood in)", dict(sorted(make_crops.kinds.items())))
     make_crops.close()
     return student.cpu()
 
