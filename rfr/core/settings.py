@@ -411,11 +411,26 @@ class MatchSettings(_Group):
         default=0.5, gt=0, description="Seconds between the match service's passes over pending incidents "
         "(searching complete or timed-out ones, publishing their lists); adds at most this to an incident's latency.",
     )
+    closed_incident_retention_s: float = Field(
+        default=8 * 86_400.0, gt=0, description="Seconds a searched (closed) incident's row and the ids of its "
+        "stills and faces stay in the pending-incident store, to tell a redelivered face (nothing to do) from a late "
+        "one (searched alone); purged at most once a minute after that. A face of an incident purged already "
+        "opens it anew: it is searched as that incident once complete or incident_timeout_s later, its list under "
+        "the incident's event id, which the review service drops as a repeat while it holds the first list. 8 days: "
+        "a day beyond the topics' 7-day kafka.retention_ms, the furthest back Kafka can redeliver a face. Must "
+        "exceed incident_timeout_s.",
+    )
     incident_database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of match's pending-incident store (faces waiting for the other "
         "stills of their incident; committed before the Kafka offsets), e.g. PostgreSQL shared by several match "
         "replicas. Unset: SQLite file `<stack.state_dir>/match-incidents.db`.",
     )
+
+    @model_validator(mode="after")
+    def _retention_beyond_timeout(self) -> MatchSettings:
+        if self.closed_incident_retention_s <= self.incident_timeout_s:
+            raise ValueError("match.closed_incident_retention_s must be larger than match.incident_timeout_s")
+        return self
 
 
 class ReviewSettings(_Group):

@@ -62,7 +62,9 @@ def main() -> int:
         worker = IncidentWorker(incidents, handler.build_incident,
                                 kafka.DeliveryTracker(kafka.make_producer(settings.kafka)), topics,
                                 settings.match.incident_timeout_s, settings.match.incident_poll_s,
-                                on_pending=metrics.incidents_pending.set, on_overdue=metrics.incidents_overdue.set)
+                                on_pending=metrics.incidents_pending.set, on_overdue=metrics.incidents_overdue.set,
+                                retention_s=settings.match.closed_incident_retention_s,
+                                on_purged=metrics.incidents_purged.inc)
         handler.wake = worker.wake
         worker.start()
         return handler

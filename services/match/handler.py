@@ -4,8 +4,10 @@ Multi-still incidents (``meta.incident_id``): a face of an incident, and each st
 detect (topic ``rfr.incidents.v1``), are written to the pending-incident store (:mod:`services.match.incidents`)
 instead of being searched; :mod:`services.match.incident_worker` searches the fused probe once the incident is
 complete or timed out (:mod:`rfr.embedding.incidents` has the rule), through :meth:`MatchHandler.build_incident`.
-A face that arrives after its incident was searched is searched alone, as a single still. A face the quality gate
-stopped but an investigative search let through (``gated_reason``) gives a list marked ``low_quality``.
+A face that arrives after its incident was searched is searched alone, as a single still (once the incident was
+purged, ``match.closed_incident_retention_s`` after its search, the face opens it anew instead). A face the
+quality gate stopped but an investigative search let through (``gated_reason``) gives a list marked
+``low_quality``.
 
 One gallery search call per consumed batch. Every CandidateList records the threshold, ``top_k``, the
 watch-lists searched and the model id; when nothing scores at or above the threshold it is an explicit

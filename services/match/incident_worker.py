@@ -6,13 +6,16 @@ complete an incident): for each due incident of the store (:meth:`IncidentStore.
 (outputs into the outbox, incident closed, in one transaction), then produces the outbox with a producer of its
 own, waits for the broker's acknowledgements and only then deletes the rows. A crash anywhere publishes again
 with the same event ids; nothing is lost. Failures (gallery, store, broker) are logged once per outage and
-retried on the next pass.
+retried on the next pass. At most once a ``purge_interval_s`` (a minute) it purges the incidents closed longer
+than ``match.closed_incident_retention_s`` ago (:meth:`IncidentStore.purge_closed`), one batch a pass until none
+is left.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,19 +23,24 @@ from sqlalchemy.exc import SQLAlchemyError
 from rfr.core.kafka import DeliveryFailed, DeliveryTracker, Output
 from rfr.core.stream import DependencyUnavailable
 from rfr.core.topics import Topics
-from services.match.incidents import Build, IncidentStore
+from services.match.incidents import PURGE_BATCH, Build, IncidentStore
 
 logger = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_S = 30.0
+PURGE_INTERVAL_S = 60.0
 
 
 class IncidentWorker:
-    """Closes due incidents of ``store`` with ``build`` and publishes the outbox through ``tracker``."""
+    """Closes due incidents of ``store`` with ``build`` and publishes the outbox through ``tracker``; purges closed
+    incidents ``retention_s`` seconds after their close (None: never), checked every ``purge_interval_s`` seconds of
+    ``clock`` (monotonic seconds)."""
 
     def __init__(self, store: IncidentStore, build: Build, tracker: DeliveryTracker, topics: Topics,
                  timeout_s: float, poll_s: float, on_pending: Callable[[int], None] = lambda n: None,
-                 on_overdue: Callable[[int], None] = lambda n: None) -> None:
+                 on_overdue: Callable[[int], None] = lambda n: None, *, retention_s: float | None = None,
+                 purge_interval_s: float = PURGE_INTERVAL_S, on_purged: Callable[[int], None] = lambda n: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.build = build
         self.tracker = tracker
@@ -41,8 +49,13 @@ class IncidentWorker:
         self.poll_s = poll_s
         self.on_pending = on_pending  # the rfr_match_incidents_pending gauge
         self.on_overdue = on_overdue  # the rfr_match_incidents_overdue gauge
+        self.retention_s = retention_s
+        self.purge_interval_s = purge_interval_s
+        self.on_purged = on_purged  # the rfr_match_incidents_purged_total counter
+        self.clock = clock
         self.closed = 0
         self._failing = False
+        self._purged_at: float | None = None  # clock() of the last purge tried (None: purge on the next pass)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="match-incidents", daemon=True)
@@ -99,7 +112,30 @@ class IncidentWorker:
             if self._failing:
                 logger.info("pending incidents are being searched and published again")
             self._failing = False
+        self._purge_quietly()
         self._report_quietly()
+
+    def purge(self) -> int:
+        """Purge closed incidents past ``retention_s`` unless the last try was under ``purge_interval_s`` ago (a
+        full batch is followed by another on the next pass); return how many were purged. Raises SQLAlchemyError
+        (tried again an interval later)."""
+        now = self.clock()
+        if self.retention_s is None or (self._purged_at is not None and now - self._purged_at < self.purge_interval_s):
+            return 0
+        self._purged_at = now
+        purged = self.store.purge_closed(self.retention_s, PURGE_BATCH)
+        if purged == PURGE_BATCH:
+            self._purged_at = None  # more may be due: the next pass goes on
+        if purged:
+            self.on_purged(purged)
+            logger.info("%d closed incident(s) purged (closed over %.0f s ago)", purged, self.retention_s)
+        return purged
+
+    def _purge_quietly(self) -> None:
+        try:
+            self.purge()
+        except SQLAlchemyError as exc:
+            logger.warning("closed incidents not purged (trying again in %.0f s): %s", self.purge_interval_s, exc)
 
     def _report_quietly(self) -> None:
         try:

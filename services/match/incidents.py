@@ -7,10 +7,11 @@ searches it (the caller's ``build``) and, in one transaction, marks it closed, w
 outcomes to ``incident_outbox`` and drops the stored crops and templates (only the ids stay, to tell a redelivered
 face from a late one). :class:`services.match.incident_worker.IncidentWorker` publishes the outbox and marks
 what the broker acknowledged; a crash in between publishes again with the same ``event_id``, which the review
-service de-duplicates; published rows are deleted. Schema: the Alembic history in
-``services/match/migrations`` (version table ``alembic_version_match``); SQLite by default, PostgreSQL for
-several match replicas (rows are locked with ``SELECT ... FOR UPDATE`` there, so two replicas never close one
-incident twice).
+service de-duplicates; published rows are deleted. A closed incident whose outputs are all published is purged
+(its row and ids) ``match.closed_incident_retention_s`` after its close (:meth:`IncidentStore.purge_closed`).
+Schema: the Alembic history in ``services/match/migrations`` (version table ``alembic_version_match``); SQLite by
+default, PostgreSQL for several match replicas (rows are locked with ``SELECT ... FOR UPDATE`` there, so two
+replicas never close one incident twice).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "alembic_version_match"
 REPORT = "report"
 FACE = "face"
+PURGE_BATCH = 500  # incidents purged in one transaction (SQLite allows 999 bound values in one statement)
 
 metadata = MetaData()
 incidents = Table(
@@ -67,7 +69,8 @@ outbox = Table(
     "incident_outbox", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True), Column("topic", Text, nullable=False),
     Column("message_key", Text, nullable=False), Column("event_id", Text, nullable=False),
-    Column("payload", LargeBinary, nullable=False), Column("published", Integer, nullable=False))
+    Column("payload", LargeBinary, nullable=False), Column("published", Integer, nullable=False),
+    Column("incident_key", Text))  # NULL: a row written before migration 0002
 
 
 class Recorded(StrEnum):
@@ -157,11 +160,36 @@ class IncidentStore:
             rows = build(self._load(conn, key))
             for out in rows:
                 conn.execute(insert(outbox).values(topic=out.topic, message_key=out.key, event_id=out.event_id,
-                                                   payload=out.payload, published=0))
+                                                   payload=out.payload, published=0, incident_key=key))
             conn.execute(update(incidents).where(incidents.c.incident_key == key)
                          .values(closed_at=self.clock().timestamp()))
             conn.execute(update(items).where(items.c.incident_key == key).values(payload=None))
         return True
+
+    def purge_closed(self, older_than_s: float, limit: int = PURGE_BATCH) -> int:
+        """Forget incidents closed more than ``older_than_s`` seconds ago (by ``clock``) whose outbox rows are all
+        published: their ``incidents`` row and the ids of their reports and faces, in one transaction, at most
+        ``limit`` incidents (call again while it returns ``limit``). Returns how many were purged.
+
+        An open incident is never purged, nor one with an outbox row still to publish; while a row written before
+        migration 0002 (no incident named) waits, nothing is. Afterwards the incident is unknown: a redelivered or
+        late face or report of it opens it anew (:meth:`record_face` answers PENDING), and the worker searches
+        that when complete or ``incident_timeout_s`` after it arrived, as the incident: the list has the incident's
+        event id again, so a review service that holds the first list drops it as a repeat. Raises
+        SQLAlchemyError."""
+        cutoff = self.clock().timestamp() - older_than_s
+        waiting = select(outbox.c.id).where(outbox.c.published == 0, or_(
+            outbox.c.incident_key == incidents.c.incident_key, outbox.c.incident_key.is_(None)))
+        query = (select(incidents.c.incident_key)
+                 .where(incidents.c.closed_at.is_not(None), incidents.c.closed_at < cutoff, ~waiting.exists())
+                 .order_by(incidents.c.closed_at).limit(limit).with_for_update())
+        with self.engine.begin() as conn:
+            keys = [str(k) for k in conn.execute(query).scalars()]
+            if not keys:
+                return 0
+            conn.execute(delete(items).where(items.c.incident_key.in_(keys)))
+            purged = conn.execute(delete(incidents).where(incidents.c.incident_key.in_(keys))).rowcount
+        return int(purged)
 
     def _load(self, conn: Connection, key: str) -> Incident:
         row = conn.execute(select(incidents).where(incidents.c.incident_key == key)).one()

@@ -26,6 +26,7 @@ class MatchMetrics:
     end_to_end_seconds: Histogram
     incidents_pending: Gauge
     incidents_overdue: Gauge
+    incidents_purged: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> MatchMetrics:
@@ -47,6 +48,9 @@ class MatchMetrics:
                                     "timeout (RFR_MATCH__INCIDENT_TIMEOUT_S) whose candidate list is not published "
                                     "yet (not searched, or waiting in the outbox)",
                                     registry=registry),
+            incidents_purged=Counter("rfr_match_incidents_purged_total", "Closed multi-still incidents purged from "
+                                     "the pending-incident store (their row and face ids) "
+                                     "RFR_MATCH__CLOSED_INCIDENT_RETENTION_S after their search", registry=registry),
         )
 
 

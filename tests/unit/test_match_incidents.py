@@ -3,6 +3,7 @@ pending-incident store and a fake producer: one list per incident, deterministic
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any, cast
 import numpy as np
 import pytest
 from confluent_kafka import Message
+from pydantic import ValidationError
+from sqlalchemy import func, insert, select
 from support.events import probe_fields
 from support.kafka import FakeMsg, FakeProducer
 
@@ -35,9 +38,10 @@ from rfr.gallery.base import GalleryFace
 from rfr.gallery.memory import InMemoryGallery
 from services.match.handler import MatchHandler
 from services.match.incident_worker import IncidentWorker
-from services.match.incidents import IncidentStore, OutboxRow
+from services.match.incidents import PURGE_BATCH, IncidentStore, OutboxRow, incidents, items, outbox
 
 MODEL = "facenet-test"
+RETENTION_S = MatchSettings().closed_incident_retention_s
 DIM = 16
 T0 = datetime(2026, 1, 2, 10, 0, tzinfo=UTC)
 TOPICS = Topics("t")
@@ -273,3 +277,141 @@ def test_a_searched_incident_whose_list_waits_in_the_outbox_is_still_overdue(rig
     assert rig.store.overdue_count(rig.timeout_s) == 1
     rig.store.mark_published([r.id for r in rig.store.pending_outbox()])
     assert rig.store.overdue_count(rig.timeout_s) == 0
+
+
+def searched(rig: Rig, incident: str = "inc-1") -> None:
+    """Search and publish a complete incident of three stills (one face, two stills without): four item rows."""
+    m = meta(incident)
+    rig.handle(emb(embedding(f"{incident}.s0", unit(0, base=0), m=m)), rep(report(f"{incident}.s0", 1, m=m)),
+               rep(report(f"{incident}.s1", 0, m=m)), rep(report(f"{incident}.s2", 0, m=m)))
+    assert rig.worker.run_once() == 1
+
+
+def stored(store: IncidentStore) -> dict[str, tuple[bool, int]]:
+    """Each stored incident: (closed, item rows)."""
+    with store.engine.connect() as conn:
+        per_key = select(items.c.incident_key, func.count()).group_by(items.c.incident_key)
+        counts: dict[str, int] = dict(conn.execute(per_key).tuples().all())
+        return {key: (closed is not None, counts.get(key, 0))
+                for key, closed in conn.execute(select(incidents.c.incident_key, incidents.c.closed_at))}
+
+
+def test_an_old_closed_published_incident_is_purged_with_its_items_and_a_recent_one_kept(rig: Rig) -> None:
+    searched(rig, "old")
+    rig.clock.now = T0 + timedelta(days=2)
+    searched(rig, "recent")
+    rig.clock.now = T0 + timedelta(seconds=RETENTION_S + 1)
+    assert stored(rig.store) == {"r1/old": (True, 4), "r1/recent": (True, 4)}
+    assert rig.store.purge_closed(RETENTION_S) == 1
+    assert stored(rig.store) == {"r1/recent": (True, 4)}  # its face and report ids are gone with it
+    assert rig.store.purge_closed(RETENTION_S) == 0
+    rig.clock.now = T0 + timedelta(days=2, seconds=RETENTION_S - 1)
+    assert rig.store.purge_closed(RETENTION_S) == 0 and stored(rig.store) == {"r1/recent": (True, 4)}
+
+
+def test_purging_goes_by_batches_oldest_first(rig: Rig) -> None:
+    for i, name in enumerate(["a", "b", "c"]):
+        rig.clock.now = T0 + timedelta(hours=i)
+        searched(rig, name)
+    rig.clock.now = T0 + timedelta(days=30)
+    assert rig.store.purge_closed(RETENTION_S, limit=2) == 2
+    assert stored(rig.store) == {"r1/c": (True, 4)}
+    assert rig.store.purge_closed(RETENTION_S, limit=2) == 1 and stored(rig.store) == {}
+
+
+def test_an_open_incident_is_never_purged_whatever_its_age(rig: Rig) -> None:
+    rig.handle(emb(embedding("s0", unit(0, base=0))), rep(report("s0", 1)))  # waits for s1 and s2: never run
+    rig.clock.now = T0 + timedelta(days=365)
+    assert rig.store.purge_closed(RETENTION_S) == 0
+    assert stored(rig.store) == {"r1/inc-1": (False, 2)}
+
+
+def test_an_incident_whose_list_waits_in_the_outbox_is_kept(rig: Rig) -> None:
+    searched(rig, "other")  # closed and published
+    rig.handle(emb(embedding("s0", unit(0, base=0))), rep(report("s0", 1)), rep(report("s1", 0)),
+               rep(report("s2", 0)))
+    [key] = rig.store.due(rig.timeout_s)
+    assert rig.store.close(key, rig.handler.build_incident)  # closed at the same time; Kafka has not taken its list
+    rig.clock.now = T0 + timedelta(days=30)
+    assert rig.store.purge_closed(RETENTION_S) == 1 and set(stored(rig.store)) == {key}
+    rig.store.mark_published([r.id for r in rig.store.pending_outbox()])
+    assert rig.store.purge_closed(RETENTION_S) == 1 and stored(rig.store) == {}
+
+
+def test_an_outbox_row_from_before_migration_0002_holds_every_purge(rig: Rig) -> None:
+    searched(rig)
+    with rig.store.engine.begin() as conn:  # written before outbox rows named their incident
+        conn.execute(insert(outbox).values(topic="matches", message_key="k", event_id="e", payload=b"{}",
+                                           published=0, incident_key=None))
+    rig.clock.now = T0 + timedelta(days=30)
+    assert rig.store.purge_closed(RETENTION_S) == 0
+    rig.store.mark_published([r.id for r in rig.store.pending_outbox()])
+    assert rig.store.purge_closed(RETENTION_S) == 1
+
+
+def test_the_worker_purges_at_most_once_per_interval(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[float] = []
+    purged: list[int] = []
+    purge_closed = rig.store.purge_closed
+
+    def spy(older_than_s: float, limit: int = PURGE_BATCH) -> int:
+        calls.append(older_than_s)
+        return purge_closed(older_than_s, limit)
+
+    rig.store.purge_closed = spy  # type: ignore[method-assign]
+    ticks = [0.0]
+    worker = IncidentWorker(rig.store, rig.handler.build_incident, DeliveryTracker(cast(Any, rig.producer)), TOPICS,
+                            rig.timeout_s, 0.1, retention_s=RETENTION_S, purge_interval_s=60.0,
+                            on_purged=purged.append, clock=lambda: ticks[0])
+    searched(rig)
+    rig.clock.now = T0 + timedelta(seconds=RETENTION_S + 1)
+    with caplog.at_level(logging.INFO, logger="services.match.incident_worker"):
+        for ticks[0] in (0.0, 0.5, 30.0, 59.9):
+            worker.tick()
+    assert calls == [RETENTION_S] and purged == [1] and stored(rig.store) == {}
+    assert "1 closed incident(s) purged" in caplog.text
+    for ticks[0] in (60.0, 61.0, 119.0, 120.0):
+        worker.tick()
+    assert len(calls) == 3 and purged == [1]  # at 60 and 120; nothing more to purge: no count, no log
+    assert caplog.text.count("purged") == 1
+
+
+def test_the_worker_goes_on_at_the_next_pass_after_a_full_batch(rig: Rig) -> None:
+    answers = [PURGE_BATCH, 3, 0]
+    rig.store.purge_closed = lambda older_than_s, limit=PURGE_BATCH: answers.pop(0)  # type: ignore[method-assign]
+    purged: list[int] = []
+    worker = IncidentWorker(rig.store, rig.handler.build_incident, DeliveryTracker(cast(Any, rig.producer)), TOPICS,
+                            rig.timeout_s, 0.1, retention_s=RETENTION_S, on_purged=purged.append, clock=lambda: 5.0)
+    assert [worker.purge() for _ in range(3)] == [PURGE_BATCH, 3, 0]  # the third is within the interval
+    assert purged == [PURGE_BATCH, 3] and answers == [0]
+
+
+def test_a_worker_without_retention_never_purges(rig: Rig) -> None:
+    searched(rig)
+    rig.clock.now = T0 + timedelta(days=365)
+    rig.worker.tick()
+    assert stored(rig.store) == {"r1/inc-1": (True, 4)}
+
+
+def test_a_face_of_a_purged_incident_opens_it_anew_under_the_same_event_id(rig: Rig) -> None:
+    face = emb(embedding("inc-1.s0", unit(0, base=0), m=meta("inc-1")))
+    searched(rig)
+    assert rig.handle(face) == [[]] and rig.store.open_count() == 0  # redelivered before the purge: nothing to do
+    rig.clock.now = T0 + timedelta(seconds=RETENTION_S + 1)
+    assert rig.store.purge_closed(RETENTION_S) == 1
+    assert rig.handle(face) == [[]]  # not searched alone: it waits in a new incident of the same key
+    assert stored(rig.store) == {"r1/inc-1": (False, 1)}
+    assert rig.worker.run_once() == 0  # its other stills are not coming again: it waits for the timeout
+    rig.clock.now += timedelta(seconds=rig.timeout_s)
+    assert rig.worker.run_once() == 1
+    first, again = rig.lists()
+    assert again.event_id == first.event_id == incident_event_id("r1", "inc-1")  # the review service drops it
+    assert [s.submission_id for s in again.stills] == ["inc-1.s0"] and again.stills_expected == 3
+
+
+def test_closed_incidents_must_be_kept_longer_than_the_incident_timeout() -> None:
+    assert RETENTION_S == 8 * 86_400
+    with pytest.raises(ValidationError, match="closed_incident_retention_s"):
+        MatchSettings(incident_timeout_s=600, closed_incident_retention_s=600)
+    with pytest.raises(ValidationError):
+        MatchSettings(closed_incident_retention_s=0)
