@@ -5,11 +5,11 @@ and as the PDF's text reads; each export audited with its reason; a purged probe
 from __future__ import annotations
 
 import re
-import zlib
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from support.pdfs import pdf_text
 from support.review_data import ALICE, AUDREY, BOB, POLICY, SUE, Env, candidate_list, enrolment, labels, unit
 from support.review_pages import api_context, users_of
 from support.stills import jpeg
@@ -25,20 +25,6 @@ from services.review.web.disclosure_pdf import pack_pdf
 
 STILL = jpeg(320, 240, seed=7)
 CROP = jpeg(112, 112, seed=8)
-
-
-def pdf_text(pdf: bytes) -> str:
-    """The text drawn in ``pdf`` (fpdf2 core-font ``(...) Tj`` strings of its Flate streams), joined by spaces."""
-    found = []
-    for stream in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S):
-        data = stream.group(1)
-        try:
-            data = zlib.decompress(data)
-        except zlib.error:
-            continue
-        for text in re.finditer(rb"\(((?:[^()\\]|\\.)*)\)\s*Tj", data, re.S):
-            found.append(re.sub(rb"\\(.)", rb"\1", text.group(1)).decode("latin-1"))
-    return re.sub(r"\s+", " ", " ".join(found))
 
 
 def lead_case(env: Env, blobs: FileBlobStore) -> int:

@@ -3,7 +3,9 @@
 A4 portrait, Helvetica (a PDF core font: Latin-1 text, so characters outside it are written as ``?``; the text is
 searchable and extractable). The notice that a candidate list is never an identification opens the pack and ends
 every page. The still is drawn with the probe's face box over it (a rectangle in the still's own pixel coordinates,
-scaled as the image is). An image that cannot be decoded is named as such instead of drawn.
+scaled as the image is). An image that cannot be decoded is named as such instead of drawn. The search is stated
+in the printable page's rows and words (:func:`services.review.web.search_facts.search_facts`): its threshold policy,
+the probe's quality and, for an incident, each still and what became of it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rfr.review import disclosure as dc
 from services.review.web.paging import show_time
+from services.review.web.search_facts import search_facts
 
 logger = logging.getLogger(__name__)
 
@@ -153,12 +156,8 @@ def _probe(pdf: PackPdf, pack: dc.DisclosurePack) -> None:
 
 
 def _search(pdf: PackPdf, pack: dc.DisclosurePack) -> None:
-    s = pack.case.search
     pdf.heading("Search")
-    pdf.fields([("Watch-lists searched", ", ".join(s.watch_lists)), ("Threshold (cosine)", f"{s.threshold:g}"),
-                ("Candidates asked (top k)", s.top_k), ("Model", s.model_id), ("Started", show_time(s.started_at)),
-                ("Ended", show_time(s.searched_at)), ("Trigger", s.trigger),
-                ("Re-search of (gallery change)", s.re_search_of or "-"), ("Search event", s.event_id)])
+    pdf.fields([(fact.label, fact.value) for fact in search_facts(pack.case.search)])
 
 
 def _candidates(pdf: PackPdf, pack: dc.DisclosurePack) -> None:

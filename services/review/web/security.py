@@ -15,8 +15,9 @@
 
 For page modules: ``principal: Annotated[Principal, page_principal(ROLES)]`` (redirect to ``/login`` when not
 signed in, 403 page for another role), ``_: Annotated[None, CSRF]`` on every POST, ``render(request, "x.html",
-{...})`` for a page (``csrf_field(request)`` inside a form; templates get ``csrf`` ready-made; filters ``when``
-and ``age``), and raise :class:`PageError` for an error page. :func:`install_security` wires it into an app.
+{...})`` for a page (``csrf_field(request)`` inside a form; templates get ``csrf`` ready-made; filters ``when``,
+``age`` and ``still_status`` (:mod:`services.review.web.stills`)), and raise
+:class:`PageError` for an error page. :func:`install_security` wires it into an app.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from markupsafe import Markup
 
 from rfr.review.audit_chain import derive_key
 from rfr.review.users import Principal, Role
+from services.review.web.stills import still_status_words
 from services.review.web.throttle import LoginThrottle
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ def age(value: datetime | None, now: datetime) -> str:
 
 ENV.filters["when"] = when
 ENV.filters["age"] = age
+ENV.filters["still_status"] = still_status_words
 
 QUEUE_ROLES = frozenset({Role.REVIEWER, Role.SUPERVISOR, Role.AUDITOR, Role.ADMINISTRATOR})
 NAV: tuple[tuple[str, str, frozenset[Role]], ...] = (
