@@ -100,7 +100,7 @@ def _extract(extractor: Any, samples: Sequence[Sample]) -> tuple[list[tuple[Samp
 
 def find_crops(settings: Settings, run: EvalRun, progress: Progress | None) -> Crops:
     from rfr.gallery.extraction import PipelineExtractor
-    from rfr.tools.eval.runner import eval_detector
+    from rfr.tools.eval.runner import eval_detector, framing_detector
 
     split, options = run.split, run.options
     by_id: dict[str, list[Sample]] = {}
@@ -126,9 +126,9 @@ def find_crops(settings: Settings, run: EvalRun, progress: Progress | None) -> C
     crops = Crops([(subject_id_for(s.identity), c) for s, c in gallery],
                   {subject_id_for(s.identity): c for s, c in extra}, frozenset(s.sample_id for s, _ in extra),
                   [(s.identity, c) for s, c in cohort], {}, {}, enrolment)
-    with eval_detector(settings) as detector:
+    with eval_detector(settings) as detector, framing_detector(settings) as framer:
         runner = ProbeRunner(detector, settings.detect, None, None, "", {}, 1,  # type: ignore[arg-type]
-                             limits=ImageLimits.from_settings(settings.ingest))
+                             limits=ImageLimits.from_settings(settings.ingest), framer=framer)
         for condition in options.conditions:
             times = crops.times.setdefault(condition.name, StageTimes())
             found: list[FoundProbe] = []
@@ -146,7 +146,7 @@ def _cache_key(settings: Settings, run: EvalRun) -> str:
     o = run.options
     parts = [run.split.description, *(p.sample.sample_id for p in run.split.probes), *(s.sample_id for s in
              run.split.gallery), repr((o.levels, o.face_px, o.scene_size, o.seed)),
-             settings.detect.model_dump_json(), settings.ingest.model_dump_json()]
+             settings.detect.model_dump_json(), settings.ingest.model_dump_json(), "scenes framed by the reference"]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

@@ -141,6 +141,10 @@ class ProbeRunner:
     top_k: int
     limits: ImageLimits = field(default_factory=ImageLimits)
     framing: dict[str, Box | None] = field(default_factory=dict)  # sample id -> face box in the photo
+    framer: Detector | None = None
+    """The detector whose box in the original photo frames the probe's scenes (:func:`rfr.tools.eval.runner.
+    framing_detector`: the reference), so every detector under test is measured on the same pixels; None: the
+    detector under test frames them itself."""
 
     def run(self, probes: Sequence[Probe], condition: Condition, times: StageTimes) -> list[ProbeOutcome]:
         pending = [self.find(p, condition, times) for p in probes]
@@ -202,13 +206,19 @@ class ProbeRunner:
         times.detect += time.perf_counter() - started
         face, failure = choose_probe_face(findings, truth)
         if condition.level is None:
-            self.framing[probe.sample.sample_id] = face.detection.box if face is not None else None
+            self.framing[probe.sample.sample_id] = self._frame(rgb, face)
         if face is None:
             return FoundProbe(probe, failure=failure)
         if isinstance(face, RejectedFace):
             crop = align_face(rgb, face.detection, self.detect_settings.crop_size, self.detect_settings.crop_margin)
             return FoundProbe(probe, crop, face.quality, failure)
         return FoundProbe(probe, face.crop, face.quality)
+
+    def _frame(self, rgb: npt.NDArray[np.uint8], face: FoundFace | RejectedFace | None) -> Box | None:
+        """The face box that frames a photo's scenes: the framer's choice of face, else the probe's own."""
+        if self.framer is not None:
+            face, _ = choose_probe_face(find_faces(rgb, self.framer, self.detect_settings), None)
+        return face.detection.box if face is not None else None
 
     def _scene(self, probe: Probe, data: bytes, condition: Condition) -> tuple[bytes, Box] | None:
         try:

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+REFERENCE_DETECTOR = "mediapipe"
+"""``detect.detector`` of the reference detector (MediaPipe Tasks over the tile pyramid, rfr/face/detector.py)."""
+
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -119,6 +122,21 @@ def eval_detector(settings: Settings) -> Iterator[Detector]:
         close_detector(detector)
 
 
+@contextmanager
+def framing_detector(settings: Settings) -> Iterator[Detector | None]:
+    """The detector that frames the probes' scenes (:attr:`ProbeRunner.framer`): the reference, MediaPipe Tasks,
+    whichever detector is evaluated, so two detectors compared on one split see the same scenes, pixel for pixel
+    (framed by the detector under test, a scene's face moved with that detector's box: litert's boxes are ~1 %
+    wider than the reference's). None when the reference is the detector under test."""
+    if settings.detect.detector == REFERENCE_DETECTOR:
+        yield None
+        return
+    reference = settings.model_copy(update={"detect": settings.detect.model_copy(
+        update={"detector": REFERENCE_DETECTOR})})
+    with eval_detector(reference) as framer:
+        yield framer
+
+
 def run_eval(settings: Settings, split: Split, options: EvalOptions, progress: Progress | None = None) -> EvalRun:
     """Enrol ``split.gallery`` into a fresh gallery and search every probe in every condition."""
     from rfr.embedding.embedder import load_embedder
@@ -139,11 +157,11 @@ def run_eval(settings: Settings, split: Split, options: EvalOptions, progress: P
                            options.milvus_uri) as gallery:
         run.enrolment = enrol(settings, split, gallery, embedder, options.batch_size)
         logger.info("enrolled %s of %s gallery images", run.enrolment["enrolled"], run.enrolment["images"])
-        with eval_detector(settings) as detector:
+        with eval_detector(settings) as detector, framing_detector(settings) as framer:
             runner = ProbeRunner(
                 detector, settings.detect, embedder, gallery, EVAL_WATCH_LIST,
                 {p.sample.identity: subject_id_for(p.sample.identity) for p in split.probes},
-                top_k=max(options.ranks), limits=ImageLimits.from_settings(settings.ingest),
+                top_k=max(options.ranks), limits=ImageLimits.from_settings(settings.ingest), framer=framer,
             )
             for condition in options.conditions:
                 run.times[condition.name] = StageTimes()
