@@ -66,10 +66,19 @@ class Detection:
     box: Box
     score: float
     keypoints: tuple[Point, ...]
+    gate_keypoints: tuple[Point, ...] | None = None
+    """The keypoints the quality gate reads when they are not ``keypoints``: a face whose keypoints were measured
+    again for alignment (rfr/face/refine.py) keeps those of its detection here, the kind the gate's pose limits were
+    measured on (rfr/face/quality.py). None: ``keypoints``."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.box, Box):  # an (x, y, w, h) sequence, as MediaPipe and tests give it
             object.__setattr__(self, "box", Box.of(self.box))
+
+    @property
+    def gate_points(self) -> tuple[Point, ...]:
+        """The keypoints the quality gate judges the pose and eye distance by."""
+        return self.keypoints if self.gate_keypoints is None else self.gate_keypoints
 
 
 class Detector(Protocol):

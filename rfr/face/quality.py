@@ -85,9 +85,10 @@ def _levelled(keypoints: tuple[Point, ...]) -> npt.NDArray[np.float64]:
 def pose_ok(detection: Detection) -> bool:
     """Landmark sanity: eyes above nose above mouth, nose between the eyes, no extreme yaw.
 
-    Judged after levelling the eye line, so in-plane roll (which alignment removes) never fails it.
+    Judged after levelling the eye line, so in-plane roll (which alignment removes) never fails it, on the
+    detection's own keypoints (:attr:`Detection.gate_points`), not those measured again for alignment.
     """
-    kp = detection.keypoints
+    kp = detection.gate_points
     iod = eye_distance(kp)
     if len(kp) < 4 or iod <= 0.0:
         return False
@@ -114,7 +115,7 @@ def assess(detection: Detection, crop_rgb: npt.NDArray[np.uint8]) -> FaceQuality
         face_px=float(detection.box.width),
         score=float(detection.score),
         sharpness=sharpness(crop_rgb),
-        eye_distance_px=eye_distance(detection.keypoints),
+        eye_distance_px=eye_distance(detection.gate_points),
         pose_ok=pose_ok(detection),
     )
 

@@ -50,9 +50,14 @@ def face_view(image: npt.NDArray[np.uint8], box: Box) -> FaceView:
 
 
 def refined(det: Detection, view: FaceView, faces: RawFaces) -> Detection:
-    """``det`` with the keypoints of the view's face that overlaps it most (IoU >= 0.5), else as it is. The box and
-    score stay those of the pyramid level: what the gate and the recall figures measure does not move; alignment
-    (rfr/face/align.py) reads only the keypoints."""
+    """``det`` with the keypoints of the view's face that overlaps it most (IoU >= 0.5), else as it is. The box,
+    score and the keypoints the gate reads (``gate_keypoints``) stay those of the pyramid level, so what the gate and
+    the recall figures measure does not move; alignment (rfr/face/align.py) reads the new keypoints.
+
+    Why the gate keeps the first keypoints: its pose limits were measured on detections' own keypoints, and on sharp
+    small faces the second look puts the nose of a turned face further out; read by the gate, the refined keypoints
+    rejected 8-9 clean 48 px probes of 584 as ``bad_pose`` against 2 (``rfr eval`` splits of seeds 0 and 1), some of
+    them faces the search found (docs/benchmarks.md)."""
     if not len(faces):
         return det
     scale = view.side / MODEL_INPUT_PX
@@ -62,4 +67,5 @@ def refined(det: Detection, view: FaceView, faces: RawFaces) -> Detection:
     if ious[best] < 0.5:
         return det
     points = faces.keypoints[best] * scale + np.asarray([view.x, view.y], np.float32)
-    return Detection(box=det.box, score=det.score, keypoints=tuple((float(px), float(py)) for px, py in points))
+    return Detection(box=det.box, score=det.score, keypoints=tuple((float(px), float(py)) for px, py in points),
+                     gate_keypoints=det.gate_points)

@@ -241,6 +241,17 @@ def test_pose_checks() -> None:
     assert not quality.pose_ok(Detection(frontal.box, 0.9, tuple(kp[:2])))
 
 
+def test_the_gate_reads_the_detections_own_keypoints_and_alignment_the_refined_ones() -> None:
+    frontal = face_detection((100, 100), 40)
+    kp = list(frontal.keypoints)
+    yawed = (kp[0], kp[1], (kp[1][0] + 10, kp[2][1]), *kp[3:])  # nose out beyond the left eye
+    refined = Detection(frontal.box, 0.9, yawed, gate_keypoints=frontal.keypoints)
+    assert quality.pose_ok(refined) and quality.assess(refined, np.zeros((160, 160, 3), np.uint8)).pose_ok
+    assert not quality.pose_ok(Detection(frontal.box, 0.9, frontal.keypoints, gate_keypoints=yawed))
+    assert quality.assess(refined, np.zeros((160, 160, 3), np.uint8)).eye_distance_px == pytest.approx(40)
+    assert not np.allclose(align.alignment_matrix(refined), align.alignment_matrix(frontal))
+
+
 def test_assess_reports_size_score_sharpness_and_eyes() -> None:
     det = face_detection((100, 100), 40, score=0.83)
     crop = np.random.default_rng(2).integers(0, 255, (160, 160, 3), dtype=np.uint8)

@@ -187,6 +187,7 @@ def test_refinement_measures_keypoints_again_on_a_view_at_the_models_best_scale(
     ax, ay = centres[int(np.argmin(np.abs(centres - [64, 64]).sum(axis=1)))]  # where the fake puts the face
     view_x, view_y = 320.0 - 50.0, 220.0 - 50.0  # the 100 px view around the face centre (320, 220)
     assert refined.keypoints[0] == pytest.approx((view_x + (ax + 8) * 100 / 128, view_y + (ay - 4) * 100 / 128))
+    assert refined.gate_keypoints == first.keypoints and refined.gate_points == first.keypoints  # the gate's stay
     assert runner.shapes[-1] == (1, 128, 128, 3)
     missing = BlazeFaceDetector(FakeRunner(REFINE_FACE_FRACTION * 128, -5.0), DetectSettings())
     assert missing._refine(frame, [first], finest=0.56) == [first]  # not found again: the first measurement stays
