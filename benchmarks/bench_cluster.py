@@ -50,6 +50,7 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import emit  # noqa: E402
 from rfr.cluster.rule import ClusterRule, MemoryClusters, pairwise_scores  # noqa: E402
 from rfr.core.image_files import identity_folders  # noqa: E402
 from rfr.core.imaging import ImageLimits  # noqa: E402
@@ -383,11 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["machine"]["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    text = json.dumps(report, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":

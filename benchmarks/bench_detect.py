@@ -29,6 +29,7 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import emit  # noqa: E402
 from rfr.core.geometry import Box  # noqa: E402
 from rfr.core.image_files import identity_folders  # noqa: E402
 from rfr.core.settings import DetectSettings, load_settings  # noqa: E402
@@ -202,10 +203,7 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg_start": load_start,
                     "loadavg_end": os.getloadavg()},
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

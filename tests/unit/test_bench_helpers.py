@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from benchmarks.bench_detect import speedups
 from benchmarks.run import parse_json_output, pipeline_ratios
 from rfr.tools.eval.stackbench import pick_people
@@ -50,3 +52,24 @@ def test_speedup_compares_recall_from_the_minimum_face_width_and_reports_below_i
 
 def test_parse_json_output_takes_the_last_object() -> None:
     assert parse_json_output('log line\n{"a": 1}\n') == {"a": 1}
+
+
+def test_paired_detector_comparison_counts_discordant_probes_and_pools_seeds() -> None:
+    from benchmarks.eval_detectors import mcnemar_p, paired, pooled
+
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(5, 5) == 1.0
+    assert mcnemar_p(0, 6) == pytest.approx(2 / 64) and mcnemar_p(6, 0) == mcnemar_p(0, 6)
+    first = {("a", "mild"): True, ("b", "mild"): True, ("c", "mild"): False, ("d", "mild"): False}
+    second = {("a", "mild"): True, ("b", "mild"): False, ("c", "mild"): True, ("d", "mild"): True, ("e", "mild"): True}
+    out = paired(first, second)  # "e" is in one run only: not compared
+    assert (out["probes"], out["first_hits"], out["second_hits"]) == (4, 2, 3)
+    assert (out["first_only"], out["second_only"], out["rank1_difference"]) == (1, 2, 0.25)
+    low, high = out["difference_ci95"]
+    assert low < 0.25 < high
+    with pytest.raises(ValueError):
+        paired(first, {("z", "mild"): True})
+    runs = {seed: [{(s, c): hit for (s, _), hit in first.items() for c in ("original", "clean", "mild")},
+                   {(s, c): hit for (s, _), hit in second.items() for c in ("original", "clean", "mild")}]
+            for seed in (0, 1)}
+    both = pooled(runs)  # the same probe ids in two seeds count twice
+    assert both["clean"]["probes"] == 8 and both["clean"]["second_only"] == 4
