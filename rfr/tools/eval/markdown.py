@@ -105,8 +105,9 @@ def _conditions(opts: dict[str, Any]) -> str:
         text += (f"; `{lv}` = a synthetic {opts['scene'][0]}x{opts['scene'][1]} scene with the face "
                  f"{opts['face_px']:g} px wide, `{lv}` degradation (rfr/tools/degrade.py)")
     if opts["levels"]:
-        text += (". Scenes are seeded per probe; the face is framed from its detection in the original photo and "
-                 "pasted on one of a seeded pool of scene textures")
+        text += (". Scenes are seeded per probe; the face is framed from the reference detector's (MediaPipe Tasks) "
+                 "detection in the original photo, whichever detector is measured, and pasted on one of a seeded pool "
+                 "of scene textures")
     return text + "."
 
 
