@@ -412,13 +412,12 @@ class MatchSettings(_Group):
         "(searching complete or timed-out ones, publishing their lists); adds at most this to an incident's latency.",
     )
     closed_incident_retention_s: float = Field(
-        default=8 * 86_400.0, gt=0, description="Seconds a searched (closed) incident's row and the ids of its "
-        "stills and faces stay in the pending-incident store, to tell a redelivered face (nothing to do) from a late "
-        "one (searched alone); purged at most once a minute after that. A face of an incident purged already "
-        "opens it anew: it is searched as that incident once complete or incident_timeout_s later, its list under "
-        "the incident's event id, which the review service drops as a repeat while it holds the first list. 8 days: "
-        "a day beyond the topics' 7-day kafka.retention_ms, the furthest back Kafka can redeliver a face. Must "
-        "exceed incident_timeout_s.",
+        default=8 * 86_400.0, gt=0, description="Seconds the ids of a searched (closed) incident's stills and faces "
+        "stay in the pending-incident store, to tell a redelivered face (nothing to do) from a late one (searched "
+        "alone); purged at most once a minute after that, once its lists are published. The incident's closed row "
+        "stays (its reference, no still or face id), so any face of it arriving later is searched alone. 8 days: a "
+        "day beyond the topics' 7-day kafka.retention_ms, the furthest back Kafka can redeliver a face. Must exceed "
+        "incident_timeout_s.",
     )
     incident_database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of match's pending-incident store (faces waiting for the other "

@@ -4,8 +4,8 @@ Multi-still incidents (``meta.incident_id``): a face of an incident, and each st
 detect (topic ``rfr.incidents.v1``), are written to the pending-incident store (:mod:`services.match.incidents`)
 instead of being searched; :mod:`services.match.incident_worker` searches the fused probe once the incident is
 complete or timed out (:mod:`rfr.embedding.incidents` has the rule), through :meth:`MatchHandler.build_incident`.
-A face that arrives after its incident was searched is searched alone, as a single still (once the incident was
-purged, ``match.closed_incident_retention_s`` after its search, the face opens it anew instead). A face the
+A face that arrives after its incident was searched is searched alone, as a single still (also once the ids of
+the incident's stills were purged, ``match.closed_incident_retention_s`` after its search). A face the
 quality gate stopped but an investigative search let through (``gated_reason``) gives a list marked
 ``low_quality``.
 

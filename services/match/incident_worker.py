@@ -55,6 +55,7 @@ class IncidentWorker:
         self.clock = clock
         self.closed = 0
         self._failing = False
+        self._purge_failing = False  # logged once per outage
         self._purged_at: float | None = None  # clock() of the last purge tried (None: purge on the next pass)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -135,7 +136,14 @@ class IncidentWorker:
         try:
             self.purge()
         except SQLAlchemyError as exc:
-            logger.warning("closed incidents not purged (trying again in %.0f s): %s", self.purge_interval_s, exc)
+            if not self._purge_failing:
+                logger.warning("closed incidents not purged (trying again every %.0f s): %s", self.purge_interval_s,
+                               exc)
+            self._purge_failing = True
+            return
+        if self._purge_failing:
+            logger.info("closed incidents are being purged again")
+        self._purge_failing = False
 
     def _report_quietly(self) -> None:
         try:

@@ -7,8 +7,9 @@ searches it (the caller's ``build``) and, in one transaction, marks it closed, w
 outcomes to ``incident_outbox`` and drops the stored crops and templates (only the ids stay, to tell a redelivered
 face from a late one). :class:`services.match.incident_worker.IncidentWorker` publishes the outbox and marks
 what the broker acknowledged; a crash in between publishes again with the same ``event_id``, which the review
-service de-duplicates; published rows are deleted. A closed incident whose outputs are all published is purged
-(its row and ids) ``match.closed_incident_retention_s`` after its close (:meth:`IncidentStore.purge_closed`).
+service de-duplicates; published rows are deleted. A closed incident whose outputs are all published has the ids
+of its stills and faces purged ``match.closed_incident_retention_s`` after its close; its closed row stays, so a face
+arriving later is late (:meth:`IncidentStore.purge_closed`).
 Schema: the Alembic history in ``services/match/migrations`` (version table ``alembic_version_match``); SQLite by
 default, PostgreSQL for several match replicas (rows are locked with ``SELECT ... FOR UPDATE`` there, so two
 replicas never close one incident twice).
@@ -167,29 +168,32 @@ class IncidentStore:
         return True
 
     def purge_closed(self, older_than_s: float, limit: int = PURGE_BATCH) -> int:
-        """Forget incidents closed more than ``older_than_s`` seconds ago (by ``clock``) whose outbox rows are all
-        published: their ``incidents`` row and the ids of their reports and faces, in one transaction, at most
-        ``limit`` incidents (call again while it returns ``limit``). Returns how many were purged.
+        """Forget the ids of the reports and faces (submission and face ids) of incidents closed more than
+        ``older_than_s`` seconds ago (by ``clock``) whose outbox rows are all published, in one transaction, at most
+        ``limit`` incidents (call again while it returns ``limit``). Returns how many incidents were purged.
 
         An open incident is never purged, nor one with an outbox row still to publish; while a row written before
-        migration 0002 (no incident named) waits, nothing is. Afterwards the incident is unknown: a redelivered or
-        late face or report of it opens it anew (:meth:`record_face` answers PENDING), and the worker searches
-        that when complete or ``incident_timeout_s`` after it arrived, as the incident: the list has the incident's
-        event id again, so a review service that holds the first list drops it as a repeat. Raises
-        SQLAlchemyError."""
+        migration 0002 (no incident named) waits, nothing is; rows another replica is purging are skipped
+        (PostgreSQL ``SKIP LOCKED``). The incident's own row stays, closed (its key, the
+        retailer's incident reference, with its expected count and times; no id of a still or a face): a face that
+        arrives for it afterwards is late (:meth:`record_face` answers LATE; searched alone under its own event id,
+        as any late face) and a report changes nothing. Without that row the key would open a new incident whose
+        list would reuse the first list's event id, and the review service would drop it as a repeat: a retailer
+        reusing an incident reference, or a dead-lettered face sent again, would be searched and never reviewed.
+        Raises SQLAlchemyError."""
         cutoff = self.clock().timestamp() - older_than_s
+        key = incidents.c.incident_key
         waiting = select(outbox.c.id).where(outbox.c.published == 0, or_(
-            outbox.c.incident_key == incidents.c.incident_key, outbox.c.incident_key.is_(None)))
-        query = (select(incidents.c.incident_key)
-                 .where(incidents.c.closed_at.is_not(None), incidents.c.closed_at < cutoff, ~waiting.exists())
-                 .order_by(incidents.c.closed_at).limit(limit).with_for_update())
+            outbox.c.incident_key == key, outbox.c.incident_key.is_(None)))
+        held = select(items.c.item_id).where(items.c.incident_key == key)
+        query = (select(key).where(incidents.c.closed_at.is_not(None), incidents.c.closed_at < cutoff,
+                                   ~waiting.exists(), held.exists())
+                 .order_by(incidents.c.closed_at).limit(limit).with_for_update(skip_locked=True))
         with self.engine.begin() as conn:
             keys = [str(k) for k in conn.execute(query).scalars()]
-            if not keys:
-                return 0
-            conn.execute(delete(items).where(items.c.incident_key.in_(keys)))
-            purged = conn.execute(delete(incidents).where(incidents.c.incident_key.in_(keys))).rowcount
-        return int(purged)
+            if keys:
+                conn.execute(delete(items).where(items.c.incident_key.in_(keys)))
+        return len(keys)
 
     def _load(self, conn: Connection, key: str) -> Incident:
         row = conn.execute(select(incidents).where(incidents.c.incident_key == key)).one()

@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Message
 from pydantic import ValidationError
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import OperationalError
 from support.events import probe_fields
 from support.kafka import FakeMsg, FakeProducer
 
@@ -303,10 +304,10 @@ def test_an_old_closed_published_incident_is_purged_with_its_items_and_a_recent_
     rig.clock.now = T0 + timedelta(seconds=RETENTION_S + 1)
     assert stored(rig.store) == {"r1/old": (True, 4), "r1/recent": (True, 4)}
     assert rig.store.purge_closed(RETENTION_S) == 1
-    assert stored(rig.store) == {"r1/recent": (True, 4)}  # its face and report ids are gone with it
-    assert rig.store.purge_closed(RETENTION_S) == 0
+    assert stored(rig.store) == {"r1/old": (True, 0), "r1/recent": (True, 4)}  # its face and report ids are gone
+    assert rig.store.purge_closed(RETENTION_S) == 0  # the closed row that stays is not purged again
     rig.clock.now = T0 + timedelta(days=2, seconds=RETENTION_S - 1)
-    assert rig.store.purge_closed(RETENTION_S) == 0 and stored(rig.store) == {"r1/recent": (True, 4)}
+    assert rig.store.purge_closed(RETENTION_S) == 0 and stored(rig.store)["r1/recent"] == (True, 4)
 
 
 def test_purging_goes_by_batches_oldest_first(rig: Rig) -> None:
@@ -315,8 +316,9 @@ def test_purging_goes_by_batches_oldest_first(rig: Rig) -> None:
         searched(rig, name)
     rig.clock.now = T0 + timedelta(days=30)
     assert rig.store.purge_closed(RETENTION_S, limit=2) == 2
-    assert stored(rig.store) == {"r1/c": (True, 4)}
-    assert rig.store.purge_closed(RETENTION_S, limit=2) == 1 and stored(rig.store) == {}
+    assert stored(rig.store) == {"r1/a": (True, 0), "r1/b": (True, 0), "r1/c": (True, 4)}
+    assert rig.store.purge_closed(RETENTION_S, limit=2) == 1 and stored(rig.store)["r1/c"] == (True, 0)
+    assert rig.store.purge_closed(RETENTION_S, limit=2) == 0
 
 
 def test_an_open_incident_is_never_purged_whatever_its_age(rig: Rig) -> None:
@@ -333,9 +335,9 @@ def test_an_incident_whose_list_waits_in_the_outbox_is_kept(rig: Rig) -> None:
     [key] = rig.store.due(rig.timeout_s)
     assert rig.store.close(key, rig.handler.build_incident)  # closed at the same time; Kafka has not taken its list
     rig.clock.now = T0 + timedelta(days=30)
-    assert rig.store.purge_closed(RETENTION_S) == 1 and set(stored(rig.store)) == {key}
+    assert rig.store.purge_closed(RETENTION_S) == 1 and stored(rig.store) == {"r1/other": (True, 0), key: (True, 4)}
     rig.store.mark_published([r.id for r in rig.store.pending_outbox()])
-    assert rig.store.purge_closed(RETENTION_S) == 1 and stored(rig.store) == {}
+    assert rig.store.purge_closed(RETENTION_S) == 1 and stored(rig.store)[key] == (True, 0)
 
 
 def test_an_outbox_row_from_before_migration_0002_holds_every_purge(rig: Rig) -> None:
@@ -368,7 +370,7 @@ def test_the_worker_purges_at_most_once_per_interval(rig: Rig, caplog: pytest.Lo
     with caplog.at_level(logging.INFO, logger="services.match.incident_worker"):
         for ticks[0] in (0.0, 0.5, 30.0, 59.9):
             worker.tick()
-    assert calls == [RETENTION_S] and purged == [1] and stored(rig.store) == {}
+    assert calls == [RETENTION_S] and purged == [1] and stored(rig.store) == {"r1/inc-1": (True, 0)}
     assert "1 closed incident(s) purged" in caplog.text
     for ticks[0] in (60.0, 61.0, 119.0, 120.0):
         worker.tick()
@@ -386,6 +388,29 @@ def test_the_worker_goes_on_at_the_next_pass_after_a_full_batch(rig: Rig) -> Non
     assert purged == [PURGE_BATCH, 3] and answers == [0]
 
 
+def test_a_failing_purge_is_logged_once_per_outage_and_retried(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    answers: list[int | Exception] = [OperationalError("DELETE", {}, Exception("database is locked"))] * 3 + [2]
+
+    def purge(older_than_s: float, limit: int = PURGE_BATCH) -> int:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    rig.store.purge_closed = purge  # type: ignore[method-assign]
+    ticks = [0.0]
+    purged: list[int] = []
+    worker = IncidentWorker(rig.store, rig.handler.build_incident, DeliveryTracker(cast(Any, rig.producer)), TOPICS,
+                            rig.timeout_s, 0.1, retention_s=RETENTION_S, purge_interval_s=60.0,
+                            on_purged=purged.append, clock=lambda: ticks[0])
+    with caplog.at_level(logging.INFO, logger="services.match.incident_worker"):
+        for ticks[0] in (0.0, 60.0, 120.0, 180.0):
+            worker.tick()
+    assert answers == [] and purged == [2]
+    assert caplog.text.count("closed incidents not purged") == 1
+    assert "closed incidents are being purged again" in caplog.text
+
+
 def test_a_worker_without_retention_never_purges(rig: Rig) -> None:
     searched(rig)
     rig.clock.now = T0 + timedelta(days=365)
@@ -393,20 +418,19 @@ def test_a_worker_without_retention_never_purges(rig: Rig) -> None:
     assert stored(rig.store) == {"r1/inc-1": (True, 4)}
 
 
-def test_a_face_of_a_purged_incident_opens_it_anew_under_the_same_event_id(rig: Rig) -> None:
+def test_a_face_of_a_purged_incident_is_searched_alone_as_any_late_face(rig: Rig) -> None:
     face = emb(embedding("inc-1.s0", unit(0, base=0), m=meta("inc-1")))
     searched(rig)
     assert rig.handle(face) == [[]] and rig.store.open_count() == 0  # redelivered before the purge: nothing to do
     rig.clock.now = T0 + timedelta(seconds=RETENTION_S + 1)
     assert rig.store.purge_closed(RETENTION_S) == 1
-    assert rig.handle(face) == [[]]  # not searched alone: it waits in a new incident of the same key
-    assert stored(rig.store) == {"r1/inc-1": (False, 1)}
-    assert rig.worker.run_once() == 0  # its other stills are not coming again: it waits for the timeout
-    rig.clock.now += timedelta(seconds=rig.timeout_s)
-    assert rig.worker.run_once() == 1
-    first, again = rig.lists()
-    assert again.event_id == first.event_id == incident_event_id("r1", "inc-1")  # the review service drops it
-    assert [s.submission_id for s in again.stills] == ["inc-1.s0"] and again.stills_expected == 3
+    [[listed, _]] = rig.handle(face)  # a replay, or the reference used again: never dropped as a repeat
+    late = decode(CandidateList, cast(Output, listed).value)
+    first = rig.lists()[0]
+    assert first.event_id == incident_event_id("r1", "inc-1") and late.event_id == "inc-1.s0:f0" != first.event_id
+    assert late.incident_id == "inc-1" and [s.submission_id for s in late.stills] == ["inc-1.s0"]
+    assert rig.handle(rep(report("inc-1.s3", 1, m=meta("inc-1")))) == [[]]  # a report changes nothing
+    assert stored(rig.store) == {"r1/inc-1": (True, 0)} and rig.store.open_count() == 0
 
 
 def test_closed_incidents_must_be_kept_longer_than_the_incident_timeout() -> None:
