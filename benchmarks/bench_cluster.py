@@ -132,7 +132,7 @@ def _detect(settings: Settings, seen: Sequence[Sighting], face_px: float,
     with eval_detector(settings) as detector:
         runner = ProbeRunner(detector, settings.detect, None, None, "", {}, 1,  # type: ignore[arg-type]
                              limits=ImageLimits.from_settings(settings.ingest))
-        for p in probes:  # the original photo frames the face of its still (as rfr eval does)
+        for p in probes:  # the original photo frames the face of its still (by the detector in use: one here)
             runner.find(p, original, times["original"])
         found = []
         for i, p in enumerate(probes):

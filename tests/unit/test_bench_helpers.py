@@ -71,5 +71,23 @@ def test_paired_detector_comparison_counts_discordant_probes_and_pools_seeds() -
     runs = {seed: [{(s, c): hit for (s, _), hit in first.items() for c in ("original", "clean", "mild")},
                    {(s, c): hit for (s, _), hit in second.items() for c in ("original", "clean", "mild")}]
             for seed in (0, 1)}
-    both = pooled(runs)  # the same probe ids in two seeds count twice
+    both = pooled(runs)  # the same probe ids in two seeds count twice probe by probe, once photo by photo
     assert both["clean"]["probes"] == 8 and both["clean"]["second_only"] == 4
+    photos = both["clean"]["by_photo"]
+    assert (photos["photos"], photos["photos_better"], photos["photos_worse"]) == (4, 2, 1)
+    assert photos["sign_test_p"] == 1.0
+    low, high = photos["difference_ci95_photo_bootstrap"]
+    assert low <= 0.25 <= high
+
+
+def test_by_photo_counts_a_photo_once_however_many_seeds_drew_it() -> None:
+    from benchmarks.eval_detectors import by_photo, pairs
+
+    first = {(f"{seed}:p{i}", "mild"): False for seed in range(5) for i in range(6)}
+    second = {k: k[0].endswith(("p0", "p1", "p2", "p3", "p4", "p5")) for k in first}
+    out = by_photo(first, second)
+    assert (out["photos"], out["photos_better"], out["photos_worse"]) == (6, 6, 0)
+    assert out["sign_test_p"] == round(2 / 64, 4)  # six photos, not thirty probes
+    assert out["difference_ci95_photo_bootstrap"] == [1.0, 1.0]
+    rows = pairs({0: [{("a", "mild"): True}, {("a", "mild"): False}]})
+    assert rows == [[0, "a", "mild", 1, 0]]

@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 
+CROPS_VERSION = "crops v2"
+"""Part of the crop cache's key: changed whenever how probes are found changes beyond the settings the key holds
+(v2: scenes framed by the reference detector; the gate reads each detection's own keypoints)."""
+
 
 @dataclass(frozen=True)
 class EmbedVariant:
@@ -126,7 +130,7 @@ def find_crops(settings: Settings, run: EvalRun, progress: Progress | None) -> C
     crops = Crops([(subject_id_for(s.identity), c) for s, c in gallery],
                   {subject_id_for(s.identity): c for s, c in extra}, frozenset(s.sample_id for s, _ in extra),
                   [(s.identity, c) for s, c in cohort], {}, {}, enrolment)
-    with eval_detector(settings) as detector, framing_detector(settings) as framer:
+    with eval_detector(settings) as detector, framing_detector(settings, bool(options.levels)) as framer:
         runner = ProbeRunner(detector, settings.detect, None, None, "", {}, 1,  # type: ignore[arg-type]
                              limits=ImageLimits.from_settings(settings.ingest), framer=framer)
         for condition in options.conditions:
@@ -146,7 +150,7 @@ def _cache_key(settings: Settings, run: EvalRun) -> str:
     o = run.options
     parts = [run.split.description, *(p.sample.sample_id for p in run.split.probes), *(s.sample_id for s in
              run.split.gallery), repr((o.levels, o.face_px, o.scene_size, o.seed)),
-             settings.detect.model_dump_json(), settings.ingest.model_dump_json(), "scenes framed by the reference"]
+             settings.detect.model_dump_json(), settings.ingest.model_dump_json(), CROPS_VERSION]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

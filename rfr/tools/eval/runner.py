@@ -123,12 +123,13 @@ def eval_detector(settings: Settings) -> Iterator[Detector]:
 
 
 @contextmanager
-def framing_detector(settings: Settings) -> Iterator[Detector | None]:
+def framing_detector(settings: Settings, scenes: bool = True) -> Iterator[Detector | None]:
     """The detector that frames the probes' scenes (:attr:`ProbeRunner.framer`): the reference, MediaPipe Tasks,
     whichever detector is evaluated, so two detectors compared on one split see the same scenes, pixel for pixel
     (framed by the detector under test, a scene's face moved with that detector's box: litert's boxes are ~1 %
-    wider than the reference's). None when the reference is the detector under test."""
-    if settings.detect.detector == REFERENCE_DETECTOR:
+    wider than the reference's). None when the reference is the detector under test, or when no condition makes
+    scenes (``scenes`` false: nothing to frame)."""
+    if not scenes or settings.detect.detector == REFERENCE_DETECTOR:
         yield None
         return
     reference = settings.model_copy(update={"detect": settings.detect.model_copy(
@@ -157,7 +158,7 @@ def run_eval(settings: Settings, split: Split, options: EvalOptions, progress: P
                            options.milvus_uri) as gallery:
         run.enrolment = enrol(settings, split, gallery, embedder, options.batch_size)
         logger.info("enrolled %s of %s gallery images", run.enrolment["enrolled"], run.enrolment["images"])
-        with eval_detector(settings) as detector, framing_detector(settings) as framer:
+        with eval_detector(settings) as detector, framing_detector(settings, bool(options.levels)) as framer:
             runner = ProbeRunner(
                 detector, settings.detect, embedder, gallery, EVAL_WATCH_LIST,
                 {p.sample.identity: subject_id_for(p.sample.identity) for p in split.probes},
