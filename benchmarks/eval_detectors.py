@@ -137,11 +137,15 @@ def pooled(runs: Mapping[int, Sequence[Hits]]) -> dict[str, Any]:
     return out
 
 
-def pairs(runs: Mapping[int, Sequence[Hits]]) -> list[list[Any]]:
-    """Every mated probe of every seed as ``[seed, sample id, condition, first hit, second hit]`` (hits 0 or 1), so
-    the pooled figures can be recomputed from the report."""
-    return [[seed, s, c, int(a[(s, c)]), int(b[(s, c)])] for seed, (a, b) in sorted(runs.items())
-            for s, c in sorted(a.keys() & b.keys())]
+def pairs(runs: Mapping[int, Sequence[Hits]]) -> dict[str, dict[str, str]]:
+    """Every mated probe's two outcomes, so the pooled figures can be recomputed from the report: per condition and
+    seed, one line of ``<sample id>=<first hit><second hit>`` (hits 0 or 1), space-separated, sorted."""
+    out: dict[str, dict[str, str]] = {c: {} for c in CONDITIONS}
+    for seed, (a, b) in sorted(runs.items()):
+        for c in CONDITIONS:
+            keys = sorted(s for s, cc in a.keys() & b.keys() if cc == c)
+            out[c][str(seed)] = " ".join(f"{s}={int(a[(s, c)])}{int(b[(s, c)])}" for s in keys)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -89,5 +89,5 @@ def test_by_photo_counts_a_photo_once_however_many_seeds_drew_it() -> None:
     assert (out["photos"], out["photos_better"], out["photos_worse"]) == (6, 6, 0)
     assert out["sign_test_p"] == round(2 / 64, 4)  # six photos, not thirty probes
     assert out["difference_ci95_photo_bootstrap"] == [1.0, 1.0]
-    rows = pairs({0: [{("a", "mild"): True}, {("a", "mild"): False}]})
-    assert rows == [[0, "a", "mild", 1, 0]]
+    rows = pairs({0: [{("b", "mild"): False, ("a", "mild"): True}, {("a", "mild"): False, ("b", "mild"): True}]})
+    assert rows == {"original": {"0": ""}, "clean": {"0": ""}, "mild": {"0": "a=10 b=01"}}
