@@ -57,3 +57,25 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False, service: str
     root.setLevel(level.upper())
     for noisy in ("urllib3", "httpx", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class OutageLog:
+    """Logs a failure that a periodic pass retries once per outage, not once per pass: ``failed`` warns with
+    ``failing`` (a %-format taking the exception) when an outage starts, ``recovered`` logs ``again`` at INFO when
+    the first pass after one succeeds. ``active``: an outage is going on."""
+
+    def __init__(self, logger: logging.Logger, failing: str, again: str) -> None:
+        self.logger = logger
+        self.failing = failing
+        self.again = again
+        self.active = False
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.active:
+            self.logger.warning(self.failing, exc)
+        self.active = True
+
+    def recovered(self) -> None:
+        if self.active:
+            self.logger.info(self.again)
+        self.active = False

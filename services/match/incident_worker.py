@@ -21,6 +21,7 @@ from collections.abc import Callable
 from sqlalchemy.exc import SQLAlchemyError
 
 from rfr.core.kafka import DeliveryFailed, DeliveryTracker, Output
+from rfr.core.logs import OutageLog
 from rfr.core.stream import DependencyUnavailable
 from rfr.core.topics import Topics
 from services.match.incidents import PURGE_BATCH, Build, IncidentStore
@@ -54,8 +55,11 @@ class IncidentWorker:
         self.on_purged = on_purged  # the rfr_match_incidents_purged_total counter
         self.clock = clock
         self.closed = 0
-        self._failing = False
-        self._purge_failing = False  # logged once per outage
+        self._outage = OutageLog(logger, "pending incidents not searched or published yet (retrying every pass): %s",
+                                 "pending incidents are being searched and published again")
+        every = f"{purge_interval_s:.0f}"
+        self._purge_outage = OutageLog(logger, f"closed incidents not purged (trying again every {every} s): %s",
+                                       "closed incidents are being purged again")
         self._purged_at: float | None = None  # clock() of the last purge tried (None: purge on the next pass)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -106,13 +110,9 @@ class IncidentWorker:
         try:
             self.run_once()
         except (DependencyUnavailable, SQLAlchemyError, DeliveryFailed) as exc:
-            if not self._failing:
-                logger.warning("pending incidents not searched or published yet (retrying every pass): %s", exc)
-            self._failing = True
+            self._outage.failed(exc)
         else:
-            if self._failing:
-                logger.info("pending incidents are being searched and published again")
-            self._failing = False
+            self._outage.recovered()
         self._purge_quietly()
         self._report_quietly()
 
@@ -136,14 +136,9 @@ class IncidentWorker:
         try:
             self.purge()
         except SQLAlchemyError as exc:
-            if not self._purge_failing:
-                logger.warning("closed incidents not purged (trying again every %.0f s): %s", self.purge_interval_s,
-                               exc)
-            self._purge_failing = True
+            self._purge_outage.failed(exc)
             return
-        if self._purge_failing:
-            logger.info("closed incidents are being purged again")
-        self._purge_failing = False
+        self._purge_outage.recovered()
 
     def _report_quietly(self) -> None:
         try:

@@ -17,6 +17,7 @@ from typing import Protocol
 from sqlalchemy.exc import SQLAlchemyError
 
 from rfr.core.kafka import DeliveryFailed, DeliveryTracker, Output
+from rfr.core.logs import OutageLog
 from rfr.core.topics import Topics
 from rfr.review.views import OutboxItem
 
@@ -45,7 +46,8 @@ class OutboxPublisher:
         self.batch = batch
         self.flush_timeout_s = flush_timeout_s
         self.published = 0
-        self._failing = False
+        self._outage = OutageLog(logger, "decision events not published yet (retrying every pass): %s",
+                                 "decision events are being published again")
 
     def publish_pending(self) -> int:
         """Publish every pending event, ``batch`` at a time, oldest first; return how many were marked published.
@@ -76,10 +78,6 @@ class OutboxPublisher:
         try:
             self.publish_pending()
         except (DeliveryFailed, SQLAlchemyError, ValueError) as exc:
-            if not self._failing:
-                logger.warning("decision events not published yet (retrying every pass): %s", exc)
-            self._failing = True
+            self._outage.failed(exc)
             return
-        if self._failing:
-            logger.info("decision events are being published again")
-        self._failing = False
+        self._outage.recovered()

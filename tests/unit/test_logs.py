@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-from rfr.core.logs import JsonFormatter, ids
+import pytest
+
+from rfr.core.logs import JsonFormatter, OutageLog, ids
 
 
 def _line(record_extra: dict[str, object], exc: bool = False) -> dict[str, object]:
@@ -35,3 +37,17 @@ def test_absent_ids_are_left_out_and_exceptions_kept() -> None:
     line = _line(ids("sub_2"), exc=True)
     assert line["submission_id"] == "sub_2" and "face_id" not in line
     assert "ValueError: boom" in str(line["exc"])
+
+
+def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(caplog: pytest.LogCaptureFixture) -> None:
+    outage = OutageLog(logging.getLogger("rfr.test.outage"), "store down (retrying): %s", "store back")
+    with caplog.at_level(logging.INFO, logger="rfr.test.outage"):
+        outage.recovered()  # nothing was failing: nothing to say
+        for _ in range(3):
+            outage.failed(OSError("refused"))
+        assert outage.active
+        outage.recovered()
+        outage.recovered()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "store down (retrying): refused"), ("INFO", "store back")]
+    assert not outage.active
