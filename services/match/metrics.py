@@ -49,7 +49,7 @@ class MatchMetrics:
                                     "yet (not searched, or waiting in the outbox)",
                                     registry=registry),
             incidents_purged=Counter("rfr_match_incidents_purged_total", "Closed multi-still incidents purged from "
-                                     "the pending-incident store (their row and face ids) "
+                                     "the pending-incident store (the ids of their stills and faces) "
                                      "RFR_MATCH__CLOSED_INCIDENT_RETENTION_S after their search", registry=registry),
         )
 

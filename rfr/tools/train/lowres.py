@@ -178,28 +178,30 @@ def losses(student: torch.Tensor, idx: torch.Tensor, flips: torch.Tensor, target
 
 
 _FACES: list[FaceSet] = []  # the training faces, for worker processes (forked: shared, not pickled)
-_MODEL_DIRS: list[Path | None] = []  # where the scene samples' detector comes from (rfr models fetch)
 _DETECTORS: dict[int, Detector] = {}  # one detector per process (pid), made on first use
 
 
-def _detector() -> Detector:
-    """This process's product detector (the default ``DetectSettings`` on one thread), for scene samples."""
+def _detector(model_dir: Path | None) -> Detector:
+    """This process's product detector (the default ``DetectSettings`` on one thread, from ``model_dir``, else the
+    settings' ``model_dir``), for scene samples."""
     pid = os.getpid()
     if pid not in _DETECTORS:
         from rfr.core.settings import DetectSettings, load_settings
         from rfr.face.runners import make_detector
 
-        model_dir = _MODEL_DIRS[-1] if _MODEL_DIRS and _MODEL_DIRS[-1] is not None else load_settings().model_dir
-        _DETECTORS[pid] = make_detector(DetectSettings(threads=1), model_dir)
+        _DETECTORS[pid] = make_detector(DetectSettings(threads=1),
+                                        model_dir if model_dir is not None else load_settings().model_dir)
     return _DETECTORS[pid]
 
 
-def sample_crop(i: int, seed: tuple[int, int, int], recipe: Recipe) -> tuple[npt.NDArray[np.uint8], bool, str]:
+def sample_crop(i: int, seed: tuple[int, int, int], recipe: Recipe,
+                model_dir: Path | None = None) -> tuple[npt.NDArray[np.uint8], bool, str]:
     """A fresh degraded crop of training photo ``i`` (mirrored or not) and how it was made
-    (:func:`rfr.tools.train.data.lowres_sample`), from its own seed (worker-safe)."""
+    (:func:`rfr.tools.train.data.lowres_sample`), from its own seed (worker-safe); ``model_dir`` holds the detector of
+    scene samples."""
     faces = _FACES[-1]
     rng = np.random.default_rng(seed)
-    detector = _detector() if recipe.scene > 0 else None
+    detector = _detector(model_dir) if recipe.scene > 0 else None
     crop, kind = lowres_sample(faces.images[i], faces.detections[i], rng, recipe, detector)
     flip = bool(rng.random() < 0.5)
     return (np.ascontiguousarray(crop[:, ::-1]) if flip else crop), flip, kind
@@ -211,8 +213,8 @@ class CropMaker:
 
     def __init__(self, faces: FaceSet, config: TrainConfig, model_dir: Path | None = None) -> None:
         _FACES.append(faces)
-        _MODEL_DIRS.append(model_dir)
         self.config = config
+        self.model_dir = model_dir
         self.kinds: Counter[str] = Counter()  # samples made so far, by how (lowres_sample's kinds)
         self.pool = None
         if config.workers > 0:
@@ -225,7 +227,7 @@ class CropMaker:
         seeds = [(self.config.seed, step, j) for j in range(len(idx))]
         recipes = [self.config.recipe] * len(idx)
         mapper = self.pool.map if self.pool is not None else map
-        made = list(mapper(sample_crop, idx.tolist(), seeds, recipes))
+        made = list(mapper(sample_crop, idx.tolist(), seeds, recipes, [self.model_dir] * len(idx)))
         self.kinds.update(kind for _, _, kind in made)
         return np.stack([c for c, _, _ in made]), np.array([f for _, f, _ in made])
 
@@ -233,7 +235,6 @@ class CropMaker:
         if self.pool is not None:
             self.pool.shutdown()
         _FACES.clear()
-        _MODEL_DIRS.clear()
         for detector in _DETECTORS.values():
             close_detector(detector)
         _DETECTORS.clear()
