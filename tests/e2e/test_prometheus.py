@@ -50,10 +50,30 @@ def prometheus(live_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -
     _, proc = procs.spawn("prometheus", argv, work)
     try:
         procs.wait_port("127.0.0.1", port, 30, proc)
-        yield f"http://127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, proc, 120)
+        yield base
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Wait for ``/-/ready``: Prometheus opens its port before its TSDB and answers queries 503 until it is ready
+    (a loaded CI machine took longer than the first query)."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"prometheus exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{base}/-/ready", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError as exc:  # HTTPError 503 while the TSDB opens, or a refused connection
+            last = repr(exc)
+        time.sleep(0.5)
+    raise AssertionError(f"prometheus at {base} not ready within {timeout_s:.0f}s; last answer {last}")
 
 
 def _query(base: str, promql: str) -> list[dict[str, object]]:
