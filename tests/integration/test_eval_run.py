@@ -76,7 +76,7 @@ def test_ablation_scores_every_lever_on_the_same_crops(lfw_dir: Path, model_dir:
     assert set(today["conditions"]) == {"original", "mild"}
     assert today["conditions"]["original"]["rank1"] == report["conditions"]["original"]["rank"]["1"]
     for name, row in rows.items():  # T-norm never reorders a list: rank-1 of the cohort rows is today's
-        if name.startswith("score_norm"):
+        if name.startswith("score_norm cohort"):
             assert {c: v["rank1"] for c, v in row["conditions"].items()} == {
                 c: v["rank1"] for c, v in today["conditions"].items()}
         assert row["faces_per_s"] > 0
@@ -84,5 +84,8 @@ def test_ablation_scores_every_lever_on_the_same_crops(lfw_dir: Path, model_dir:
     templates = ab["templates"]["today"]
     assert [t["gallery"].split(",")[0] for t in templates] == ["one photo per subject", "two photos", "two photos"]
     assert ab["policy"] and ab["cohort_identities"] >= 5
+    hub_ks = [k for k in (5, 10, 20) if 2 * k <= ab["hub_cohort_faces"]]  # CSLS only with k it can fill
+    assert ab["hubness_k_tried"] == hub_ks
+    assert (f"score_norm {ab['best_hubness']}" in rows) == bool(hub_ks)
     assert report["split"]["description"].endswith("200 training identities left out")
     assert "## Ablation" in (out / "report.md").read_text()

@@ -42,14 +42,15 @@ def test_cohort_normalisation_never_reorders_a_list_and_leaves_own_identity_out(
     cohort = normalise(rng.normal(size=(10, 16)))
     cohort[0] = probes.vectors[3]  # stranger x1's own photo in the cohort: it must not count for x1
     ids = ["x1", *(f"c{i}" for i in range(9))]
-    plain = lv.score(probes, gallery, lv.SCORE_VARIANTS[0], None, (), 5)
-    normed = lv.score(probes, gallery, lv.SCORE_VARIANTS[1], cohort, ids, 5)
+    plain = lv.score(probes, gallery, lv.SCORE_VARIANTS[0], lv.Cohorts(), 5)
+    normed = lv.score(probes, gallery, lv.SCORE_VARIANTS[1], lv.Cohorts(cohort, tuple(ids)), 5)
     assert [[c[0] for c in s.candidates] for s in plain.searches] == [[c[0] for c in s.candidates]
                                                                        for s in normed.searches]
     assert [mate_rank(s) for s in plain.searches] == [mate_rank(s) for s in normed.searches]
-    z = lv.normalised(probes, lv.subject_scores(probes.vectors, gallery), lv.SCORE_VARIANTS[1], cohort, ids)
-    z_kept = lv.normalised(probes, lv.subject_scores(probes.vectors, gallery), lv.SCORE_VARIANTS[1], cohort,
-                           ["y", *ids[1:]])
+    z = lv.normalised(probes, lv.subject_scores(probes.vectors, gallery), lv.SCORE_VARIANTS[1],
+                     lv.Cohorts(cohort, tuple(ids)))
+    z_kept = lv.normalised(probes, lv.subject_scores(probes.vectors, gallery), lv.SCORE_VARIANTS[1],
+                           lv.Cohorts(cohort, ("y", *ids[1:])))
     assert z[3, 0] > z_kept[3, 0]  # with its own photo left out, x1's cohort mean is lower, its z higher
 
 
@@ -60,7 +61,7 @@ def test_a_probe_not_searched_has_no_candidates_and_metrics_use_both_halves() ->
     vectors = np.vstack([rows[0], rows[1], rng.normal(size=(200, 16))])
     subjects = ["s0", "s1", *(f"x{i}" for i in range(200))]
     probes = probe_set(vectors, subjects, [True, False, *([True] * 200)])
-    found = lv.score(probes, gallery, lv.SCORE_VARIANTS[0], None, (), 3).searches
+    found = lv.score(probes, gallery, lv.SCORE_VARIANTS[0], lv.Cohorts(), 3).searches
     assert found[1].candidates == () and mate_rank(found[0]) == 1
     result = lv.metrics(found, probes.halves, 0.01)
     assert result["rank1"] == 0.5
@@ -113,15 +114,43 @@ def test_evaluate_levers_builds_every_table() -> None:
     ab = evaluate_levers({"today": _embedded()}, frozenset(), [f"c{i}" for i in range(50)],
                          EvalOptions(levels=("mild",), ship_fpir=0.05))
     levers = [r["lever"] for r in ab["rows"]]
-    assert levers[0] == "today's defaults" and levers[-1].startswith("all together (today + cohort")
+    assert levers[0] == "today's defaults" and levers[-1] == f"all together (today + {ab['best_score_norm']})"
+    assert ab["best_hubness"] in {v.name for v in lv.HUBNESS_VARIANTS} and ab["hub_cohort_faces"] == 150
+    assert f"score_norm {ab['best_hubness']}" in levers
     assert all(r["conditions"]["original"]["rank1"] == ab["rows"][0]["conditions"]["original"]["rank1"]
-               for r in ab["rows"])  # cohort normalisation never changes rank-1
+               for r in ab["rows"] if "cohort (" in r["lever"])  # T-norm never changes rank-1
     one, _, fused = ab["templates"]["today"]
     assert one["subjects_with_two"] == 10 and one["conditions"]["original"]["n_mated"] == 60 // 40 * 10 + 10
     assert {"rank1", "tpir", "fpir"} <= set(fused["conditions"]["mild"])
+    assert [p["score_norm"] for p in ab["policy"]] == ["none", ab["best_cohort"], ab["best_hubness"]]
+    assert ab["best_score_norm"] in {ab["best_cohort"], ab["best_hubness"]}
     policy = ab["policy"][0]["conditions"]["original"]
     assert set(policy) == {"fixed (calibrated at the small gallery)",
                            "gallery_size (per-comparison table, calibration half)",
                            "recalibrated at full size (reference)"}
     text = "\n".join(render_ablation(ab))
+    assert "Hubness (CSLS" in text and "k 5/10/20 tried" in text
     assert "## Ablation" in text and "two photos, fused template (mean)" in text and "Threshold policy" in text
+
+
+def test_hubness_demotes_a_template_that_every_stranger_resembles() -> None:
+    """A hub (a template close to the CCTV-like cohort) wins a stranger's raw search; CSLS hands rank 1 back to
+    the mate of a mated probe and lowers the stranger's top score, and the cohort leaves the probe's own identity
+    out."""
+    rng = np.random.default_rng(3)
+    base = normalise(rng.normal(size=(1, 32)))[0]
+    hub = normalise(base + 0.05 * rng.normal(size=32)).reshape(-1)
+    mate = normalise(rng.normal(size=32)).reshape(-1)
+    gallery = lv.GalleryVectors(("sH", "sM"), (hub.reshape(1, -1), mate.reshape(1, -1)))
+    cohort = normalise(base + 0.1 * rng.normal(size=(30, 32)))  # soft faces: all near `base`
+    ids = tuple(f"c{i}" for i in range(30))
+    probe = normalise(0.4 * mate + 0.6 * base)  # the mate, soft: drifts toward the hub
+    j = int(np.argmax(cohort @ hub))  # the stranger x0: the cohort face most like the hub
+    probes = probe_set(np.vstack([probe.reshape(1, -1), cohort[j:j + 1]]), ["sM", "x0"])
+    plain = lv.score(probes, gallery, lv.SCORE_VARIANTS[0], lv.Cohorts(), 2).searches
+    csls = lv.score(probes, gallery, lv.HUBNESS_VARIANTS[0], lv.Cohorts(hub=cohort, hub_ids=ids), 2).searches
+    assert plain[0].candidates[0][0] == "sH" and csls[0].candidates[0][0] == "sM"
+    own = lv.score(probes, gallery, lv.HUBNESS_VARIANTS[0], lv.Cohorts(hub=cohort, hub_ids=tuple(
+        "x0" if i == j else c for i, c in enumerate(ids))), 2)
+    assert dict(own.searches[1].candidates)["sH"] > dict(csls[1].candidates)["sH"]  # x0's own face left out of
+    # the hub's top 5: the hub's hubness for x0 is lower, so x0's CSLS score against it is higher

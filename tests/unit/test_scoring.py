@@ -16,8 +16,10 @@ from rfr.gallery.scoring import (
     ThresholdRule,
     ThresholdTable,
     cohort_stats,
+    csls,
     fmr_for_fpir,
     fuse_template,
+    template_hubness,
     tnorm,
 )
 
@@ -119,3 +121,30 @@ def test_threshold_rule_from_settings(tmp_path: Path) -> None:
         ThresholdRule.from_settings(MatchSettings(score_norm="cohort", cohort_file=cohort_path,
                                                   threshold_policy="gallery_size", threshold_table=path), "m")
     assert math.isfinite(normed.base(5))
+
+
+def test_template_hubness_is_the_mean_top_k_cohort_score_with_exclusions() -> None:
+    templates, cohort = unit(4, seed=5), unit(25, seed=6)
+    scores = cohort @ templates.T  # 25 x 4
+    plain = template_hubness(templates, cohort, 3)
+    assert plain.shape == (4,)
+    assert np.allclose(plain, np.sort(scores, axis=0)[-3:].mean(axis=0))
+    exclude = np.zeros((2, 25), bool)
+    exclude[1, np.argmax(scores[:, 0])] = True  # probe 1 leaves out template 0's best cohort face
+    exclude[1, [7, 8]] = True
+    per_probe = template_hubness(templates, cohort, 3, exclude)
+    assert per_probe.shape == (2, 4) and np.allclose(per_probe[0], plain)
+    for t in range(4):
+        kept = scores[~exclude[1], t]
+        assert per_probe[1, t] == pytest.approx(np.sort(kept)[-3:].mean())
+    assert per_probe[1, 0] < plain[0]
+    assert np.allclose(csls(scores[:2], plain), 2 * scores[:2] - plain)
+
+
+def test_template_hubness_refuses_a_cohort_too_small_for_k() -> None:
+    with pytest.raises(ValueError, match="k=5"):
+        template_hubness(unit(2), unit(4, seed=1), 5)
+    with pytest.raises(ValueError, match="left out"):
+        left_out = np.zeros((2, 6), bool)
+        left_out[1, :2] = True  # 4 cohort rows left for probe 1: too few for k=5
+        template_hubness(unit(2), unit(6, seed=1), 5, left_out)

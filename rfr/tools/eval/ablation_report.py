@@ -28,11 +28,10 @@ POLICY_FRACTION = 0.25  # the gallery a fixed threshold was calibrated at, as a 
 TABLE_MIN_COUNT = 5  # impostor scores above the table's strictest threshold (~0.9 M comparisons at this scale)
 
 
-def _row(name: str, emb: dict[str, Any], variant: lv.ScoreVariant, cohort_ids: Sequence[str], target: float,
-         top_k: int) -> dict[str, Any]:
+def _row(name: str, emb: dict[str, Any], variant: lv.ScoreVariant, target: float, top_k: int) -> dict[str, Any]:
     conditions, norm_s = {}, 0.0
     for cond, probes in emb["probes"].items():
-        scored = lv.score(probes, emb["gallery"], variant, emb["cohort"], cohort_ids, top_k)
+        scored = lv.score(probes, emb["gallery"], variant, emb["cohorts"], top_k)
         norm_s += scored.norm_seconds
         conditions[cond] = lv.metrics(scored.searches, probes.halves, target)
     faces_per_s = emb["probe_faces"] / max(1e-9, emb["probe_seconds"] + norm_s)
@@ -54,15 +53,14 @@ def _template_rows(emb: dict[str, Any], extra_ids: frozenset[str], target: float
             keep = [i for i in range(len(probes.subjects)) if not probes.mated[i] or (
                 probes.subjects[i] in multi and probes.sample_ids[i] not in extra_ids)]
             subset = lv.subset_probes(probes, keep)
-            scored = lv.score(subset, gallery, NONE, None, (), top_k, mode)  # type: ignore[arg-type]
+            scored = lv.score(subset, gallery, NONE, lv.Cohorts(), top_k, mode)  # type: ignore[arg-type]
             conditions[cond] = lv.metrics(scored.searches, subset.halves, target) | {
                 "n_mated": sum(subset.mated)}
         rows.append({"gallery": label, "subjects_with_two": len(multi), "conditions": conditions})
     return rows
 
 
-def _policy_rows(emb: dict[str, Any], variant: lv.ScoreVariant, cohort_ids: Sequence[str], target: float,
-                 seed: int) -> dict[str, Any]:
+def _policy_rows(emb: dict[str, Any], variant: lv.ScoreVariant, target: float, seed: int) -> dict[str, Any]:
     """A threshold calibrated when the gallery was a quarter of its size, applied at full size: fixed vs
     ``gallery_size`` (the threshold for the full template count from the calibration half's per-comparison
     impostor scores, as ``rfr calibrate --table-out`` gives the match service)."""
@@ -75,20 +73,20 @@ def _policy_rows(emb: dict[str, Any], variant: lv.ScoreVariant, cohort_ids: Sequ
     for cond, probes in emb["probes"].items():
         strangers = lv.subset_probes(probes, [i for i in range(len(probes.subjects))
                                               if not probes.mated[i] and probes.halves[i] == CALIBRATION])
-        cohort = emb["cohort"]
-        small_tops = [m.top_score(s) for s in lv.score(strangers, small, variant, cohort, cohort_ids, 1).searches]
+        cohorts: lv.Cohorts = emb["cohorts"]
+        small_tops = [m.top_score(s) for s in lv.score(strangers, small, variant, cohorts, 1).searches]
         fixed = m.threshold_for_fpir(small_tops, target)
         try:  # the per-comparison sample: calibration-half probes against every template not their mate's
-            table = ThresholdTable.from_impostor(lv.impostor_comparisons(probes, full, variant, cohort, cohort_ids),
+            table = ThresholdTable.from_impostor(lv.impostor_comparisons(probes, full, variant, cohorts),
                                                  "eval", variant.norm, min_count=TABLE_MIN_COUNT)
             by_size: float | None = table.threshold_for(target, full.templates)
         except ValueError:  # too few impostor comparisons for that false-match rate (a tiny run)
             by_size = None
         ev_idx = [i for i, h in enumerate(probes.halves) if h == EVALUATION]
         ev = lv.subset_probes(probes, ev_idx)
-        found = lv.score(ev, full, variant, emb["cohort"], cohort_ids, 1).searches
+        found = lv.score(ev, full, variant, cohorts, 1).searches
         cal_full = m.threshold_for_fpir(
-            [m.top_score(s) for s in lv.score(strangers, full, variant, emb["cohort"], cohort_ids, 1).searches], target)
+            [m.top_score(s) for s in lv.score(strangers, full, variant, cohorts, 1).searches], target)
         points = {"fixed (calibrated at the small gallery)": fixed,
                   "gallery_size (per-comparison table, calibration half)": by_size,
                   "recalibrated at full size (reference)": cal_full}
@@ -101,32 +99,62 @@ def _point(p: m.OperatingPoint) -> dict[str, Any]:
     return {"threshold": round(p.threshold, 4), "fpir": p.fpir, "tpir": p.tpir, "n_nonmated": p.n_nonmated}
 
 
-def _best_cohort(emb: dict[str, Any], cohort_ids: Sequence[str], target: float, top_k: int) -> lv.ScoreVariant:
-    """The cohort variant with the best mean TPIR on the CALIBRATION half (never chosen on the evaluation half)."""
+def _best(variants: Sequence[lv.ScoreVariant], emb: dict[str, Any], target: float, top_k: int) -> lv.ScoreVariant:
+    """The variant with the best mean TPIR on the CALIBRATION half (never chosen on the evaluation half)."""
     def cal_tpir(v: lv.ScoreVariant) -> float:
-        row = _row(v.name, emb, v, cohort_ids, target, top_k)
+        row = _row(v.name, emb, v, target, top_k)
         return float(np.mean([c["cal_tpir"] for c in row["conditions"].values()]))
 
-    return max(COHORTS, key=cal_tpir)
+    return max(variants, key=cal_tpir)
+
+
+def cohorts_of(emb: dict[str, Any], cohort_ids: Sequence[str]) -> lv.Cohorts:
+    """One embedder's cohorts: T-norm's is the calibration half's strangers' original photos; hubness's is the
+    same strangers' probes in the run's last (most degraded) condition, the faces that CCTV probes look like."""
+    probes: lv.ProbeSet = list(emb["probes"].values())[-1]
+    keep = [i for i in range(len(probes.subjects))
+            if not probes.mated[i] and probes.halves[i] == CALIBRATION and probes.searched[i]]
+    return lv.Cohorts(emb["cohort"], tuple(cohort_ids), probes.vectors[keep],
+                      tuple(probes.identities[i] for i in keep))
 
 
 def evaluate_levers(embedded: dict[str, dict[str, Any]], extra_ids: frozenset[str], cohort_ids: Sequence[str],
                     options: EvalOptions) -> dict[str, Any]:
     target, top_k = options.ship_fpir, max(options.ranks)
+    for emb in embedded.values():
+        emb["cohorts"] = cohorts_of(emb, cohort_ids)
     today = embedded["today"]
-    rows = [_row("today's defaults", today, NONE, cohort_ids, target, top_k)]
-    rows += [_row(name, emb, NONE, cohort_ids, target, top_k) for name, emb in embedded.items() if name != "today"]
-    rows += [_row(f"score_norm {v.name}", today, v, cohort_ids, target, top_k) for v in COHORTS]
-    best = _best_cohort(today, cohort_ids, target, top_k)
+    rows = [_row("today's defaults", today, NONE, target, top_k)]
+    rows += [_row(name, emb, NONE, target, top_k) for name, emb in embedded.items() if name != "today"]
+    rows += [_row(f"score_norm {v.name}", today, v, target, top_k) for v in COHORTS]
+    hub_faces = len(today["cohorts"].hub_ids)
+    ks = [v for v in lv.HUBNESS_VARIANTS if 2 * v.top <= hub_faces]  # a tiny run's cohort is too small for k
+    hub = _best(ks, today, target, top_k) if ks else None
+    if hub is not None:
+        rows.append(_row(f"score_norm {hub.name}", today, hub, target, top_k))
+    cohort = _best(COHORTS, today, target, top_k)
+    best = _best([cohort] if hub is None else [cohort, hub], today, target, top_k)
     last = list(embedded)[-1]
-    rows.append(_row(f"all together ({last} + {best.name})", embedded[last], best, cohort_ids, target, top_k))
+    rows.append(_row(f"all together ({last} + {best.name})", embedded[last], best, target, top_k))
     return {
-        "target_fpir": target, "rows": rows, "best_cohort": best.name, "cohort_identities": len(cohort_ids),
+        "target_fpir": target, "rows": rows, "best_cohort": cohort.name,
+        "best_hubness": None if hub is None else hub.name, "best_score_norm": best.name,
+        "hubness_k_tried": [v.top for v in ks], "cohort_identities": len(cohort_ids),
+        "hub_cohort_faces": hub_faces,
         "templates": {name: _template_rows(embedded[name], extra_ids, target, top_k)
                       for name in dict.fromkeys(["today", last])},
-        "policy": [_policy_rows(today, v, cohort_ids, target, options.seed) for v in (NONE, best)],
+        "policy": [_policy_rows(today, v, target, options.seed) for v in (NONE, cohort, hub) if v is not None],
         "embedders": {name: emb["model_id"] for name, emb in embedded.items()},
     }
+
+
+def _hub_cohort(ab: dict[str, Any]) -> str:
+    last = list(ab["rows"][0]["conditions"])[-1]
+    return f"the same strangers' {ab['hub_cohort_faces']} probe faces in the `{last}` condition"
+
+
+def _ks(ab: dict[str, Any]) -> str:
+    return "/".join(str(k) for k in ab["hubness_k_tried"]) or "none (fewer than 2k cohort faces for k = 5)"
 
 
 def _pct(v: float | None) -> str:
@@ -161,8 +189,11 @@ def render_ablation(ab: dict[str, Any]) -> list[str]:
              f"TPIR at FPIR {t}: threshold calibrated on the calibration half, TPIR and FPIR measured on the "
              "evaluation half. faces/s: probe faces embedded (and normalised) per second on this machine. "
              f"Cohort: the {ab['cohort_identities']} non-enrolled identities of the calibration half (original "
-             "photos), each probe's own identity left out; `all together` uses the cohort variant that did best "
-             f"on the calibration half ({ab['best_cohort']}).", "", *_table(header, rows), ""]
+             "photos), each probe's own identity left out. Hubness (CSLS, rfr/gallery/scoring.py): each template's "
+             f"mean top-k cosine against {_hub_cohort(ab)}, each probe's own identity left out; k "
+             f"{_ks(ab)} tried, the row shows the one best on the calibration half. `all together` uses the score "
+             f"variant that did best on the calibration half ({ab['best_score_norm']}).", "",
+             *_table(header, rows), ""]
     for name, trows in ab["templates"].items():
         header = ["gallery (embedder: " + name + ")", *(f"rank-1 {c}" for c in conds),
                   *(f"TPIR@FPIR {t} {c}" for c in conds), "mated probes"]

@@ -1,13 +1,14 @@
 """Scoring one set of embeddings under each scoring lever (the ablation's arithmetic; no model, no detector).
 
-    scored = score_searches(probes, gallery, SCORE_VARIANTS[1], cohort=cohort)   # one Search per probe
-    row = lever_metrics(scored_by_condition, halves, target_fpir=0.01)
+    scored = score(probes, gallery, SCORE_VARIANTS[1], cohorts, top_k=10)   # one Search per probe
+    row = metrics(scored.searches, probes.halves, target=0.01)
 
 Exact search (every probe against every gallery template, NumPy), with the gallery's subject-level rule:
 ``max`` = one vector per photo, a subject scores its best photo (the product today); ``mean`` = a subject's
 photos fused into one template (:func:`rfr.gallery.scoring.fuse_template`). Score normalisation is
-:func:`rfr.gallery.scoring.cohort_stats` / :func:`~rfr.gallery.scoring.tnorm` with each probe's own identity
-left out of the cohort.
+:func:`rfr.gallery.scoring.cohort_stats` / :func:`~rfr.gallery.scoring.tnorm` (T-norm, per probe) or
+:func:`~rfr.gallery.scoring.template_hubness` / :func:`~rfr.gallery.scoring.csls` (per template), each probe's own
+identity left out of the cohort.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rfr.gallery import openset as m
-from rfr.gallery.scoring import cohort_stats, fuse_template, tnorm
+from rfr.gallery.scoring import cohort_stats, csls, fuse_template, template_hubness, tnorm
 from rfr.tools.eval.splits import CALIBRATION, EVALUATION
 
 Vectors = npt.NDArray[np.float32]
@@ -31,7 +32,8 @@ TemplateMode = Literal["max", "mean"]
 
 @dataclass(frozen=True)
 class ScoreVariant:
-    """How scores are read: ``norm`` 'none' or 'cohort' (T-norm over the ``top`` best cohort scores, 0 = all)."""
+    """How scores are read: ``norm`` 'none', 'cohort' (T-norm over the ``top`` best cohort scores, 0 = all) or
+    'hubness' (CSLS, each template's hubness the mean of its ``top`` best scores against the CCTV-like cohort)."""
 
     name: str
     norm: str = "none"
@@ -40,6 +42,19 @@ class ScoreVariant:
 
 SCORE_VARIANTS = (ScoreVariant("none"), ScoreVariant("cohort (all)", "cohort", 0),
                   ScoreVariant("cohort (top 50)", "cohort", 50))
+HUBNESS_VARIANTS = tuple(ScoreVariant(f"hubness (k {k})", "hubness", k) for k in (5, 10, 20))
+"""CSLS with k = 5, 10, 20: the ablation reports the one that did best on the calibration half."""
+
+
+@dataclass(frozen=True)
+class Cohorts:
+    """Non-gallery faces of one embedder, labelled by identity so a probe's own identity can be left out:
+    ``tnorm`` (original photos: T-norm) and ``hub`` (CCTV-like probes of strangers: hubness)."""
+
+    tnorm: Vectors | None = None
+    tnorm_ids: tuple[str, ...] = ()
+    hub: Vectors | None = None
+    hub_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,10 +90,14 @@ class ProbeSet:
     sample_ids: tuple[str, ...]
 
 
-def subject_scores(probes: Vectors, gallery: GalleryVectors, mode: TemplateMode = "max") -> npt.NDArray[np.float64]:
-    """N x S scores of each probe against each subject (best photo, or the fused template)."""
+def subject_scores(probes: Vectors, gallery: GalleryVectors, mode: TemplateMode = "max",
+                   hubness: npt.NDArray[np.float64] | None = None) -> npt.NDArray[np.float64]:
+    """N x S scores of each probe against each subject (best photo, or the fused template); with ``hubness``
+    (per template of ``gallery.matrix(mode)``, (T,) or (N x T)) the CSLS scores."""
     templates, owners = gallery.matrix(mode)
     raw = (probes @ templates.T).astype(np.float64)
+    if hubness is not None:
+        raw = csls(raw, hubness)
     if mode == "mean" or len(owners) == len(gallery.rows):
         return raw
     out = np.full((len(probes), len(gallery.rows)), -np.inf)
@@ -86,16 +105,37 @@ def subject_scores(probes: Vectors, gallery: GalleryVectors, mode: TemplateMode 
     return out
 
 
-def normalised(probes: ProbeSet, scores: npt.NDArray[np.float64], variant: ScoreVariant, cohort: Vectors | None,
-               cohort_ids: Sequence[str]) -> npt.NDArray[np.float64]:
-    """The scores as the variant reads them; the probe's own identity is left out of the cohort."""
-    if variant.norm == "none":
+def _left_out(probes: ProbeSet, cohort_ids: Sequence[str]) -> npt.NDArray[np.bool_]:
+    out: npt.NDArray[np.bool_] = np.asarray(probes.identities)[:, None] == np.asarray(cohort_ids)[None, :]
+    return out
+
+
+def hubness(probes: ProbeSet, templates: Vectors, variant: ScoreVariant, cohorts: Cohorts
+            ) -> npt.NDArray[np.float64] | None:
+    """N x T hubness of the templates for each probe (its own identity left out of the cohort), or None when the
+    variant does not use it."""
+    if variant.norm != "hubness":
+        return None
+    if cohorts.hub is None:
+        raise ValueError("hubness without a CCTV-like cohort")
+    return template_hubness(templates, cohorts.hub, variant.top, _left_out(probes, cohorts.hub_ids))
+
+
+def template_scores(probes: ProbeSet, gallery: GalleryVectors, variant: ScoreVariant, cohorts: Cohorts,
+                    mode: TemplateMode = "max") -> npt.NDArray[np.float64]:
+    """N x S subject scores as the variant reads them (CSLS per template, then T-norm per probe)."""
+    hub = hubness(probes, gallery.matrix(mode)[0], variant, cohorts)
+    return normalised(probes, subject_scores(probes.vectors, gallery, mode, hub), variant, cohorts)
+
+
+def normalised(probes: ProbeSet, scores: npt.NDArray[np.float64], variant: ScoreVariant, cohorts: Cohorts
+               ) -> npt.NDArray[np.float64]:
+    """The scores T-normed when the variant says so; the probe's own identity is left out of the cohort."""
+    if variant.norm != "cohort":
         return scores
-    if cohort is None:
+    if cohorts.tnorm is None:
         raise ValueError("cohort normalisation without a cohort")
-    ids = np.asarray(cohort_ids)
-    exclude = np.asarray(probes.identities)[:, None] == ids[None, :]
-    mean, std = cohort_stats(probes.vectors, cohort, variant.top, exclude)
+    mean, std = cohort_stats(probes.vectors, cohorts.tnorm, variant.top, _left_out(probes, cohorts.tnorm_ids))
     return tnorm(scores, mean, std)
 
 
@@ -131,23 +171,24 @@ class Scored:
     norm_seconds: float
 
 
-def score(probes: ProbeSet, gallery: GalleryVectors, variant: ScoreVariant, cohort: Vectors | None,
-          cohort_ids: Sequence[str], top_k: int, mode: TemplateMode = "max") -> Scored:
-    raw = subject_scores(probes.vectors, gallery, mode)
+def score(probes: ProbeSet, gallery: GalleryVectors, variant: ScoreVariant, cohorts: Cohorts, top_k: int,
+          mode: TemplateMode = "max") -> Scored:
     started = time.perf_counter()
-    read = normalised(probes, raw, variant, cohort, cohort_ids)
+    read = template_scores(probes, gallery, variant, cohorts, mode)
     seconds = time.perf_counter() - started
     return Scored(searches(probes, read, gallery.subjects, top_k), seconds)
 
 
-def impostor_comparisons(probes: ProbeSet, gallery: GalleryVectors, variant: ScoreVariant,
-                         cohort: Vectors | None, cohort_ids: Sequence[str]) -> npt.NDArray[np.float64]:
+def impostor_comparisons(probes: ProbeSet, gallery: GalleryVectors, variant: ScoreVariant, cohorts: Cohorts
+                         ) -> npt.NDArray[np.float64]:
     """The per-comparison FMR sample: every score of a searched calibration-half probe against a gallery
     template of another subject (strangers: every template; mated probes: all but their mate's)."""
     keep = [i for i in range(len(probes.subjects)) if probes.halves[i] == CALIBRATION and probes.searched[i]]
     subset = subset_probes(probes, keep)
     templates, owners = gallery.matrix("max")
-    raw = normalised(subset, (subset.vectors @ templates.T).astype(np.float64), variant, cohort, cohort_ids)
+    hub = hubness(subset, templates, variant, cohorts)
+    raw = (subset.vectors @ templates.T).astype(np.float64)
+    raw = normalised(subset, raw if hub is None else csls(raw, hub), variant, cohorts)
     owner_ids = np.asarray(gallery.subjects)[owners]
     impostor = np.asarray(subset.subjects)[:, None] != owner_ids[None, :]
     out: npt.NDArray[np.float64] = raw[impostor]
