@@ -11,9 +11,11 @@
   soft or badly lit photo) and collect strangers' top scores; soft CCTV probes drift toward exactly those. Each
   template's *hubness* ``r_g`` is the mean of its ``k`` highest cosines against a cohort of non-gallery faces (of
   the kind probes are: CCTV-like), and a comparison reads ``2 s - r_g`` (cross-domain similarity local scaling,
-  Conneau et al. 2018, "Word translation without parallel data", ICLR, without the probe-side term, which is
-  one constant per probe). Unlike T-norm it reorders a candidate list, so it moves rank-1 too; the thresholds
-  are on CSLS scores and must be calibrated with the same cohort.
+  Conneau et al. 2018, "Word translation without parallel data", ICLR). CSLS also subtracts a probe-side term;
+  it is left out by choice: it never changes a list's order, only shifts each probe's scores against the
+  threshold, which is what T-norm does (and T-norm lowered TPIR in docs/eval/report.md). Unlike T-norm, CSLS
+  reorders a candidate list, so it moves rank-1 too; thresholds are on CSLS scores and must be calibrated with
+  the same cohort.
 * **Fused subject template**: several photos of one subject averaged into one unit vector
   (:func:`fuse_template`), against the product's default of one vector per photo scored by the subject's best.
 * **Gallery-size threshold**: at a fixed per-comparison threshold the chance that a stranger gets a candidate
@@ -126,6 +128,8 @@ def template_hubness(templates: Vectors, cohort: Vectors, k: int,
     """
     t = np.asarray(templates, np.float32)
     scores = (np.asarray(cohort, np.float32) @ t.T).astype(np.float64)  # M x T
+    if exclude is not None and (exclude.ndim != 2 or exclude.shape[1] != len(scores)):
+        raise ValueError(f"exclude must be N x {len(scores)} (one column per cohort row), got {exclude.shape}")
     most_left_out = 0 if exclude is None or not exclude.size else int(exclude.sum(axis=1).max())
     if k < 1 or len(scores) - most_left_out < k:
         raise ValueError(f"hubness over k={k} needs at least k cohort rows left, the cohort has {len(scores)} "

