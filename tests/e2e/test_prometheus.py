@@ -49,7 +49,6 @@ def prometheus(live_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -
             f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}"]
     _, proc = procs.spawn("prometheus", argv, work)
     try:
-        procs.wait_port("127.0.0.1", port, 30, proc)
         base = f"http://127.0.0.1:{port}"
         _wait_ready(base, proc, 120)
         yield base

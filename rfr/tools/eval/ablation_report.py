@@ -101,13 +101,10 @@ def _point(p: m.OperatingPoint) -> dict[str, Any]:
     return {"threshold": round(p.threshold, 4), "fpir": p.fpir, "tpir": p.tpir, "n_nonmated": p.n_nonmated}
 
 
-def _best(variants: Sequence[lv.ScoreVariant], emb: dict[str, Any], target: float, top_k: int) -> lv.ScoreVariant:
-    """The variant with the best mean TPIR on the CALIBRATION half (never chosen on the evaluation half)."""
-    def cal_tpir(v: lv.ScoreVariant) -> float:
-        row = _row(v.name, emb, v, target, top_k)
-        return float(np.mean([c["cal_tpir"] for c in row["conditions"].values()]))
-
-    return max(variants, key=cal_tpir)
+def _best(rows: dict[lv.ScoreVariant, dict[str, Any]], *variants: lv.ScoreVariant) -> lv.ScoreVariant:
+    """Of ``variants`` (scored in ``rows``), the one with the best mean TPIR on the CALIBRATION half (never chosen on
+    the evaluation half)."""
+    return max(variants, key=lambda v: float(np.mean([c["cal_tpir"] for c in rows[v]["conditions"].values()])))
 
 
 def hub_condition(conditions: Sequence[str]) -> str:
@@ -134,14 +131,15 @@ def evaluate_levers(embedded: dict[str, dict[str, Any]], extra_ids: frozenset[st
     today = embedded["today"]
     rows = [_row("today's defaults", today, NONE, target, top_k)]
     rows += [_row(name, emb, NONE, target, top_k) for name, emb in embedded.items() if name != "today"]
-    rows += [_row(f"score_norm {v.name}", today, v, target, top_k) for v in COHORTS]
     hub_faces = len(today["cohorts"].hub_ids)
     ks = [v for v in lv.HUBNESS_VARIANTS if 2 * v.top <= hub_faces]  # a tiny run's cohort is too small for k
-    hub = _best(ks, today, target, top_k) if ks else None
+    scored = {v: _row(f"score_norm {v.name}", today, v, target, top_k) for v in (*COHORTS, *ks)}
+    rows += [scored[v] for v in COHORTS]
+    hub = _best(scored, *ks) if ks else None
     if hub is not None:
-        rows.append(_row(f"score_norm {hub.name}", today, hub, target, top_k))
-    cohort = _best(COHORTS, today, target, top_k)
-    best = _best([cohort] if hub is None else [cohort, hub], today, target, top_k)
+        rows.append(scored[hub])
+    cohort = _best(scored, *COHORTS)
+    best = _best(scored, cohort) if hub is None else _best(scored, cohort, hub)
     last = list(embedded)[-1]
     rows.append(_row(f"all together ({last} + {best.name})", embedded[last], best, target, top_k))
     return {

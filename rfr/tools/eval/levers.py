@@ -90,17 +90,18 @@ class ProbeSet:
     sample_ids: tuple[str, ...]
 
 
-def subject_scores(probes: Vectors, gallery: GalleryVectors, mode: TemplateMode = "max",
-                   hubness: npt.NDArray[np.float64] | None = None) -> npt.NDArray[np.float64]:
-    """N x S scores of each probe against each subject (best photo, or the fused template); with ``hubness``
-    (per template of ``gallery.matrix(mode)``, (T,) or (N x T)) the CSLS scores."""
+def subject_scores(probes: Vectors, gallery: GalleryVectors, mode: TemplateMode = "max") -> npt.NDArray[np.float64]:
+    """N x S scores of each probe against each subject (best photo, or the fused template)."""
     templates, owners = gallery.matrix(mode)
-    raw = (probes @ templates.T).astype(np.float64)
-    if hubness is not None:
-        raw = csls(raw, hubness)
-    if mode == "mean" or len(owners) == len(gallery.rows):
+    return _by_subject((probes @ templates.T).astype(np.float64), owners, len(gallery.rows))
+
+
+def _by_subject(raw: npt.NDArray[np.float64], owners: npt.NDArray[np.int64], subjects: int
+                ) -> npt.NDArray[np.float64]:
+    """N x T template scores -> N x S, each subject its best template (``owners``: the subject of each template)."""
+    if len(owners) == subjects:  # one template a subject (a fused gallery, or one photo each): already by subject
         return raw
-    out = np.full((len(probes), len(gallery.rows)), -np.inf)
+    out = np.full((len(raw), subjects), -np.inf)
     np.maximum.at(out.T, owners, raw.T)
     return out
 
@@ -110,15 +111,16 @@ def _left_out(probes: ProbeSet, cohort_ids: Sequence[str]) -> npt.NDArray[np.boo
     return out
 
 
-def hubness(probes: ProbeSet, templates: Vectors, variant: ScoreVariant, cohorts: Cohorts
-            ) -> npt.NDArray[np.float64] | None:
-    """N x T hubness of the templates for each probe (its own identity left out of the cohort), or None when the
-    variant does not use it."""
+def template_scores(probes: ProbeSet, templates: Vectors, variant: ScoreVariant, cohorts: Cohorts
+                    ) -> npt.NDArray[np.float64]:
+    """N x T scores of the probes against the templates: cosines, or CSLS when the variant reads hubness (each
+    template's hubness computed without the probe's own identity in the cohort)."""
+    raw = (probes.vectors @ templates.T).astype(np.float64)
     if variant.norm != "hubness":
-        return None
+        return raw
     if cohorts.hub is None:
         raise ValueError("hubness without a CCTV-like cohort")
-    return template_hubness(templates, cohorts.hub, variant.top, _left_out(probes, cohorts.hub_ids))
+    return csls(raw, template_hubness(templates, cohorts.hub, variant.top, _left_out(probes, cohorts.hub_ids)))
 
 
 def normalised(probes: ProbeSet, scores: npt.NDArray[np.float64], variant: ScoreVariant, cohorts: Cohorts
@@ -169,8 +171,8 @@ def score(probes: ProbeSet, gallery: GalleryVectors, variant: ScoreVariant, coho
     """The searches under ``variant``; ``norm_seconds`` times only T-norm, the per-search cost a deployment pays.
     Hubness is not timed: a deployment computes each template's ``r_g`` once, at enrolment (here it is recomputed
     per probe, only to leave the probe's own identity out)."""
-    hub = hubness(probes, gallery.matrix(mode)[0], variant, cohorts)
-    raw = subject_scores(probes.vectors, gallery, mode, hub)
+    templates, owners = gallery.matrix(mode)
+    raw = _by_subject(template_scores(probes, templates, variant, cohorts), owners, len(gallery.rows))
     started = time.perf_counter()
     read = normalised(probes, raw, variant, cohorts)
     seconds = time.perf_counter() - started
@@ -184,9 +186,7 @@ def impostor_comparisons(probes: ProbeSet, gallery: GalleryVectors, variant: Sco
     keep = [i for i in range(len(probes.subjects)) if probes.halves[i] == CALIBRATION and probes.searched[i]]
     subset = subset_probes(probes, keep)
     templates, owners = gallery.matrix("max")
-    hub = hubness(subset, templates, variant, cohorts)
-    raw = (subset.vectors @ templates.T).astype(np.float64)
-    raw = normalised(subset, raw if hub is None else csls(raw, hub), variant, cohorts)
+    raw = normalised(subset, template_scores(subset, templates, variant, cohorts), variant, cohorts)
     owner_ids = np.asarray(gallery.subjects)[owners]
     impostor = np.asarray(subset.subjects)[:, None] != owner_ids[None, :]
     out: npt.NDArray[np.float64] = raw[impostor]
