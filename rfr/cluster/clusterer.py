@@ -30,11 +30,12 @@ from typing import Protocol
 
 from sqlalchemy import Connection
 
-from rfr.cluster.rule import Centroid, ClusterRule, Vector, assign, unit
+from rfr.cluster.rule import Centroid, ClusterRule, Hubness, Vector, assign, unit
 from rfr.cluster.store import Cluster, ClusterStore, Sighting, centroid_of
 from rfr.core.cluster_messages import ClusterEvent, ClusterRuleInfo, ClusterSighting
 from rfr.core.schemas import CandidateList, template_bytes, utcnow
 from rfr.core.settings import ClusterSettings
+from rfr.gallery.scoring import Cohort
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +54,24 @@ class NeighbourIndex(Protocol):
     def delete_before(self, model_id: str, before: datetime) -> None: ...
 
 
+class CohortMismatchError(Exception):
+    """A face of another embedding model than the hubness cohort's: its similarities would be on another scale."""
+
+
 def rule_of(settings: ClusterSettings) -> ClusterRule:
-    """The rule the settings give (thresholds, report size and spread, neighbours looked up)."""
+    """The rule the settings give (thresholds, report size and spread, neighbours looked up, and the hubness
+    correction when ``hubness_k`` > 0: its cohort file is read here). Raises ValueError (or OSError) for a cohort
+    file that cannot be read or has fewer than ``hubness_k`` faces."""
+    hubness = None
+    if settings.hubness_k > 0 and settings.cohort_file is not None:
+        cohort = Cohort.load(settings.cohort_file)
+        digest = hashlib.sha256(settings.cohort_file.read_bytes()).hexdigest()
+        hubness = Hubness(cohort.vectors, settings.hubness_k, cohort.model_id, digest)
+        logger.info("hubness-corrected cluster rule: k=%d over a cohort of %d faces of %s (%s)", settings.hubness_k,
+                    len(cohort.vectors), cohort.model_id, settings.cohort_file)
     return ClusterRule(link_threshold=settings.link_threshold, merge_threshold=settings.merge_threshold,
                        min_sightings=settings.min_sightings, min_stores=settings.min_stores,
-                       neighbours=settings.neighbours, linkage=settings.linkage)
+                       neighbours=settings.neighbours, linkage=settings.linkage, hubness=hubness)
 
 
 def wanted(cl: CandidateList, include_low_quality: bool = False) -> bool:
@@ -122,13 +136,18 @@ class Clusterer:
         self.retention = retention
 
     def record(self, cl: CandidateList) -> Step:
-        """Record one unknown face (see the module doc). Raises ValueError for an unusable template, and whatever the
-        index (:class:`rfr.cluster.index.IndexUnavailableError`) or the database raises; nothing is then recorded.
+        """Record one unknown face (see the module doc). Raises ValueError for an unusable template,
+        :class:`CohortMismatchError` for a face of another model than the hubness cohort's, and whatever the index
+        (:class:`rfr.cluster.index.IndexUnavailableError`) or the database raises; nothing is then recorded.
         A list whose probe is already past ``retention`` is skipped (``Step.skipped == "expired"``)."""
         if self.retention is not None and cl.searched_at < self.clock() - self.retention:
             logger.info("list of face %s searched at %s is past retention: not recorded", cl.face_id,
                         cl.searched_at.isoformat())
             return Step(None, False, "", 0, skipped="expired")
+        hub = self.rule.hubness
+        if hub is not None and cl.model_id != hub.model_id:
+            raise CohortMismatchError(f"face {cl.face_id} was embedded by {cl.model_id!r}, the cluster cohort by "
+                                      f"{hub.model_id!r}: rebuild cluster.cohort_file with that model (rfr cohort)")
         sighting = sighting_of(cl)
         with self.store.reading() as conn:
             known = self.store.sighting(conn, sighting.face_id)
@@ -193,7 +212,9 @@ class Clusterer:
                      for m in self.store.members(conn, cluster.cluster_id)]
         rule = ClusterRuleInfo(link_threshold=self.rule.link_threshold, merge_threshold=self.rule.merge_threshold,
                                min_sightings=self.rule.min_sightings, min_stores=self.rule.min_stores,
-                               linkage=self.rule.linkage)
+                               linkage=self.rule.linkage,
+                               hubness_k=self.rule.hubness.k if self.rule.hubness is not None else 0,
+                               cohort_sha256=self.rule.hubness.sha256 if self.rule.hubness is not None else "")
         return ClusterEvent(event_id=f"{cluster.cluster_id}:{cluster.revision}", cluster_id=cluster.cluster_id,
                             revision=cluster.revision, model_id=cluster.model_id, at=cluster.updated_at,
                             sightings=sightings, template=template_bytes(fused), merged_from=list(cluster.merged_from),

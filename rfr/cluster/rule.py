@@ -11,6 +11,10 @@ Incremental centroid linkage over unit templates (cosine similarity):
 * with ``linkage="average"`` (a lever the benchmark measures) "similarity" is instead the mean cosine of the face
   to the cluster's members (of two clusters: over all member pairs), ``total . v / count``: the centroid cosine
   times the cluster's tightness ``|total| / count``, so a loose (mixed) cluster attracts less; same state kept;
+* with a :class:`Hubness` correction (``cluster.hubness_k`` > 0 and a cohort file) every similarity above is read
+  as ``s - (r_a + r_b) / 2``, where ``r`` of a face or fused template is its mean top-k cosine to a fixed cohort
+  of CCTV-like faces of people not sought (CSLS, Conneau et al. 2018, halved so that it stays on a cosine-like
+  scale): a soft, average-looking face that resembles everyone (a hub) must be closer to join;
 * a cluster is reported once it has ``min_sightings`` faces from ``min_stores`` distinct stores.
 
 Comparing with fused templates rather than with single faces keeps one stray lookalike from chaining two people
@@ -29,7 +33,30 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from rfr.gallery.scoring import template_hubness
+
 Vector = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, eq=False)
+class Hubness:
+    """The hubness of a unit vector: the mean of its ``k`` highest cosines to ``cohort`` (M x D float32 unit rows,
+    faces of people not sought, made the way the stream's faces are: ``rfr cohort``), from model ``model_id``;
+    ``sha256`` names the cohort file (provenance in cluster events). ValueError when ``k`` < 1, the cohort has
+    fewer than ``k`` rows, or it is not a 2-D array."""
+
+    cohort: Vector
+    k: int
+    model_id: str
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if self.cohort.ndim != 2 or self.k < 1 or len(self.cohort) < self.k:
+            raise ValueError(f"hubness over k={self.k} needs a cohort of >= k rows, got shape {self.cohort.shape}")
+
+    def of(self, vector: Vector) -> float:
+        """Hubness of one unit ``vector`` (float32, ``(D,)``), a cosine in [-1, 1]."""
+        return float(template_hubness(vector[None, :], self.cohort, self.k)[0])
 
 
 @dataclass(frozen=True)
@@ -42,18 +69,39 @@ class ClusterRule:
     min_stores: int = 2
     neighbours: int = 16
     linkage: Literal["centroid", "average"] = "centroid"
+    hubness: Hubness | None = field(default=None, compare=False)
 
-    def similarity(self, template: Vector, cluster: Centroid) -> float:
-        """How similar a unit ``template`` is to ``cluster`` under :attr:`linkage`."""
-        if self.linkage == "average":
-            return float(template @ cluster.total) / cluster.count
-        return float(template @ cluster.template)
+    def hub(self, vector: Vector) -> float:
+        """The hubness of a unit ``vector`` under :attr:`hubness` (0.0 without a correction)."""
+        return 0.0 if self.hubness is None else self.hubness.of(vector)
 
-    def cluster_similarity(self, a: Centroid, b: Centroid) -> float:
-        """How similar two clusters are under :attr:`linkage` (fused templates, or the mean over member pairs)."""
+    def similarity(self, template: Vector, cluster: Centroid, template_hub: float | None = None,
+                   cluster_hub: float | None = None) -> float:
+        """How similar a unit ``template`` is to ``cluster`` under :attr:`linkage`, hubness-corrected when the rule
+        has a correction (``template_hub``, ``cluster_hub``: their :meth:`hub` of the template and of the cluster's
+        fused template, when already known)."""
         if self.linkage == "average":
-            return float(a.total @ b.total) / (a.count * b.count)
-        return float(a.template @ b.template)
+            plain = float(template @ cluster.total) / cluster.count
+        else:
+            plain = float(template @ cluster.template)
+        return self._corrected(plain, template, cluster.template, template_hub, cluster_hub)
+
+    def cluster_similarity(self, a: Centroid, b: Centroid, a_hub: float | None = None,
+                           b_hub: float | None = None) -> float:
+        """How similar two clusters are under :attr:`linkage` (fused templates, or the mean over member pairs),
+        hubness-corrected when the rule has a correction (``a_hub``, ``b_hub`` as in :meth:`similarity`)."""
+        if self.linkage == "average":
+            plain = float(a.total @ b.total) / (a.count * b.count)
+        else:
+            plain = float(a.template @ b.template)
+        return self._corrected(plain, a.template, b.template, a_hub, b_hub)
+
+    def _corrected(self, plain: float, a: Vector, b: Vector, a_hub: float | None, b_hub: float | None) -> float:
+        if self.hubness is None:
+            return plain
+        ra = self.hub(a) if a_hub is None else a_hub
+        rb = self.hub(b) if b_hub is None else b_hub
+        return plain - (ra + rb) / 2
 
     def reportable(self, sightings: int, stores: int) -> bool:
         """Whether a cluster of ``sightings`` faces from ``stores`` distinct stores is reported."""
@@ -98,14 +146,17 @@ def assign(template: Vector, candidates: Mapping[str, Centroid], rule: ClusterRu
     if not candidates:
         return Assignment(None, 0.0)
     ids = sorted(candidates)
-    sims = [rule.similarity(template, candidates[c]) for c in ids]
+    own = rule.hub(template)
+    hubs = [rule.hub(candidates[c].template) if rule.hubness else 0.0 for c in ids]  # each one's hubness, once
+    sims = [rule.similarity(template, candidates[c], own, h) for c, h in zip(ids, hubs, strict=True)]
     best = int(np.argmax(sims))
     if sims[best] < rule.link_threshold:
         return Assignment(None, sims[best])
     joined = ids[best]
     grown = Centroid(candidates[joined].total + template, candidates[joined].count + 1)
-    merge = tuple(c for c in ids
-                  if c != joined and rule.cluster_similarity(grown, candidates[c]) >= rule.merge_threshold)
+    grown_hub = rule.hub(grown.template) if rule.hubness else 0.0
+    merge = tuple(c for c, h in zip(ids, hubs, strict=True) if c != joined
+                  and rule.cluster_similarity(grown, candidates[c], grown_hub, h) >= rule.merge_threshold)
     return Assignment(joined, sims[best], merge)
 
 

@@ -53,6 +53,12 @@ class ClusterRuleInfo(Message):
     linkage: Literal["centroid", "average"] = Field(
         default="centroid", description="How a face's similarity to a cluster is read: to its fused template "
         "(centroid), or the mean over its members (average). Added within v1 with the v1 meaning as default.")
+    hubness_k: int = Field(
+        default=0, ge=0, description="0: the thresholds are read against plain cosines. k > 0: against hubness-"
+        "corrected similarities, s - (r_a + r_b) / 2 with r the mean top-k cosine to a fixed cohort "
+        "(rfr/cluster/rule.py). Added within v1 with the v1 meaning (0) as default.")
+    cohort_sha256: str = Field(default="", description="SHA-256 of the cohort file the correction used (empty: "
+                               "none). Added within v1.")
 
 
 class ClusterEvent(Message):

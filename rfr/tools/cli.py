@@ -11,7 +11,7 @@ from rfr.core.logs import setup_logging
 from rfr.core.settings import EXIT_BAD_SETTINGS, Settings, load_settings
 from rfr.core.settings_errors import SettingsError
 from rfr.core.topics import Topics
-from rfr.tools import configdoc, demo, gallery_cli, review_cli, submit
+from rfr.tools import cohort_cli, configdoc, demo, gallery_cli, review_cli, submit
 from rfr.tools.eval import cli as eval_cli
 from rfr.tools.procs import StackError
 from rfr.tools.train.command import train_app
@@ -28,7 +28,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(train_app, name="train")
 
 # Each of these tool modules exposes a typer `app` whose commands join `rfr`.
-_SUB_APPS = (submit.app, gallery_cli.app, eval_cli.app, demo.app, configdoc.app, review_cli.app)
+_SUB_APPS = (submit.app, gallery_cli.app, cohort_cli.app, eval_cli.app, demo.app, configdoc.app, review_cli.app)
 
 
 def _settings() -> Settings:

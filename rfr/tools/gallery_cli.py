@@ -311,6 +311,7 @@ def _cohort(settings: Settings, path: Path | None, source: Path | None, extracto
             embedder: Any, progress: bool) -> Any:
     """The cohort for T-norm calibration: built from ``source`` and written to ``path``, or read from ``path``."""
     from rfr.gallery.scoring import Cohort
+    from rfr.tools.cohort_cli import build_cohort
 
     if path is None:
         return None
@@ -319,12 +320,9 @@ def _cohort(settings: Settings, path: Path | None, source: Path | None, extracto
             return Cohort.load(path, embedder.model_id)
         except (OSError, ValueError, KeyError) as exc:
             raise _fail(f"cohort {path}: {exc}") from exc
-    firsts = {k: v[:1] for k, v in identity_folders(source).items()}
-    data, _ = _embed_folder(firsts, extractor, embedder, None, settings.embed.batch_size, progress)
-    names = tuple(data.names[int(i)] for i in data.labels)
-    group = Cohort(data.vectors, names, embedder.model_id, embedder.weights_sha256, str(source))
+    group, _ = build_cohort(source, extractor, embedder, batch_size=settings.embed.batch_size, progress=progress)
     group.save(path)
-    typer.echo(f"wrote a cohort of {len(names)} faces to {path}", err=True)
+    typer.echo(f"wrote a cohort of {len(group.vectors)} faces to {path}", err=True)
     return group
 
 

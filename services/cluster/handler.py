@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import pydantic
 
-from rfr.cluster.clusterer import Clusterer, Step, wanted
+from rfr.cluster.clusterer import Clusterer, CohortMismatchError, Step, wanted
 from rfr.cluster.index import IndexMismatchError, IndexRefusedError, IndexUnavailableError, check_face_id
 from rfr.core.db import STORE_OUTAGES
 from rfr.core.deadletters import dead_letter
@@ -118,7 +118,7 @@ class ClusterHandler:
             raise DependencyUnavailable("milvus", str(exc)[:500]) from exc
         except STORE_OUTAGES as exc:
             raise DependencyUnavailable("cluster_store", f"{type(exc).__name__}: {exc}"[:500]) from exc
-        except IndexMismatchError as exc:
+        except (IndexMismatchError, CohortMismatchError) as exc:
             raise PoisonMessage(Reason.MODEL_MISMATCH, str(exc)[:500]) from exc
         except ValueError as exc:  # a zero or non-finite template
             raise PoisonMessage(Reason.INVALID_MESSAGE, f"unusable probe template: {exc}"[:500]) from exc

@@ -3,6 +3,7 @@ cluster store on both database backends."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import timedelta
@@ -22,6 +23,7 @@ from rfr.core.cluster_messages import ClusterEvent
 from rfr.core.schemas import DeadLetter, decode
 from rfr.core.settings import KafkaSettings, MilvusSettings
 from rfr.core.topics import Topics
+from rfr.gallery.scoring import Cohort
 from rfr.tools import procs, stack, status
 
 
@@ -79,6 +81,40 @@ def test_unknowns_at_two_stores_make_one_event_others_are_ignored_poison_is_dead
         assert store.counts() == (3, 5)  # one cluster of three, two strangers alone
     finally:
         store.close()
+
+
+def test_the_service_runs_the_hubness_corrected_rule_and_dead_letters_another_models_face(
+        kafka_settings: KafkaSettings, milvus_uri: str, tmp_path: Path) -> None:
+    topics = Topics.from_settings(kafka_settings)
+    cohort = Cohort(np.stack([person(900 + i) for i in range(12)]), tuple(f"c{i}" for i in range(12)),
+                    MODEL).save(tmp_path / "cohort.npz")
+    worker = ClusterWorker(kafka_settings, milvus_uri, tmp_path / "cluster", extra={
+        "RFR_CLUSTER__HUBNESS_K": "5", "RFR_CLUSTER__COHORT_FILE": str(cohort),
+        "RFR_CLUSTER__LINK_THRESHOLD": "0.3", "RFR_CLUSTER__MERGE_THRESHOLD": "0.35"})
+    worker.start()
+    try:
+        p = person(2)
+        publish(kafka_settings, [unknown("h1", sighting(p, 1), "s1"), unknown("h2", sighting(p, 2), "s1"),
+                                 unknown("o1", sighting(p, 3), "s2", model_id="other-model"),
+                                 unknown("h3", sighting(p, 4), "s2")])
+
+        def done(records: list[Record]) -> bool:
+            return len(on(topics.clusters, records)) >= 1 and len(on(topics.deadletter, records)) >= 1
+
+        records = read_until(kafka_settings, [topics.clusters, topics.deadletter], done, timeout_s=90)
+        (record,) = on(topics.clusters, records)
+        event = decode(ClusterEvent, record.value)
+        assert sorted(s.face_id for s in event.sightings) == ["h1", "h2", "h3"]
+        assert event.rule.hubness_k == 5 and event.rule.link_threshold == 0.3
+        assert event.rule.cohort_sha256 == hashlib.sha256(cohort.read_bytes()).hexdigest()
+        (letter,) = on(topics.deadletter, records)
+        assert letter.headers["rfr-reason"] == "model_mismatch"
+        assert decode(DeadLetter, letter.value).payload == unknown(
+            "o1", sighting(p, 3), "s2", model_id="other-model").to_bytes()
+        assert worker.stop() == 0
+    finally:
+        if worker.proc is not None and worker.proc.poll() is None:
+            worker.kill()
 
 
 @pytest.fixture

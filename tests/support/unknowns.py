@@ -105,6 +105,7 @@ class ClusterWorker:
     metrics_port: int = field(default_factory=procs.free_port)
     web_port: int = field(default_factory=procs.free_port)
     prefix: str = field(default_factory=lambda: f"u{uuid.uuid4().hex[:10]}")
+    extra: dict[str, str] = field(default_factory=dict)  # more settings (RFR_...) for this worker
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -125,7 +126,7 @@ class ClusterWorker:
             "RFR_MILVUS__URI": self.milvus_uri, "RFR_CLUSTER__COLLECTION_PREFIX": self.prefix,
             "RFR_CLUSTER__DATABASE_URL": self.database_url, "RFR_CLUSTER__WEB_PORT": str(self.web_port),
             "RFR_METRICS__CLUSTER_PORT": str(self.metrics_port), "RFR_STACK__STATE_DIR": str(self.folder),
-            "RFR_STREAM__RETRY_BACKOFF_S": "0.2", "PYTHONUNBUFFERED": "1"}
+            "RFR_STREAM__RETRY_BACKOFF_S": "0.2", "PYTHONUNBUFFERED": "1"} | self.extra
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Start the worker and wait until its metrics answer (it then joins the group within seconds)."""

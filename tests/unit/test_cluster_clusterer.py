@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import Connection
 from support.unknowns import MODEL, T0, FakeIndex, person, sighting, unknown
 
-from rfr.cluster.clusterer import Clusterer, Step, new_cluster_id, rule_of, wanted
+from rfr.cluster.clusterer import Clusterer, CohortMismatchError, Step, new_cluster_id, rule_of, wanted
 from rfr.cluster.rule import ClusterRule, unit
 from rfr.cluster.store import ClusterStore, Sighting, centroid_of
 from rfr.core.db import sqlite_url
 from rfr.core.settings import ClusterSettings
+from rfr.gallery.scoring import Cohort
 
 RULE = ClusterRule(link_threshold=0.7, merge_threshold=0.75, min_sightings=3, min_stores=2, neighbours=16)
 
@@ -230,3 +233,40 @@ def test_a_list_past_retention_is_not_recorded(store: ClusterStore, index: FakeI
     assert store.counts() == (0, 0) and index.rows == {}
     kept = clusterer.record(unknown("recent", person(4), searched_at=T0 - timedelta(days=30)))
     assert kept.recorded and kept.skipped is None and store.counts() == (1, 1)
+
+
+def _cohort_file(tmp_path: Path, model_id: str = MODEL) -> Path:
+    vectors = np.stack([person(900 + i) for i in range(12)])
+    return Cohort(vectors, tuple(f"c{i}" for i in range(12)), model_id).save(tmp_path / "cohort.npz")
+
+
+def test_rule_of_settings_reads_the_hubness_cohort(tmp_path: Path) -> None:
+    path = _cohort_file(tmp_path)
+    rule = rule_of(ClusterSettings(link_threshold=0.2, merge_threshold=0.25, hubness_k=5, cohort_file=path))
+    assert rule.hubness is not None and rule.hubness.k == 5 and rule.hubness.model_id == MODEL
+    assert len(rule.hubness.cohort) == 12
+    assert rule.hubness.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert rule_of(ClusterSettings()).hubness is None
+    with pytest.raises(ValueError, match="k=13"):
+        rule_of(ClusterSettings(hubness_k=13, cohort_file=path))
+
+
+@pytest.mark.parametrize("fields", [{"hubness_k": 10}, {"cohort_file": "cohort.npz"}])
+def test_hubness_k_and_cohort_file_go_together(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match="go together"):
+        ClusterSettings(**fields)  # type: ignore[arg-type]
+
+
+def test_a_hubness_corrected_rule_names_its_cohort_and_refuses_another_models_face(
+        store: ClusterStore, index: FakeIndex, tmp_path: Path) -> None:
+    rule = rule_of(ClusterSettings(link_threshold=0.3, merge_threshold=0.35, hubness_k=5,
+                                   cohort_file=_cohort_file(tmp_path)))
+    clusterer = Clusterer(store, index, rule, clock=lambda: T0)
+    p = person(7)
+    steps = [clusterer.record(unknown(f"f{i}", sighting(p, i), f"s{i % 2}")) for i in range(3)]
+    event = steps[-1].event
+    assert event is not None and len(event.sightings) == 3
+    assert event.rule.hubness_k == 5 and event.rule.cohort_sha256 == rule.hubness.sha256  # type: ignore[union-attr]
+    with pytest.raises(CohortMismatchError, match="other-model"):
+        clusterer.record(unknown("g1", sighting(p, 9), "s1", model_id="other-model"))
+    assert store.counts() == (1, 3) and index.searches == 3  # nothing looked up or recorded

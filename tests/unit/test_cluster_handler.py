@@ -16,7 +16,7 @@ from pymilvus.exceptions import ConnectError, MilvusUnavailableException, ParamE
 from sqlalchemy.exc import OperationalError
 from support.unknowns import MODEL, T0, FakeIndex, person, sighting, unknown
 
-from rfr.cluster.clusterer import Clusterer
+from rfr.cluster.clusterer import Clusterer, CohortMismatchError
 from rfr.cluster.index import FACE_ID_MAX, ClusterIndex, IndexMismatchError, IndexUnavailableError
 from rfr.cluster.rule import ClusterRule
 from rfr.cluster.store import ClusterStore
@@ -104,9 +104,12 @@ def test_outages_are_dependency_errors(handler: ClusterHandler, monkeypatch: pyt
     assert info.value.dependency == dependency
 
 
-def test_a_model_mismatch_is_poison(handler: ClusterHandler, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("error", [IndexMismatchError("collection holds model x"),
+                                   CohortMismatchError("the cluster cohort was embedded by model x")])
+def test_a_model_mismatch_is_poison(handler: ClusterHandler, monkeypatch: pytest.MonkeyPatch,
+                                    error: Exception) -> None:
     def fail(_cl: object) -> None:
-        raise IndexMismatchError("collection holds model x")
+        raise error
 
     monkeypatch.setattr(handler.clusterer, "record", fail)
     (out,) = handler.handle(_raw(unknown("f", person(3)).to_bytes()))

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from rfr.cluster.rule import Centroid, ClusterRule, MemoryClusters, assign, pairwise_scores, unit
+from rfr.cluster.rule import Centroid, ClusterRule, Hubness, MemoryClusters, assign, pairwise_scores, unit
 
 RULE = ClusterRule(link_threshold=0.7, merge_threshold=0.8, min_sightings=3, min_stores=2, neighbours=16)
 
@@ -167,3 +167,40 @@ def test_pairwise_scores_one_big_cluster_and_all_singletons() -> None:
 def test_pairwise_scores_refuse_labels_of_different_items() -> None:
     with pytest.raises(ValueError):
         pairwise_scores(["a", "b"], ["x"])
+
+
+def test_hubness_is_the_mean_of_the_k_highest_cohort_cosines() -> None:
+    cohort = np.stack([angled(0), angled(60), vec(0, 0, 1, 0)])
+    hub = Hubness(cohort, 2, "m")
+    assert hub.of(angled(0)) == pytest.approx((1.0 + 0.5) / 2, abs=1e-6)  # cos 0, cos 60; the orthogonal row unused
+    assert hub.of(vec(0, 0, 0, 1)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="k=4"):
+        Hubness(cohort, 4, "m")
+    with pytest.raises(ValueError, match="k=0"):
+        Hubness(cohort, 0, "m")
+
+
+def test_hubness_correction_keeps_a_face_that_resembles_everyone_out() -> None:
+    """Two faces at the same cosine (0.866) to their cluster: the one the cohort is close to (a hub) is kept out,
+    the one unlike the cohort joins. Corrected similarity = s - (r_face + r_cluster) / 2 with k = 1."""
+    cohort = np.stack([angled(0), vec(0, 0, 1, 0)])  # one cohort face at e1, one off the plane
+    rule = ClusterRule(0.5, 0.6, hubness=Hubness(cohort, 1, "m"))
+    hub_face, cluster = angled(0), centroid(angled(30))  # r_face = 1, r_cluster = cos 30
+    expected = math.cos(math.radians(30)) - (1.0 + math.cos(math.radians(30))) / 2
+    decision = assign(hub_face, {"a": cluster}, rule)
+    assert decision.cluster_id is None and decision.similarity == pytest.approx(expected, abs=1e-6)
+    assert assign(hub_face, {"a": cluster}, ClusterRule(0.5, 0.6)).cluster_id == "a"  # uncorrected, it joins
+    plain_face, far_cluster = vec(0, 0, 0, 1), centroid(unit(vec(0, 0, 0.5, math.sqrt(0.75))))  # cos 30 apart
+    r_cluster = 0.5  # its cosine to the off-plane cohort face
+    joined = assign(plain_face, {"b": far_cluster}, rule)
+    assert joined.cluster_id == "b"
+    assert joined.similarity == pytest.approx(math.cos(math.radians(30)) - (0.0 + r_cluster) / 2, abs=1e-6)
+
+
+def test_hubness_correction_applies_to_merges() -> None:
+    cohort = np.stack([angled(0), vec(0, 0, 1, 0)])
+    rule = ClusterRule(0.5, 0.6, hubness=Hubness(cohort, 1, "m"))
+    a, b = centroid(angled(0)), centroid(angled(20))
+    plain = math.cos(math.radians(20))
+    assert ClusterRule(0.5, 0.6).cluster_similarity(a, b) == pytest.approx(plain, abs=1e-6)
+    assert rule.cluster_similarity(a, b) == pytest.approx(plain - (1.0 + plain) / 2, abs=1e-6)
