@@ -22,10 +22,12 @@ reportable clusters holding more than one identity. The current ClusterSettings 
 
 Found faces are cached per condition in ``--cache`` (a local pickle this command wrote; never point it at a file
 from elsewhere); embeddings are recomputed each run. ``--levers`` also measures mirror TTA, the fine-tuned model,
-average linkage, the neighbour count and the hubness correction (``cluster.hubness_k``; its cohort: the OTHER half's
-strangers, as clustered, so no identity is in its own cohort and calibration and report use different cohorts) at
-the first face width. A full run with ``--levers`` took about 20 minutes on 2 shared cores with the faces cached
-(3 per hubness variant), and about 8 more per face width to find them (mostly drawing the 1080p scenes).
+average linkage and the neighbour count at the first face width (6 minutes on 2 shared cores with the faces cached,
+about 8 more per face width to find them, mostly drawing the 1080p scenes). ``--hubness`` measures the hubness
+correction (``cluster.hubness_k``) there: its cohorts are the single-photo identities clustered in NEITHER half,
+made into stills the same way, split in two groups, one for each half (:func:`cohort_sightings`), so thresholds are
+chosen without any face of the report half and reported with another cohort than they were chosen with (~3 minutes
+a variant, plus ~6 to find the cohort faces at a new width).
 """
 
 from __future__ import annotations
@@ -102,6 +104,17 @@ def sightings(root: Path, seed: int, stranger_ratio: float, limit: int | None, r
             store = f"r{rng.integers(retailers)}/s{rng.integers(stores)}"
             out.append(Sighting(Sample(identity, path), identity in repeat, store, half_of(identity, seed)))
     return out
+
+
+def cohort_sightings(root: Path, seen: Sequence[Sighting], seed: int) -> list[Sighting]:
+    """The hubness cohorts' faces: every non-training single-photo identity NOT among ``seen`` (clustered in
+    neither half), split in two by :func:`half_of`; ``half`` names which half's clustering it corrects (the
+    calibration half gets one group, the report half the other), so thresholds are chosen without any face of the
+    half they are reported on, and with another cohort than the one they are reported with."""
+    ids = identity_folders(root)
+    trained, used = training_identities(root), {s.sample.identity for s in seen}
+    spare = sorted(i for i, p in ids.items() if i not in trained and i not in used and len(p) == 1)
+    return [Sighting(Sample(i, ids[i][0]), False, "cohort", half_of(i, seed + 1)) for i in spare]
 
 
 def find_faces(settings: Settings, seen: Sequence[Sighting], face_px: float, seed: int,
@@ -288,14 +301,24 @@ LEVERS = (TODAY, Variant("mirror TTA", (("tta", "mirror"),)),
           Variant("fine-tuned casia-webface-lowres-v1", (("model", "casia-webface-lowres-v1"),)),
           Variant("mirror TTA + fine-tuned", (("tta", "mirror"), ("model", "casia-webface-lowres-v1"))),
           Variant("average linkage", rule=(("linkage", "average"),)),
-          Variant("hubness k 10", hubness_k=10), Variant("hubness k 20", hubness_k=20),
-          Variant("mirror TTA + hubness k 10", (("tta", "mirror"),), hubness_k=10),
-          Variant("fine-tuned + hubness k 10", (("model", "casia-webface-lowres-v1"),), hubness_k=10),
+
           Variant("neighbours 4", rule=(("neighbours", 4),)), Variant("neighbours 64", rule=(("neighbours", 64),)))
+HUBNESS_LEVERS = (Variant("hubness k 10", hubness_k=10), Variant("hubness k 20", hubness_k=20),
+                  Variant("mirror TTA + hubness k 20", (("tta", "mirror"),), hubness_k=20),
+                  Variant("fine-tuned + hubness k 20", (("model", "casia-webface-lowres-v1"),), hubness_k=20))
+
+
+@dataclass(frozen=True)
+class Cohorts:
+    """The hubness cohorts' faces (:func:`cohort_sightings`), as found, and their unit vectors (one embedder)."""
+
+    seen: Sequence[Sighting]
+    found: Sequence[FoundProbe]
+    vectors: Vectors
 
 
 def evaluate(seen: Sequence[Sighting], found: Sequence[FoundProbe], vectors: Vectors, defaults: ClusterRule,
-             variant: Variant, args: argparse.Namespace) -> dict[str, Any]:
+             variant: Variant, args: argparse.Namespace, cohort: Cohorts | None = None) -> dict[str, Any]:
     """Calibrate the thresholds on the calibration half; report them (and today's defaults) on the other."""
     base = replace(defaults, **dict(variant.rule))
     cal = half(seen, found, vectors, CALIBRATION)
@@ -303,8 +326,9 @@ def evaluate(seen: Sequence[Sighting], found: Sequence[FoundProbe], vectors: Vec
     started = time.perf_counter()
     cal_base, report_base = base, base
     if variant.hubness_k:
-        cal_base = replace(base, hubness=cohort_of(seen, found, vectors, EVALUATION, variant.hubness_k))
-        report_base = replace(base, hubness=cohort_of(seen, found, vectors, CALIBRATION, variant.hubness_k))
+        assert cohort is not None, "a hubness variant needs the cohort faces"
+        cal_base = replace(base, hubness=cohort_of(cohort, CALIBRATION, variant.hubness_k))
+        report_base = replace(base, hubness=cohort_of(cohort, EVALUATION, variant.hubness_k))
     chosen = calibrate(cal, cal_base, args.orders, args.seed)
     rule = replace(report_base, link_threshold=chosen["link_threshold"], merge_threshold=chosen["merge_threshold"])
     got = over_orders(report, rule, args.orders, args.seed + 1)
@@ -313,18 +337,18 @@ def evaluate(seen: Sequence[Sighting], found: Sequence[FoundProbe], vectors: Vec
     if variant.hubness_k:
         out["cohort_faces"] = {"calibration": len(cal_base.hubness.cohort),  # type: ignore[union-attr]
                                "report": len(report_base.hubness.cohort)}  # type: ignore[union-attr]
+        out["report_half_at_defaults"] = None  # plain defaults are on another scale
     else:
         out["report_half_at_defaults"] = over_orders(report, base, args.orders, args.seed + 1)
     return out | {"seconds": round(time.perf_counter() - started, 1)}
 
 
-def cohort_of(seen: Sequence[Sighting], found: Sequence[FoundProbe], vectors: Vectors, name: str,
-              k: int) -> Hubness:
-    """The hubness correction with the strangers of half ``name`` (their clustered faces) as the cohort: one half's
-    strangers score the other half, so no clustered identity is in its own cohort."""
-    rows = [i for i, (s, f) in enumerate(zip(seen, found, strict=True))
-            if s.half == name and not s.repeat and f.failure is None]
-    return Hubness(vectors[rows], k, "bench", f"{name} strangers")
+def cohort_of(cohort: Cohorts, name: str, k: int) -> Hubness:
+    """The hubness correction of half ``name``'s clustering: its own group of cohort faces (:func:`cohort_sightings`),
+    the faces the gate let through."""
+    rows = [i for i, (s, f) in enumerate(zip(cohort.seen, cohort.found, strict=True))
+            if s.half == name and f.failure is None]
+    return Hubness(cohort.vectors[rows], k, "bench", f"unused single-photo identities ({name} group)")
 
 
 def condition(settings: Settings, seen: Sequence[Sighting], face_px: float, variants: Sequence[Variant],
@@ -332,6 +356,12 @@ def condition(settings: Settings, seen: Sequence[Sighting], face_px: float, vari
     found, times = find_faces(settings, seen, face_px, args.seed, args.cache)
     out: dict[str, Any] = {"face_px": face_px, "scene": f"{SCENE[0]}x{SCENE[1]}", "level": LEVEL,
                            "detect": times, "sightings": accounting(seen, found), "variants": {}}
+    spare: list[Sighting] = []
+    spare_found: list[FoundProbe] = []
+    if any(v.hubness_k for v in variants):
+        spare = cohort_sightings(args.lfw_dir, seen, args.seed)
+        spare_found, _ = find_faces(settings, spare, face_px, args.seed, args.cache)
+        out["cohort_sightings"] = {h: sum(s.half == h for s in spare) for h in (CALIBRATION, EVALUATION)}
     embedded: dict[tuple[tuple[str, Any], ...], tuple[Vectors, str]] = {}
     for v in variants:
         if v.embed not in embedded:
@@ -343,8 +373,9 @@ def condition(settings: Settings, seen: Sequence[Sighting], face_px: float, vari
                 continue
             logger.info("%g px, %s: embedded in %.0fs", face_px, v.name, time.perf_counter() - started)
         vectors, model_id = embedded[v.embed]
+        cohort = Cohorts(spare, spare_found, embed(settings, spare_found, dict(v.embed))[0]) if v.hubness_k else None
         out["variants"][v.name] = {"model_id": model_id, **dict(v.embed), **dict(v.rule), "hubness_k": v.hubness_k,
-                                   **evaluate(seen, found, vectors, defaults, v, args)}
+                                   **evaluate(seen, found, vectors, defaults, v, args, cohort)}
         logger.info("%g px, %s: %s", face_px, v.name, json.dumps(out["variants"][v.name]["report_half"]))
     return out
 
@@ -359,6 +390,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--orders", type=int, default=5, help="seeded arrival orders (medians over them)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--levers", action="store_true", help="also the embedder and rule levers at the first width")
+    p.add_argument("--hubness", action="store_true", help="also the hubness-corrected rule at the first width "
+                   "(its cohorts: single-photo identities clustered in neither half, found at the same width)")
     p.add_argument("--only", default="", help="with --levers: only the levers whose names contain one of these "
                    "comma-separated words (today's defaults always run)")
     p.add_argument("--quick", action="store_true", help="60 repeat identities, 48 px, 3 orders")
@@ -372,10 +405,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def levers(args: argparse.Namespace) -> tuple[Variant, ...]:
     """The variants to run at the first width: today's, and the levers ``--levers`` / ``--only`` ask for."""
-    if not args.levers:
+    if not (args.levers or args.hubness):
         return (TODAY,)
     words = [w.strip() for w in args.only.split(",") if w.strip()]
-    return (TODAY, *(v for v in LEVERS[1:] if not words or any(w in v.name for w in words)))
+    pool = (LEVERS[1:] if args.levers else ()) + (HUBNESS_LEVERS if args.hubness else ())
+    return (TODAY, *(v for v in pool if not words or any(w in v.name for w in words)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,10 @@ repair_index` re-adds sightings a lost index lacks. No Kafka here: services/clus
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import logging
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -58,17 +61,24 @@ class CohortMismatchError(Exception):
     """A face of another embedding model than the hubness cohort's: its similarities would be on another scale."""
 
 
-def rule_of(settings: ClusterSettings) -> ClusterRule:
+def rule_of(settings: ClusterSettings, model_id: str | None = None) -> ClusterRule:
     """The rule the settings give (thresholds, report size and spread, neighbours looked up, and the hubness
-    correction when ``hubness_k`` > 0: its cohort file is read here). Raises ValueError (or OSError) for a cohort
-    file that cannot be read or has fewer than ``hubness_k`` faces."""
+    correction when ``hubness_k`` > 0: its cohort file is read here, once). Raises ValueError for a cohort file that
+    cannot be read, is not a cohort, has fewer than ``hubness_k`` faces, or (with ``model_id``) was embedded by
+    another model."""
     hubness = None
     if settings.hubness_k > 0 and settings.cohort_file is not None:
-        cohort = Cohort.load(settings.cohort_file)
-        digest = hashlib.sha256(settings.cohort_file.read_bytes()).hexdigest()
-        hubness = Hubness(cohort.vectors, settings.hubness_k, cohort.model_id, digest)
+        path = settings.cohort_file
+        try:
+            data = path.read_bytes()
+            cohort = Cohort.load(io.BytesIO(data), model_id)  # the bytes hashed are the bytes loaded
+        except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            raise ValueError(f"cluster.cohort_file {path}: not a readable cohort file ({exc})") from exc
+        except ValueError as exc:
+            raise ValueError(f"cluster.cohort_file {path}: {exc}") from exc
+        hubness = Hubness(cohort.vectors, settings.hubness_k, cohort.model_id, hashlib.sha256(data).hexdigest())
         logger.info("hubness-corrected cluster rule: k=%d over a cohort of %d faces of %s (%s)", settings.hubness_k,
-                    len(cohort.vectors), cohort.model_id, settings.cohort_file)
+                    len(cohort.vectors), cohort.model_id, path)
     return ClusterRule(link_threshold=settings.link_threshold, merge_threshold=settings.merge_threshold,
                        min_sightings=settings.min_sightings, min_stores=settings.min_stores,
                        neighbours=settings.neighbours, linkage=settings.linkage, hubness=hubness)
@@ -144,15 +154,12 @@ class Clusterer:
             logger.info("list of face %s searched at %s is past retention: not recorded", cl.face_id,
                         cl.searched_at.isoformat())
             return Step(None, False, "", 0, skipped="expired")
-        hub = self.rule.hubness
-        if hub is not None and cl.model_id != hub.model_id:
-            raise CohortMismatchError(f"face {cl.face_id} was embedded by {cl.model_id!r}, the cluster cohort by "
-                                      f"{hub.model_id!r}: rebuild cluster.cohort_file with that model (rfr cohort)")
         sighting = sighting_of(cl)
         with self.store.reading() as conn:
             known = self.store.sighting(conn, sighting.face_id)
             if known is not None:
                 return self._again(conn, known)
+        self._check_cohort(sighting)
         hits = self.index.search(sighting.model_id, sighting.vector, self.rule.neighbours + 1)
         near = [f for f, _ in hits if f != sighting.face_id][: self.rule.neighbours]
         self.index.upsert(sighting.model_id, [(sighting.face_id, sighting.vector, sighting.searched_at)])
@@ -161,6 +168,16 @@ class Clusterer:
             if known is not None:  # another worker recorded it meanwhile
                 return self._again(conn, known)
             return self._join(conn, sighting, near)
+
+    def _check_cohort(self, sighting: Sighting) -> None:
+        hub = self.rule.hubness
+        if hub is None:
+            return
+        if sighting.model_id != hub.model_id or len(sighting.vector) != hub.cohort.shape[1]:
+            raise CohortMismatchError(
+                f"face {sighting.face_id} was embedded by {sighting.model_id!r} ({len(sighting.vector)} dimensions), "
+                f"the cluster cohort by {hub.model_id!r} ({hub.cohort.shape[1]}): rebuild cluster.cohort_file with "
+                "that model (rfr cohort)")
 
     def _again(self, conn: Connection, known: Sighting) -> Step:
         cluster = self.store.clusters(conn, [known.cluster_id])[known.cluster_id]

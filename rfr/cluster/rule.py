@@ -69,7 +69,7 @@ class ClusterRule:
     min_stores: int = 2
     neighbours: int = 16
     linkage: Literal["centroid", "average"] = "centroid"
-    hubness: Hubness | None = field(default=None, compare=False)
+    hubness: Hubness | None = None  # compared by identity: a corrected rule never equals a plain one
 
     def hub(self, vector: Vector) -> float:
         """The hubness of a unit ``vector`` under :attr:`hubness` (0.0 without a correction)."""

@@ -45,9 +45,11 @@ class ClusterRuleInfo(Message):
     """The rule a cluster was formed under (schema v1), so that a reader can judge its strength."""
 
     schema_version: Literal[1] = 1
-    link_threshold: float = Field(description="Least cosine similarity of a face to a cluster's fused template to "
-                                  "join it (calibrated: benchmarks/bench_cluster.py).")
-    merge_threshold: float = Field(description="Least similarity of two clusters' fused templates to merge them.")
+    link_threshold: float = Field(description="Least similarity of a face to a cluster's fused template to join it "
+                                  "(a cosine; hubness-corrected when hubness_k > 0; calibrated: "
+                                  "benchmarks/bench_cluster.py).")
+    merge_threshold: float = Field(description="Least similarity of two clusters' fused templates to merge them (on "
+                                   "the same scale as link_threshold).")
     min_sightings: int = Field(ge=1, description="Sightings a cluster needs before it is reported.")
     min_stores: int = Field(ge=1, description="Distinct stores a cluster needs before it is reported.")
     linkage: Literal["centroid", "average"] = Field(

@@ -525,8 +525,7 @@ class ClusterSettings(_Group):
         default=0, ge=0, le=1000, description="0: thresholds against plain similarities. k > 0: hubness-corrected "
         "(CSLS): each similarity s is read as s - (r_a + r_b) / 2, r being a face's or fused template's mean top-k "
         "cosine to `cohort_file` (rfr/cluster/rule.py); needs `cohort_file` and thresholds calibrated with that "
-        "cohort (docs/benchmarks.md: k 20 with link = merge = 0.28 at 48 and 64 px mild CCTV faces; pairwise recall "
-        "0.36 -> 0.54 at 48 px and 0.49 -> 0.76 at 64 px, precision >= 0.95 on the other split).")
+        "cohort (`rfr cohort`; measured in docs/benchmarks.md, 'Repeat unknown offenders').")
     cohort_file: Path | None = Field(
         default=None, description="hubness_k > 0: a cohort (.npz, `rfr cohort`) of CCTV-like faces of people not "
         "sought, embedded by the model the faces come from (another model's faces are dead-lettered).")

@@ -35,7 +35,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -82,15 +82,17 @@ class Cohort:
         return path
 
     @classmethod
-    def load(cls, path: Path, model_id: str | None = None) -> Cohort:
-        """Read a cohort file; ``ValueError`` when it is not one, or was made by another model than ``model_id``."""
+    def load(cls, path: Path | BinaryIO, model_id: str | None = None) -> Cohort:
+        """Read a cohort file (a path, or its bytes as a binary file); ``ValueError`` when it is not one, or was made
+        by another model than ``model_id``."""
+        name = f"cohort {path}" if isinstance(path, Path) else "the cohort"
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             vectors = normalise(data["vectors"])
         if meta.get("format") != COHORT_FORMAT:
-            raise ValueError(f"{path} is not an RFR cohort file ({meta.get('format')!r})")
+            raise ValueError(f"{name} is not an RFR cohort file ({meta.get('format')!r})")
         if model_id is not None and meta["model_id"] != model_id:
-            raise ValueError(f"cohort {path} was embedded by {meta['model_id']!r}, not {model_id!r}: rebuild it")
+            raise ValueError(f"{name} was embedded by {meta['model_id']!r}, not {model_id!r}: rebuild it")
         return cls(vectors, tuple(meta["identities"]), meta["model_id"], meta["weights_sha256"], meta["source"])
 
 
@@ -134,12 +136,12 @@ def template_hubness(templates: Vectors, cohort: Vectors, k: int,
     if k < 1 or len(scores) - most_left_out < k:
         raise ValueError(f"hubness over k={k} needs at least k cohort rows left, the cohort has {len(scores)} "
                          f"and up to {most_left_out} are left out")
+    if exclude is None:  # the k highest per template, in any order (no full sort)
+        plain: Floats = np.partition(scores, len(scores) - k, axis=0)[len(scores) - k:].mean(axis=0)
+        return plain
     deep = min(len(scores), k + most_left_out)
     order = np.argsort(-scores, axis=0, kind="stable")[:deep]  # deep x T cohort rows, best first
     best = np.take_along_axis(scores, order, axis=0)
-    if exclude is None:
-        plain: Floats = best[:k].mean(axis=0)
-        return plain
     out = np.empty((len(exclude), t.shape[0]), np.float64)
     for i, left_out in enumerate(exclude):
         kept = ~left_out[order]

@@ -1,9 +1,11 @@
 """``python -m services.cluster``: repeat unknown offenders (MATCHES -> CLUSTERS), a faust-streaming worker.
 
-Start-up: settings (RFR_ prefix), logging, ``/metrics`` on ``metrics.cluster_port``, the broker waited for and every
-topic created (the pipeline's and faust's leader topic: Tansu creates none by itself), the cluster store migrated
-(``cluster.database_url``, SQLite under the stack's state dir by default), then the faust worker runs until
-SIGTERM/SIGINT (faust's own handlers: the record in hand is finished or left unacknowledged, then it stops).
+Start-up: settings (RFR_ prefix), logging, the cluster rule (its hubness cohort file, if any, read and checked
+against ``embed.model``: a bad one exits 2 before anything else starts), ``/metrics`` on ``metrics.cluster_port``,
+the broker waited for and every topic created (the pipeline's and faust's leader topic: Tansu creates none by
+itself), the cluster store migrated (``cluster.database_url``, SQLite under the stack's state dir by default), then
+the faust worker runs until SIGTERM/SIGINT (faust's own handlers: the record in hand is finished or left
+unacknowledged, then it stops).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from rfr.core import kafka
 from rfr.core.db import redacted
 from rfr.core.logs import setup_logging
 from rfr.core.metrics import StageMetrics, build_info, serve_metrics
-from rfr.core.settings import Settings, cluster_database_url, settings_or_exit
+from rfr.core.settings import EXIT_BAD_SETTINGS, Settings, cluster_database_url, settings_or_exit
 from rfr.core.topics import Topics
+from rfr.models import facenet_model_id
 from services.cluster.app import GROUP, Runtime, faust_topics, make_app, wire
 from services.cluster.handler import SERVICE, ClusterHandler
 from services.cluster.metrics import ClusterMetrics
@@ -34,6 +37,11 @@ __all__ = ["GROUP", "main", "run"]
 
 def run(settings: Settings) -> None:
     """Everything after logging: metrics, broker and topics, store, index, then the worker (returns on exit)."""
+    try:
+        rule = rule_of(settings.cluster, facenet_model_id(settings.embed.model))
+    except ValueError as exc:  # a bad cohort file: nothing has started yet
+        logger.error("rfr-cluster: %s", exc)
+        raise SystemExit(EXIT_BAD_SETTINGS) from exc
     build_info(SERVICE)
     serve_metrics(settings.metrics.host, settings.metrics.cluster_port)
     kafka.prepare_broker(settings.kafka, 120)
@@ -42,7 +50,7 @@ def run(settings: Settings) -> None:
     store = ClusterStore.open(url)
     logger.info("cluster store at %s", redacted(url))
     index = ClusterIndex(settings.milvus, settings.cluster.collection_prefix)
-    clusterer = Clusterer(store, index, rule_of(settings.cluster),
+    clusterer = Clusterer(store, index, rule,
                           retention=timedelta(days=settings.retention.no_candidate_days))
     metrics, stage = ClusterMetrics.create(), StageMetrics.create(SERVICE)
     handler = ClusterHandler(clusterer, Topics.from_settings(settings.kafka), metrics, stage,

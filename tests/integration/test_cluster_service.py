@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -21,9 +24,10 @@ from rfr.cluster.rule import ClusterRule, unit
 from rfr.cluster.store import ClusterStore
 from rfr.core.cluster_messages import ClusterEvent
 from rfr.core.schemas import DeadLetter, decode
-from rfr.core.settings import KafkaSettings, MilvusSettings
+from rfr.core.settings import EmbedSettings, KafkaSettings, MilvusSettings
 from rfr.core.topics import Topics
 from rfr.gallery.scoring import Cohort
+from rfr.models import facenet_model_id
 from rfr.tools import procs, stack, status
 
 
@@ -86,17 +90,19 @@ def test_unknowns_at_two_stores_make_one_event_others_are_ignored_poison_is_dead
 def test_the_service_runs_the_hubness_corrected_rule_and_dead_letters_another_models_face(
         kafka_settings: KafkaSettings, milvus_uri: str, tmp_path: Path) -> None:
     topics = Topics.from_settings(kafka_settings)
+    served = facenet_model_id(EmbedSettings().model)  # the service checks its cohort against embed.model
     cohort = Cohort(np.stack([person(900 + i) for i in range(12)]), tuple(f"c{i}" for i in range(12)),
-                    MODEL).save(tmp_path / "cohort.npz")
+                    served).save(tmp_path / "cohort.npz")
     worker = ClusterWorker(kafka_settings, milvus_uri, tmp_path / "cluster", extra={
         "RFR_CLUSTER__HUBNESS_K": "5", "RFR_CLUSTER__COHORT_FILE": str(cohort),
         "RFR_CLUSTER__LINK_THRESHOLD": "0.3", "RFR_CLUSTER__MERGE_THRESHOLD": "0.35"})
     worker.start()
     try:
         p = person(2)
-        publish(kafka_settings, [unknown("h1", sighting(p, 1), "s1"), unknown("h2", sighting(p, 2), "s1"),
+        publish(kafka_settings, [unknown("h1", sighting(p, 1), "s1", model_id=served),
+                                 unknown("h2", sighting(p, 2), "s1", model_id=served),
                                  unknown("o1", sighting(p, 3), "s2", model_id="other-model"),
-                                 unknown("h3", sighting(p, 4), "s2")])
+                                 unknown("h3", sighting(p, 4), "s2", model_id=served)])
 
         def done(records: list[Record]) -> bool:
             return len(on(topics.clusters, records)) >= 1 and len(on(topics.deadletter, records)) >= 1
@@ -115,6 +121,19 @@ def test_the_service_runs_the_hubness_corrected_rule_and_dead_letters_another_mo
     finally:
         if worker.proc is not None and worker.proc.poll() is None:
             worker.kill()
+
+
+def test_the_service_refuses_a_bad_cohort_file_before_it_starts_anything(tmp_path: Path) -> None:
+    bad = tmp_path / "cohort.npz"
+    bad.write_bytes(b"not a cohort")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RFR_")} | {
+        "RFR_CLUSTER__HUBNESS_K": "5", "RFR_CLUSTER__COHORT_FILE": str(bad), "RFR_STACK__STATE_DIR": str(tmp_path),
+        "RFR_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{procs.free_port()}"}  # nothing listens: never reached
+    done = subprocess.run([sys.executable, "-m", "services.cluster"], env=env, capture_output=True, timeout=120,
+                          check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"cluster.cohort_file {bad}".encode() in done.stdout + done.stderr
+    assert not (tmp_path / "cluster.db").exists()
 
 
 @pytest.fixture

@@ -270,3 +270,22 @@ def test_a_hubness_corrected_rule_names_its_cohort_and_refuses_another_models_fa
     with pytest.raises(CohortMismatchError, match="other-model"):
         clusterer.record(unknown("g1", sighting(p, 9), "s1", model_id="other-model"))
     assert store.counts() == (1, 3) and index.searches == 3  # nothing looked up or recorded
+
+
+def test_a_cohort_file_that_is_not_one_or_of_another_model_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a cohort")
+    with pytest.raises(ValueError, match=r"cluster\.cohort_file .*bad\.npz"):
+        rule_of(ClusterSettings(hubness_k=5, cohort_file=bad))
+    with pytest.raises(ValueError, match="not 'facenet-other'"):
+        rule_of(ClusterSettings(hubness_k=5, cohort_file=_cohort_file(tmp_path)), "facenet-other")
+
+
+def test_a_face_of_another_dimension_than_the_cohort_is_refused_before_any_write(
+        store: ClusterStore, index: FakeIndex, tmp_path: Path) -> None:
+    path = Cohort(np.stack([unit(np.arange(1.0, 9.0) + i) for i in range(6)]), tuple("abcdef"), MODEL).save(
+        tmp_path / "small.npz")
+    clusterer = Clusterer(store, index, rule_of(ClusterSettings(hubness_k=3, cohort_file=path)), clock=lambda: T0)
+    with pytest.raises(CohortMismatchError, match="8\\)"):
+        clusterer.record(unknown("f1", person(1), "s1"))
+    assert store.counts() == (0, 0) and index.searches == 0

@@ -204,3 +204,19 @@ def test_hubness_correction_applies_to_merges() -> None:
     plain = math.cos(math.radians(20))
     assert ClusterRule(0.5, 0.6).cluster_similarity(a, b) == pytest.approx(plain, abs=1e-6)
     assert rule.cluster_similarity(a, b) == pytest.approx(plain - (1.0 + plain) / 2, abs=1e-6)
+
+
+def test_assign_reads_merges_against_the_grown_templates_hubness() -> None:
+    """The face joins "a"; the grown template (at 5 deg) is a hub (a cohort face sits on it), so "b" (plain cosine
+    0.866 to it) is not merged under the correction although plain cosines would merge it."""
+    cohort = np.stack([angled(5), vec(0, 0, 1, 0)])
+    candidates = {"a": centroid(angled(10)), "b": centroid(angled(-25))}
+    rule = ClusterRule(-0.1, -0.05, hubness=Hubness(cohort, 1, "m"))
+    decision = assign(angled(0), candidates, rule)
+    assert decision.cluster_id == "a" and decision.merge == ()
+    # corrected merge similarity: cos 30 - (r_grown 1.0 + r_b cos 30) / 2 = -0.067 < -0.05
+    grown = Centroid(candidates["a"].total + angled(0), 2)
+    expected = math.cos(math.radians(30)) - (1.0 + math.cos(math.radians(30))) / 2
+    assert rule.cluster_similarity(grown, candidates["b"]) == pytest.approx(expected, abs=1e-4)
+    assert assign(angled(0), candidates, ClusterRule(-0.1, -0.05)).merge == ("b",)  # plain cosines merge it
+    assert ClusterRule(0.5, 0.6, hubness=Hubness(cohort, 1, "m")) != ClusterRule(0.5, 0.6)

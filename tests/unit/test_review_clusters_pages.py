@@ -112,6 +112,20 @@ def test_the_similarity_to_the_cluster_is_shown_only_with_scores(tmp_path: Path,
     made.env.store.engine.dispose()
 
 
+@pytest.mark.parametrize("hubness_k", [0, 20])
+def test_the_rule_says_when_its_thresholds_are_hubness_corrected(tmp_path: Path, hubness_k: int) -> None:
+    made = make_pages(tmp_path, Settings(match=MATCH))
+    event = offender_cluster(made.env)
+    rule = event.rule.model_copy(update={"link_threshold": 0.28, "merge_threshold": 0.28, "hubness_k": hubness_k,
+                                         "cohort_sha256": "ab12" * 16 if hubness_k else ""})
+    made.env.store.record_cluster(event.model_copy(update={"rule": rule}))
+    (text,) = by_testid(made.sign_in("alice").get("/clusters/cl-1").text, "rule")
+    assert "similarity of 0.28 or more" in text if hubness_k else "similarity 0.28 or more" in text
+    assert ("k = 20" in text and "cohort ab12ab12ab12)" in text and "plain, uncorrected cosines" in text) == bool(
+        hubness_k)
+    made.env.store.engine.dispose()
+
+
 def test_a_refused_step_answers_with_the_error_page(pages: Pages) -> None:
     pages.env.store.record_cluster(offender_cluster(pages.env))
     alice = pages.sign_in("alice")
