@@ -36,7 +36,8 @@ __all__ = ["GROUP", "main", "run"]
 
 
 def run(settings: Settings) -> None:
-    """Everything after logging: metrics, broker and topics, store, index, then the worker (returns on exit)."""
+    """Everything after logging: the cluster rule, metrics, broker and topics, store, index, then the worker
+    (returns on exit)."""
     try:
         rule = rule_of(settings.cluster, facenet_model_id(settings.embed.model))
     except ValueError as exc:  # a bad cohort file: nothing has started yet

@@ -139,7 +139,7 @@ def evaluate_levers(embedded: dict[str, dict[str, Any]], extra_ids: frozenset[st
     if hub is not None:
         rows.append(scored[hub])
     cohort = _best(scored, *COHORTS)
-    best = _best(scored, cohort) if hub is None else _best(scored, cohort, hub)
+    best = cohort if hub is None else _best(scored, cohort, hub)
     last = list(embedded)[-1]
     rows.append(_row(f"all together ({last} + {best.name})", embedded[last], best, target, top_k))
     return {
