@@ -50,6 +50,11 @@ def build_cohort(source: Path, extractor: PipelineExtractor, embedder: Any, *, p
     return Cohort(data.vectors, names, embedder.model_id, embedder.weights_sha256, str(source)), rejected
 
 
+def left_out(rejected: dict[str, int]) -> str:
+    """The images a cohort left out, by reason (``"2 no_face, 1 unreadable"``), or ``"none"``."""
+    return ", ".join(f"{n} {why}" for why, n in sorted(rejected.items()) if n) or "none"
+
+
 @app.command("cohort")
 def cohort_command(
     source: Annotated[Path, typer.Argument(help="Faces of people not sought: DIR/<identity>/<image>.")],
@@ -74,5 +79,5 @@ def cohort_command(
     finally:
         extractor.close()
     group.save(out)
-    left_out = ", ".join(f"{n} {why}" for why, n in sorted(rejected.items()) if n) or "none"
-    typer.echo(f"wrote a cohort of {len(group.vectors)} faces ({group.model_id}) to {out}; left out: {left_out}")
+    typer.echo(f"wrote a cohort of {len(group.vectors)} faces ({group.model_id}) to {out}; "
+               f"left out: {left_out(rejected)}")

@@ -311,7 +311,7 @@ def _cohort(settings: Settings, path: Path | None, source: Path | None, extracto
             embedder: Any, progress: bool) -> Any:
     """The cohort for T-norm calibration: built from ``source`` and written to ``path``, or read from ``path``."""
     from rfr.gallery.scoring import Cohort
-    from rfr.tools.cohort_cli import build_cohort
+    from rfr.tools.cohort_cli import build_cohort, left_out
 
     if path is None:
         return None
@@ -320,9 +320,10 @@ def _cohort(settings: Settings, path: Path | None, source: Path | None, extracto
             return Cohort.load(path, embedder.model_id)
         except (OSError, ValueError, KeyError) as exc:
             raise _fail(f"cohort {path}: {exc}") from exc
-    group, _ = build_cohort(source, extractor, embedder, batch_size=settings.embed.batch_size, progress=progress)
+    group, rejected = build_cohort(source, extractor, embedder, batch_size=settings.embed.batch_size,
+                                   progress=progress)
     group.save(path)
-    typer.echo(f"wrote a cohort of {len(group.vectors)} faces to {path}", err=True)
+    typer.echo(f"wrote a cohort of {len(group.vectors)} faces to {path}; left out: {left_out(rejected)}", err=True)
     return group
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 from typer.testing import CliRunner
 
@@ -27,11 +28,14 @@ def test_cohort_of_degraded_stills_feeds_the_cluster_rule(lfw_dir: Path, tmp_pat
     made = CliRunner().invoke(eval_app, ["degrade", "--in", str(photos), "--out", str(stills), "--level", "mild",
                                          "--face-px", "48", "--scene", "640x480"])
     assert made.exit_code == 0, made.output
+    (stills / "Nobody").mkdir()
+    cv2.imwrite(str(stills / "Nobody" / "wall.png"), np.full((480, 640, 3), 128, np.uint8))  # a still without a face
     got = CliRunner().invoke(cohort_app, [str(stills), "--out", str(out), "--per-identity", "2",
                                           "--no-progress"])
     assert got.exit_code == 0, got.output
     cohort = Cohort.load(out)
     assert f"wrote a cohort of {len(cohort.vectors)} faces ({cohort.model_id})" in got.output
+    assert "no_face" in got.output.split("left out: ")[1]  # the wall (and any still whose face was not found)
     assert 7 <= len(cohort.vectors) <= 10  # two stills of each of five people, the odd one without a usable face
     assert set(cohort.identities) <= set(people) and max(map(cohort.identities.count, people)) == 2
     assert np.allclose(np.linalg.norm(cohort.vectors, axis=1), 1.0, atol=1e-4)
