@@ -393,7 +393,9 @@ class Candidate(Message):
     schema_version: Literal[2] = 2
     rank: int = Field(ge=1)
     subject_id: str
-    score: float = Field(description="Cosine similarity in [-1, 1] of the subject's best-scoring enrolled photo.")
+    score: float = Field(description="Cosine similarity in [-1, 1] of the subject's best-scoring enrolled photo; "
+                         "on a list whose score_norm is hubness (an opt-in match setting), that photo's CSLS score "
+                         "2 x cosine - r_g instead (about -3 to 3; docs/calibration.md).")
     watch_list: str = Field(description="The watch-list (gallery partition) the subject is enrolled on.")
     gallery_face_id: str
     source_ref: str | None = None
@@ -492,7 +494,9 @@ class CandidateList(Message):
         default="fixed", description="How the threshold was set: fixed, or gallery_size (for a target FPIR at the "
         "gallery's size; see docs/calibration.md).")
     gallery_size: int | None = Field(default=None, ge=0, description="Faces in the gallery at search time.")
-    score_norm: str = Field(default="none", description="Score normalisation: none, or cohort.")
+    score_norm: str = Field(default="none", description="Score normalisation, and so the scale of `threshold` and "
+                            "of each candidate's `score`: none or cohort (cosines), or hubness (CSLS scores, "
+                            "2 x cosine - r_g; a consumer that reads scores must read this field).")
 
     @model_validator(mode="after")
     def _v3_has_no_v4_fields(self) -> CandidateList:

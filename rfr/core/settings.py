@@ -359,10 +359,27 @@ class MatchSettings(_Group):
         default=None, description="threshold_policy=gallery_size: the threshold table (JSON) of this model and "
         "score_norm, written by `rfr calibrate --table-out`.",
     )
-    score_norm: Literal["none", "cohort"] = Field(
+    score_norm: Literal["none", "cohort", "hubness"] = Field(
         default="none", description="none: cosine scores against `threshold`. cohort: T-norm, each probe's cosine "
         "threshold is mean + cohort_threshold x std of its scores against `cohort_file` (non-gallery faces); "
-        "candidate scores stay cosines and their order is unchanged (docs/calibration.md).",
+        "candidate scores stay cosines and their order is unchanged. hubness: CSLS, each candidate scored "
+        "2 x cosine - r_g (r_g: its gallery photo's mean cosine to its hubness_k nearest `cohort_file` faces, which "
+        "should be CCTV-like: `rfr cohort`), the list re-ranked on that score and held to hubness_threshold "
+        "(docs/calibration.md).",
+    )
+    hubness_k: int = Field(
+        default=10, ge=1, le=100, description="score_norm=hubness: how many nearest cohort faces set a gallery "
+        "photo's r_g (k 10 was chosen on the calibration half in docs/eval/report.md).",
+    )
+    hubness_threshold: float = Field(
+        default=0.89, ge=-3.0, le=3.0, description="score_norm=hubness with threshold_policy=fixed: the review "
+        "threshold on the CSLS scale (2 x cosine - r_g, not a cosine); 0.89 gave FPIR 1% at ~1,000 gallery photos "
+        "(original photos; 0.84 on mild CCTV) in docs/eval/report.md, k 10 (calibrate your own: `rfr calibrate "
+        "--cohort FILE --hubness-k K`).",
+    )
+    hubness_depth: int = Field(
+        default=50, ge=1, le=1000, description="score_norm=hubness: how many subjects (best cosine first) are "
+        "re-ranked by CSLS for each search; a subject beyond them cannot be a candidate.",
     )
     cohort_threshold: float = Field(
         default=4.7, description="score_norm=cohort with threshold_policy=fixed: the threshold in standard deviations "
@@ -370,8 +387,9 @@ class MatchSettings(_Group):
         "docs/eval/report.md (calibrate your own: `rfr calibrate --cohort`).",
     )
     cohort_file: Path | None = Field(
-        default=None, description="score_norm=cohort: the cohort of non-gallery faces of this model (.npz), built "
-        "by `rfr calibrate --cohort-out` from a folder of faces; keep it beside the gallery.",
+        default=None, description="score_norm=cohort or hubness: the cohort of non-gallery faces of this model "
+        "(.npz), built by `rfr calibrate --cohort-from DIR --cohort FILE` or `rfr cohort` from a folder of faces; "
+        "keep it beside the gallery.",
     )
     cohort_top: int = Field(
         default=0, ge=0, description="score_norm=cohort: how many of a probe's highest cohort scores set its mean "

@@ -112,6 +112,11 @@ class Gallery(Protocol):
         """The subset of ``face_ids`` already stored."""
         ...
 
+    def face_vectors(self, face_ids: Sequence[str]) -> dict[str, Vectors]:
+        """The stored vector (D,) float32, unit length, of each of ``face_ids`` the gallery holds (the others are
+        left out): what :mod:`rfr.gallery.hubness` reads once per photo."""
+        ...
+
     def subject_faces(self, subject_id: str, watch_lists: Sequence[str] | None = None) -> list[tuple[str, str]]:
         """Every photo of ``subject_id`` (on ``watch_lists``, default all) as ``(face_id, watch_list)``, sorted:
         what :meth:`delete_subject` would erase (read first, to tell the review service which faces go)."""

@@ -18,7 +18,9 @@ threshold, and the photos of the other half (not enrolled) should find no candid
 
 With a cohort (``score_norm=cohort``, :mod:`rfr.gallery.scoring`) the scores are T-norm scores: every ordered
 pair (probe photo, other photo), normalised by the probe photo's scores against the cohort (cohort photos of
-the probe's own identity left out), so the thresholds are in standard deviations. With a gallery size N, each
+the probe's own identity left out), so the thresholds are in standard deviations. With a cohort and ``k``
+(``score_norm=hubness``) they are CSLS scores ``2 s - r_g``, ``r_g`` the other (gallery-side) photo's mean cosine to
+its ``k`` nearest cohort faces, cohort faces of its own identity left out. With a gallery size N, each
 target FPIR becomes the per-comparison FMR ``1 - (1 - FPIR)^(1/N)`` and its threshold is stated
 (``threshold_policy=gallery_size``); :func:`threshold_table` keeps the calibration half's impostor tail for the
 match service to do the same at whatever size the gallery has grown to.
@@ -144,6 +146,28 @@ def normalised_pair_scores(data: LabelledVectors, cohort: Cohort, top: int = 0) 
     return np.concatenate(genuine).astype(np.float64), np.concatenate(impostor).astype(np.float64)
 
 
+def hubness_pair_scores(data: LabelledVectors, cohort: Cohort, k: int) -> tuple[Scores, Scores]:
+    """(genuine, impostor) CSLS scores ``2 s - r_g`` of every ORDERED pair of distinct rows (column = the gallery
+    side, whose ``r_g`` leaves cohort faces of its own identity out). ``ValueError`` when fewer than ``k`` cohort
+    faces remain for a photo."""
+    names = np.asarray([data.names[int(i)] for i in data.labels])
+    raw = np.asarray(cohort.vectors, np.float32) @ data.vectors.T  # M x N
+    raw = np.where(np.asarray(cohort.identities)[:, None] == names[None, :], -np.inf, raw.astype(np.float64))
+    if k < 1 or int(np.isfinite(raw).sum(axis=0).min(initial=len(raw))) < k:
+        raise ValueError(f"hubness over k={k} needs at least k cohort faces of other identities for every photo")
+    hub = np.partition(raw, len(raw) - k, axis=0)[len(raw) - k:].mean(axis=0)  # (N,)
+    genuine: list[Scores] = []
+    impostor: list[Scores] = []
+    for start in range(0, len(names), _BLOCK):
+        rows = np.arange(start, min(len(names), start + _BLOCK))
+        c = 2.0 * (data.vectors[rows] @ data.vectors.T).astype(np.float64) - hub[None, :]
+        other = np.arange(len(names))[None, :] != rows[:, None]
+        same = data.labels[rows][:, None] == data.labels[None, :]
+        genuine.append(c[other & same])
+        impostor.append(c[other & ~same])
+    return np.concatenate(genuine), np.concatenate(impostor)
+
+
 @dataclass(frozen=True)
 class ScoreSplit:
     """Genuine / impostor scores of the calibration and the evaluation identities."""
@@ -158,13 +182,18 @@ class ScoreSplit:
 
 
 def split_scores(data: LabelledVectors, eval_fraction: float = 0.5, seed: int = 0, cohort: Cohort | None = None,
-                 cohort_top: int = 0) -> ScoreSplit:
+                 cohort_top: int = 0, hubness_k: int = 0) -> ScoreSplit:
+    """Scores of the two identity halves: cosines, T-norm scores (``cohort``) or CSLS scores (``cohort`` and
+    ``hubness_k`` > 0)."""
     present = sorted({data.names[int(i)] for i in data.labels})
     calib_names, eval_names = split_identities(present, eval_fraction, seed)
     calib, evaluation = data.subset(calib_names), data.subset(eval_names)
     if cohort is None:
         return ScoreSplit(calib, evaluation, *pair_scores(calib.vectors, calib.labels),
                           *pair_scores(evaluation.vectors, evaluation.labels))
+    if hubness_k:
+        return ScoreSplit(calib, evaluation, *hubness_pair_scores(calib, cohort, hubness_k),
+                          *hubness_pair_scores(evaluation, cohort, hubness_k), score_norm="hubness")
     return ScoreSplit(calib, evaluation, *normalised_pair_scores(calib, cohort, cohort_top),
                       *normalised_pair_scores(evaluation, cohort, cohort_top), score_norm="cohort")
 

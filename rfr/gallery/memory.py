@@ -71,6 +71,11 @@ class InMemoryGallery:
         with self._lock:
             return {f for f in face_ids if f in self._faces}
 
+    def face_vectors(self, face_ids: Sequence[str]) -> dict[str, Vectors]:
+        with self._lock:
+            held = [self._faces[f] for f in face_ids if f in self._faces]
+        return {f.face_id: normalise(f.vector)[0] for f in held}
+
     def subject_faces(self, subject_id: str, watch_lists: Sequence[str] | None = None) -> list[tuple[str, str]]:
         check_subject_id(subject_id)
         with self._lock:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 from pymilvus import MilvusClient, MilvusException
 from pymilvus.client.types import LoadState
 
@@ -240,6 +241,16 @@ class MilvusGallery:
             with self._call("get") as client:
                 rows = client.get(self.collection, ids=list(face_ids), output_fields=["face_id"])
         return {str(r["face_id"]) for r in rows}
+
+    def face_vectors(self, face_ids: Sequence[str]) -> dict[str, Vectors]:
+        if not face_ids:
+            return {}
+        with self._lock:
+            if self._open() is None:
+                return {}
+            with self._call("get vectors") as client:
+                rows = client.get(self.collection, ids=list(face_ids), output_fields=["face_id", "vector"])
+        return {str(r["face_id"]): normalise(np.asarray(r["vector"], np.float32))[0] for r in rows}
 
     def subject_faces(self, subject_id: str, watch_lists: Sequence[str] | None = None) -> list[tuple[str, str]]:
         expr = _subject_filter(subject_id, watch_lists)

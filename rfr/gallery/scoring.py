@@ -12,10 +12,11 @@
   template's *hubness* ``r_g`` is the mean of its ``k`` highest cosines against a cohort of non-gallery faces (of
   the kind probes are: CCTV-like), and a comparison reads ``2 s - r_g`` (cross-domain similarity local scaling,
   Conneau et al. 2018, "Word translation without parallel data", ICLR). CSLS also subtracts a probe-side term;
-  it is left out by choice: it never changes a list's order, only shifts each probe's scores against the
-  threshold, which is what T-norm does (and T-norm lowered TPIR in docs/eval/report.md). Unlike T-norm, CSLS
-  reorders a candidate list, so it moves rank-1 too; thresholds are on CSLS scores and must be calibrated with
-  the same cohort.
+  it is left out: it never changes a list's order, only shifts each probe's scores against the threshold, and
+  measured it added nothing to the gallery side's gain (benchmarks/eval_score_norms.py, docs/eval/README.md).
+  Unlike T-norm, CSLS reorders a candidate list, so it moves rank-1 too; thresholds are on CSLS scores and must
+  be calibrated with the same cohort. :mod:`rfr.gallery.hubness` searches a gallery this way
+  (``match.score_norm=hubness``).
 * **Fused subject template**: several photos of one subject averaged into one unit vector
   (:func:`fuse_template`), against the product's default of one vector per photo scored by the subject's best.
 * **Gallery-size threshold**: at a fixed per-comparison threshold the chance that a stranger gets a candidate
@@ -46,7 +47,7 @@ from rfr.gallery.base import normalise
 if TYPE_CHECKING:
     from rfr.core.settings import MatchSettings
 
-ScoreNorm = Literal["none", "cohort"]
+ScoreNorm = Literal["none", "cohort", "hubness"]
 Vectors = npt.NDArray[np.float32]
 Floats = npt.NDArray[np.float64]
 MIN_STD = 1e-3
@@ -247,13 +248,14 @@ def normalise_hits(scores: Sequence[float], mean: float, std: float) -> list[flo
 @dataclass(frozen=True)
 class ThresholdRule:
     """How the match service sets each search's review threshold (``MatchSettings``: ``threshold`` or
-    ``cohort_threshold``, ``threshold_policy``, ``target_fpir``, ``threshold_table``, ``score_norm``,
-    ``cohort_file``, ``cohort_top``).
+    ``cohort_threshold`` or ``hubness_threshold``, ``threshold_policy``, ``target_fpir``, ``threshold_table``,
+    ``score_norm``, ``cohort_file``, ``cohort_top``, ``hubness_k``).
 
     ``base(n)``: the threshold on the policy's scale for a gallery of ``n`` templates (``fixed``: ``threshold``;
-    ``gallery_size``: the table's threshold for ``target_fpir`` at ``n``). ``per_probe``: the COSINE threshold of
-    each probe: ``base`` itself, or with a cohort ``mean + base x std`` of that probe's cohort scores (T-norm read
-    backwards, so candidate scores stay cosines and their order is untouched).
+    ``gallery_size``: the table's threshold for ``target_fpir`` at ``n``). ``per_probe``: each probe's threshold
+    on the scale its candidates are scored on: a cosine (``base`` itself, or with a T-norm cohort ``mean + base x
+    std`` of that probe's cohort scores, T-norm read backwards so candidate scores stay cosines and their order is
+    untouched), or with ``hubness_k`` > 0 ``base`` on the CSLS scale (:mod:`rfr.gallery.hubness` re-scores).
     """
 
     threshold: float
@@ -262,8 +264,12 @@ class ThresholdRule:
     table: ThresholdTable | None = None
     cohort: Cohort | None = None
     cohort_top: int = 0
+    hubness_k: int = 0
 
     def __post_init__(self) -> None:
+        if self.hubness_k and (self.cohort is None or len(self.cohort.vectors) < self.hubness_k):
+            size = 0 if self.cohort is None else len(self.cohort.vectors)
+            raise ValueError(f"hubness over k={self.hubness_k} needs a cohort of at least k faces, got {size}")
         if self.policy == "gallery_size" and self.table is None:
             raise ValueError("threshold_policy gallery_size needs a threshold table (rfr calibrate --table-out)")
         if self.table is not None and self.table.score_norm != self.score_norm:
@@ -272,15 +278,18 @@ class ThresholdRule:
 
     @property
     def score_norm(self) -> str:
-        return "none" if self.cohort is None else "cohort"
+        if self.cohort is None:
+            return "none"
+        return "hubness" if self.hubness_k else "cohort"
 
     @classmethod
     def from_settings(cls, settings: MatchSettings, model_id: str) -> ThresholdRule:
         """Load the cohort and table the settings name; ``ValueError`` when missing or of another model."""
         cohort = table = None
-        if settings.score_norm == "cohort":
+        if settings.score_norm != "none":
             if settings.cohort_file is None:
-                raise ValueError("match.score_norm=cohort needs match.cohort_file (rfr calibrate --cohort-out)")
+                raise ValueError(f"match.score_norm={settings.score_norm} needs match.cohort_file (rfr calibrate "
+                                 "--cohort-from DIR --cohort FILE, or rfr cohort for CCTV-like faces)")
             cohort = Cohort.load(settings.cohort_file, model_id)
         if settings.threshold_policy == "gallery_size":
             if settings.threshold_table is None:
@@ -288,8 +297,11 @@ class ThresholdRule:
             table = ThresholdTable.load(settings.threshold_table)
             if table.model_id != model_id:
                 raise ValueError(f"threshold table of {table.model_id!r}, gallery model {model_id!r}: recalibrate")
-        threshold = settings.threshold if cohort is None else settings.cohort_threshold
-        return cls(threshold, settings.threshold_policy, settings.target_fpir, table, cohort, settings.cohort_top)
+        threshold = {"none": settings.threshold, "cohort": settings.cohort_threshold,
+                     "hubness": settings.hubness_threshold}[settings.score_norm]
+        hubness_k = settings.hubness_k if settings.score_norm == "hubness" else 0
+        return cls(threshold, settings.threshold_policy, settings.target_fpir, table, cohort, settings.cohort_top,
+                   hubness_k)
 
     def base(self, gallery_size: int | None) -> float:
         if self.policy == "fixed" or self.table is None:
@@ -303,9 +315,9 @@ class ThresholdRule:
         return self.table.threshold_at(fmr)
 
     def per_probe(self, vectors: Vectors, gallery_size: int | None) -> Floats:
-        """Cosine thresholds, shape (N,), of N probe vectors (N x D, unit rows)."""
+        """Thresholds, shape (N,), of N probe vectors (N x D, unit rows): cosines, or CSLS scores (hubness)."""
         base = self.base(gallery_size)
-        if self.cohort is None:
+        if self.cohort is None or self.hubness_k:
             return np.full(len(vectors), base, np.float64)
         mean, std = cohort_stats(vectors, self.cohort.vectors, self.cohort_top)
         out: Floats = mean + base * std

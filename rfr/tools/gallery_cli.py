@@ -360,6 +360,10 @@ def calibrate(
                            ] = None,
     cohort_top: Annotated[int | None, typer.Option(help="Highest cohort scores per probe (default "
                                                         "match.cohort_top).")] = None,
+    hubness_k: Annotated[int | None, typer.Option(help="With --cohort: calibrate CSLS scores with this k "
+                                                       "(match.score_norm=hubness, match.hubness_k) instead of "
+                                                       "T-norm; build the cohort of CCTV-like faces with rfr cohort."
+                                                       )] = None,
     gallery_size: Annotated[int | None, typer.Option(help="State the threshold for each --target-fpir at this many "
                                                           "gallery photos (default: the configured gallery's).")
                             ] = None,
@@ -377,6 +381,8 @@ def calibrate(
         raise _fail("give either a labelled faces folder or --pairs CSV")
     if cohort_from is not None and cohort is None:
         raise _fail("--cohort-from needs --cohort FILE to write the cohort to")
+    if hubness_k is not None and (cohort is None or hubness_k < 1):
+        raise _fail("--hubness-k needs --cohort FILE and a k of at least 1")
     settings = _settings()
     targets = target_fmr or list(DEFAULT_FMRS)
     embedder = load_embedder(settings)
@@ -387,7 +393,7 @@ def calibrate(
             photos = {k: v[:max_per_identity] for k, v in identity_folders(faces).items()}
             data, rejected = _embed_folder(photos, extractor, embedder, cache, settings.embed.batch_size, progress)
             top = settings.match.cohort_top if cohort_top is None else cohort_top
-            scores = cal.split_scores(data, eval_fraction, seed, group, top)
+            scores = cal.split_scores(data, eval_fraction, seed, group, top, hubness_k or 0)
             result = cal.calibrate_folder(data, targets, eval_fraction, seed, scores) | {"rejected_photos": rejected}
             size = gallery_size if gallery_size is not None else _gallery_size(settings)
             if size:

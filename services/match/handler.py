@@ -9,10 +9,12 @@ the incident's stills were purged, ``match.closed_incident_retention_s`` after i
 quality gate stopped but an investigative search let through (``gated_reason``) gives a list marked
 ``low_quality``.
 
-One gallery search call per consumed batch. Every CandidateList records the threshold, ``top_k``, the
-watch-lists searched and the model id; when nothing scores at or above the threshold it is an explicit
-``no_candidate`` list. Candidate lists are for trained human review and are never phrased as an
-identification; the OutcomeEvent for the submitter names no one.
+One gallery search call per consumed batch (with ``match.score_norm=hubness``, one more read of the vectors of
+gallery photos never seen before: :mod:`rfr.gallery.hubness`, whose CSLS scores the list then carries). Every
+CandidateList records the threshold, ``top_k``, the watch-lists searched, the score normalisation and the model
+id; when nothing scores at or above the threshold it is an explicit ``no_candidate`` list. Candidate lists are
+for trained human review and are never phrased as an identification; the OutcomeEvent for the submitter names
+no one.
 
 Bad input goes to the dead-letter topic: an undecodable message (``invalid_message``), an EmbeddingEvent of a
 schema version other than :data:`ACCEPTS` (``unsupported_schema_version``), an embedding of another
@@ -56,6 +58,7 @@ from rfr.core.stream import DependencyUnavailable, PoisonMessage, Result
 from rfr.core.topics import Topics
 from rfr.embedding.incidents import Incident, incident_event_id, plan_incident
 from rfr.gallery.base import Gallery, GalleryError, GalleryMismatchError, SubjectHit
+from rfr.gallery.hubness import HubnessSearch
 from services.match.incidents import IncidentStore, OutboxRow, Recorded
 from services.match.metrics import MatchMetrics
 from services.match.thresholds import SearchThresholds
@@ -86,6 +89,9 @@ class MatchHandler:
         self.wake = wake  # tells the incident worker that an incident may be complete
         self.gallery_lock = threading.Lock()  # the incident worker searches from its own thread
         self.thresholds = SearchThresholds(gallery, settings)  # threshold_policy and score_norm (docs/calibration.md)
+        rule = self.thresholds.rule
+        self.hubness = None if not rule.hubness_k or rule.cohort is None else HubnessSearch(
+            rule.cohort.vectors, rule.hubness_k, max(settings.hubness_depth, settings.top_k))
 
     def handle_batch(self, messages: Sequence[Message]) -> list[Result]:
         dim = self._gallery_dim()
@@ -171,8 +177,12 @@ class MatchHandler:
         started = time.perf_counter()
         try:
             with self.gallery_lock:
-                found = self.gallery.search(vectors, self.settings.top_k, self.settings.watch_lists,
-                                           float(limits.min()))
+                if self.hubness is not None:  # CSLS scores, re-ranked (rfr.gallery.hubness)
+                    found = self.hubness.search(self.gallery, vectors, self.settings.top_k,
+                                                self.settings.watch_lists, limits)
+                else:
+                    found = self.gallery.search(vectors, self.settings.top_k, self.settings.watch_lists,
+                                               float(limits.min()))
         except GalleryMismatchError as exc:
             logger.error("gallery does not fit the embeddings (fix the deployment): %s", exc)
             raise DependencyUnavailable(GALLERY, str(exc)) from exc

@@ -3,18 +3,24 @@ the cluster service's hubness correction reads (cluster.cohort_file)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from rfr.cluster.clusterer import rule_of
 from rfr.core.image_files import identity_folders
-from rfr.core.settings import ClusterSettings
-from rfr.gallery.scoring import Cohort
+from rfr.core.settings import ClusterSettings, MatchSettings
+from rfr.core.topics import Topics
+from rfr.gallery.memory import InMemoryGallery
+from rfr.gallery.scoring import Cohort, ThresholdTable
 from rfr.tools.cohort_cli import app as cohort_app  # one command: typer runs it without its name
 from rfr.tools.eval.cli import app as eval_app
+from rfr.tools.gallery_cli import app as gallery_app
+from services.match.handler import MatchHandler
 
 
 def test_cohort_of_degraded_stills_feeds_the_cluster_rule(lfw_dir: Path, tmp_path: Path) -> None:
@@ -48,3 +54,37 @@ def test_cohort_of_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     got = CliRunner().invoke(cohort_app, [str(tmp_path / "absent"), "--out", str(tmp_path / "c.npz")])
     assert got.exit_code == 2 and "no such folder" in got.output
     assert not (tmp_path / "c.npz").exists()
+
+
+def test_calibrate_states_csls_thresholds_that_the_match_service_loads(lfw_dir: Path, tmp_path: Path) -> None:
+    folders = identity_folders(lfw_dir)
+    multi = [name for name, photos in folders.items() if len(photos) >= 2][10:50]
+    singles = [name for name, photos in folders.items() if len(photos) == 1][:12]
+    for root, names, per in ((tmp_path / "faces", multi, 2), (tmp_path / "strangers", singles, 1)):
+        for name in names:  # links, not copies
+            (root / name).mkdir(parents=True)
+            for path in folders[name][:per]:
+                (root / name / path.name).symlink_to(path)
+    cohort, table, report = tmp_path / "cohort.npz", tmp_path / "table.json", tmp_path / "report.json"
+    got = CliRunner().invoke(gallery_app, [
+        "calibrate", str(tmp_path / "faces"), "--cohort-from", str(tmp_path / "strangers"), "--cohort", str(cohort),
+        "--hubness-k", "3", "--gallery-size", "10", "--target-fpir", "0.1", "--table-out", str(table),
+        "--json", str(report), "--no-progress"])
+    assert got.exit_code == 0, got.output
+    result = json.loads(report.read_text())
+    assert result["score_norm"] == "hubness" and result["at_gallery_size"]["score_norm"] == "hubness"
+    assert result["calibration"]["genuine_score_median"] > result["calibration"]["impostor_score_median"] + 0.3
+    stated = ThresholdTable.load(table)
+    assert stated.score_norm == "hubness" and stated.model_id == Cohort.load(cohort).model_id
+    settings = MatchSettings(score_norm="hubness", hubness_k=3, cohort_file=cohort, threshold_policy="gallery_size",
+                             threshold_table=table, target_fpir=0.1, watch_lists=["custody"])
+    handler = MatchHandler(InMemoryGallery(stated.model_id), settings, Topics("t"), None)
+    assert handler.thresholds.score_norm == "hubness" and handler.hubness is not None
+    point = result["at_gallery_size"]["points"][0]
+    assert point["threshold"] is not None
+    assert handler.thresholds.rule.base(10) == pytest.approx(point["threshold"], abs=0.02)  # the table's, at 10
+
+
+def test_calibrate_refuses_hubness_without_a_cohort(lfw_dir: Path, tmp_path: Path) -> None:
+    got = CliRunner().invoke(gallery_app, ["calibrate", str(lfw_dir), "--hubness-k", "3", "--no-progress"])
+    assert got.exit_code == 2 and "--hubness-k needs --cohort" in got.output

@@ -18,8 +18,11 @@ from support.kafka import FakeMsg
 from rfr.core.schemas import CandidateList, EmbeddingEvent, FaceQuality, SubmissionMeta, decode, template_bytes
 from rfr.core.settings import MatchSettings, MilvusSettings
 from rfr.core.topics import Topics
-from rfr.gallery.base import GalleryFace, GalleryMismatchError, GalleryUnavailableError, SubjectHit
+from rfr.gallery.base import GalleryFace, GalleryMismatchError, GalleryUnavailableError, SubjectHit, normalise
+from rfr.gallery.hubness import HubnessSearch
+from rfr.gallery.memory import InMemoryGallery
 from rfr.gallery.milvus import PROP_MODEL, MilvusGallery
+from rfr.gallery.scoring import Cohort
 from rfr.tools import procs
 from services.match.handler import MatchHandler
 
@@ -46,7 +49,8 @@ def people(n: int, per: int, noise: float = 0.15, seed: int = 0) -> tuple[np.nda
     return centres, photos
 
 
-def enrol(g: MilvusGallery, photos: np.ndarray, per: int, watch_list: str = "custody", prefix: str = "s") -> None:
+def enrol(g: MilvusGallery | InMemoryGallery, photos: np.ndarray, per: int, watch_list: str = "custody",
+          prefix: str = "s") -> None:
     g.add([GalleryFace(f"{watch_list}-{i}", f"{prefix}{i // per}", watch_list, v, f"{i}.jpg")
            for i, v in enumerate(photos)])
 
@@ -110,6 +114,40 @@ def test_the_match_stage_on_milvus_lists_a_candidate_at_the_threshold(gallery: M
         lists.append(decode(CandidateList, result[0].value))
     assert [(c.subject_id, c.score, c.watch_list) for c in lists[0].candidates] == [("alice", 0.5, "custody")]
     assert lists[1].outcome == "no_candidate" and lists[1].candidates == []
+
+
+def test_hubness_search_reads_photo_vectors_and_agrees_with_the_exact_gallery(gallery: MilvusGallery,
+                                                                            tmp_path: Path) -> None:
+    centres, photos = people(20, 2)
+    enrol(gallery, photos, 2)
+    gallery.flush()
+    held = gallery.face_vectors(["custody-0", "custody-3", "custody-missing"])
+    assert held.keys() == {"custody-0", "custody-3"}
+    np.testing.assert_allclose(held["custody-3"], normalise(photos[3])[0], atol=1e-5)  # stored, as a unit row
+    exact = InMemoryGallery("facenet-test")
+    enrol(exact, photos, 2)
+    cohort = normalise(people(30, 1, seed=5)[1])
+    limits = np.zeros(5)
+    got = HubnessSearch(cohort, 5, 40).search(gallery, centres[:5], 3, ["custody"], limits)
+    want = HubnessSearch(cohort, 5, 40).search(exact, centres[:5], 3, ["custody"], limits)
+    assert [[h.subject_id for h in row] for row in got] == [[h.subject_id for h in row] for row in want]
+    assert [h.score for row in got for h in row] == pytest.approx([h.score for row in want for h in row], abs=1e-4)
+    assert [row[0].subject_id for row in got] == [f"s{i}" for i in range(5)]
+    cohort_file = Cohort(cohort, tuple(f"c{i}" for i in range(len(cohort))), "facenet-test").save(tmp_path / "c.npz")
+    settings = MatchSettings(top_k=3, watch_lists=["custody"], score_norm="hubness", hubness_k=5, hubness_depth=40,
+                             hubness_threshold=0.0, cohort_file=cohort_file)
+    meta = SubmissionMeta(retailer_id="r1", store_id="s1", camera_id="c1", captured_at=datetime.now(UTC))
+    probe = EmbeddingEvent(event_id="sub_h:f0", face_id="sub_h:f0", submission_id="sub_h", meta=meta,
+                           received_at=datetime.now(UTC), model_id="facenet-test", weights_sha256="ab",
+                           quality=FaceQuality(face_px=64, score=0.9, sharpness=300, eye_distance_px=26, pose_ok=True),
+                           template=template_bytes(centres[0]), **probe_fields())
+    handler = MatchHandler(gallery, settings, Topics("t"))
+    [result] = handler.handle_batch([FakeMsg(probe.to_bytes())])  # type: ignore[list-item]
+    assert isinstance(result, list)
+    listed = decode(CandidateList, result[0].value)
+    assert (listed.score_norm, listed.threshold) == ("hubness", 0.0)
+    assert [(c.subject_id, c.score) for c in listed.candidates] == [
+        (h.subject_id, pytest.approx(h.score, abs=1e-5)) for h in got[0]]
 
 
 def test_erasure_removes_every_photo_of_a_subject(gallery: MilvusGallery) -> None:

@@ -141,3 +141,24 @@ def test_cohort_scores_gallery_size_thresholds_and_table() -> None:
     table = threshold_table(scores, "m")
     assert table.score_norm == "cohort" and table.impostor_scores == len(scores.ci)
     assert calibrate_folder(data, [0.01], scores=scores)["score_norm"] == "cohort"
+
+
+def test_hubness_scores_leave_the_gallery_photos_own_identity_out_of_its_cohort() -> None:
+    from rfr.gallery.calibrate import hubness_pair_scores, split_scores, threshold_table
+    from rfr.gallery.scoring import Cohort, template_hubness
+
+    data = _clusters(30, 2)
+    extra = _clusters(20, 1, seed=1).vectors
+    # the cohort holds the first identity's second photo as well: it must not count for that identity's photos
+    rows = np.vstack([extra, data.vectors[1:2]])
+    cohort = Cohort(rows, (*(f"c{i}" for i in range(20)), "id0"), "m")
+    genuine, impostor = hubness_pair_scores(data, cohort, 5)
+    assert len(genuine) == 30 * 2 and len(impostor) == 60 * 59 - 60  # ordered pairs
+    r_1 = template_hubness(data.vectors[1:2], extra, 5)[0]  # photo 1 (id0) against the other identities only
+    assert genuine[0] == pytest.approx(2 * float(data.vectors[0] @ data.vectors[1]) - r_1)  # row 0 -> photo 1
+    r_2 = template_hubness(data.vectors[2:3], rows, 5)[0]  # photo 2 (id1): the whole cohort
+    assert impostor[0] == pytest.approx(2 * float(data.vectors[0] @ data.vectors[2]) - r_2)
+    scores = split_scores(data, 0.5, 0, cohort, hubness_k=5)
+    assert scores.score_norm == "hubness" and threshold_table(scores, "m").score_norm == "hubness"
+    with pytest.raises(ValueError, match="k=21"):
+        hubness_pair_scores(data, cohort, 21)  # id0's photos have only 20 cohort faces of other identities

@@ -170,6 +170,8 @@ PASSED = "Probe quality passed the quality gate"
                   "the probe; sub_3: no usable face (not searched)"], set(), id="investigative-incident"),
     pytest.param(candidate_list("sub_v4:f0"), [PASSED, "Threshold policy fixed; score normalisation none"],
                  {"Incident"}, id="v4-defaults"),
+    pytest.param(candidate_list("sub_h:f0").model_copy(update={"score_norm": "hubness"}),
+                 [PASSED, "Threshold policy fixed; score normalisation hubness"], {"Incident"}, id="v4-hubness"),
     pytest.param(candidate_list("sub_v3:f0").model_copy(update={"threshold_policy": None, "score_norm": None}),
                  [PASSED], {"Threshold policy", "Incident"}, id="before-v4-no-policy"),
 ])
@@ -188,5 +190,7 @@ def test_the_pack_page_and_pdf_state_the_same_search_facts(pages: Pages, cl: Can
     for line in shown:
         assert line in facts and line in text, line
     labels = {label for label, _ in rows}
-    assert {"Watch-lists searched", "Threshold (cosine)", "Model", "Probe quality", "Search event"} <= labels
+    scale = "CSLS: 2 x cosine - hubness" if cl.score_norm == "hubness" else "cosine"  # the scores' scale, named
+    assert {"Watch-lists searched", f"Threshold ({scale})", "Model", "Probe quality", "Search event"} <= labels
+    assert html.text.count(f"score ({scale})") == text.count(f"Score ({scale}):") == 2  # each candidate's
     assert not absent & labels and all(f" {label} " not in text for label in absent)

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rfr.review import disclosure as dc
 from services.review.web.paging import show_time
-from services.review.web.search_facts import search_facts
+from services.review.web.search_facts import score_scale, search_facts
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def _candidates(pdf: PackPdf, pack: dc.DisclosurePack) -> None:
         pdf.set_font("Helvetica", "B", 10)
         pdf.cell(0, LINE, latin1(f"Rank {c.rank}: {c.subject_id}"), new_x=XPos.LEFT, new_y=YPos.NEXT)
         pdf.set_font("Helvetica", "", 9)
-        for line in (f"Watch-list: {c.watch_list}", f"Score (cosine): {c.score:.3f}",
+        for line in (f"Watch-list: {c.watch_list}", f"Score ({score_scale(pack.case.search)}): {c.score:.3f}",
                      f"Gallery face: {c.gallery_face_id}", f"Source: {c.source_ref or '-'}"):
             pdf.cell(0, LINE, latin1(line), new_x=XPos.LEFT, new_y=YPos.NEXT)
         pdf.set_xy(left, max(top + wh[1], pdf.get_y()) + 3)

@@ -24,7 +24,7 @@ from services.review.context import ApiContext
 from services.review.routes_cases import MEDIA_TYPES
 from services.review.web.disclosure_pdf import pack_pdf
 from services.review.web.paging import show_time
-from services.review.web.search_facts import search_facts
+from services.review.web.search_facts import score_scale, search_facts
 from services.review.web.security import page_principal, render
 
 DISCLOSERS = frozenset({Role.SUPERVISOR, Role.AUDITOR})
@@ -57,7 +57,8 @@ def pack_context(pack: dc.DisclosurePack) -> dict[str, Any]:
             "photos": {c.candidate.rank: data_uri(c.photo) for c in pack.candidates},
             "audit_details": {e["seq"]: json.dumps(e["details"], sort_keys=True, ensure_ascii=False)
                               for e in pack.audit},
-            "search_facts": search_facts(case.search), "show_time": show_time}
+            "search_facts": search_facts(case.search), "score_scale": score_scale(case.search),
+            "show_time": show_time}
 
 
 def _ask(request: Request, case_id: int, reason: str, status: int = 200) -> HTMLResponse:

@@ -14,6 +14,12 @@ LOW_QUALITY = "low: an investigative search of a face the quality gate stopped"
 PASSED_GATE = "passed the quality gate"
 
 
+def score_scale(search: SearchView) -> str:
+    """The scale of the search's threshold and candidate scores: cosines, or CSLS scores under
+    ``match.score_norm=hubness`` (docs/calibration.md)."""
+    return "CSLS: 2 x cosine - hubness" if search.score_norm == "hubness" else "cosine"
+
+
 class Fact(NamedTuple):
     """One labelled row: ``testid`` names the value on the page (tests find it by it), ``code`` sets it as code."""
 
@@ -41,7 +47,7 @@ def search_facts(search: SearchView) -> list[Fact]:
     """Every fact of ``search`` the pack states, in order; the threshold policy and the incident only when known."""
     re_search = f" (re-search after gallery change {search.re_search_of})" if search.re_search_of else ""
     facts = [Fact("Watch-lists searched", ", ".join(search.watch_lists)),
-             Fact("Threshold (cosine)", str(search.threshold)),
+             Fact(f"Threshold ({score_scale(search)})", str(search.threshold)),
              Fact("Candidates asked (top k)", str(search.top_k)),
              Fact("Model", search.model_id),
              Fact("Started / ended", f"{show_time(search.started_at)} / {show_time(search.searched_at)}"),
