@@ -97,6 +97,8 @@ class DecisionEvent(Message):
     searched_at: datetime
     threshold: float
     model_id: str
+    score_norm: str = Field(default="none", description="The scale of `threshold` and of the lead's `score`, as the "
+                            "search's CandidateList recorded it: none or cohort (cosines), hubness (CSLS scores).")
     notice: str = Field(default=NOTICES[("lead", True)], description="What the decision is and is not, in words: "
                         "decision_notice(outcome, two_person).")
 

@@ -373,9 +373,9 @@ class MatchSettings(_Group):
     )
     hubness_threshold: float = Field(
         default=0.89, ge=-3.0, le=3.0, description="score_norm=hubness with threshold_policy=fixed: the review "
-        "threshold on the CSLS scale (2 x cosine - r_g, not a cosine); 0.89 gave FPIR 1% at ~1,000 gallery photos "
-        "(original photos; 0.84 on mild CCTV) in docs/eval/report.md, k 10 (calibrate your own: `rfr calibrate "
-        "--cohort FILE --hubness-k K`).",
+        "threshold on the CSLS scale (2 x cosine - r_g, not a cosine); 0.89 is the threshold for FPIR 1% at ~1,000 "
+        "gallery photos calibrated on original-photo probes in docs/eval/report.md, k 10 (0.84 on mild CCTV "
+        "probes); calibrate your own: `rfr calibrate --cohort FILE --hubness-k K`.",
     )
     hubness_depth: int = Field(
         default=50, ge=1, le=1000, description="score_norm=hubness: how many subjects (best cosine first) are "

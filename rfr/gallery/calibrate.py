@@ -179,6 +179,7 @@ class ScoreSplit:
     eg: Scores
     ei: Scores
     score_norm: str = "none"
+    hubness_k: int = 0
 
 
 def split_scores(data: LabelledVectors, eval_fraction: float = 0.5, seed: int = 0, cohort: Cohort | None = None,
@@ -193,7 +194,8 @@ def split_scores(data: LabelledVectors, eval_fraction: float = 0.5, seed: int = 
                           *pair_scores(evaluation.vectors, evaluation.labels))
     if hubness_k:
         return ScoreSplit(calib, evaluation, *hubness_pair_scores(calib, cohort, hubness_k),
-                          *hubness_pair_scores(evaluation, cohort, hubness_k), score_norm="hubness")
+                          *hubness_pair_scores(evaluation, cohort, hubness_k), score_norm="hubness",
+                          hubness_k=hubness_k)
     return ScoreSplit(calib, evaluation, *normalised_pair_scores(calib, cohort, cohort_top),
                       *normalised_pair_scores(evaluation, cohort, cohort_top), score_norm="cohort")
 
@@ -220,6 +222,7 @@ def gallery_size_points(scores: ScoreSplit, target_fpirs: Sequence[float], galle
 def threshold_table(scores: ScoreSplit, model_id: str, cohort_sha256: str = "", source: str = "") -> ThresholdTable:
     """The calibration half's impostor tail as the match service's table (threshold_policy=gallery_size)."""
     return ThresholdTable.from_impostor(scores.ci, model_id, scores.score_norm, cohort_sha256=cohort_sha256,
+                                        hubness_k=scores.hubness_k,
                                         source=source)
 
 

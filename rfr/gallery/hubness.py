@@ -13,7 +13,8 @@ they are seen, each hit is scored ``2 s - r_g``, held to its probe's threshold o
 ``top_k`` by that score are the candidate list. Two bounds on how exact this is: a subject outside the ``depth``
 best by cosine is never a candidate, and a subject with several photos is scored by its best photo by cosine (the
 gallery ranks subjects that way), not by whichever photo has the best CSLS score. The evaluation in
-docs/eval/report.md is exact (one photo per subject).
+docs/eval/report.md is exact (one photo per subject). A hit whose photo was erased between the search and the read
+of its vector (its subject being erased) is left out of the list.
 """
 
 from __future__ import annotations

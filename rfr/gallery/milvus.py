@@ -58,6 +58,8 @@ PROP_DIM = "rfr.dim"
 PROP_WEIGHTS = "rfr.weights_sha256"
 PARTITIONS_TTL_S = 10.0
 OUTPUT_FIELDS = ["subject_id", WATCH_LIST_FIELD, "source_ref"]
+VECTOR_READ_CHUNK = 1000
+"""Face ids per read of stored vectors (:meth:`MilvusGallery.face_vectors`), to stay within a request's size."""
 
 
 class MilvusGallery:
@@ -249,7 +251,10 @@ class MilvusGallery:
             if self._open() is None:
                 return {}
             with self._call("get vectors") as client:
-                rows = client.get(self.collection, ids=list(face_ids), output_fields=["face_id", "vector"])
+                ids = list(face_ids)
+                rows = [r for i in range(0, len(ids), VECTOR_READ_CHUNK)
+                        for r in client.get(self.collection, ids=ids[i:i + VECTOR_READ_CHUNK],
+                                            output_fields=["face_id", "vector"])]
         return {str(r["face_id"]): normalise(np.asarray(r["vector"], np.float32))[0] for r in rows}
 
     def subject_faces(self, subject_id: str, watch_lists: Sequence[str] | None = None) -> list[tuple[str, str]]:

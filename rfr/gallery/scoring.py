@@ -30,6 +30,7 @@ Nothing here reads the gallery or a model; vectors are float32 rows of unit leng
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -191,7 +192,8 @@ class ThresholdTable:
     """Thresholds at a grid of per-comparison false-match rates, from measured impostor scores.
 
     ``fmr`` descending, ``threshold`` ascending, same length; ``score_norm`` says which scores they are on
-    (``cohort``: T-norm scores, with the cohort file named by ``cohort_sha256``).
+    (``cohort``: T-norm scores, ``hubness``: CSLS scores with ``hubness_k``; with the cohort file named by
+    ``cohort_sha256``, which a service using another cohort file or k refuses).
     """
 
     fmr: tuple[float, ...]
@@ -201,6 +203,7 @@ class ThresholdTable:
     impostor_scores: int = 0
     cohort_sha256: str = ""
     source: str = ""
+    hubness_k: int = 0
 
     @classmethod
     def from_impostor(cls, impostor: npt.ArrayLike, model_id: str, score_norm: str = "none", min_count: int = 10,
@@ -265,6 +268,7 @@ class ThresholdRule:
     cohort: Cohort | None = None
     cohort_top: int = 0
     hubness_k: int = 0
+    cohort_sha256: str = ""
 
     def __post_init__(self) -> None:
         if self.hubness_k and (self.cohort is None or len(self.cohort.vectors) < self.hubness_k):
@@ -275,6 +279,13 @@ class ThresholdRule:
         if self.table is not None and self.table.score_norm != self.score_norm:
             raise ValueError(f"the threshold table is on {self.table.score_norm!r} scores, the service normalises "
                              f"{self.score_norm!r}: recalibrate with the same score_norm")
+        if self.table is not None and self.table.hubness_k != self.hubness_k:
+            raise ValueError(f"the threshold table was calibrated with hubness k={self.table.hubness_k}, the service "
+                             f"uses k={self.hubness_k}: recalibrate with the same k")
+        if self.table is not None and self.table.cohort_sha256 and self.cohort_sha256 \
+                and self.table.cohort_sha256 != self.cohort_sha256:
+            raise ValueError("the threshold table was calibrated with another cohort file than the service's: "
+                             "recalibrate with the same cohort")
 
     @property
     def score_norm(self) -> str:
@@ -286,11 +297,13 @@ class ThresholdRule:
     def from_settings(cls, settings: MatchSettings, model_id: str) -> ThresholdRule:
         """Load the cohort and table the settings name; ``ValueError`` when missing or of another model."""
         cohort = table = None
+        digest = ""
         if settings.score_norm != "none":
             if settings.cohort_file is None:
                 raise ValueError(f"match.score_norm={settings.score_norm} needs match.cohort_file (rfr calibrate "
                                  "--cohort-from DIR --cohort FILE, or rfr cohort for CCTV-like faces)")
             cohort = Cohort.load(settings.cohort_file, model_id)
+            digest = hashlib.sha256(settings.cohort_file.read_bytes()).hexdigest()
         if settings.threshold_policy == "gallery_size":
             if settings.threshold_table is None:
                 raise ValueError("match.threshold_policy=gallery_size needs match.threshold_table")
@@ -301,7 +314,7 @@ class ThresholdRule:
                      "hubness": settings.hubness_threshold}[settings.score_norm]
         hubness_k = settings.hubness_k if settings.score_norm == "hubness" else 0
         return cls(threshold, settings.threshold_policy, settings.target_fpir, table, cohort, settings.cohort_top,
-                   hubness_k)
+                   hubness_k, digest)
 
     def base(self, gallery_size: int | None) -> float:
         if self.policy == "fixed" or self.table is None:

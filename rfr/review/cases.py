@@ -96,4 +96,5 @@ def decision_event(conn: Connection, case_id: int) -> DecisionEvent:
         decisions=[ReviewerDecision(reviewer=r.actor, role=r.role, stage=r.stage, outcome=r.outcome,
                                     lead_subject_id=r.lead_subject_id, decided_at=r.decided_at) for r in rows],
         two_person=two_person, decided_at=case.decided_at, searched_at=search.searched_at,
-        threshold=search.threshold, model_id=search.model_id, notice=decision_notice(outcome.value, two_person))
+        threshold=search.threshold, model_id=search.model_id, score_norm=search.score_norm or "none",
+        notice=decision_notice(outcome.value, two_person))

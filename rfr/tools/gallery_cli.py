@@ -381,8 +381,8 @@ def calibrate(
         raise _fail("give either a labelled faces folder or --pairs CSV")
     if cohort_from is not None and cohort is None:
         raise _fail("--cohort-from needs --cohort FILE to write the cohort to")
-    if hubness_k is not None and (cohort is None or hubness_k < 1):
-        raise _fail("--hubness-k needs --cohort FILE and a k of at least 1")
+    if hubness_k is not None and (cohort is None or hubness_k < 1 or pairs is not None):
+        raise _fail("--hubness-k needs a labelled faces folder, --cohort FILE and a k of at least 1")
     settings = _settings()
     targets = target_fmr or list(DEFAULT_FMRS)
     embedder = load_embedder(settings)
@@ -390,6 +390,9 @@ def calibrate(
     try:
         if faces is not None:
             group = _cohort(settings, cohort, cohort_from, extractor, embedder, progress)
+            if hubness_k and len(group.vectors) < hubness_k:
+                raise _fail(f"cohort {cohort} holds {len(group.vectors)} faces: --hubness-k {hubness_k} needs at "
+                            "least that many")
             photos = {k: v[:max_per_identity] for k, v in identity_folders(faces).items()}
             data, rejected = _embed_folder(photos, extractor, embedder, cache, settings.embed.batch_size, progress)
             top = settings.match.cohort_top if cohort_top is None else cohort_top

@@ -26,7 +26,8 @@ MAX_REMEMBERED = 10_000  # searches whose list was never built (a batch retried)
 
 
 class SearchThresholds:
-    """Per-probe cosine thresholds and the (threshold, gallery size) each search used."""
+    """Per-probe thresholds (cosines, or CSLS scores under score_norm=hubness) and the (threshold, gallery size)
+    each search used."""
 
     def __init__(self, gallery: Gallery, settings: MatchSettings) -> None:
         self.gallery = gallery
@@ -62,7 +63,7 @@ class SearchThresholds:
         return size
 
     def for_vectors(self, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-        """Cosine thresholds (N,) of N probe vectors; remembered for :meth:`used`."""
+        """Thresholds (N,) of N probe vectors, on the scale the list's scores are on; remembered for :meth:`used`."""
         size = self.gallery_size()
         thresholds = self.rule.per_probe(vectors, size)
         with self._lock:

@@ -85,6 +85,16 @@ def test_calibrate_states_csls_thresholds_that_the_match_service_loads(lfw_dir: 
     assert handler.thresholds.rule.base(10) == pytest.approx(point["threshold"], abs=0.02)  # the table's, at 10
 
 
-def test_calibrate_refuses_hubness_without_a_cohort(lfw_dir: Path, tmp_path: Path) -> None:
-    got = CliRunner().invoke(gallery_app, ["calibrate", str(lfw_dir), "--hubness-k", "3", "--no-progress"])
-    assert got.exit_code == 2 and "--hubness-k needs --cohort" in got.output
+def test_calibrate_refuses_hubness_it_cannot_calibrate(lfw_dir: Path, tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("a.jpg,b.jpg,1\n")
+    with_pairs = ["--pairs", str(pairs), "--cohort", str(tmp_path / "c.npz"), "--hubness-k", "3"]
+    for args in (["--hubness-k", "3"], with_pairs):
+        got = CliRunner().invoke(gallery_app, ["calibrate", *([] if "--pairs" in args else [str(lfw_dir)]), *args,
+                                               "--no-progress"])
+        assert got.exit_code == 2 and "--hubness-k needs a labelled faces folder, --cohort FILE" in got.output
+    small = Cohort(np.eye(4, 512, dtype=np.float32), ("a", "b", "c", "d"), "facenet-casia-webface").save(
+        tmp_path / "small.npz")
+    got = CliRunner().invoke(gallery_app, ["calibrate", str(lfw_dir), "--cohort", str(small), "--hubness-k", "5",
+                                           "--no-progress"])
+    assert got.exit_code == 2 and "holds 4 faces: --hubness-k 5 needs at least that many" in got.output

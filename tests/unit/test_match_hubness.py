@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,27 @@ def test_settings_that_cannot_work_are_refused(tmp_path: Path) -> None:
         handler(tmp_path, hub_and_plain(), threshold_policy="gallery_size", threshold_table=table)
     with pytest.raises(ValueError, match="k=20"):
         handler(tmp_path, hub_and_plain(), hubness_k=20)  # the cohort has 12 faces
+
+
+def test_a_candidate_below_the_threshold_on_cosines_but_above_it_on_csls_is_found() -> None:
+    g, cohort = hub_and_plain(), cohort_near_axis_1()
+    probe = unit((0, 1.0), (6, 1.6))
+    plain = g.face_vectors(["f-plain"])["f-plain"]
+    assert float(probe @ plain) < 0.6 <= expected_csls(probe, plain, cohort, 5)  # lost to a cosine floor of 0.6
+    [hits] = HubnessSearch(cohort, k=5, depth=10).search(g, probe[None, :], 3, ["custody"], np.array([0.6]))
+    assert [h.subject_id for h in hits] == ["plain"]
+
+
+def test_a_table_of_another_k_or_cohort_is_refused(tmp_path: Path) -> None:
+    impostor = np.random.default_rng(1).normal(0.0, 0.2, 1000)
+    cohort_file = write_cohort(tmp_path)
+    digest = hashlib.sha256(cohort_file.read_bytes()).hexdigest()
+    for k, sha, why in ((3, digest, "hubness k=3, the service uses k=5"), (5, "00" * 32, "another cohort file")):
+        table = ThresholdTable.from_impostor(impostor, MODEL, "hubness", cohort_sha256=sha, hubness_k=k).save(
+            tmp_path / f"table-{k}.json")
+        with pytest.raises(ValueError, match=why):
+            handler(tmp_path, hub_and_plain(), threshold_policy="gallery_size", threshold_table=table)
+    same = ThresholdTable.from_impostor(impostor, MODEL, "hubness", cohort_sha256=digest, hubness_k=5).save(
+        tmp_path / "table.json")
+    used = handler(tmp_path, hub_and_plain(), threshold_policy="gallery_size", threshold_table=same)
+    assert used.thresholds.rule.table == ThresholdTable.load(same)

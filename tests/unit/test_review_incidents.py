@@ -193,4 +193,8 @@ def test_the_pack_page_and_pdf_state_the_same_search_facts(pages: Pages, cl: Can
     scale = "CSLS: 2 x cosine - hubness" if cl.score_norm == "hubness" else "cosine"  # the scores' scale, named
     assert {"Watch-lists searched", f"Threshold ({scale})", "Model", "Probe quality", "Search event"} <= labels
     assert html.text.count(f"score ({scale})") == text.count(f"Score ({scale}):") == 2  # each candidate's
+    case_page = pages.open_case(pages.sign_in("alice"), case_id, "crime-1").text
+    assert f"threshold {cl.threshold} ({scale});" in case_page  # the case page names the scale as well
+    [(_, final)] = [(i, e) for i, e in pages.env.store.decisions_since(0) if e.case_id == case_id]
+    assert final.score_norm == (cl.score_norm or "none")  # case systems told the lead's score's scale too
     assert not absent & labels and all(f" {label} " not in text for label in absent)

@@ -30,6 +30,7 @@ from services.review.context import ApiContext
 from services.review.routes_cases import after_step
 from services.review.web import case_model as cm
 from services.review.web.pages_images import image_pages
+from services.review.web.search_facts import score_scale
 from services.review.web.security import CSRF, PageError, page_principal, render
 
 logger = logging.getLogger(__name__)
@@ -119,7 +120,8 @@ def case_context(ctx: ApiContext, view: CaseView, viewer: Principal, reason: str
     return {"title": f"Case {view.id}", "case": view, "reason": reason, "flags": flags,
             "low_quality": any(f.low for f in flags), "steps": cm.steps(view, viewer, ctx.store.clock()),
             "decisions": [cm.shown(d) for d in view.decisions], "labels": cm.LABELS, "box": cm.box_of(view),
-            "show_scores": rs.show_scores, "state_words": cm.STATE_WORDS.get(view.state, view.state),
+            "show_scores": rs.show_scores, "score_scale": score_scale(view.search),
+            "state_words": cm.STATE_WORDS.get(view.state, view.state),
             "outcome_words": cm.OUTCOME_WORDS.get(view.outcome or "", None),
             "image_query": urlencode({"reason": reason}),
             "photo_query": urlencode({"case_id": view.id, "reason": reason})}
