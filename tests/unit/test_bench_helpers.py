@@ -91,3 +91,32 @@ def test_by_photo_counts_a_photo_once_however_many_seeds_drew_it() -> None:
     assert out["difference_ci95_photo_bootstrap"] == [1.0, 1.0]
     rows = pairs({0: [{("b", "mild"): False, ("a", "mild"): True}, {("a", "mild"): False, ("b", "mild"): True}]})
     assert rows == {"original": {"0": ""}, "clean": {"0": ""}, "mild": {"0": "a=10 b=01"}}
+
+
+def test_score_norm_variants_leave_the_probes_own_identity_out_and_only_the_gallery_side_reorders() -> None:
+    import numpy as np
+
+    from benchmarks.eval_score_norms import probe_hubness, scorers
+    from rfr.gallery.base import normalise
+    from rfr.gallery.scoring import template_hubness
+    from rfr.tools.eval import levers as lv
+
+    rng = np.random.default_rng(0)
+    probes = lv.ProbeSet(normalise(rng.normal(size=(4, 8))), ("p0", "p1", "p2", "p3"), (True,) * 4,
+                         ("calibration",) * 4, (True,) * 4, ("a", "b", "c", "d"), ("s0", "s1", "s2", "s3"))
+    cohort = normalise(rng.normal(size=(6, 8)))
+    own = cohort.copy()
+    own[0] = probes.vectors[0]  # probe 0's own face in the cohort: left out, so it cannot set its r_p
+    cohorts = lv.Cohorts(hub=own, hub_ids=("a", "x", "y", "z", "u", "v"))
+    r_p = probe_hubness(probes, cohorts, 2)
+    assert r_p[0] == pytest.approx(np.sort(own[1:] @ probes.vectors[0])[-2:].mean())
+    templates = normalise(rng.normal(size=(5, 8)))
+    raw = (probes.vectors @ templates.T).astype(np.float64)
+    every = scorers()
+    probe_side = every["probe k 5"](probes, templates, raw, cohorts)
+    assert (np.argsort(-probe_side, axis=1) == np.argsort(-raw, axis=1)).all()  # a shift per probe: same order
+    gallery = every["gallery k 5"](probes, templates, raw, cohorts)
+    r_g = template_hubness(templates, own, 5, np.asarray(probes.identities)[:, None] == np.asarray(cohorts.hub_ids))
+    assert gallery == pytest.approx(2 * raw - r_g)
+    assert every["both k 5"](probes, templates, raw, cohorts) == pytest.approx(gallery - probe_hubness(
+        probes, cohorts, 5)[:, None])
