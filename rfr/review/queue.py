@@ -73,7 +73,7 @@ def read_queue(conn: Connection, f: QueueFilter, limit: int, offset: int, now: d
     offset = max(0, min(offset, MAX_OFFSET))
     query = (select(cs.c.id, cs.c.state, cs.c.created_at, cs.c.updated_at, cs.c.face_id, p.c.retailer_id,
                     p.c.case_ref, s.c.trigger, p.c.store_id, cs.c.claimed_by, cs.c.claimed_until, p.c.face_px,
-                    p.c.sharpness, p.c.pose_ok)
+                    p.c.sharpness, p.c.pose_ok, s.c.score_norm)
              .join(p, p.c.face_id == cs.c.face_id).join(s, s.c.event_id == cs.c.search_event_id))
     rows = conn.execute(_filtered(query, f, True).order_by(cs.c.created_at, cs.c.id).limit(limit)
                         .offset(offset)).all()
@@ -93,7 +93,7 @@ def read_queue(conn: Connection, f: QueueFilter, limit: int, offset: int, now: d
             r.id, r.state, r.created_at, r.updated_at, r.face_id, r.retailer_id, r.case_ref, r.trigger,
             *summary.get(r.id, (0, 0.0, [])), store_id=r.store_id, claimed_by=holder,
             claimed_until=until, face_px=r.face_px, sharpness=r.sharpness,
-            pose_ok=None if r.pose_ok is None else bool(r.pose_ok)))
+            pose_ok=None if r.pose_ok is None else bool(r.pose_ok), score_norm=r.score_norm))
     return items
 
 

@@ -139,6 +139,8 @@ class QueueItem:
     face_px: float | None = None
     sharpness: float | None = None
     pose_ok: bool | None = None
+    score_norm: str | None = None
+    """The scale of ``top_score``: none or cohort (a cosine), hubness (a CSLS score); None before CandidateList v4."""
 
 
 @dataclass(frozen=True)

@@ -198,3 +198,11 @@ def test_the_pack_page_and_pdf_state_the_same_search_facts(pages: Pages, cl: Can
     [(_, final)] = [(i, e) for i, e in pages.env.store.decisions_since(0) if e.case_id == case_id]
     assert final.score_norm == (cl.score_norm or "none")  # case systems told the lead's score's scale too
     assert not absent & labels and all(f" {label} " not in text for label in absent)
+
+
+def test_the_queue_marks_a_top_score_on_the_csls_scale(pages: Pages) -> None:
+    hub = pages.env.store.record_search(candidate_list("sub_hq:f0").model_copy(update={"score_norm": "hubness"}))
+    plain = pages.env.store.record_search(candidate_list("sub_pq:f0"))
+    queue = pages.sign_in("alice").get("/queue").text
+    assert f'data-testid="open-case-{hub}"' in queue and f'data-testid="open-case-{plain}"' in queue
+    assert f'data-testid="csls-{hub}"' in queue and f'data-testid="csls-{plain}"' not in queue
