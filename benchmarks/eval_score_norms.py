@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import emit  # noqa: E402
 from rfr.core.settings import load_settings  # noqa: E402
-from rfr.gallery.scoring import cohort_stats, template_hubness  # noqa: E402
+from rfr.gallery.scoring import cohort_stats, hubness_left_out, template_hubness  # noqa: E402
 from rfr.tools.eval import levers as lv  # noqa: E402
 from rfr.tools.eval.ablation import embed_all, embed_variants  # noqa: E402
 from rfr.tools.eval.ablation_report import cohorts_of  # noqa: E402
@@ -52,10 +52,7 @@ def _left_out(probes: lv.ProbeSet, cohorts: lv.Cohorts) -> npt.NDArray[np.bool_]
 def probe_hubness(probes: lv.ProbeSet, cohorts: lv.Cohorts, k: int) -> Scores:
     """``r_p`` (N,): each probe's mean cosine to its ``k`` nearest cohort faces, its own identity left out."""
     assert cohorts.hub is not None
-    scores = (probes.vectors @ cohorts.hub.T).astype(np.float64)
-    scores[_left_out(probes, cohorts)] = -np.inf
-    out: Scores = np.sort(scores, axis=1)[:, -k:].mean(axis=1)
-    return out
+    return hubness_left_out(probes.vectors, probes.identities, cohorts.hub, cohorts.hub_ids, k)
 
 
 def gallery_hubness(probes: lv.ProbeSet, templates: lv.Vectors, cohorts: lv.Cohorts, k: int) -> Scores:

@@ -22,7 +22,6 @@ repair_index` re-adds sightings a lost index lacks. No Kafka here: services/clus
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import zipfile
@@ -70,13 +69,12 @@ def rule_of(settings: ClusterSettings, model_id: str | None = None) -> ClusterRu
     if settings.hubness_k > 0 and settings.cohort_file is not None:
         path = settings.cohort_file
         try:
-            data = path.read_bytes()
-            cohort = Cohort.load(io.BytesIO(data), model_id)  # the bytes hashed are the bytes loaded
+            cohort, digest = Cohort.load_hashed(path, model_id)  # the bytes hashed are the bytes loaded
         except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
             raise ValueError(f"cluster.cohort_file {path}: not a readable cohort file ({exc})") from exc
         except ValueError as exc:
             raise ValueError(f"cluster.cohort_file {path}: {exc}") from exc
-        hubness = Hubness(cohort.vectors, settings.hubness_k, cohort.model_id, hashlib.sha256(data).hexdigest())
+        hubness = Hubness(cohort.vectors, settings.hubness_k, cohort.model_id, digest)
         logger.info("hubness-corrected cluster rule: k=%d over a cohort of %d faces of %s (%s)", settings.hubness_k,
                     len(cohort.vectors), cohort.model_id, path)
     return ClusterRule(link_threshold=settings.link_threshold, merge_threshold=settings.merge_threshold,

@@ -147,14 +147,14 @@ def assign(template: Vector, candidates: Mapping[str, Centroid], rule: ClusterRu
         return Assignment(None, 0.0)
     ids = sorted(candidates)
     own = rule.hub(template)
-    hubs = [rule.hub(candidates[c].template) if rule.hubness else 0.0 for c in ids]  # each one's hubness, once
+    hubs = [rule.hub(candidates[c].template) for c in ids]  # each one's hubness, once (0.0 without a correction)
     sims = [rule.similarity(template, candidates[c], own, h) for c, h in zip(ids, hubs, strict=True)]
     best = int(np.argmax(sims))
     if sims[best] < rule.link_threshold:
         return Assignment(None, sims[best])
     joined = ids[best]
     grown = Centroid(candidates[joined].total + template, candidates[joined].count + 1)
-    grown_hub = rule.hub(grown.template) if rule.hubness else 0.0
+    grown_hub = rule.hub(grown.template)
     merge = tuple(c for c, h in zip(ids, hubs, strict=True) if c != joined
                   and rule.cluster_similarity(grown, candidates[c], grown_hub, h) >= rule.merge_threshold)
     return Assignment(joined, sims[best], merge)

@@ -29,7 +29,7 @@ match service to do the same at whatever size the gallery has grown to.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rfr.gallery import openset
-from rfr.gallery.scoring import Cohort, ThresholdTable, cohort_stats, fmr_for_fpir
+from rfr.gallery.scoring import Cohort, ThresholdTable, cohort_stats, fmr_for_fpir, hubness_left_out
 
 Scores = npt.NDArray[np.float64]
 Labels = npt.NDArray[np.int64]
@@ -129,43 +129,42 @@ class LabelledVectors:
         return LabelledVectors(self.vectors[rows], self.labels[rows], self.names, [self.paths[i] for i in rows])
 
 
-def normalised_pair_scores(data: LabelledVectors, cohort: Cohort, top: int = 0) -> tuple[Scores, Scores]:
-    """(genuine, impostor) T-norm scores of every ORDERED pair of distinct rows (row = the probe side)."""
-    names = np.asarray([data.names[int(i)] for i in data.labels])
-    exclude = names[:, None] == np.asarray(cohort.identities)[None, :]
-    mean, std = cohort_stats(data.vectors, cohort.vectors, top, exclude)
+def _ordered_pairs(data: LabelledVectors, block_scores: Callable[[npt.NDArray[np.int64]], Scores]
+                   ) -> tuple[Scores, Scores]:
+    """(genuine, impostor) scores of every ORDERED pair of distinct rows; ``block_scores(rows)``: the scores of
+    those rows (the probe side) against every row (len(rows) x N), computed a block of rows at a time."""
+    n = len(data.labels)
     genuine: list[Scores] = []
     impostor: list[Scores] = []
-    for start in range(0, len(names), _BLOCK):
-        rows = np.arange(start, min(len(names), start + _BLOCK))
-        z = (data.vectors[rows] @ data.vectors.T - mean[rows, None]) / std[rows, None]
-        other = np.arange(len(names))[None, :] != rows[:, None]
+    for start in range(0, n, _BLOCK):
+        rows = np.arange(start, min(n, start + _BLOCK))
+        scores = block_scores(rows)
+        other = np.arange(n)[None, :] != rows[:, None]
         same = data.labels[rows][:, None] == data.labels[None, :]
-        genuine.append(z[other & same])
-        impostor.append(z[other & ~same])
+        genuine.append(scores[other & same])
+        impostor.append(scores[other & ~same])
     return np.concatenate(genuine).astype(np.float64), np.concatenate(impostor).astype(np.float64)
+
+
+def _names(data: LabelledVectors) -> list[str]:
+    return [data.names[int(i)] for i in data.labels]
+
+
+def normalised_pair_scores(data: LabelledVectors, cohort: Cohort, top: int = 0) -> tuple[Scores, Scores]:
+    """(genuine, impostor) T-norm scores of every ORDERED pair of distinct rows (row = the probe side)."""
+    exclude = np.asarray(_names(data))[:, None] == np.asarray(cohort.identities)[None, :]
+    mean, std = cohort_stats(data.vectors, cohort.vectors, top, exclude)
+    return _ordered_pairs(data, lambda rows: (data.vectors[rows] @ data.vectors.T - mean[rows, None])
+                          / std[rows, None])
 
 
 def hubness_pair_scores(data: LabelledVectors, cohort: Cohort, k: int) -> tuple[Scores, Scores]:
     """(genuine, impostor) CSLS scores ``2 s - r_g`` of every ORDERED pair of distinct rows (column = the gallery
-    side, whose ``r_g`` leaves cohort faces of its own identity out). ``ValueError`` when fewer than ``k`` cohort
-    faces remain for a photo."""
-    names = np.asarray([data.names[int(i)] for i in data.labels])
-    raw = np.asarray(cohort.vectors, np.float32) @ data.vectors.T  # M x N
-    raw = np.where(np.asarray(cohort.identities)[:, None] == names[None, :], -np.inf, raw.astype(np.float64))
-    if k < 1 or int(np.isfinite(raw).sum(axis=0).min(initial=len(raw))) < k:
-        raise ValueError(f"hubness over k={k} needs at least k cohort faces of other identities for every photo")
-    hub = np.partition(raw, len(raw) - k, axis=0)[len(raw) - k:].mean(axis=0)  # (N,)
-    genuine: list[Scores] = []
-    impostor: list[Scores] = []
-    for start in range(0, len(names), _BLOCK):
-        rows = np.arange(start, min(len(names), start + _BLOCK))
-        c = 2.0 * (data.vectors[rows] @ data.vectors.T).astype(np.float64) - hub[None, :]
-        other = np.arange(len(names))[None, :] != rows[:, None]
-        same = data.labels[rows][:, None] == data.labels[None, :]
-        genuine.append(c[other & same])
-        impostor.append(c[other & ~same])
-    return np.concatenate(genuine), np.concatenate(impostor)
+    side, whose ``r_g`` leaves cohort faces of its own identity out: :func:`hubness_left_out`). ``ValueError`` when
+    fewer than ``k`` cohort faces remain for a photo."""
+    hub = hubness_left_out(data.vectors, _names(data), cohort.vectors, cohort.identities, k)  # (N,)
+    return _ordered_pairs(data, lambda rows: 2.0 * (data.vectors[rows] @ data.vectors.T).astype(np.float64)
+                          - hub[None, :])
 
 
 @dataclass(frozen=True)

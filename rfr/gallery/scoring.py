@@ -31,6 +31,7 @@ Nothing here reads the gallery or a model; vectors are float32 rows of unit leng
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -82,6 +83,13 @@ class Cohort:
         with path.open("wb") as fh:
             np.savez(fh, vectors=self.vectors.astype(np.float32), meta=np.array(json.dumps(meta)))
         return path
+
+    @classmethod
+    def load_hashed(cls, path: Path, model_id: str | None = None) -> tuple[Cohort, str]:
+        """:meth:`load` of the file's bytes, read once, and their SHA-256 (hex): the hash names exactly the cohort
+        loaded. Raises what :meth:`load` and reading the file raise."""
+        data = path.read_bytes()
+        return cls.load(io.BytesIO(data), model_id), hashlib.sha256(data).hexdigest()
 
     @classmethod
     def load(cls, path: Path | BinaryIO, model_id: str | None = None) -> Cohort:
@@ -149,6 +157,20 @@ def template_hubness(templates: Vectors, cohort: Vectors, k: int,
         kept = ~left_out[order]
         kept &= np.cumsum(kept, axis=0) <= k  # the first k rows not left out, per template
         out[i] = (best * kept).sum(axis=0) / k
+    return out
+
+
+def hubness_left_out(vectors: Vectors, identities: Sequence[str], cohort: Vectors, cohort_identities: Sequence[str],
+                     k: int) -> Floats:
+    """Each row's hubness with its own identity left out of the cohort: the mean of its ``k`` highest cosines
+    against the cohort rows (M x D float32 unit rows, labelled ``cohort_identities``) of other identities than its
+    own (``identities``, one per row of ``vectors``, N x D). Shape (N,), float64. ``ValueError`` when ``k`` < 1 or
+    fewer than ``k`` cohort rows of other identities remain for a row."""
+    scores = (np.asarray(vectors, np.float32) @ np.asarray(cohort, np.float32).T).astype(np.float64)  # N x M
+    scores[np.asarray(identities)[:, None] == np.asarray(cohort_identities)[None, :]] = -np.inf
+    if k < 1 or int(np.isfinite(scores).sum(axis=1).min(initial=scores.shape[1])) < k:
+        raise ValueError(f"hubness over k={k} needs at least k cohort faces of other identities for every row")
+    out: Floats = np.partition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k:].mean(axis=1)
     return out
 
 
@@ -302,8 +324,7 @@ class ThresholdRule:
             if settings.cohort_file is None:
                 raise ValueError(f"match.score_norm={settings.score_norm} needs match.cohort_file (rfr calibrate "
                                  "--cohort-from DIR --cohort FILE, or rfr cohort for CCTV-like faces)")
-            cohort = Cohort.load(settings.cohort_file, model_id)
-            digest = hashlib.sha256(settings.cohort_file.read_bytes()).hexdigest()
+            cohort, digest = Cohort.load_hashed(settings.cohort_file, model_id)
         if settings.threshold_policy == "gallery_size":
             if settings.threshold_table is None:
                 raise ValueError("match.threshold_policy=gallery_size needs match.threshold_table")
