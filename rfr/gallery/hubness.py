@@ -66,6 +66,10 @@ class HubnessSearch:
         floor = (float(np.min(thresholds)) - 1.0) / 2.0
         found = gallery.search(vectors, self.depth, watch_lists, floor)
         hub = self.hubness_of(gallery, sorted({h.face_id for row in found for h in row}))
+        gone = sum(h.face_id not in hub for row in found for h in row)
+        if gone:
+            logger.info("%d hit(s) left out of hubness-corrected lists: their gallery photos were erased after the "
+                        "search", gone)
         out: list[list[SubjectHit]] = []
         for row, limit in zip(found, thresholds, strict=True):
             scored = [SubjectHit(h.subject_id, h.watch_list, 2.0 * h.score - hub[h.face_id], h.face_id, h.source_ref)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,22 @@ def test_a_table_of_another_k_or_cohort_is_refused(tmp_path: Path) -> None:
         tmp_path / "table.json")
     used = handler(tmp_path, hub_and_plain(), threshold_policy="gallery_size", threshold_table=same)
     assert used.thresholds.rule.table == ThresholdTable.load(same)
+
+
+class ErasingGallery(CountingGallery):
+    """Erases ``f-plain`` between the search and the read of its vector."""
+
+    def face_vectors(self, face_ids: Sequence[str]) -> dict[str, Vectors]:
+        self.delete_subject("plain")
+        return super().face_vectors(face_ids)
+
+
+def test_a_hit_erased_after_the_search_is_left_out_and_said(caplog: pytest.LogCaptureFixture) -> None:
+    g = ErasingGallery()
+    for face in hub_and_plain().face_vectors(["f-hub", "f-plain"]).items():
+        g.add([GalleryFace(face[0], face[0][2:], "custody", face[1])])
+    with caplog.at_level(logging.INFO, logger="rfr.gallery.hubness"):
+        [hits] = HubnessSearch(cohort_near_axis_1(), k=5, depth=10).search(
+            g, unit((0, 1.0))[None, :], 3, ["custody"], np.array([-3.0]))
+    assert [h.subject_id for h in hits] == ["hub"]
+    assert "1 hit(s) left out of hubness-corrected lists" in caplog.text
