@@ -15,7 +15,8 @@
 
 The SQL store is the truth. A crash between 2 and 3 leaves an index row no sighting names: lookups ignore it, and
 the redelivered list records the face and reuses the row. :meth:`Clusterer.purge` applies the retention policy of
-probes with no candidate (index rows first, then the sightings; clusters shrink or go), :meth:`Clusterer.
+probes with no candidate (index rows first, then the sightings; clusters shrink or go, and readers of reported ones
+are told through the outbox: :mod:`rfr.cluster.retention`), :meth:`Clusterer.
 repair_index` re-adds sightings a lost index lacks. No Kafka here: services/cluster/ is the adapter.
 """
 
@@ -32,8 +33,9 @@ from typing import Protocol
 
 from sqlalchemy import Connection
 
+from rfr.cluster.retention import PurgeReport, purge_rows
 from rfr.cluster.rule import Centroid, ClusterRule, Hubness, Vector, assign, unit
-from rfr.cluster.store import Cluster, ClusterStore, Sighting, centroid_of
+from rfr.cluster.store import Cluster, ClusterStore, Sighting
 from rfr.core.cluster_messages import ClusterEvent, ClusterRuleInfo, ClusterSighting
 from rfr.core.schemas import CandidateList, template_bytes, utcnow
 from rfr.core.settings import ClusterSettings
@@ -119,15 +121,6 @@ class Step:
     skipped: str | None = None
 
 
-@dataclass(frozen=True)
-class PurgeReport:
-    """One retention pass: sightings deleted, clusters deleted (emptied) and clusters shrunk."""
-
-    sightings: int = 0
-    clusters_deleted: int = 0
-    clusters_shrunk: int = 0
-
-
 class Clusterer:
     """Repeat unknown offenders over a :class:`ClusterStore` and a :class:`NeighbourIndex`; see the module doc.
     Not thread-safe by itself: one worker thread calls it (several workers may share a PostgreSQL store).
@@ -198,7 +191,7 @@ class Clusterer:
             count = base.centroid.count + 1 + sum(a.centroid.count for a in absorbed)
             cluster = replace(base, centroid=Centroid(total, count), revision=base.revision + 1,
                               reported=base.reported or any(a.reported for a in absorbed),
-                              merged_from=tuple(decision.merge), updated_at=now)
+                              merged_from=tuple(decision.merge), updated_at=now, cause="sightings")
         self.store.add_sighting(conn, replace(sighting, cluster_id=cluster.cluster_id))
         for other in decision.merge:
             self.store.move_members(conn, other, cluster.cluster_id)
@@ -233,7 +226,7 @@ class Clusterer:
         return ClusterEvent(event_id=f"{cluster.cluster_id}:{cluster.revision}", cluster_id=cluster.cluster_id,
                             revision=cluster.revision, model_id=cluster.model_id, at=cluster.updated_at,
                             sightings=sightings, template=template_bytes(fused), merged_from=list(cluster.merged_from),
-                            rule=rule)
+                            rule=rule, cause=cluster.cause)
 
     def purge(self, before: datetime, batch: int = 500) -> PurgeReport:
         """Delete every sighting searched before ``before`` (retention: ``RetentionSettings.no_candidate_days`` of
@@ -253,45 +246,17 @@ class Clusterer:
                 break
             for model in sorted({s.model_id for s in due}):
                 self.index.delete(model, [s.face_id for s in due if s.model_id == model])
-            done = self._purge_rows([s.face_id for s in due])
-            report = _add(report, done)
+            done = purge_rows(self.store, [s.face_id for s in due], self.clock(), self._event)
+            report = report + done
             if not done.sightings:  # every face of the batch still moving: the next pass retries
                 break
         for model in sorted(models):
             self.index.delete_before(model, before)
         if report.sightings:
-            logger.info("retention: %d unknown face(s) purged; %d cluster(s) deleted, %d shrunk", report.sightings,
-                        report.clusters_deleted, report.clusters_shrunk)
+            logger.info("retention: %d unknown face(s) purged; %d cluster(s) deleted, %d shrunk; %d event(s) for "
+                        "readers of reported ones", report.sightings, report.clusters_deleted,
+                        report.clusters_shrunk, report.events)
         return report
-
-    def _purge_rows(self, face_ids: list[str]) -> PurgeReport:
-        """Delete ``face_ids`` in one transaction, rebuilding the clusters they are in NOW. Those clusters are
-        locked (PostgreSQL: ``FOR UPDATE``, id order; SQLite: the transaction is the only writer), then the faces'
-        owners are read again, as a merge may have committed meanwhile; only faces whose cluster is locked are
-        deleted (a face still moving stays for the next batch)."""
-        now = self.clock()
-        deleted = shrunk = 0
-        with self.store.transaction() as conn:
-            owner_of = self.store.owners(conn, face_ids)
-            locked: dict[str, Cluster] = {}
-            for _ in range(4):
-                if set(owner_of.values()) <= locked.keys():
-                    break
-                locked = self.store.clusters(conn, set(owner_of.values()) | locked.keys())
-                owner_of = self.store.owners(conn, face_ids)
-            gone = sorted(f for f, c in owner_of.items() if c in locked)
-            self.store.delete_sightings(conn, gone)
-            for cluster in (locked[c] for c in sorted({owner_of[f] for f in gone})):
-                left = self.store.members(conn, cluster.cluster_id)
-                if not left:
-                    self.store.delete_cluster(conn, cluster.cluster_id)
-                    deleted += 1
-                    continue
-                self.store.save_cluster(conn, replace(cluster, centroid=centroid_of(left),
-                                                      revision=cluster.revision + 1, merged_from=(), updated_at=now),
-                                        new=False)
-                shrunk += 1
-        return PurgeReport(len(gone), deleted, shrunk)
 
     def repair_index(self, batch: int = 1000) -> int:
         """Re-add to the index every sighting it lacks (after an index was lost or restored from an older copy);
@@ -310,7 +275,3 @@ class Clusterer:
                 self.index.upsert(model, missing)
                 added += len(missing)
 
-
-def _add(a: PurgeReport, b: PurgeReport) -> PurgeReport:
-    return PurgeReport(a.sightings + b.sightings, a.clusters_deleted + b.clusters_deleted,
-                       a.clusters_shrunk + b.clusters_shrunk)

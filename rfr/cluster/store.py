@@ -1,13 +1,15 @@
 """The cluster store: the durable truth of repeat unknown offenders (sightings and clusters), on SQL.
 
-Two tables (schema: the Alembic history in ``rfr/cluster/migrations``, version table ``alembic_version_cluster``):
+Three tables (schema: the Alembic history in ``rfr/cluster/migrations``, version table ``alembic_version_cluster``):
 
 * ``cluster_sightings``, one row per unknown face, keyed by ``face_id`` (the probe of a ``no_candidate`` candidate
   list): where and when it was seen, its still and box, its embedding model and unit template (float32 LE bytes),
   the cluster it is in, and ``searched_at`` (retention counts from it);
 * ``clusters``: the running sum of the members' unit vectors (float32 LE bytes) and their count (the fused template
   is the normalised sum, :class:`rfr.cluster.rule.Centroid`), a ``revision`` that increases with every change of
-  its sightings, whether it was ever ``reported``, the clusters it absorbed at its latest revision, and times.
+  its sightings, whether it was ever ``reported``, the clusters it absorbed at its latest revision, what made that
+  revision (``cause``: ``sightings`` or ``retention``), and times;
+* ``cluster_outbox``: events a retention pass made, waiting for the broker (:mod:`rfr.cluster.outbox`).
 
 The caller (:class:`rfr.cluster.clusterer.Clusterer`) does every write of one face inside one
 :meth:`ClusterStore.transaction`, so a crash leaves a face either wholly recorded or not at all, and a redelivered
@@ -25,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from sqlalchemy import (
@@ -61,7 +64,8 @@ clusters = Table(
     Column("total", LargeBinary, nullable=False), Column("members", Integer, nullable=False),
     Column("revision", Integer, nullable=False), Column("reported", Integer, nullable=False),
     Column("merged_from", Text, nullable=False), Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False))
+    Column("updated_at", Float, nullable=False),
+    Column("cause", Text, nullable=False, server_default="sightings"))
 sightings = Table(
     "cluster_sightings", metadata,
     Column("face_id", Text, primary_key=True),
@@ -74,6 +78,12 @@ sightings = Table(
     Column("template", LargeBinary, nullable=False),
     Index("cluster_sightings_cluster", "cluster_id"), Index("cluster_sightings_searched", "searched_at"),
     Index("cluster_sightings_model", "model_id", "face_id"))
+
+outbox = Table(
+    "cluster_outbox", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True), Column("topic", Text, nullable=False),
+    Column("key", Text, nullable=False), Column("event_id", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False), Column("created_at", Float, nullable=False))
 
 
 def _ts(at: datetime) -> float:
@@ -114,7 +124,8 @@ class Sighting:
 @dataclass(frozen=True)
 class Cluster:
     """One cluster's row: ``centroid`` (sum and count of its members' unit vectors), ``revision`` (1 when made),
-    ``reported`` (an event was published for it), ``merged_from`` (absorbed at this revision)."""
+    ``reported`` (an event was published for it), ``merged_from`` (absorbed at this revision), ``cause`` (what made
+    this revision: ``sightings`` recorded or absorbed, or ``retention``; :attr:`ClusterEvent.cause`)."""
 
     cluster_id: str
     model_id: str
@@ -124,6 +135,7 @@ class Cluster:
     merged_from: tuple[str, ...]
     created_at: datetime
     updated_at: datetime
+    cause: Literal["sightings", "retention"] = "sightings"
 
 
 class ClusterStore:
@@ -225,7 +237,7 @@ class ClusterStore:
     def save_cluster(self, conn: Connection, c: Cluster, *, new: bool) -> None:
         values = {"model_id": c.model_id, "total": template_bytes(c.centroid.total), "members": c.centroid.count,
                   "revision": c.revision, "reported": int(c.reported), "merged_from": json.dumps(list(c.merged_from)),
-                  "created_at": _ts(c.created_at), "updated_at": _ts(c.updated_at)}
+                  "created_at": _ts(c.created_at), "updated_at": _ts(c.updated_at), "cause": c.cause}
         if new:
             conn.execute(insert(clusters).values(cluster_id=c.cluster_id, **values))
         else:
@@ -272,4 +284,4 @@ def _cluster(row: object) -> Cluster:
                    centroid=Centroid(template_vector(bytes(r["total"])).copy(), int(r["members"])),
                    revision=int(r["revision"]), reported=bool(r["reported"]),
                    merged_from=tuple(json.loads(r["merged_from"])), created_at=_dt(r["created_at"]),
-                   updated_at=_dt(r["updated_at"]))
+                   updated_at=_dt(r["updated_at"]), cause="retention" if r["cause"] == "retention" else "sightings")

@@ -1,5 +1,6 @@
 """Messages of repeat unknown offenders (schema v1 each): clusters of one unknown face seen at several stores, on
-``rfr.clusters.v1``. Same rules as :mod:`rfr.core.schemas` (frozen, ``schema_version``, JSON on the wire).
+``rfr.clusters.v1``, and the reported clusters that retention emptied, on ``rfr.cluster-purges.v1``. Same rules as
+:mod:`rfr.core.schemas` (frozen, ``schema_version``, JSON on the wire).
 
 A cluster is made by the cluster service (services/cluster/) from the probes that got no candidate; it is a lead
 for reviewers, never a gallery entry or a watch-list, and never an identification.
@@ -19,6 +20,12 @@ from rfr.core.schemas import Ident, Message, Template, check_template, template_
 
 CLUSTER_NOTICE = ("Stills that may show one person not found in any gallery, grouped by face similarity for trained "
                   "human review; not an identification.")
+
+
+def _check_event_id(event_id: str, cluster_id: str, revision: int) -> None:
+    """ValueError unless ``event_id`` is ``<cluster_id>:<revision>``."""
+    if event_id != f"{cluster_id}:{revision}":
+        raise ValueError("event_id must be '<cluster_id>:<revision>'")
 
 
 class ClusterSighting(Message):
@@ -64,10 +71,12 @@ class ClusterRuleInfo(Message):
 
 
 class ClusterEvent(Message):
-    """The state of one reportable cluster (schema v1), on ``rfr.clusters.v1``: published when a cluster first
-    reaches the rule's size and spread, and again each time it grows or absorbs another. Each event carries the whole
-    cluster: a reader keeps the highest ``revision`` of each ``cluster_id`` and retires the ``merged_from`` ones.
-    ``event_id`` is ``<cluster_id>:<revision>`` (a redelivered event repeats it)."""
+    """The state of one reported cluster (schema v1), on ``rfr.clusters.v1``: published when a cluster first
+    reaches the rule's size and spread, again each time it grows or absorbs another, and when retention takes some of
+    its sightings (``cause="retention"``; it may then be below the rule's size or spread). Each event carries the
+    whole cluster: a reader keeps the highest ``revision`` of each ``cluster_id``, forgets the sightings it no longer
+    names, and retires the ``merged_from`` ones. A reported cluster that retention empties gets a
+    :class:`ClusterPurged` instead. ``event_id`` is ``<cluster_id>:<revision>`` (a redelivered event repeats it)."""
 
     schema_version: Literal[1] = 1
     event_id: str
@@ -80,14 +89,17 @@ class ClusterEvent(Message):
     merged_from: list[str] = Field(default_factory=list, description="Clusters absorbed into this one at this "
                                    "revision: readers retire them.")
     rule: ClusterRuleInfo
+    cause: Literal["sightings", "retention"] = Field(
+        default="sightings", description="Why this revision: ``sightings`` (the cluster grew or absorbed another) or "
+        "``retention`` (the probe retention policy took the sightings it no longer names: readers delete what they "
+        "keep of those). Added within v1 with the v1 meaning as default.")
     notice: str = CLUSTER_NOTICE
 
     _whole_floats = field_validator("template")(check_template)
 
     @model_validator(mode="after")
     def _event_id_names_revision(self) -> ClusterEvent:
-        if self.event_id != f"{self.cluster_id}:{self.revision}":
-            raise ValueError("event_id must be '<cluster_id>:<revision>'")
+        _check_event_id(self.event_id, self.cluster_id, self.revision)
         return self
 
     @property
@@ -103,3 +115,25 @@ class ClusterEvent(Message):
     @property
     def retailers(self) -> set[str]:
         return {s.retailer_id for s in self.sightings}
+
+
+class ClusterPurged(Message):
+    """A reported cluster that retention emptied (schema v1), on ``rfr.cluster-purges.v1``: every sighting's probe
+    reached the end of the probe retention policy (``RFR_RETENTION__NO_CANDIDATE_DAYS``), so the cluster service
+    deleted the cluster, its sightings and their templates. Readers delete what they keep of it; a
+    :class:`ClusterEvent` of the same ``cluster_id`` at a lower ``revision`` arriving later is stale.
+    ``event_id`` is ``<cluster_id>:<revision>`` (a redelivered event repeats it)."""
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    cluster_id: str
+    revision: int = Field(ge=2, description="The cluster's last revision plus one (it was reported at 1 or later).")
+    model_id: str = Field(description="The embedding model of the cluster's templates.")
+    at: datetime = Field(description="When the cluster service deleted it.")
+    reason: Literal["retention"] = "retention"
+    sightings_purged: int = Field(ge=1, description="Sightings deleted with the cluster by this purge.")
+
+    @model_validator(mode="after")
+    def _event_id_names_revision(self) -> ClusterPurged:
+        _check_event_id(self.event_id, self.cluster_id, self.revision)
+        return self

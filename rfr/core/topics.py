@@ -20,9 +20,11 @@ INCIDENTS = "rfr.incidents.v1"
 CLUSTERS = "rfr.clusters.v1"
 """cluster -> review: one ClusterEvent each time a cluster of one unknown face seen at several stores is reportable
 (rfr.core.cluster_messages)."""
+CLUSTER_PURGES = "rfr.cluster-purges.v1"
+"""cluster -> case systems: one ClusterPurged when retention empties a reported cluster (rfr.core.cluster_messages)."""
 
 ALL_TOPICS: tuple[str, ...] = (SUBMISSIONS, FRAMES, FACES, EMBEDDINGS, MATCHES, OUTCOMES, DEADLETTER, GALLERY,
-                               DECISIONS, INCIDENTS, CLUSTERS)
+                               DECISIONS, INCIDENTS, CLUSTERS, CLUSTER_PURGES)
 LONG_KEPT: tuple[str, ...] = (DEADLETTER, DECISIONS)
 """Kept four times longer than the stream: dead letters wait for a person, decisions for case systems."""
 
@@ -89,6 +91,10 @@ class Topics:
     @property
     def clusters(self) -> str:
         return self.name(CLUSTERS)
+
+    @property
+    def cluster_purges(self) -> str:
+        return self.name(CLUSTER_PURGES)
 
     @classmethod
     def from_settings(cls, kafka: KafkaSettings) -> Topics:

@@ -107,7 +107,7 @@ class Clusters(ClusterReads):
                 "at": event.at.isoformat(), "sightings": [
                     [s.face_id, s.submission_id, s.retailer_id, s.store_id, s.camera_id, s.captured_at.isoformat()]
                     for s in event.sightings],
-                "added": added, "merged_from": merged, "rule": event.rule.model_dump(mode="json"),
+                "added": added, "merged_from": merged, "rule": event.rule.model_dump(mode="json"), "cause": event.cause,
                 "status": status, "decision": None if row is None else row.decision})
             return ClusterRecorded(True, status, added, merged)
 
@@ -153,7 +153,8 @@ class Clusters(ClusterReads):
         return sorted(retire)
 
     def _sightings(self, conn: Connection, event: ClusterEvent, now: datetime) -> list[str]:
-        """Upsert the event's sightings; those no longer named are ``dropped``. Returns the face ids added."""
+        """Upsert the event's sightings; those no longer named are ``dropped``, or ``purged`` when retention made the
+        revision (``event.cause``; they then stay out for good). Returns the face ids added."""
         s = t.cluster_sightings
         held = {r.face_id: r for r in conn.execute(select(s).where(s.c.cluster_id == event.cluster_id))}
         out = _kept_out(conn, event)
@@ -178,7 +179,7 @@ class Clusters(ClusterReads):
         gone = [f for f, r in held.items() if f not in named and r.left_reason is None]
         if gone:
             conn.execute(update(s).where(s.c.cluster_id == event.cluster_id, s.c.face_id.in_(gone))
-                         .values(left_reason="dropped", left_at=now))
+                         .values(left_reason="purged" if event.cause == "retention" else "dropped", left_at=now))
         return added
 
     def _refresh(self, conn: Connection, event: ClusterEvent, row: Any, now: datetime) -> str:

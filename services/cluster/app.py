@@ -11,7 +11,10 @@
   other failure ``stream.max_attempts`` times, then the record is dead-lettered (``retry_exhausted``) and the
   partition flows.
 * Timers: the retention pass (every ``retention.interval_s``, on the leader only) and the store gauges (every
-  :data:`GAUGE_INTERVAL_S`). A start-up task repairs the index and runs a first retention pass.
+  :data:`GAUGE_INTERVAL_S`). A start-up task repairs the index and runs a first retention pass. Each pass then
+  publishes the events it put into the store's outbox (:mod:`rfr.cluster.outbox`: a reported cluster shrunk or
+  emptied by retention), oldest first, each batch deleted once the broker acknowledged it; what a failure leaves
+  waits for the next pass.
 
 No faust tables: the state is in SQL (rfr/cluster/store.py), because faust's table recovery over the local Tansu
 broker cannot be trusted (docs/design.md, "Repeat unknown offenders"). Every topic faust needs is created before
@@ -24,7 +27,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -32,6 +35,7 @@ from typing import Any, cast
 import faust
 from aiokafka.errors import KafkaError
 
+from rfr.cluster import outbox
 from rfr.cluster.clusterer import Clusterer
 from rfr.cluster.index import IndexUnavailableError
 from rfr.core.db import STORE_OUTAGES
@@ -51,6 +55,8 @@ GROUP = "rfr-cluster"
 GAUGE_INTERVAL_S = 15.0
 PASS_OUTAGES: tuple[type[Exception], ...] = (IndexUnavailableError, *STORE_OUTAGES)
 """Failures that skip a repair or retention pass (the next one retries)."""
+Send = Callable[[list[Output]], Awaitable[None]]
+"""Produces outputs and waits for the broker's acknowledgement of each (:func:`wire`)."""
 
 
 @dataclass
@@ -106,7 +112,7 @@ def wire(app: faust.App, rt: Runtime) -> None:
     topics = Topics.from_settings(rt.settings.kafka)
     source = app.topic(topics.matches, key_serializer="raw", value_serializer="raw")
     sinks = {name: app.topic(name, key_serializer="raw", value_serializer="raw")
-             for name in (topics.clusters, topics.deadletter)}
+             for name in (topics.clusters, topics.cluster_purges, topics.deadletter)}
 
     async def send(outputs: list[Output]) -> None:
         for out in outputs:
@@ -130,7 +136,7 @@ def wire(app: faust.App, rt: Runtime) -> None:
 
     @app.timer(interval=rt.settings.retention.interval_s, on_leader=True)
     async def retention() -> None:
-        await retention_pass(rt)
+        await retention_pass(rt, send)
 
     @app.timer(interval=GAUGE_INTERVAL_S)
     async def gauges() -> None:
@@ -144,7 +150,7 @@ def wire(app: faust.App, rt: Runtime) -> None:
                 logger.warning("index repair: %d sighting(s) re-added to the unknown-face index", added)
         except PASS_OUTAGES as exc:
             logger.warning("index repair skipped: %s", exc)
-        await retention_pass(rt)
+        await retention_pass(rt, send)
         await update_gauges(rt)
 
 
@@ -189,15 +195,36 @@ async def process(rt: Runtime, msg: RawMessage, send: Callable[[list[Output]], A
     return outputs
 
 
-async def retention_pass(rt: Runtime) -> None:
-    """One retention pass (failures are logged; the next pass retries)."""
+async def retention_pass(rt: Runtime, send: Send) -> None:
+    """One retention pass, then the outbox's events published (failures are logged; the next pass retries)."""
     before = utcnow() - timedelta(days=rt.settings.retention.no_candidate_days)
     try:
         report = await asyncio.to_thread(rt.clusterer.purge, before)
+        rt.metrics.purged.inc(report.sightings)
     except PASS_OUTAGES as exc:
         logger.warning("retention pass failed, next one retries: %s", exc)
-        return
-    rt.metrics.purged.inc(report.sightings)
+    await publish_outbox(rt, send)
+
+
+async def publish_outbox(rt: Runtime, send: Send, batch: int = 100) -> int:
+    """Publish the events waiting in the store's outbox, oldest first, deleting each batch once the broker has
+    acknowledged it; returns how many. A broker or store failure stops here (logged); the next pass goes on from the
+    first event not deleted (one acknowledged but not deleted is published again: same ``event_id``)."""
+    topics, store, done = rt.handler.topics, rt.clusterer.store, 0
+    while True:
+        try:
+            waiting = await asyncio.to_thread(outbox.pending, store, batch)
+            if not waiting:
+                return done
+            await send([Output(topics.name(e.topic), e.payload, key=e.key, event_id=e.event_id) for e in waiting])
+            await asyncio.to_thread(outbox.sent, store, [e.seq for e in waiting])
+        except (KafkaError, *STORE_OUTAGES) as exc:
+            logger.warning("retention events not all published, the next pass goes on: %s", exc)
+            return done
+        done += len(waiting)
+        rt.metrics.retention_events.inc(len(waiting))
+        for e in waiting:
+            rt.stage.produced.labels(topics.name(e.topic)).inc()
 
 
 async def update_gauges(rt: Runtime) -> None:

@@ -20,6 +20,7 @@ class ClusterMetrics:
     reported: Counter
     skipped: Counter
     purged: Counter
+    retention_events: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> ClusterMetrics:
@@ -41,4 +42,7 @@ class ClusterMetrics:
                             "re_search, low_quality, expired: searched longer ago than retention keeps it)",
                             ["why"], registry=registry),
             purged=Counter("rfr_cluster_purged_total", "Unknown faces deleted by retention", registry=registry),
+            retention_events=Counter(
+                "rfr_cluster_retention_events_total", "Events published for reported clusters that retention shrank "
+                "(ClusterEvent, cause retention) or emptied (ClusterPurged)", registry=registry),
         )

@@ -18,14 +18,15 @@ from support.broker import Record, on, read_until
 from support.stack import free_stack_settings
 from support.unknowns import MODEL, T0, ClusterWorker, person, publish, sighting, unknown
 
+from rfr.cluster import outbox
 from rfr.cluster.clusterer import Clusterer
 from rfr.cluster.index import ClusterIndex
 from rfr.cluster.rule import ClusterRule, unit
 from rfr.cluster.store import ClusterStore
-from rfr.core.cluster_messages import ClusterEvent
+from rfr.core.cluster_messages import ClusterEvent, ClusterPurged
 from rfr.core.schemas import DeadLetter, decode
 from rfr.core.settings import EmbedSettings, KafkaSettings, MilvusSettings
-from rfr.core.topics import Topics
+from rfr.core.topics import CLUSTER_PURGES, Topics
 from rfr.gallery.scoring import Cohort
 from rfr.models import facenet_model_id
 from rfr.tools import procs, stack, status
@@ -173,6 +174,10 @@ def test_the_store_on_each_backend_with_the_real_index(database_url: str, index:
         assert store.counts() == (1, 4)
         assert clusterer.purge(T0 + timedelta(days=1)).sightings == 4
         assert store.counts() == (0, 0) and index.present(MODEL, ["f0", "f1", "f2", "f3"]) == set()
+        (waiting,) = outbox.pending(store)  # the reported cluster's end, for its readers
+        assert waiting.topic == CLUSTER_PURGES and decode(ClusterPurged, waiting.payload).sightings_purged == 4
+        outbox.sent(store, [waiting.seq])
+        assert outbox.pending(store) == []
         assert np.isfinite(steps[3].event.vector).all()
     finally:
         store.close()

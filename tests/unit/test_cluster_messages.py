@@ -1,14 +1,16 @@
-"""ClusterEvent v1 on the wire: its event id names the revision, the template round-trips, stores are per retailer."""
+"""ClusterEvent and ClusterPurged v1 on the wire: the event id names the revision, the template round-trips, stores are
+per retailer, a cause added within v1 reads as before when absent."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from rfr.core.cluster_messages import CLUSTER_NOTICE, ClusterEvent, ClusterRuleInfo, ClusterSighting
+from rfr.core.cluster_messages import CLUSTER_NOTICE, ClusterEvent, ClusterPurged, ClusterRuleInfo, ClusterSighting
 from rfr.core.schemas import decode, template_bytes
 
 AT = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -49,3 +51,21 @@ def test_an_event_needs_a_sighting_and_whole_floats() -> None:
         _event(sightings=[])
     with pytest.raises(ValidationError, match="float32"):
         _event(template=b"\x00" * 2050)
+
+
+def test_an_event_of_a_release_without_cause_reads_as_made_by_sightings() -> None:
+    wire = _event().model_dump(mode="json")
+    del wire["cause"]
+    assert decode(ClusterEvent, json.dumps(wire).encode()).cause == "sightings"
+    assert decode(ClusterEvent, _event(cause="retention").to_bytes()).cause == "retention"
+    with pytest.raises(ValidationError):
+        _event(cause="reviewer")
+
+
+def test_a_purge_names_the_revision_after_the_last_and_what_it_deleted() -> None:
+    purged = ClusterPurged(event_id="cl_1:4", cluster_id="cl_1", revision=4, model_id="m", at=AT, sightings_purged=3)
+    assert decode(ClusterPurged, purged.to_bytes()) == purged and purged.reason == "retention"
+    for bad in ({"event_id": "cl_1:3"}, {"revision": 1, "event_id": "cl_1:1"}, {"sightings_purged": 0},
+                {"reason": "reviewer"}):
+        with pytest.raises(ValidationError):
+            ClusterPurged(**(purged.model_dump() | bad))

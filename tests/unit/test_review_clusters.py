@@ -247,6 +247,24 @@ def test_retention_takes_purged_probes_out_of_clusters_and_purges_an_empty_clust
     assert env.store.searchable_clusters(MODEL) == []
 
 
+def test_a_revision_retention_made_upstream_keeps_its_missing_sightings_out_for_good(env: Env) -> None:
+    """The cluster service's retention shrank the cluster before the review service's own pass: the sightings the
+    revision no longer names are purged here too (a later revision naming one does not bring it back)."""
+    first = offender_cluster(env, faces=4)
+    env.store.record_cluster(first)
+    kept = first.sightings[1:]
+    shrunk = cluster_event("cl-1", 2, kept, minutes=5).model_copy(update={"cause": "retention"})
+    assert env.store.record_cluster(shrunk).new
+    left = {s.face_id: s.left_reason for s in env.store.cluster("cl-1", ALICE).sightings}
+    assert left == {first.sightings[0].face_id: "purged"} | {s.face_id: None for s in kept}
+    assert _entries(env, "cluster_reported")[-1]["details"]["cause"] == "retention"
+    env.store.record_cluster(cluster_event("cl-1", 3, first.sightings, minutes=9))
+    assert _live(env, "cl-1") == [s.face_id for s in kept]
+    dropped = cluster_event("cl-1", 4, kept[1:], minutes=10)  # cause "sightings": dropped, may come back
+    env.store.record_cluster(dropped)
+    assert {s.face_id: s.left_reason for s in env.store.cluster("cl-1", ALICE).sightings}[kept[0].face_id] == "dropped"
+
+
 def test_sightings_of_probes_never_held_follow_the_policy_too(env: Env, tmp_path: Path) -> None:
     env.store.record_cluster(cluster_event("cl-x", 1, [sighting("sub_far:f0", "store-1"),
                                                        sighting("sub_away:f0", "store-2")]))

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 from support.events import probe_fields, search_fields
 
-from rfr.core.cluster_messages import ClusterEvent, ClusterRuleInfo, ClusterSighting
+from rfr.core.cluster_messages import ClusterEvent, ClusterPurged, ClusterRuleInfo, ClusterSighting
 from rfr.core.geometry import Box
 from rfr.core.review_messages import DecisionEvent, GalleryChange, GalleryFaceRecord, ReviewerDecision
 from rfr.core.schemas import (
@@ -86,7 +86,7 @@ def test_each_class_declares_its_version() -> None:
     v2: set[type[Message]] = {FaceQuality, Candidate, SubmissionMeta}
     v1: set[type[Message]] = {FrameEvent, Point, OutcomeEvent, DeadLetter, Probe, GalleryFaceRecord,
                               GalleryChange, ReviewerDecision, DecisionEvent, ProbeStill, IncidentStillReport,
-                              ClusterEvent, ClusterSighting, ClusterRuleInfo}
+                              ClusterEvent, ClusterSighting, ClusterRuleInfo, ClusterPurged}
     assert {cls.version() for cls in v4} == {4}
     assert {cls.version() for cls in v2} == {2} and {cls.version() for cls in v1} == {1}
     # a new message class must be placed in one of them
