@@ -10,8 +10,9 @@
 3. in ONE SQL transaction: reads the clusters those neighbours are in now (locked), applies the rule
    (:func:`rfr.cluster.rule.assign`), records the sighting, grows or founds its cluster, absorbs the clusters the
    rule merges (their sightings move, their rows go), bumps the revision;
-4. returns the :class:`~rfr.core.cluster_messages.ClusterEvent` of the cluster when the rule calls it reportable
-   (``min_sightings`` from ``min_stores`` stores): on first reaching it and on every later change.
+4. returns the :class:`~rfr.core.cluster_messages.ClusterEvent` of the cluster once the rule has called it
+   reportable (``min_sightings`` from ``min_stores`` stores): on first reaching it and on every later change, also
+   when retention has since left it below the rule (its readers know it: they must see it change).
 
 The SQL store is the truth. A crash between 2 and 3 leaves an index row no sighting names: lookups ignore it, and
 the redelivered list records the face and reuses the row. :meth:`Clusterer.purge` applies the retention policy of
@@ -108,7 +109,7 @@ def sighting_of(cl: CandidateList) -> Sighting:
 
 @dataclass(frozen=True)
 class Step:
-    """What one list did: ``event`` to publish (None: the cluster is not reportable), ``recorded`` (False: the face
+    """What one list did: ``event`` to publish (None: the cluster was never reportable), ``recorded`` (False: the face
     was recorded already, or skipped), the ``cluster_id`` it is in, that cluster's ``size``, and clusters ``merged``
     into it. ``skipped``: why the list was not recorded at all (``expired``: its probe is past retention; then
     ``cluster_id`` is empty and ``size`` 0), None when it was handled."""
@@ -172,7 +173,8 @@ class Clusterer:
 
     def _again(self, conn: Connection, known: Sighting) -> Step:
         cluster = self.store.clusters(conn, [known.cluster_id])[known.cluster_id]
-        return Step(self._event_if_reportable(conn, cluster), False, cluster.cluster_id, cluster.centroid.count)
+        event = self._event(conn, cluster) if cluster.reported else None
+        return Step(event, False, cluster.cluster_id, cluster.centroid.count)
 
     def _join(self, conn: Connection, sighting: Sighting, near: list[str]) -> Step:
         candidates = self.store.clusters(conn, set(self.store.clusters_of(conn, near, sighting.model_id).values()))
@@ -201,15 +203,10 @@ class Clusterer:
             cluster = replace(cluster, reported=True)
         if decision.cluster_id is not None or cluster.reported:
             self.store.save_cluster(conn, cluster, new=False)
-        event = self._event(conn, cluster) if reportable else None
+        event = self._event(conn, cluster) if cluster.reported else None
         if decision.merge:
             logger.info("cluster %s absorbed %s", cluster.cluster_id, ", ".join(decision.merge))
         return Step(event, True, cluster.cluster_id, cluster.centroid.count, len(decision.merge))
-
-    def _event_if_reportable(self, conn: Connection, cluster: Cluster) -> ClusterEvent | None:
-        if not self.rule.reportable(cluster.centroid.count, self.store.store_count(conn, cluster.cluster_id)):
-            return None
-        return self._event(conn, cluster)
 
     def _event(self, conn: Connection, cluster: Cluster) -> ClusterEvent:
         """The whole cluster as an event (deterministic for one revision: a redelivery repeats it exactly)."""

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, func, insert, select
 
 from rfr.cluster.store import ClusterStore, outbox
 from rfr.core.cluster_messages import ClusterEvent, ClusterPurged
@@ -43,6 +43,12 @@ def pending(store: ClusterStore, limit: int = 100) -> list[OutboxEntry]:
     with store.reading() as conn:
         rows = conn.execute(select(outbox).order_by(outbox.c.seq).limit(limit))
         return [OutboxEntry(int(r.seq), str(r.topic), str(r.key), str(r.event_id), bytes(r.payload)) for r in rows]
+
+
+def waiting(store: ClusterStore) -> int:
+    """How many events wait."""
+    with store.reading() as conn:
+        return int(conn.execute(select(func.count()).select_from(outbox)).scalar_one())
 
 
 def sent(store: ClusterStore, seqs: Sequence[int]) -> None:

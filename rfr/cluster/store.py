@@ -83,7 +83,8 @@ outbox = Table(
     "cluster_outbox", metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True), Column("topic", Text, nullable=False),
     Column("key", Text, nullable=False), Column("event_id", Text, nullable=False),
-    Column("payload", LargeBinary, nullable=False), Column("created_at", Float, nullable=False))
+    Column("payload", LargeBinary, nullable=False), Column("created_at", Float, nullable=False),
+    sqlite_autoincrement=True)  # a sequence number is never used twice, even after the newest rows were deleted
 
 
 def _ts(at: datetime) -> float:

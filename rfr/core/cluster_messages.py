@@ -92,10 +92,15 @@ class ClusterEvent(Message):
     cause: Literal["sightings", "retention"] = Field(
         default="sightings", description="Why this revision: ``sightings`` (the cluster grew or absorbed another) or "
         "``retention`` (the probe retention policy took the sightings it no longer names: readers delete what they "
-        "keep of those). Added within v1 with the v1 meaning as default.")
+        "keep of those). Added within v1 with the v1 meaning as default, and left out of the JSON when it is the "
+        "default, so a reader of an earlier release (which refuses unknown fields) reads every event but those.")
     notice: str = CLUSTER_NOTICE
 
     _whole_floats = field_validator("template")(check_template)
+
+    def to_bytes(self) -> bytes:
+        """JSON, without ``cause`` when it is the default (see its description)."""
+        return self.model_dump_json(exclude={"cause"} if self.cause == "sightings" else None).encode()
 
     @model_validator(mode="after")
     def _event_id_names_revision(self) -> ClusterEvent:

@@ -7,12 +7,15 @@ entry, never a watch-list, never an identification. Every change is audited in t
 * :meth:`Clusters.record_cluster`: one row per ``cluster_id`` at its highest revision (an older or redelivered
   revision changes nothing and is not audited again); its sightings by ``face_id`` (the probe the store already keeps
   from the ``no_candidate`` list: crop, still, box); ``merged_from`` clusters are retired (status ``merged``,
-  ``merged_into``). A sighting a reviewer split out, or whose probe retention purged, stays out of every later
-  revision; then the fused template is the normalised mean of the live sightings' kept templates. Audited as
-  ``cluster_reported``. A later revision never re-opens a dismissed cluster: it stays dismissed, its page says so;
-  nor a merged one. An older revision still retires the ``merged_from`` clusters not retired yet (two workers may
-  publish a cluster's revisions out of order); a ``merged_from`` cluster the store has not seen yet is recorded
-  merged (revision 0, no sightings), so that its own late event cannot bring it back as pending.
+  ``merged_into``). Sightings a newer revision no longer names are ``dropped`` (a later revision may name them
+  again), or ``purged`` when the cluster service's retention made it (``ClusterEvent.cause``). A sighting a
+  reviewer split out, or whose probe retention purged, stays out of every later revision; then the fused template
+  is the normalised mean of the live sightings' kept templates. Audited as ``cluster_reported``. A later revision
+  never re-opens a dismissed cluster: it stays dismissed, its page says so; nor a merged one. An older revision
+  still retires the ``merged_from`` clusters not retired yet (two workers may publish a cluster's revisions out of
+  order), and an older retention revision still purges the sightings it took; a ``merged_from`` cluster the store
+  has not seen yet is recorded merged (revision 0, no sightings), so that its own late event cannot bring it back
+  as pending.
 * reviewers' steps (``reviewer`` / ``supervisor``; audited with actor, role and reason): confirm (one person worth
   investigating: a lead to search), dismiss (not one person, or not worth it), split (the sightings ticked are NOT
   the same person: they leave the cluster, which is pending again, its decision cleared).
@@ -69,6 +72,20 @@ class ClusterRecorded:
     merged: list[str]
 
 
+def _purged_late(conn: Connection, event: ClusterEvent, now: datetime) -> list[str]:
+    """A retention revision arriving after a later one: the sightings held before it (added at a lower revision)
+    that it no longer names and the later revision only ``dropped`` are ``purged``. Returns their face ids."""
+    s = t.cluster_sightings
+    named = [x.face_id for x in event.sightings]
+    faces = sorted(conn.execute(select(s.c.face_id).where(
+        s.c.cluster_id == event.cluster_id, s.c.left_reason == "dropped", s.c.added_revision < event.revision,
+        s.c.face_id.not_in(named))).scalars().all())
+    if faces:
+        conn.execute(update(s).where(s.c.cluster_id == event.cluster_id, s.c.face_id.in_(faces))
+                     .values(left_reason="purged", left_at=now))
+    return faces
+
+
 def _why(reason: str) -> str:
     text = reason.strip()
     if not text:
@@ -113,16 +130,20 @@ class Clusters(ClusterReads):
 
     def _late(self, conn: Connection, event: ClusterEvent, row: Any, now: datetime) -> list[str]:
         """An older or redelivered revision: its sightings change nothing, but the ``merged_from`` clusters it
-        names that are not retired yet are (a merge overtaken by a later revision is not lost), audited once as
-        ``cluster_reported`` with ``late``. Returns the ids retired now."""
+        names that are not retired yet are (a merge overtaken by a later revision is not lost), and, when retention
+        made it, the ``dropped`` sightings it no longer names that were there before it are ``purged`` (the later
+        revision had only dropped them); audited once as ``cluster_reported`` with ``late``. Returns the ids
+        retired now."""
         merged = self._retire(conn, event, now)
+        purged = _purged_late(conn, event, now) if event.cause == "retention" else []
         logger.debug("cluster %s revision %d: %d already recorded; retired %s", event.cluster_id, event.revision,
                      row.revision, merged)
-        if merged:
+        if merged or purged:
             self.audit.append(conn, SYSTEM_ACTOR, SYSTEM_ROLE, "cluster_reported", details={
                 "event_id": event.event_id, "cluster_id": event.cluster_id, "revision": event.revision,
                 "previous_revision": row.revision, "model_id": event.model_id, "at": event.at.isoformat(),
-                "late": True, "merged_from": merged, "status": row.status, "decision": row.decision})
+                "late": True, "merged_from": merged, "purged": purged, "cause": event.cause, "status": row.status,
+                "decision": row.decision})
         return merged
 
     def _retire(self, conn: Connection, event: ClusterEvent, now: datetime) -> list[str]:

@@ -14,7 +14,8 @@
   :data:`GAUGE_INTERVAL_S`). A start-up task repairs the index and runs a first retention pass. Each pass then
   publishes the events it put into the store's outbox (:mod:`rfr.cluster.outbox`: a reported cluster shrunk or
   emptied by retention), oldest first, each batch deleted once the broker acknowledged it; what a failure leaves
-  waits for the next pass.
+  waits for the next pass. The agent publishes what waits there before any cluster event of its own (a failure is
+  then an outage it retries), so a reader never gets a cluster's revisions out of order.
 
 No faust tables: the state is in SQL (rfr/cluster/store.py), because faust's table recovery over the local Tansu
 broker cannot be trusted (docs/design.md, "Repeat unknown offenders"). Every topic faust needs is created before
@@ -28,7 +29,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast
 
@@ -61,13 +62,15 @@ Send = Callable[[list[Output]], Awaitable[None]]
 
 @dataclass
 class Runtime:
-    """What the agent and timers use: the settings, the domain objects, the metrics."""
+    """What the agent and timers use: the settings, the domain objects, the metrics; ``outbox_lock``: one publisher
+    of the outbox at a time in this process."""
 
     settings: Settings
     clusterer: Clusterer
     handler: ClusterHandler
     metrics: ClusterMetrics
     stage: StageMetrics
+    outbox_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def app_id(kafka: KafkaSettings) -> str:
@@ -165,6 +168,8 @@ async def process(rt: Runtime, msg: RawMessage, send: Callable[[list[Output]], A
     while True:
         try:
             outputs = [dead] if dead is not None else await asyncio.to_thread(rt.handler.handle, msg)
+            if any(out.topic == rt.handler.topics.clusters for out in outputs):
+                await drain_outbox(rt, send)  # earlier revisions first
             await send(outputs)
             break
         except DependencyUnavailable as exc:
@@ -207,31 +212,44 @@ async def retention_pass(rt: Runtime, send: Send) -> None:
 
 
 async def publish_outbox(rt: Runtime, send: Send, batch: int = 100) -> int:
+    """:func:`drain_outbox` after a retention pass: a broker or store failure stops it (logged), and the next pass
+    or cluster event goes on from the first event not deleted. Returns how many were published."""
+    try:
+        return await drain_outbox(rt, send, batch)
+    except (KafkaError, DependencyUnavailable) as exc:
+        logger.warning("retention events not all published, the next pass goes on: %s", exc)
+        return 0
+
+
+async def drain_outbox(rt: Runtime, send: Send, batch: int = 100) -> int:
     """Publish the events waiting in the store's outbox, oldest first, deleting each batch once the broker has
-    acknowledged it; returns how many. A broker or store failure stops here (logged); the next pass goes on from the
-    first event not deleted (one acknowledged but not deleted is published again: same ``event_id``)."""
+    acknowledged it; returns how many. Raises KafkaError, or DependencyUnavailable for a store outage; what was not
+    deleted stays (an event acknowledged but not deleted is published again: same ``event_id``)."""
     topics, store, done = rt.handler.topics, rt.clusterer.store, 0
-    while True:
-        try:
-            waiting = await asyncio.to_thread(outbox.pending, store, batch)
-            if not waiting:
-                return done
-            await send([Output(topics.name(e.topic), e.payload, key=e.key, event_id=e.event_id) for e in waiting])
-            await asyncio.to_thread(outbox.sent, store, [e.seq for e in waiting])
-        except (KafkaError, *STORE_OUTAGES) as exc:
-            logger.warning("retention events not all published, the next pass goes on: %s", exc)
-            return done
-        done += len(waiting)
-        rt.metrics.retention_events.inc(len(waiting))
-        for e in waiting:
-            rt.stage.produced.labels(topics.name(e.topic)).inc()
+    async with rt.outbox_lock:
+        while True:
+            try:
+                waiting = await asyncio.to_thread(outbox.pending, store, batch)
+                if not waiting:
+                    return done
+                await send([Output(topics.name(e.topic), e.payload, key=e.key, event_id=e.event_id)
+                            for e in waiting])
+                await asyncio.to_thread(outbox.sent, store, [e.seq for e in waiting])
+            except STORE_OUTAGES as exc:
+                raise DependencyUnavailable("cluster_store", f"{type(exc).__name__}: {exc}"[:500]) from exc
+            done += len(waiting)
+            rt.metrics.retention_events.inc(len(waiting))
+            for e in waiting:
+                rt.stage.produced.labels(topics.name(e.topic)).inc()
 
 
 async def update_gauges(rt: Runtime) -> None:
     try:
         n_clusters, n_sightings = await asyncio.to_thread(rt.clusterer.store.counts)
+        n_waiting = await asyncio.to_thread(outbox.waiting, rt.clusterer.store)
     except STORE_OUTAGES as exc:
         logger.warning("cluster gauges not updated: %s", exc)
         return
     rt.metrics.clusters_open.set(n_clusters)
     rt.metrics.sightings_held.set(n_sightings)
+    rt.metrics.outbox_waiting.set(n_waiting)

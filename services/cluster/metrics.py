@@ -21,6 +21,7 @@ class ClusterMetrics:
     skipped: Counter
     purged: Counter
     retention_events: Counter
+    outbox_waiting: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> ClusterMetrics:
@@ -36,8 +37,8 @@ class ClusterMetrics:
                 buckets=CLUSTER_SIZE_BUCKETS, registry=registry),
             merges=Counter("rfr_cluster_merges_total", "Clusters absorbed into another by a bridging face",
                            registry=registry),
-            reported=Counter("rfr_cluster_reported_total", "Cluster events published (first report and updates)",
-                             registry=registry),
+            reported=Counter("rfr_cluster_reported_total", "Cluster events the agent published (first report and "
+                             "updates; retention's are rfr_cluster_retention_events_total)", registry=registry),
             skipped=Counter("rfr_cluster_lists_skipped_total", "Candidate lists not clustered, by why (candidates, "
                             "re_search, low_quality, expired: searched longer ago than retention keeps it)",
                             ["why"], registry=registry),
@@ -45,4 +46,7 @@ class ClusterMetrics:
             retention_events=Counter(
                 "rfr_cluster_retention_events_total", "Events published for reported clusters that retention shrank "
                 "(ClusterEvent, cause retention) or emptied (ClusterPurged)", registry=registry),
+            outbox_waiting=Gauge(
+                "rfr_cluster_outbox_events", "Retention events waiting in the store's outbox for the broker (grows "
+                "while it is unreachable)", registry=registry),
         )

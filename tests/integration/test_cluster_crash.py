@@ -10,7 +10,6 @@ from pathlib import Path
 from support.broker import Record, on, read_until
 from support.unknowns import ClusterWorker, person, publish, sighting, unknown
 
-from rfr.cluster.store import ClusterStore
 from rfr.core.cluster_messages import ClusterEvent
 from rfr.core.schemas import CandidateList, decode
 from rfr.core.settings import KafkaSettings
@@ -26,11 +25,8 @@ def _lists() -> list[CandidateList]:
 
 
 def _recorded(worker: ClusterWorker) -> int:
-    store = ClusterStore.open(worker.database_url)
-    try:
+    with worker.store() as store:
         return store.counts()[1]
-    finally:
-        store.close()
 
 
 def test_sigkill_mid_stream_loses_no_sighting_and_counts_none_twice(kafka_settings: KafkaSettings, milvus_uri: str,
@@ -38,8 +34,7 @@ def test_sigkill_mid_stream_loses_no_sighting_and_counts_none_twice(kafka_settin
     topics = Topics.from_settings(kafka_settings)
     worker = ClusterWorker(kafka_settings, milvus_uri, tmp_path / "cluster")
     lists = _lists()
-    worker.start()
-    try:
+    with worker.running():
         def feed() -> None:  # a stream, not a burst: the kill lands with lists still arriving
             for i in range(0, len(lists), 2):
                 publish(kafka_settings, list(lists[i:i + 2]))
@@ -61,17 +56,10 @@ def test_sigkill_mid_stream_loses_no_sighting_and_counts_none_twice(kafka_settin
             assert time.monotonic() < deadline, f"{_recorded(worker)} of {len(lists)} recorded after the restart"
             time.sleep(0.5)
         assert worker.stop() == 0
-    finally:
-        if worker.proc is not None and worker.proc.poll() is None:
-            worker.kill()
 
-    store = ClusterStore.open(worker.database_url)
-    try:
-        with store.reading() as conn:
-            clusters = store.clusters(conn, store.cluster_ids(conn))
-            members = {cid: [m.face_id for m in store.members(conn, cid)] for cid in clusters}
-    finally:
-        store.close()
+    with worker.store() as store, store.reading() as conn:
+        clusters = store.clusters(conn, store.cluster_ids(conn))
+        members = {cid: [m.face_id for m in store.members(conn, cid)] for cid in clusters}
     assert sorted(f for fs in members.values() for f in fs) == sorted(cl.face_id for cl in lists)
     assert sorted(sorted(fs) for fs in members.values()) == sorted(
         sorted(cl.face_id for cl in lists if cl.face_id.startswith(f"p{p}-")) for p in range(PEOPLE))

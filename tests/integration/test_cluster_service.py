@@ -43,8 +43,7 @@ def test_unknowns_at_two_stores_make_one_event_others_are_ignored_poison_is_dead
         kafka_settings: KafkaSettings, milvus_uri: str, tmp_path: Path) -> None:
     topics = Topics.from_settings(kafka_settings)
     worker = ClusterWorker(kafka_settings, milvus_uri, tmp_path / "cluster")
-    worker.start()
-    try:
+    with worker.running():
         p = person(1)
         seen = [unknown("f1", sighting(p, 1), "s1"), unknown("f2", sighting(p, 2), "s1"),
                 unknown("f3", sighting(p, 3), "s2")]
@@ -78,14 +77,8 @@ def test_unknowns_at_two_stores_make_one_event_others_are_ignored_poison_is_dead
         assert worker.metric("rfr_cluster_lists_skipped_total") == 2
         assert worker.metric("rfr_cluster_reported_total") == 1
         assert worker.stop() == 0
-    finally:
-        if worker.proc is not None and worker.proc.poll() is None:
-            worker.kill()
-    store = ClusterStore.open(worker.database_url)
-    try:
+    with worker.store() as store:
         assert store.counts() == (3, 5)  # one cluster of three, two strangers alone
-    finally:
-        store.close()
 
 
 def test_the_service_runs_the_hubness_corrected_rule_and_dead_letters_another_models_face(
@@ -97,8 +90,7 @@ def test_the_service_runs_the_hubness_corrected_rule_and_dead_letters_another_mo
     worker = ClusterWorker(kafka_settings, milvus_uri, tmp_path / "cluster", extra={
         "RFR_CLUSTER__HUBNESS_K": "5", "RFR_CLUSTER__COHORT_FILE": str(cohort),
         "RFR_CLUSTER__LINK_THRESHOLD": "0.3", "RFR_CLUSTER__MERGE_THRESHOLD": "0.35"})
-    worker.start()
-    try:
+    with worker.running():
         p = person(2)
         publish(kafka_settings, [unknown("h1", sighting(p, 1), "s1", model_id=served),
                                  unknown("h2", sighting(p, 2), "s1", model_id=served),
@@ -119,9 +111,6 @@ def test_the_service_runs_the_hubness_corrected_rule_and_dead_letters_another_mo
         assert decode(DeadLetter, letter.value).payload == unknown(
             "o1", sighting(p, 3), "s2", model_id="other-model").to_bytes()
         assert worker.stop() == 0
-    finally:
-        if worker.proc is not None and worker.proc.poll() is None:
-            worker.kill()
 
 
 def test_the_service_refuses_a_bad_cohort_file_before_it_starts_anything(tmp_path: Path) -> None:

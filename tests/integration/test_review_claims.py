@@ -7,12 +7,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import insert, select
+from support.databases import at_revision
 from support.review_data import ALICE, AUDREY, BOB, SAM, SECRET, SUE, T0, Env, candidate_list, labels
 
-from rfr.core.db import CONNECTION_ATTR, VERSION_TABLE_ATTR, make_engine
+from rfr.core.db import make_engine
 from rfr.core.schemas import FaceQuality
 from rfr.review import tables as t
 from rfr.review import workflow as wf
@@ -131,12 +130,7 @@ def test_queue_filters_and_counts(env: Env) -> None:
 
 def test_migration_0002_fills_the_quality_of_earlier_probes(database_url: str) -> None:
     engine = make_engine(database_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        config.attributes[CONNECTION_ATTR] = conn
-        config.attributes[VERSION_TABLE_ATTR] = VERSION_TABLE
-        command.upgrade(config, "0001")
+    with at_revision(engine, MIGRATIONS, VERSION_TABLE, "0001") as conn:
         conn.execute(insert(t.probes).values(  # the columns of 0001 only
             face_id="sub_old:f0", submission_id="sub_old", retailer_id="shop-1", store_id="store-1",
             camera_id="cam-1", captured_at=T0, received_at=T0, channel="http", box="{}",

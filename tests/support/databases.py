@@ -10,6 +10,8 @@ start; it never skips them (the store tests on PostgreSQL are part of ``make tes
 ``database_url`` (function, parametrised ``sqlite`` / ``postgresql``): a SQLAlchemy URL of a new, empty database
 (a SQLite file in the test's ``tmp_path``; ``CREATE DATABASE`` with a unique name on ``postgres_server``, dropped
 afterwards). A test using it runs once per backend: ``test_x[sqlite]``, ``test_x[postgresql]``.
+
+``at_revision`` (a helper, imported): a schema at an earlier migration, for the tests of later migrations.
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from alembic import command
+from alembic.config import Config
 from psycopg import sql
+from sqlalchemy import Connection, Engine
 
-from rfr.core.db import sqlite_url
+from rfr.core.db import CONNECTION_ATTR, VERSION_TABLE_ATTR, sqlite_url
 from rfr.tools import procs
 
 logger = logging.getLogger(__name__)
@@ -179,3 +184,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield server.url(name)
     finally:
         server.drop_database(name)
+
+
+@contextlib.contextmanager
+def at_revision(engine: Engine, script_location: Path, version_table: str, revision: str, *,
+                down: bool = False) -> Iterator[Connection]:
+    """A transaction on ``engine`` whose schema has just been upgraded (``down``: downgraded) to ``revision`` of the
+    Alembic history at ``script_location``: a test writes rows as an earlier release would have, then lets the store
+    migrate the rest (``rfr.core.db.migrate``)."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    with engine.begin() as conn:
+        config.attributes[CONNECTION_ATTR] = conn
+        config.attributes[VERSION_TABLE_ATTR] = version_table
+        (command.downgrade if down else command.upgrade)(config, revision)
+        yield conn

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rfr.cluster.rule import Vector, unit
+from rfr.cluster.store import ClusterStore
 from rfr.core.db import sqlite_url
 from rfr.core.kafka import Output, produce_and_wait
 from rfr.core.schemas import CandidateList, FaceQuality, SubmissionMeta, template_bytes
@@ -139,6 +141,25 @@ class ClusterWorker:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the cluster service did not start"
             time.sleep(0.2)
+
+    @contextmanager
+    def running(self) -> Iterator[ClusterWorker]:
+        """Started (:meth:`start`), and killed on the way out if it is still running (a failed test)."""
+        self.start()
+        try:
+            yield self
+        finally:
+            if self.proc is not None and self.proc.poll() is None:
+                self.kill()
+
+    @contextmanager
+    def store(self) -> Iterator[ClusterStore]:
+        """Its cluster store, open for the block."""
+        store = ClusterStore.open(self.database_url)
+        try:
+            yield store
+        finally:
+            store.close()
 
     def metric(self, name: str) -> float:
         return scrape(f"http://127.0.0.1:{self.metrics_port}/metrics").get(name, 0.0)

@@ -58,6 +58,8 @@ def test_an_event_of_a_release_without_cause_reads_as_made_by_sightings() -> Non
     del wire["cause"]
     assert decode(ClusterEvent, json.dumps(wire).encode()).cause == "sightings"
     assert decode(ClusterEvent, _event(cause="retention").to_bytes()).cause == "retention"
+    assert b'"cause"' not in _event().to_bytes()  # so a reader of an earlier release still reads it
+    assert b'"cause":"retention"' in _event(cause="retention").to_bytes()
     with pytest.raises(ValidationError):
         _event(cause="reviewer")
 

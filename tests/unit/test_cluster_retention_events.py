@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiokafka.errors import KafkaTimeoutError
-from alembic import command
-from alembic.config import Config
 from prometheus_client import CollectorRegistry
 from sqlalchemy import insert, text
 from sqlalchemy.exc import OperationalError
+from support.databases import at_revision
 from support.unknowns import MODEL, T0, FakeIndex, person, sighting, unknown
 
 from rfr.cluster import outbox
@@ -24,14 +23,14 @@ from rfr.cluster.clusterer import Clusterer
 from rfr.cluster.rule import ClusterRule, unit
 from rfr.cluster.store import MIGRATIONS, VERSION_TABLE, ClusterStore, clusters
 from rfr.core.cluster_messages import ClusterEvent, ClusterPurged
-from rfr.core.db import CONNECTION_ATTR, VERSION_TABLE_ATTR, make_engine, sqlite_url
+from rfr.core.db import make_engine, sqlite_url
 from rfr.core.kafka import Output
 from rfr.core.metrics import StageMetrics
 from rfr.core.schemas import decode
 from rfr.core.settings import Settings
 from rfr.core.topics import CLUSTER_PURGES, CLUSTERS, Topics
-from services.cluster.app import Runtime, publish_outbox
-from services.cluster.handler import ClusterHandler
+from services.cluster.app import Runtime, process, publish_outbox
+from services.cluster.handler import ClusterHandler, RawMessage
 from services.cluster.metrics import ClusterMetrics
 
 RULE = ClusterRule(link_threshold=0.7, merge_threshold=0.75, min_sightings=3, min_stores=2, neighbours=16)
@@ -118,12 +117,7 @@ def test_events_wait_in_the_store_until_sent_and_a_second_pass_adds_none(cluster
 
 def test_a_store_of_release_0001_gains_the_outbox_and_its_clusters_the_cause(tmp_path: Path) -> None:
     engine = make_engine(sqlite_url(tmp_path / "old.db"))
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        config.attributes[CONNECTION_ATTR] = conn
-        config.attributes[VERSION_TABLE_ATTR] = VERSION_TABLE
-        command.upgrade(config, "0001")
+    with at_revision(engine, MIGRATIONS, VERSION_TABLE, "0001") as conn:
         conn.execute(text("INSERT INTO clusters (cluster_id, model_id, total, members, revision, reported, "
                           "merged_from, created_at, updated_at) VALUES ('c1', 'm', x'00', 1, 3, 1, '[]', 0, 0)"))
     store = ClusterStore(engine)
@@ -185,3 +179,70 @@ def test_a_store_outage_stops_publishing_without_losing_the_events(clusterer: Cl
     monkeypatch.setattr(outbox, "sent", locked)
     assert asyncio.run(publish_outbox(_runtime(clusterer, registry), send)) == 0
     assert len(sent) == 1 and len(outbox.pending(store)) == 1  # published, not deleted: the next pass sends it again
+
+
+def test_once_reported_a_cluster_retention_left_below_the_rule_is_published_as_it_grows(
+        clusterer: Clusterer, store: ClusterStore) -> None:
+    cid = _record(clusterer, ["a", "b", "c"], old={"a", "b"})
+    clusterer.purge(CUTOFF)
+    (shrunk,) = [decode(ClusterEvent, e.payload) for e in outbox.pending(store)]
+    assert [s.face_id for s in shrunk.sightings] == ["c"]  # one sighting, one store: below the rule
+    p = person(1)
+    grown = clusterer.record(unknown("d", sighting(p, 3), "s3"))
+    assert grown.event is not None and grown.event.revision == shrunk.revision + 1 and grown.cluster_id == cid
+    assert clusterer.record(unknown("d", sighting(p, 3), "s3")).event == grown.event  # a redelivery repeats it
+
+
+def test_a_merge_with_a_reported_cluster_below_the_rule_is_published(store: ClusterStore) -> None:
+    """Readers hold the reported cluster: they must learn that another absorbed it (or it another)."""
+    clusterer = Clusterer(store, FakeIndex(), ClusterRule(0.7, 0.75, min_sightings=4, min_stores=2), clock=lambda: T0)
+    x, y = np.zeros(64, np.float32), np.zeros(64, np.float32)
+    x[0], y[0], y[1] = 1.0, 0.6, 0.8  # two people at cosine 0.6: apart
+    for i in range(4):
+        reported = clusterer.record(unknown(f"a{i}", x, f"s{i}", searched_at=OLD if i < 3 else T0))
+    assert reported.event is not None
+    lone = clusterer.record(unknown("y1", y, "s5"))
+    clusterer.purge(CUTOFF)  # the reported cluster keeps a3 alone
+    bridge = clusterer.record(unknown("m", unit(x + y), "s5"))
+    assert bridge.merged == 1 and bridge.size == 3  # three sightings: below the rule's four
+    assert bridge.event is not None
+    assert {bridge.cluster_id, *bridge.event.merged_from} == {reported.cluster_id, lone.cluster_id}
+
+
+def test_each_pass_appends_after_what_is_waiting_and_no_number_is_used_twice(clusterer: Clusterer,
+                                                                            store: ClusterStore) -> None:
+    cid = _record(clusterer, ["a", "b", "c"], old={"a"})
+    clusterer.purge(CUTOFF)
+    (first,) = outbox.pending(store)
+    outbox.sent(store, [first.seq])  # the newest row deleted: SQLite must not hand its number out again
+    clusterer.purge(T0 + timedelta(days=1))  # b and c too: the cluster ends
+    (second,) = outbox.pending(store)
+    assert second.seq > first.seq and second.topic == CLUSTER_PURGES and second.event_id == f"{cid}:5"
+
+
+def test_the_agent_publishes_what_waits_before_a_later_revision_of_its_own(clusterer: Clusterer, store: ClusterStore,
+                                                                           registry: CollectorRegistry) -> None:
+    _record(clusterer, ["old0", "new1", "new2", "new3"], old={"old0"})
+    clusterer.purge(CUTOFF)
+    (waiting,) = outbox.pending(store)
+    rt = _runtime(clusterer, registry)
+    raw = RawMessage(rt.handler.topics.matches, 0, 7, b"k", unknown("new4", sighting(person(1), 4), "s4").to_bytes())
+    sent, fail = list[Output](), [True]
+
+    async def send(outputs: list[Output]) -> None:
+        if fail and any(o.event_id == waiting.event_id for o in outputs):
+            fail.clear()
+            raise KafkaTimeoutError()
+        sent.extend(outputs)
+
+    settings = Settings(stream={"retry_backoff_s": 0.001, "max_backoff_s": 0.002})
+    asyncio.run(process(Runtime(settings, clusterer, rt.handler, rt.metrics, rt.stage), raw, send))
+    assert [o.event_id for o in sent] == [waiting.event_id, waiting.event_id.replace(":5", ":6")]
+    assert decode(ClusterEvent, sent[1].value).cause == "sightings" and outbox.pending(store) == []
+
+
+def test_migration_0002_goes_down_to_0001_with_clusters_held(clusterer: Clusterer, store: ClusterStore) -> None:
+    _record(clusterer, ["a", "b", "c"], old=set())
+    with at_revision(store.engine, MIGRATIONS, VERSION_TABLE, "0001", down=True) as conn:
+        columns = [r[1] for r in conn.execute(text("PRAGMA table_info(clusters)"))]
+        assert "cause" not in columns and conn.execute(text("SELECT count(*) FROM cluster_sightings")).scalar() == 3

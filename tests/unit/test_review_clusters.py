@@ -265,6 +265,20 @@ def test_a_revision_retention_made_upstream_keeps_its_missing_sightings_out_for_
     assert {s.face_id: s.left_reason for s in env.store.cluster("cl-1", ALICE).sightings}[kept[0].face_id] == "dropped"
 
 
+def test_a_retention_revision_overtaken_by_a_later_one_still_purges_what_it_took(env: Env) -> None:
+    first = offender_cluster(env, faces=3)
+    env.store.record_cluster(first)
+    gone, kept = first.sightings[0], list(first.sightings[1:])
+    unknown_probe(env, "sub_new:f0")
+    later = cluster_event("cl-1", 3, [*kept, sighting("sub_new:f0", "store-9")], minutes=9)
+    env.store.record_cluster(later)  # revision 3 first: the face retention took at 2 is only dropped
+    shrunk = cluster_event("cl-1", 2, kept, minutes=5).model_copy(update={"cause": "retention"})
+    assert env.store.record_cluster(shrunk).new is False
+    left = {s.face_id: s.left_reason for s in env.store.cluster("cl-1", ALICE).sightings}
+    assert left == {gone.face_id: "purged", "sub_new:f0": None} | {s.face_id: None for s in kept}
+    assert _entries(env, "cluster_reported")[-1]["details"]["purged"] == [gone.face_id]
+
+
 def test_sightings_of_probes_never_held_follow_the_policy_too(env: Env, tmp_path: Path) -> None:
     env.store.record_cluster(cluster_event("cl-x", 1, [sighting("sub_far:f0", "store-1"),
                                                        sighting("sub_away:f0", "store-2")]))

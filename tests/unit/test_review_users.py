@@ -8,14 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from argon2 import PasswordHasher
 from sqlalchemy import Engine, column, insert, select, text
 from sqlalchemy import table as sa_table
+from support.databases import at_revision
 from support.review_data import cheap_hasher
 
-from rfr.core.db import CONNECTION_ATTR, VERSION_TABLE_ATTR, make_engine, migrate, sqlite_url
+from rfr.core.db import make_engine, migrate, sqlite_url
 from rfr.review.audit import AuditLog
 from rfr.review.store import MIGRATIONS, VERSION_TABLE
 from rfr.review.tables import UtcDateTime
@@ -231,12 +230,7 @@ def test_a_token_of_another_role_made_before_is_refused(store: UserStore, engine
 
 def test_migration_0003_gives_earlier_tokens_a_year(tmp_path: Path) -> None:
     eng = make_engine(sqlite_url(tmp_path / "old.db"))
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with eng.begin() as conn:
-        config.attributes[CONNECTION_ATTR] = conn
-        config.attributes[VERSION_TABLE_ATTR] = VERSION_TABLE
-        command.upgrade(config, "0002")
+    with at_revision(eng, MIGRATIONS, VERSION_TABLE, "0002") as conn:
         old = sa_table("api_tokens", column("name"), column("role"), column("token_sha256"),
                        column("created_at", UtcDateTime()))
         conn.execute(insert(old).values(name="cad", role="case_system", token_sha256=token_digest("rft1.old"),

@@ -28,10 +28,11 @@ def upgrade() -> None:
         sa.Column("event_id", sa.Text(), nullable=False),  # <cluster_id>:<revision>
         sa.Column("payload", sa.LargeBinary(), nullable=False),  # the message's JSON
         sa.Column("created_at", sa.Float(), nullable=False),  # POSIX seconds (UTC)
+        sqlite_autoincrement=True,  # SQLite would otherwise reuse the sequence number of a deleted newest row
     )
 
 
 def downgrade() -> None:
     op.drop_table("cluster_outbox")
-    with op.batch_alter_table("clusters") as batch:
+    with op.batch_alter_table("clusters", recreate="never") as batch:  # SQLite >= 3.35 drops it in place
         batch.drop_column("cause")

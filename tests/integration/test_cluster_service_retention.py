@@ -12,7 +12,6 @@ from support.broker import Record, on, read_until
 from support.unknowns import ClusterWorker, person, publish, sighting, unknown
 
 from rfr.cluster import outbox
-from rfr.cluster.store import ClusterStore
 from rfr.core.cluster_messages import ClusterEvent, ClusterPurged
 from rfr.core.schemas import decode, utcnow
 from rfr.core.settings import KafkaSettings
@@ -27,8 +26,7 @@ def test_retention_shrinks_then_ends_a_reported_cluster_and_readers_are_told(
     worker = ClusterWorker(kafka_settings, milvus_uri, tmp_path / "cluster", extra={
         "RFR_RETENTION__NO_CANDIDATE_DAYS": str(KEEP_S / 86_400), "RFR_RETENTION__INTERVAL_S": "1",
         "RFR_KAFKA__RETENTION_MS": "5000"})  # topics may not outlive the policy (the settings check)
-    worker.start()
-    try:
+    with worker.running():
         publish(kafka_settings, [unknown("warm-up", person(70), "s9", searched_at=utcnow())])
         deadline = time.monotonic() + 60
         while worker.metric("rfr_cluster_messages_consumed_total") < 1:
@@ -56,11 +54,5 @@ def test_retention_shrinks_then_ends_a_reported_cluster_and_readers_are_told(
         assert on(topics.clusters, records)[1].headers["rfr-event-id"] == f"{cid}:4"
         assert worker.metric("rfr_cluster_retention_events_total") == 2
         assert worker.stop() == 0
-    finally:
-        if worker.proc is not None and worker.proc.poll() is None:
-            worker.kill()
-    store = ClusterStore.open(worker.database_url)
-    try:
+    with worker.store() as store:
         assert store.counts() == (0, 0) and outbox.pending(store) == []  # the warm-up face aged out too
-    finally:
-        store.close()
