@@ -109,7 +109,7 @@ def sighting_of(cl: CandidateList) -> Sighting:
 
 @dataclass(frozen=True)
 class Step:
-    """What one list did: ``event`` to publish (None: the cluster was never reportable), ``recorded`` (False: the face
+    """What one list did: ``event`` to publish (None: the cluster was never reported), ``recorded`` (False: the face
     was recorded already, or skipped), the ``cluster_id`` it is in, that cluster's ``size``, and clusters ``merged``
     into it. ``skipped``: why the list was not recorded at all (``expired``: its probe is past retention; then
     ``cluster_id`` is empty and ``size`` 0), None when it was handled."""

@@ -11,7 +11,7 @@ highest revision of a cluster). No Kafka here: services/cluster/ publishes.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, insert, select
@@ -38,10 +38,14 @@ def put(conn: Connection, topic: str, event: ClusterEvent | ClusterPurged) -> No
                                        payload=event.to_bytes(), created_at=time.time()))
 
 
-def pending(store: ClusterStore, limit: int = 100) -> list[OutboxEntry]:
-    """The oldest ``limit`` events waiting, in the order they were made."""
+def pending(store: ClusterStore, limit: int = 100, keys: Collection[str] | None = None) -> list[OutboxEntry]:
+    """The oldest ``limit`` events waiting (only those of the clusters ``keys``, when given), in the order they were
+    made."""
+    query = select(outbox).order_by(outbox.c.seq).limit(limit)
+    if keys is not None:
+        query = query.where(outbox.c.key.in_(sorted(keys)))
     with store.reading() as conn:
-        rows = conn.execute(select(outbox).order_by(outbox.c.seq).limit(limit))
+        rows = conn.execute(query)
         return [OutboxEntry(int(r.seq), str(r.topic), str(r.key), str(r.event_id), bytes(r.payload)) for r in rows]
 
 

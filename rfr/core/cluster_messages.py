@@ -73,7 +73,8 @@ class ClusterRuleInfo(Message):
 class ClusterEvent(Message):
     """The state of one reported cluster (schema v1), on ``rfr.clusters.v1``: published when a cluster first
     reaches the rule's size and spread, again each time it grows or absorbs another, and when retention takes some of
-    its sightings (``cause="retention"``; it may then be below the rule's size or spread). Each event carries the
+    its sightings (``cause="retention"``); once reported, it is published on every change, also when retention has
+    left it below the rule's size or spread. Each event carries the
     whole cluster: a reader keeps the highest ``revision`` of each ``cluster_id``, forgets the sightings it no longer
     names, and retires the ``merged_from`` ones. A reported cluster that retention empties gets a
     :class:`ClusterPurged` instead. ``event_id`` is ``<cluster_id>:<revision>`` (a redelivered event repeats it)."""

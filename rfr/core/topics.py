@@ -18,8 +18,8 @@ DECISIONS = "rfr.decisions.v1"
 INCIDENTS = "rfr.incidents.v1"
 """detect -> match: one IncidentStillReport per still of a multi-still incident (rfr.embedding.incidents)."""
 CLUSTERS = "rfr.clusters.v1"
-"""cluster -> review: one ClusterEvent each time a cluster of one unknown face seen at several stores is reportable
-(rfr.core.cluster_messages)."""
+"""cluster -> review: one ClusterEvent when a cluster of one unknown face seen at several stores is first reportable,
+then at each change of a reported one, retention's included (rfr.core.cluster_messages)."""
 CLUSTER_PURGES = "rfr.cluster-purges.v1"
 """cluster -> case systems: one ClusterPurged when retention empties a reported cluster (rfr.core.cluster_messages)."""
 

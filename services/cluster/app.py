@@ -14,8 +14,9 @@
   :data:`GAUGE_INTERVAL_S`). A start-up task repairs the index and runs a first retention pass. Each pass then
   publishes the events it put into the store's outbox (:mod:`rfr.cluster.outbox`: a reported cluster shrunk or
   emptied by retention), oldest first, each batch deleted once the broker acknowledged it; what a failure leaves
-  waits for the next pass. The agent publishes what waits there before any cluster event of its own (a failure is
-  then an outage it retries), so a reader never gets a cluster's revisions out of order.
+  waits for the next pass. Before a cluster event of its own, the agent publishes what waits there for that cluster
+  (a failure is then an outage it retries), so one worker publishes a cluster's revisions in order; readers still
+  keep the highest revision (several workers, or a pass committing after the agent, may interleave them).
 
 No faust tables: the state is in SQL (rfr/cluster/store.py), because faust's table recovery over the local Tansu
 broker cannot be trusted (docs/design.md, "Repeat unknown offenders"). Every topic faust needs is created before
@@ -35,6 +36,7 @@ from typing import Any, cast
 
 import faust
 from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 
 from rfr.cluster import outbox
 from rfr.cluster.clusterer import Clusterer
@@ -56,6 +58,8 @@ GROUP = "rfr-cluster"
 GAUGE_INTERVAL_S = 15.0
 PASS_OUTAGES: tuple[type[Exception], ...] = (IndexUnavailableError, *STORE_OUTAGES)
 """Failures that skip a repair or retention pass (the next one retries)."""
+KAFKA_OUTAGES: tuple[type[Exception], ...] = (KafkaError, ProducerSendError)
+"""The broker failing a send: faust wraps the client's KafkaError raised while queueing as ProducerSendError."""
 Send = Callable[[list[Output]], Awaitable[None]]
 """Produces outputs and waits for the broker's acknowledgement of each (:func:`wire`)."""
 
@@ -168,14 +172,15 @@ async def process(rt: Runtime, msg: RawMessage, send: Callable[[list[Output]], A
     while True:
         try:
             outputs = [dead] if dead is not None else await asyncio.to_thread(rt.handler.handle, msg)
-            if any(out.topic == rt.handler.topics.clusters for out in outputs):
-                await drain_outbox(rt, send)  # earlier revisions first
+            mine = {str(out.key) for out in outputs if out.topic == rt.handler.topics.clusters}
+            if mine:
+                await drain_outbox(rt, send, keys=mine)  # the cluster's earlier revisions first
             await send(outputs)
             break
         except DependencyUnavailable as exc:
             stage.dependency_retries.labels(exc.dependency).inc()
             logger.warning("%s; retrying in %.1fs", exc, backoff)
-        except KafkaError as exc:
+        except KAFKA_OUTAGES as exc:
             stage.dependency_retries.labels("kafka").inc()
             logger.warning("kafka: %s; retrying in %.1fs", exc, backoff)
         except Exception as exc:
@@ -216,20 +221,21 @@ async def publish_outbox(rt: Runtime, send: Send, batch: int = 100) -> int:
     or cluster event goes on from the first event not deleted. Returns how many were published."""
     try:
         return await drain_outbox(rt, send, batch)
-    except (KafkaError, DependencyUnavailable) as exc:
+    except (KafkaError, ProducerSendError, DependencyUnavailable) as exc:
         logger.warning("retention events not all published, the next pass goes on: %s", exc)
         return 0
 
 
-async def drain_outbox(rt: Runtime, send: Send, batch: int = 100) -> int:
-    """Publish the events waiting in the store's outbox, oldest first, deleting each batch once the broker has
-    acknowledged it; returns how many. Raises KafkaError, or DependencyUnavailable for a store outage; what was not
-    deleted stays (an event acknowledged but not deleted is published again: same ``event_id``)."""
+async def drain_outbox(rt: Runtime, send: Send, batch: int = 100, keys: set[str] | None = None) -> int:
+    """Publish the events waiting in the store's outbox (only those of the clusters ``keys``, when given), oldest
+    first, deleting each batch once the broker has acknowledged it; returns how many. Raises one of
+    :data:`KAFKA_OUTAGES`, or DependencyUnavailable for a store outage; what was not deleted stays (an event
+    acknowledged but not deleted is published again: same ``event_id``)."""
     topics, store, done = rt.handler.topics, rt.clusterer.store, 0
     async with rt.outbox_lock:
         while True:
             try:
-                waiting = await asyncio.to_thread(outbox.pending, store, batch)
+                waiting = await asyncio.to_thread(outbox.pending, store, batch, keys)
                 if not waiting:
                     return done
                 await send([Output(topics.name(e.topic), e.payload, key=e.key, event_id=e.event_id)

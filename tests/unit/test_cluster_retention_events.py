@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiokafka.errors import KafkaTimeoutError
+from faust.exceptions import ProducerSendError
 from prometheus_client import CollectorRegistry
 from sqlalchemy import insert, text
 from sqlalchemy.exc import OperationalError
@@ -19,7 +20,7 @@ from support.databases import at_revision
 from support.unknowns import MODEL, T0, FakeIndex, person, sighting, unknown
 
 from rfr.cluster import outbox
-from rfr.cluster.clusterer import Clusterer
+from rfr.cluster.clusterer import Clusterer, new_cluster_id
 from rfr.cluster.rule import ClusterRule, unit
 from rfr.cluster.store import MIGRATIONS, VERSION_TABLE, ClusterStore, clusters
 from rfr.core.cluster_messages import ClusterEvent, ClusterPurged
@@ -152,6 +153,11 @@ def test_the_service_publishes_the_outbox_in_order_and_keeps_what_the_broker_did
 
     assert asyncio.run(publish_outbox(rt, broker_down)) == 0 and outbox.pending(store) == waiting
 
+    async def faust_wrapped(_outputs: list[Output]) -> None:
+        raise ProducerSendError("Error while sending: UnknownTopicOrPartitionError()")
+
+    assert asyncio.run(publish_outbox(rt, faust_wrapped)) == 0 and outbox.pending(store) == waiting
+
     async def send(outputs: list[Output]) -> None:
         sent.extend(outputs)
 
@@ -220,11 +226,14 @@ def test_each_pass_appends_after_what_is_waiting_and_no_number_is_used_twice(clu
     assert second.seq > first.seq and second.topic == CLUSTER_PURGES and second.event_id == f"{cid}:5"
 
 
-def test_the_agent_publishes_what_waits_before_a_later_revision_of_its_own(clusterer: Clusterer, store: ClusterStore,
-                                                                           registry: CollectorRegistry) -> None:
+def test_the_agent_publishes_what_waits_for_its_cluster_before_a_later_revision(
+        clusterer: Clusterer, store: ClusterStore, registry: CollectorRegistry) -> None:
+    """The broker failing the outbox's send (faust wraps it as ProducerSendError) is an outage: retried, the list is
+    not dead-lettered. Another cluster's waiting event is left to the next retention pass."""
     _record(clusterer, ["old0", "new1", "new2", "new3"], old={"old0"})
+    _record(clusterer, ["o1", "o2", "o3"], old={"o1", "o2", "o3"}, seed=2)
     clusterer.purge(CUTOFF)
-    (waiting,) = outbox.pending(store)
+    (waiting,) = outbox.pending(store, keys={new_cluster_id("old0")})
     rt = _runtime(clusterer, registry)
     raw = RawMessage(rt.handler.topics.matches, 0, 7, b"k", unknown("new4", sighting(person(1), 4), "s4").to_bytes())
     sent, fail = list[Output](), [True]
@@ -232,13 +241,16 @@ def test_the_agent_publishes_what_waits_before_a_later_revision_of_its_own(clust
     async def send(outputs: list[Output]) -> None:
         if fail and any(o.event_id == waiting.event_id for o in outputs):
             fail.clear()
-            raise KafkaTimeoutError()
+            raise ProducerSendError("Error while sending: KafkaTimeoutError()")
         sent.extend(outputs)
 
     settings = Settings(stream={"retry_backoff_s": 0.001, "max_backoff_s": 0.002})
     asyncio.run(process(Runtime(settings, clusterer, rt.handler, rt.metrics, rt.stage), raw, send))
     assert [o.event_id for o in sent] == [waiting.event_id, waiting.event_id.replace(":5", ":6")]
-    assert decode(ClusterEvent, sent[1].value).cause == "sightings" and outbox.pending(store) == []
+    assert decode(ClusterEvent, sent[1].value).cause == "sightings"
+    assert [e.topic for e in outbox.pending(store)] == [CLUSTER_PURGES]  # the other cluster's end
+    assert registry.get_sample_value("rfr_cluster_dependency_retries_total", {"dependency": "kafka"}) == 1
+    assert not registry.get_sample_value("rfr_cluster_deadletters_total", {"reason": "retry_exhausted"})
 
 
 def test_migration_0002_goes_down_to_0001_with_clusters_held(clusterer: Clusterer, store: ClusterStore) -> None:
