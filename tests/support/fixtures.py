@@ -3,14 +3,17 @@ them as parameters without importing anything."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from rfr.cluster.store import ClusterStore
 from rfr.core.blobstore import FileBlobStore
+from rfr.core.db import sqlite_url
 from rfr.core.review_messages import GalleryChange
 from rfr.core.settings import Settings, gallery_blob_dir
 from rfr.gallery import extraction, milvus
@@ -68,3 +71,11 @@ def registry() -> CollectorRegistry:
     """A registry of its own for one test's metrics, read back through its public API (``get_sample_value``,
     or :func:`support.metrics.sample`)."""
     return CollectorRegistry()
+
+
+@pytest.fixture
+def cluster_store(tmp_path: Path) -> Iterator[ClusterStore]:
+    """A cluster store (rfr/cluster/store.py) on a new SQLite file, ``tmp_path / "cluster.db"``, closed after."""
+    store = ClusterStore.open(sqlite_url(tmp_path / "cluster.db"))
+    yield store
+    store.close()

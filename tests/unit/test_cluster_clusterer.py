@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from support.unknowns import MODEL, T0, FakeIndex, person, sighting, unknown
 from rfr.cluster.clusterer import Clusterer, CohortMismatchError, Step, new_cluster_id, rule_of, wanted
 from rfr.cluster.rule import ClusterRule, unit
 from rfr.cluster.store import ClusterStore, Sighting, centroid_of
-from rfr.core.db import sqlite_url
 from rfr.core.settings import ClusterSettings
 from rfr.gallery.scoring import Cohort
 
@@ -24,10 +22,8 @@ RULE = ClusterRule(link_threshold=0.7, merge_threshold=0.75, min_sightings=3, mi
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[ClusterStore]:
-    s = ClusterStore.open(sqlite_url(tmp_path / "cluster.db"))
-    yield s
-    s.close()
+def store(cluster_store: ClusterStore) -> ClusterStore:
+    return cluster_store
 
 
 @pytest.fixture

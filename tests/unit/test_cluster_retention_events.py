@@ -5,7 +5,6 @@ SQLite store and an exact in-memory index, no broker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,10 +39,8 @@ CUTOFF = T0 - timedelta(days=31)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[ClusterStore]:
-    s = ClusterStore.open(sqlite_url(tmp_path / "cluster.db"))
-    yield s
-    s.close()
+def store(cluster_store: ClusterStore) -> ClusterStore:
+    return cluster_store
 
 
 @pytest.fixture
