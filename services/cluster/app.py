@@ -49,7 +49,7 @@ from rfr.core.schemas import utcnow
 from rfr.core.settings import KafkaSettings, Settings
 from rfr.core.stream import DependencyUnavailable, PoisonMessage
 from rfr.core.topics import Topics, TopicSpec
-from services.cluster.handler import ClusterHandler, RawMessage
+from services.cluster.handler import ClusterHandler, RawMessage, store_unavailable
 from services.cluster.metrics import ClusterMetrics
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ PASS_OUTAGES: tuple[type[Exception], ...] = (IndexUnavailableError, *STORE_OUTAG
 """Failures that skip a repair or retention pass (the next one retries)."""
 KAFKA_OUTAGES: tuple[type[Exception], ...] = (KafkaError, ProducerSendError)
 """The broker failing a send: faust wraps the client's KafkaError raised while queueing as ProducerSendError."""
+PUBLISH_FAILURES: tuple[type[Exception], ...] = (*KAFKA_OUTAGES, DependencyUnavailable)
+"""What stops a publication of the outbox after a pass (:func:`drain_outbox` raises them; the next pass goes on)."""
 Send = Callable[[list[Output]], Awaitable[None]]
 """Produces outputs and waits for the broker's acknowledgement of each (:func:`wire`)."""
 
@@ -221,7 +223,7 @@ async def publish_outbox(rt: Runtime, send: Send, batch: int = 100) -> int:
     or cluster event goes on from the first event not deleted. Returns how many were published."""
     try:
         return await drain_outbox(rt, send, batch)
-    except (KafkaError, ProducerSendError, DependencyUnavailable) as exc:
+    except PUBLISH_FAILURES as exc:
         logger.warning("retention events not all published, the next pass goes on: %s", exc)
         return 0
 
@@ -242,7 +244,7 @@ async def drain_outbox(rt: Runtime, send: Send, batch: int = 100, keys: set[str]
                             for e in waiting])
                 await asyncio.to_thread(outbox.sent, store, [e.seq for e in waiting])
             except STORE_OUTAGES as exc:
-                raise DependencyUnavailable("cluster_store", f"{type(exc).__name__}: {exc}"[:500]) from exc
+                raise store_unavailable(exc) from exc
             done += len(waiting)
             rt.metrics.retention_events.inc(len(waiting))
             for e in waiting:

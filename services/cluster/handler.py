@@ -117,7 +117,7 @@ class ClusterHandler:
         except IndexUnavailableError as exc:
             raise DependencyUnavailable("milvus", str(exc)[:500]) from exc
         except STORE_OUTAGES as exc:
-            raise DependencyUnavailable("cluster_store", f"{type(exc).__name__}: {exc}"[:500]) from exc
+            raise store_unavailable(exc) from exc
         except (IndexMismatchError, CohortMismatchError) as exc:
             raise PoisonMessage(Reason.MODEL_MISMATCH, str(exc)[:500]) from exc
         except ValueError as exc:  # a zero or non-finite template
@@ -137,6 +137,11 @@ class ClusterHandler:
         self.stage.deadletters.labels(letter.headers["rfr-reason"]).inc()
         logger.warning("dead-lettered %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), exc)
         return letter
+
+
+def store_unavailable(exc: Exception) -> DependencyUnavailable:
+    """The outage of the cluster store that ``exc`` (one of ``rfr.core.db.STORE_OUTAGES``) reports."""
+    return DependencyUnavailable("cluster_store", f"{type(exc).__name__}: {exc}"[:500])
 
 
 def _parse(msg: RawMessage) -> CandidateList:
